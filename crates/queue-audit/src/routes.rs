@@ -1,0 +1,6 @@
+//! The route table of queue-audit. The platform endpoints (/healthz, /readyz, /metrics,
+//! /.well-known/jwks.json, /openapi.json, /internal/v1/caller) are added by queue-platform.
+
+use actix_web::web;
+
+pub fn configure(_cfg: &mut web::ServiceConfig) {}

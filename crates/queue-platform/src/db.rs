@@ -1,0 +1,130 @@
+//! PostgreSQL access: an async diesel pool (diesel-async + deadpool, see docs/adr/0002) and
+//! the migration runner.
+//!
+//! Every service owns one schema. Its migrations are embedded in its binary and run with
+//! `search_path` set to that schema, so diesel's `__diesel_schema_migrations` table lives in
+//! the service's own schema too and two services never see each other's migration history.
+//! Concurrent migrators (two replicas starting together) are serialised by an advisory lock.
+
+use diesel::sql_types::Text;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use std::time::Duration;
+
+use crate::config::{DatabaseConfig, redact_url};
+
+pub type PgPool = Pool<AsyncPgConnection>;
+pub type PgConn = Object<AsyncPgConnection>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("migration of schema `{schema}` failed: {message}")]
+    Migration { schema: String, message: String },
+}
+
+/// A pool of connections to the service's database.
+#[derive(Clone)]
+pub struct Db {
+    pool: PgPool,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("status", &self.pool.status()).finish()
+    }
+}
+
+impl Db {
+    /// Builds the pool. Connections are opened lazily, so this succeeds with the database down.
+    pub fn new(config: &DatabaseConfig) -> Result<Self, DbError> {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(config.url.clone());
+        let timeout = Duration::from_secs(config.timeout_secs);
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .runtime(deadpool_runtime())
+            .build()
+            .map_err(|e| DbError::Unavailable(e.to_string()))?;
+        Ok(Self { pool, timeout })
+    }
+
+    pub async fn conn(&self) -> Result<PgConn, DbError> {
+        self.pool.get().await.map_err(|e| DbError::Unavailable(e.to_string()))
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// `SELECT 1` within the pool timeout: what `/readyz` asks.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        let check = async {
+            let mut conn = self.conn().await?;
+            diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+            Ok::<_, DbError>(())
+        };
+        tokio::time::timeout(self.timeout, check).await.map_err(|_| DbError::Unavailable("timed out".into()))?
+    }
+}
+
+fn deadpool_runtime() -> deadpool::Runtime {
+    deadpool::Runtime::Tokio1
+}
+
+/// A service's schema and its embedded migrations.
+#[derive(Clone, Copy)]
+pub struct SchemaMigrations {
+    pub schema: &'static str,
+    pub migrations: &'static EmbeddedMigrations,
+}
+
+impl std::fmt::Debug for SchemaMigrations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaMigrations").field("schema", &self.schema).finish()
+    }
+}
+
+/// Lends a `&'static EmbeddedMigrations` to diesel, which wants a source by value.
+struct Source(&'static EmbeddedMigrations);
+
+impl diesel::migration::MigrationSource<diesel::pg::Pg> for Source {
+    fn migrations(&self) -> diesel::migration::Result<Vec<Box<dyn diesel::migration::Migration<diesel::pg::Pg>>>> {
+        diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(self.0)
+    }
+}
+
+/// Creates the schema if needed and applies pending migrations; returns the versions applied.
+pub async fn migrate(database_url: &str, target: SchemaMigrations) -> Result<Vec<String>, DbError> {
+    let url = database_url.to_string();
+    let schema = target.schema;
+    let fail = move |message: String| DbError::Migration { schema: schema.to_string(), message };
+    tracing::info!(schema, database = %redact_url(&url), "running migrations");
+    tokio::task::spawn_blocking(move || {
+        use diesel::Connection;
+        use diesel::connection::SimpleConnection;
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).map_err(|e| fail(e.to_string()))?;
+        let lock = diesel::sql_query("SELECT pg_advisory_lock(hashtext($1))").bind::<Text, _>(format!("queue-migrate:{schema}"));
+        diesel::RunQueryDsl::execute(lock, &mut conn).map_err(|e| fail(e.to_string()))?;
+        let result = (|| {
+            conn.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"))
+                .map_err(|e| fail(e.to_string()))?;
+            let applied = conn.run_pending_migrations(Source(target.migrations)).map_err(|e| fail(e.to_string()))?;
+            Ok(applied.iter().map(|v| v.to_string()).collect::<Vec<_>>())
+        })();
+        // Closing the connection releases the advisory lock even if this fails.
+        let _ = conn.batch_execute("SELECT pg_advisory_unlock_all()");
+        result
+    })
+    .await
+    .map_err(|e| DbError::Migration { schema: schema.to_string(), message: e.to_string() })?
+}

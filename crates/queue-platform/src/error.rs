@@ -1,0 +1,210 @@
+//! The error policy (docs/error-policy.md): one type, one table from error to status, one JSON
+//! shape `{"error": {"code", "message"}}`. Internal errors are logged once with the trace id
+//! and answered with an opaque message; their text never reaches a response.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+use std::fmt;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the request could not be parsed.
+    BadRequest(String),
+    /// 401: no credentials, or credentials that do not verify.
+    Unauthorized(String),
+    /// 403: authenticated, but not allowed.
+    Forbidden(String),
+    /// 404
+    NotFound(String),
+    /// 409: conflicts with the current state.
+    Conflict(String),
+    /// 413
+    PayloadTooLarge(String),
+    /// 422: well-formed but invalid; names the field.
+    Unprocessable { field: String, message: String },
+    /// 429 with `Retry-After`.
+    TooManyRequests { retry_after_secs: u64 },
+    /// 503: a dependency is down.
+    Unavailable(String),
+    /// 500: anything unexpected. The source is logged, never shown.
+    Internal(anyhow::Error),
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human-readable explanation, safe to show.
+    pub message: String,
+    /// The offending field, for validation errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(e.into())
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Unprocessable { field: field.into(), message: message.into() }
+    }
+
+    /// The status table: every variant, explicitly.
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::Unprocessable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            Self::BadRequest(m)
+            | Self::Unauthorized(m)
+            | Self::Forbidden(m)
+            | Self::NotFound(m)
+            | Self::Conflict(m)
+            | Self::PayloadTooLarge(m)
+            | Self::Unavailable(m) => m.clone(),
+            Self::Unprocessable { message, .. } => message.clone(),
+            Self::TooManyRequests { retry_after_secs } => format!("too many requests; retry after {retry_after_secs} s"),
+            Self::Internal(_) => "internal error".to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (status, code) = self.parts();
+        write!(f, "{} {code}", status.as_u16())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, code) = self.parts();
+        if let Self::Internal(e) = self {
+            // Logged here, once, inside the request span (which carries the trace id).
+            tracing::error!(error = format!("{e:#}"), "internal error");
+        }
+        let field = match self {
+            Self::Unprocessable { field, .. } => Some(field.clone()),
+            _ => None,
+        };
+        let mut response = HttpResponse::build(status);
+        if let Self::TooManyRequests { retry_after_secs } = self {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
+        }
+        if matches!(self, Self::Unauthorized(_)) {
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        response.json(ErrorBody { error: ErrorDetail { code, message: self.public_message(), field } })
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> Self {
+        match e {
+            crate::db::DbError::Unavailable(_) => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::Unavailable("database unavailable".into())
+            }
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+/// actix's own extractor errors (bad JSON, bad query string, bad path segment) in our shape.
+pub fn json_error_handler(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as E;
+    let api = match &err {
+        E::OverflowKnownLength { .. } | E::Overflow { .. } => ApiError::PayloadTooLarge("request body too large".into()),
+        E::ContentType => ApiError::BadRequest("expected Content-Type: application/json".into()),
+        E::Deserialize(e) if e.is_data() => ApiError::Unprocessable { field: "body".into(), message: e.to_string() },
+        E::Deserialize(e) => ApiError::BadRequest(format!("malformed JSON: {e}")),
+        _ => ApiError::BadRequest("could not read the request body".into()),
+    };
+    actix_web::error::InternalError::from_response(err, api.error_response()).into()
+}
+
+pub fn query_error_handler(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    let api = ApiError::BadRequest(format!("bad query string: {err}"));
+    actix_web::error::InternalError::from_response(err, api.error_response()).into()
+}
+
+pub fn path_error_handler(err: actix_web::error::PathError, _req: &HttpRequest) -> actix_web::Error {
+    let api = ApiError::NotFound(format!("bad path parameter: {err}"));
+    actix_web::error::InternalError::from_response(err, api.error_response()).into()
+}
+
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such route".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    async fn body(e: ApiError) -> (u16, serde_json::Value, Option<String>) {
+        let r = e.error_response();
+        let status = r.status().as_u16();
+        let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap_or_default().to_string());
+        let bytes = to_bytes(r.into_body()).await.unwrap_or_default();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default(), retry)
+    }
+
+    #[actix_web::test]
+    async fn internal_text_never_leaks() {
+        let (status, json, _) = body(ApiError::internal(anyhow::anyhow!("password=hunter2 at db.rs:42"))).await;
+        assert_eq!(status, 500);
+        assert_eq!(json["error"]["code"], "internal");
+        assert!(!json.to_string().contains("hunter2"));
+    }
+
+    #[actix_web::test]
+    async fn every_variant_has_its_status_and_shape() {
+        let cases = [
+            (ApiError::BadRequest("b".into()), 400, "bad_request"),
+            (ApiError::Unauthorized("u".into()), 401, "unauthorized"),
+            (ApiError::Forbidden("f".into()), 403, "forbidden"),
+            (ApiError::NotFound("n".into()), 404, "not_found"),
+            (ApiError::Conflict("c".into()), 409, "conflict"),
+            (ApiError::PayloadTooLarge("p".into()), 413, "payload_too_large"),
+            (ApiError::invalid("email", "not an email"), 422, "invalid"),
+            (ApiError::TooManyRequests { retry_after_secs: 7 }, 429, "rate_limited"),
+            (ApiError::Unavailable("d".into()), 503, "unavailable"),
+        ];
+        for (e, status, code) in cases {
+            let (s, json, retry) = body(e).await;
+            assert_eq!((s, json["error"]["code"].as_str()), (status, Some(code)));
+            assert!(json["error"]["message"].is_string());
+            if s == 429 {
+                assert_eq!(retry.as_deref(), Some("7"));
+            }
+            if s == 422 {
+                assert_eq!(json["error"]["field"], "email");
+            }
+        }
+    }
+}

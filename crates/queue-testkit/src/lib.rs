@@ -1,0 +1,13 @@
+//! Test support for Queue's services: a real PostgreSQL per test process (or the one named by
+//! `DATABASE_URL`), a fresh database per test cloned from a template migrated once, `TestApp`s
+//! that boot a service's real `run` on port 0, and service-token helpers.
+
+mod cluster;
+mod db;
+mod keys;
+mod app;
+
+pub use app::{TestApp, service_config};
+pub use cluster::admin_url;
+pub use db::TestDb;
+pub use keys::{IDENTITIES, TestKeys};

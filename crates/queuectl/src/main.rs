@@ -1,0 +1,166 @@
+//! queuectl: the operator's CLI for Queue.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use queue_platform::db::SchemaMigrations;
+use queue_svc_token::{DEFAULT_TTL_SECS, MAX_TTL_SECS, Minter, SigningKey, generate_ed25519_pem};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Identities that `keys init` creates: the four services and the legacy app.
+const DEV_IDENTITIES: [&str; 5] = ["auth", "rbac", "audit", "proxy", "raptor"];
+
+#[derive(Parser)]
+#[command(name = "queuectl", version, about = "Operate Queue: migrate schemas, manage keys, mint service tokens.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending migrations to each service's schema.
+    Migrate(MigrateArgs),
+    /// Manage service signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Service tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// Only this service (repeatable). Default: auth, rbac and audit.
+    #[arg(long = "service", value_name = "S", value_parser = ["auth", "rbac", "audit"])]
+    services: Vec<String>,
+    /// The database to migrate.
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    database_url: String,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an Ed25519 signing key (and its public key) for every service and for the legacy
+    /// app "raptor". Existing keys are kept unless --force. For development: in production
+    /// keys come from your secret store.
+    Init {
+        /// Where to write `<name>.pem` (private, mode 0600) and `<name>.pub.pem`.
+        #[arg(long, default_value = "var/keys")]
+        dir: PathBuf,
+        /// Replace keys that already exist.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a signed service token, e.g. to call an internal endpoint with curl:
+    /// `curl -H "Authorization: Bearer $(queuectl token mint --iss raptor --aud audit --scope audit:write)" ...`
+    Mint {
+        /// The calling identity; its key is `<keys-dir>/<iss>.pem` unless --key is given.
+        #[arg(long)]
+        iss: String,
+        /// The service the token is for (exactly one).
+        #[arg(long)]
+        aud: String,
+        /// A scope to grant (repeatable, or space-separated).
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// Lifetime in seconds (at most 300).
+        #[arg(long, default_value_t = DEFAULT_TTL_SECS)]
+        ttl: u64,
+        /// The signing key (PKCS#8 PEM).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(long, default_value = "var/keys")]
+        keys_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Migrate(args) => migrate(args),
+        Command::Keys(KeysCommand::Init { dir, force }) => keys_init(&dir, force),
+        Command::Token(TokenCommand::Mint { iss, aud, scopes, ttl, key, keys_dir }) => {
+            mint(&iss, &aud, &scopes, ttl, key.unwrap_or_else(|| keys_dir.join(format!("{iss}.pem"))))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("queuectl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn schema_of(service: &str) -> Option<SchemaMigrations> {
+    match service {
+        "auth" => Some(queue_auth::MIGRATIONS),
+        "rbac" => Some(queue_rbac::MIGRATIONS),
+        "audit" => Some(queue_audit::MIGRATIONS),
+        _ => None,
+    }
+}
+
+fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let services = if args.services.is_empty() { vec!["auth".into(), "rbac".into(), "audit".into()] } else { args.services };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        for s in &services {
+            let target = schema_of(s).with_context(|| format!("unknown service `{s}`"))?;
+            let applied = queue_platform::db::migrate(&args.database_url, target).await?;
+            println!("{s}: {} migration(s) applied{}", applied.len(), if applied.is_empty() { " (up to date)" } else { "" });
+        }
+        Ok(())
+    })
+}
+
+fn keys_init(dir: &Path, force: bool) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for name in DEV_IDENTITIES {
+        let private = dir.join(format!("{name}.pem"));
+        let public = dir.join(format!("{name}.pub.pem"));
+        if private.exists() && !force {
+            println!("{name}: kept {}", private.display());
+            continue;
+        }
+        let (private_pem, public_pem) = generate_ed25519_pem()?;
+        write_private(&private, private_pem.as_bytes())?;
+        std::fs::write(&public, public_pem).with_context(|| format!("cannot write {}", public.display()))?;
+        println!("{name}: wrote {} and {}", private.display(), public.display());
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+fn mint(iss: &str, aud: &str, scopes: &[String], ttl: u64, key: PathBuf) -> anyhow::Result<()> {
+    if ttl == 0 || ttl > MAX_TTL_SECS {
+        anyhow::bail!("--ttl must be between 1 and {MAX_TTL_SECS} seconds");
+    }
+    let pem = std::fs::read_to_string(&key)
+        .with_context(|| format!("cannot read the signing key {} (run `queuectl keys init`?)", key.display()))?;
+    let signing = SigningKey::from_pem(&pem).with_context(|| format!("{} is not an Ed25519 key", key.display()))?;
+    let scopes: Vec<&str> = scopes.iter().flat_map(|s| s.split_whitespace()).collect();
+    let token = Minter::new(iss, Arc::new(signing)).mint(aud, &scopes, ttl)?;
+    println!("{token}");
+    Ok(())
+}
