@@ -93,17 +93,17 @@ PY
   compose_cmd=("$bin")
 fi
 
-# ---- PyYAML ------------------------------------------------------------------------------
+# ---- kubernetes-validate -----------------------------------------------------------------
+"$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('kubernetes-validate') != '$KUBERNETES_VALIDATE_VERSION')" >/dev/null 2>&1 \
+  || pip_install "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+
+# ---- PyYAML (already in the venv with kubernetes-validate; python3's own is preferred) ----
 if python3 -c 'import yaml' >/dev/null 2>&1; then
   py=python3
 else
   "$VENV/bin/python" -c 'import yaml' >/dev/null 2>&1 || pip_install "PyYAML==$PYYAML_VERSION"
   py="$VENV/bin/python"
 fi
-
-# ---- kubernetes-validate -----------------------------------------------------------------
-"$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('kubernetes-validate') != '$KUBERNETES_VALIDATE_VERSION')" >/dev/null 2>&1 \
-  || pip_install "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 
 # ---- 1. docker-compose.yml ---------------------------------------------------------------
 say "docker-compose.yml: $("${compose_cmd[@]}" version 2>/dev/null | head -n1) config -q"

@@ -35,8 +35,17 @@ def problem(where: Path | str, message: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# The config schema (mirrors the services' typed config; keep the two in step)
+# The config schema: mirrors crates/queue-platform/src/config.rs (ServiceConfig, and the
+# proxy's ProxyConfig, which has no [database]); keep the two in step. Beyond the code's own
+# rules, these deployment files must set server.public_url and trust every peer.
 # ------------------------------------------------------------------------------------------
+OPTIONAL = {
+    "server": {"workers", "shutdown_timeout_secs", "max_body_bytes"},
+    "database": {"timeout_secs"},
+    "telemetry": {"format", "level", "otlp_endpoint"},
+    "tokens": {"previous_public_keys", "leeway_secs", "jwks_refresh_secs", "jwks_refetch_min_secs"},
+}
+
 def check_keys(where: str, table: dict, required: set[str], optional: set[str] = frozenset()) -> None:
     for key in sorted(set(table) - required - set(optional)):
         problem(where, f"unknown key `{key}` (the service refuses unknown keys)")
@@ -52,14 +61,12 @@ def check_config(where: str, text: str, service: str, target: str) -> None:
         problem(where, f"not valid TOML: {err}")
         return
 
-    sections = {"server", "telemetry", "tokens"}
-    optional = set() if service == "proxy" else {"database"}
-    check_keys(where, cfg, sections, optional)
+    check_keys(where, cfg, {"server", "tokens"}, {"telemetry"} | (set() if service == "proxy" else {"database"}))
     if service != "proxy" and "database" not in cfg:
         problem(where, "missing [database] section")
 
     server = cfg.get("server", {})
-    check_keys(f"{where} [server]", server, {"listen", "public_url"})
+    check_keys(f"{where} [server]", server, {"listen", "public_url"}, OPTIONAL["server"])
     listen = str(server.get("listen", ""))
     if not re.fullmatch(r"[0-9.]+:\d+|\[[0-9a-fA-F:]+\]:\d+", listen):
         problem(where, f"server.listen `{listen}` is not a socket address (IP:port)")
@@ -71,24 +78,24 @@ def check_config(where: str, text: str, service: str, target: str) -> None:
     if "database" in cfg:
         db = cfg["database"]
         if target == "compose":
-            check_keys(f"{where} [database]", db, {"url", "pool_size"})
+            check_keys(f"{where} [database]", db, {"url"}, {"pool_size"} | OPTIONAL["database"])
         else:
             # In Kubernetes the URL (with its password) comes from a Secret via DATABASE_URL.
             if "url" in db:
                 problem(where, "database.url must not be in a ConfigMap: DATABASE_URL comes from the Secret")
-            check_keys(f"{where} [database]", db, {"pool_size"})
+            check_keys(f"{where} [database]", db, set(), {"pool_size"} | OPTIONAL["database"])
         if "url" in db and not str(db["url"]).startswith(("postgres://", "postgresql://")):
             problem(where, "database.url is not a postgres:// URL")
         if "pool_size" in db and (not isinstance(db["pool_size"], int) or db["pool_size"] < 1):
             problem(where, "database.pool_size must be a positive integer")
 
     telemetry = cfg.get("telemetry", {})
-    check_keys(f"{where} [telemetry]", telemetry, {"format", "level"}, {"otlp_endpoint"})
-    if telemetry.get("format") not in ("json", "pretty"):
+    check_keys(f"{where} [telemetry]", telemetry, set(), OPTIONAL["telemetry"])
+    if telemetry.get("format", "json") not in ("json", "pretty"):
         problem(where, 'telemetry.format must be "json" or "pretty"')
 
     tokens = cfg.get("tokens", {})
-    check_keys(f"{where} [tokens]", tokens, {"issuer", "signing_key", "trusted"})
+    check_keys(f"{where} [tokens]", tokens, {"issuer", "signing_key", "trusted"}, OPTIONAL["tokens"])
     if tokens.get("issuer") != service:
         problem(where, f'tokens.issuer must be "{service}"')
     trusted = tokens.get("trusted", [])

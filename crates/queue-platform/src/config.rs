@@ -77,6 +77,10 @@ impl EnvSource for Vec<(&str, &str)> {
 
 /// Checks that go beyond types: files exist, URLs have the right scheme, ranges hold.
 pub trait Validate {
+    /// Whether the conventional `DATABASE_URL` variable sets `database.url` for this config.
+    /// A service without a database ignores it, so one shared environment can run them all.
+    const USES_DATABASE_URL: bool = true;
+
     fn validate(&self) -> Result<(), ConfigError>;
 }
 
@@ -98,7 +102,7 @@ pub fn load<T: DeserializeOwned + Validate>(file: Option<&Path>, env: &dyn EnvSo
             .map_err(|e| ConfigError::new(path.display().to_string(), one_line(&e.to_string())))?;
         figment = figment.merge(Toml::string(&text));
     }
-    if let Some((_, url)) = vars.iter().find(|(k, _)| k == "DATABASE_URL") {
+    if let Some((_, url)) = vars.iter().find(|(k, _)| k == "DATABASE_URL" && T::USES_DATABASE_URL) {
         figment = figment.merge(Serialized::default("database.url", url));
     }
     for (name, value) in &vars {
@@ -388,6 +392,7 @@ impl Validate for TokensConfig {
                 format!("{} does not exist (make run creates dev keys with `queuectl keys init`)", self.signing_key.display()),
             ));
         }
+        read_key("tokens.signing_key", &self.signing_key, |t| queue_svc_token::SigningKey::from_pem(t).map(drop))?;
         if self.leeway_secs > 300 {
             return Err(ConfigError::new("tokens.leeway_secs", "must be at most 300"));
         }
@@ -395,9 +400,7 @@ impl Validate for TokensConfig {
             return Err(ConfigError::new("tokens.jwks_refresh_secs", "must be at least 1"));
         }
         for (i, p) in self.previous_public_keys.iter().enumerate() {
-            if !p.is_file() {
-                return Err(ConfigError::new(format!("tokens.previous_public_keys[{i}]"), format!("{} does not exist", p.display())));
-            }
+            read_key(&format!("tokens.previous_public_keys[{i}]"), p, |t| queue_svc_token::PublicKey::from_pem(t).map(drop))?;
         }
         let mut seen = std::collections::HashSet::new();
         for (i, t) in self.trusted.iter().enumerate() {
@@ -411,13 +414,23 @@ impl Validate for TokensConfig {
             match (&t.jwks_url, &t.public_key) {
                 (Some(u), None) if matches!(u.scheme(), "http" | "https") => {}
                 (Some(_), None) => return Err(ConfigError::new(key("jwks_url"), "must be an http or https URL")),
-                (None, Some(p)) if p.is_file() => {}
-                (None, Some(p)) => return Err(ConfigError::new(key("public_key"), format!("{} does not exist", p.display()))),
+                (None, Some(p)) => read_key(&key("public_key"), p, |t| queue_svc_token::PublicKey::from_pem(t).map(drop))?,
                 _ => return Err(ConfigError::new(key("jwks_url"), "set exactly one of `jwks_url` and `public_key`")),
             }
         }
         Ok(())
     }
+}
+
+/// Reads a PEM key file and checks that `parse` accepts it; the error names the key.
+fn read_key(
+    key: &str,
+    path: &Path,
+    parse: impl Fn(&str) -> Result<(), queue_svc_token::KeyError>,
+) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?;
+    parse(&text).map_err(|e| ConfigError::new(key, format!("{} is not a usable Ed25519 key: {e}", path.display())))
 }
 
 fn valid_name(s: &str) -> bool {
@@ -450,7 +463,8 @@ mod tests {
 
     fn keyfile(dir: &Path) -> String {
         let p = dir.join("k.pem");
-        std::fs::write(&p, "x").expect("write");
+        let (private_pem, _) = queue_svc_token::generate_ed25519_pem().expect("generate");
+        std::fs::write(&p, private_pem.as_bytes()).expect("write");
         p.display().to_string()
     }
 
@@ -527,6 +541,7 @@ mod tests {
             ("DATABASE_URL", "mysql://x@y/z", "database.url"),
             ("QUEUE_TELEMETRY__FORMAT", "xml", "telemetry.format"),
             ("QUEUE_TOKENS__SIGNING_KEY", "/nonexistent/key.pem", "tokens.signing_key"),
+            ("QUEUE_TOKENS__SIGNING_KEY", "/etc/hostname", "tokens.signing_key"),
         ] {
             let mut env = base_env(dir.path());
             env.retain(|(k, _)| k != var);

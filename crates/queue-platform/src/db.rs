@@ -112,7 +112,8 @@ pub async fn migrate(database_url: &str, target: SchemaMigrations) -> Result<Vec
     tokio::task::spawn_blocking(move || {
         use diesel::Connection;
         use diesel::connection::SimpleConnection;
-        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).map_err(|e| fail(e.to_string()))?;
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
+            .map_err(|e| fail(format!("cannot connect to {}: {}", redact_url(&url), one_line(&e.to_string()))))?;
         let lock = diesel::sql_query("SELECT pg_advisory_lock(hashtext($1))").bind::<Text, _>(format!("queue-migrate:{schema}"));
         diesel::RunQueryDsl::execute(lock, &mut conn).map_err(|e| fail(e.to_string()))?;
         let result = (|| {
@@ -127,4 +128,8 @@ pub async fn migrate(database_url: &str, target: SchemaMigrations) -> Result<Vec
     })
     .await
     .map_err(|e| DbError::Migration { schema: schema.to_string(), message: e.to_string() })?
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

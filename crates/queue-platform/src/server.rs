@@ -52,12 +52,10 @@ impl Tokens {
             };
             trusted.push(TrustedIssuer { name: t.issuer.clone(), source });
         }
-        let settings = VerifierSettings {
-            audience: config.issuer.clone(),
-            leeway_secs: config.leeway_secs,
-            refresh_interval: Duration::from_secs(config.jwks_refresh_secs),
-            refetch_min_interval: Duration::from_secs(config.jwks_refetch_min_secs),
-        };
+        let mut settings = VerifierSettings::new(config.issuer.clone());
+        settings.leeway_secs = config.leeway_secs;
+        settings.refresh_interval = Duration::from_secs(config.jwks_refresh_secs);
+        settings.refetch_min_interval = Duration::from_secs(config.jwks_refetch_min_secs);
         let verifier = Verifier::new(settings, trusted, http.reqwest().clone(), Arc::new(SystemClock));
         Ok(Self { minter: Minter::new(config.issuer.clone(), signing), verifier, jwks })
     }

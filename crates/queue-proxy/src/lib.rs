@@ -24,6 +24,8 @@ pub struct ProxyConfig {
 }
 
 impl Validate for ProxyConfig {
+    const USES_DATABASE_URL: bool = false;
+
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.telemetry.validate()?;

@@ -66,6 +66,9 @@ pub struct VerifierSettings {
     pub refresh_interval: Duration,
     /// The least time between two fetches of one issuer's JWKS.
     pub refetch_min_interval: Duration,
+    /// After a failed fetch (the peer may simply not be up yet) the next try waits only this
+    /// long (capped by `refetch_min_interval`).
+    pub failed_fetch_backoff: Duration,
 }
 
 impl VerifierSettings {
@@ -75,6 +78,7 @@ impl VerifierSettings {
             leeway_secs: 30,
             refresh_interval: Duration::from_secs(300),
             refetch_min_interval: Duration::from_secs(30),
+            failed_fetch_backoff: Duration::from_secs(1),
         }
     }
 }
@@ -99,7 +103,8 @@ impl VerifiedToken {
 #[derive(Default)]
 struct KeyCache {
     keys: HashMap<String, PublicKey>,
-    last_fetch: Option<Instant>,
+    /// When we last asked, and whether it worked.
+    last_attempt: Option<(Instant, bool)>,
 }
 
 struct IssuerState {
@@ -275,10 +280,15 @@ impl Verifier {
         if let Some(k) = cached(state, kid) {
             return Ok(k);
         }
+        let min_interval = self.inner.settings.refetch_min_interval;
         let recently = state
             .cache
             .read()
-            .map(|c| c.last_fetch.is_some_and(|t| t.elapsed() < self.inner.settings.refetch_min_interval))
+            .map(|c| match c.last_attempt {
+                Some((t, true)) => t.elapsed() < min_interval,
+                Some((t, false)) => t.elapsed() < min_interval.min(self.inner.settings.failed_fetch_backoff),
+                None => false,
+            })
             .unwrap_or(true);
         if recently {
             return Err(unknown());
@@ -293,10 +303,18 @@ impl Verifier {
     }
 
     async fn fetch_into(&self, state: &IssuerState, url: &str) -> Result<(), String> {
-        // The attempt counts against the rate limit whether or not it succeeds.
+        let started = Instant::now();
+        let result = self.fetch(url).await;
         if let Ok(mut c) = state.cache.write() {
-            c.last_fetch = Some(Instant::now());
+            c.last_attempt = Some((started, result.is_ok()));
+            if let Ok(keys) = &result {
+                c.keys = keys.clone();
+            }
         }
+        result.map(drop)
+    }
+
+    async fn fetch(&self, url: &str) -> Result<HashMap<String, PublicKey>, String> {
         let response = self
             .inner
             .http
@@ -309,16 +327,7 @@ impl Verifier {
             .map_err(|e| e.to_string())?;
         let set: JwkSet = response.json().await.map_err(|e| e.to_string())?;
         // Keys of other types are skipped, not fatal: an issuer may publish more than we use.
-        let keys: HashMap<String, PublicKey> = set
-            .keys
-            .iter()
-            .filter_map(|jwk| PublicKey::from_jwk(jwk).ok())
-            .map(|k| (k.kid().to_string(), k))
-            .collect();
-        if let Ok(mut c) = state.cache.write() {
-            c.keys = keys;
-        }
-        Ok(())
+        Ok(set.keys.iter().filter_map(|jwk| PublicKey::from_jwk(jwk).ok()).map(|k| (k.kid().to_string(), k)).collect())
     }
 }
 

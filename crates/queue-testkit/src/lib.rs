@@ -6,6 +6,8 @@ mod cluster;
 mod db;
 mod keys;
 mod app;
+pub mod checks;
+pub mod process;
 
 pub use app::{TestApp, service_config};
 pub use cluster::admin_url;

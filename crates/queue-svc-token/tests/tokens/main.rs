@@ -8,7 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use queue_svc_token::*;
 use serde_json::{Value, json};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -211,6 +211,8 @@ async fn one_issuers_key_never_verifies_another_issuers_token() {
 struct JwksServer {
     url: String,
     hits: Arc<AtomicUsize>,
+    /// While false the endpoint answers 503.
+    up: Arc<AtomicBool>,
     keys: Arc<Mutex<JwkSet>>,
     handle: actix_web::dev::ServerHandle,
 }
@@ -219,15 +221,19 @@ impl JwksServer {
     async fn start(initial: &[&SigningKey]) -> Self {
         let hits = Arc::new(AtomicUsize::new(0));
         let keys = Arc::new(Mutex::new(JwkSet { keys: initial.iter().map(|k| k.public().to_jwk()).collect() }));
-        let (h, k) = (hits.clone(), keys.clone());
+        let up = Arc::new(AtomicBool::new(true));
+        let (h, k, u) = (hits.clone(), keys.clone(), up.clone());
         let server = HttpServer::new(move || {
-            let (h, k) = (h.clone(), k.clone());
+            let (h, k, u) = (h.clone(), k.clone(), u.clone());
             App::new().route(
                 "/.well-known/jwks.json",
                 web::get().to(move || {
-                    let (h, k) = (h.clone(), k.clone());
+                    let (h, k, u) = (h.clone(), k.clone(), u.clone());
                     async move {
                         h.fetch_add(1, Ordering::SeqCst);
+                        if !u.load(Ordering::SeqCst) {
+                            return HttpResponse::ServiceUnavailable().finish();
+                        }
                         let set = k.lock().expect("lock").clone();
                         HttpResponse::Ok().json(set)
                     }
@@ -242,7 +248,7 @@ impl JwksServer {
         let server = server.run();
         let handle = server.handle();
         tokio::spawn(server);
-        Self { url: format!("http://{addr}/.well-known/jwks.json"), hits, keys, handle }
+        Self { url: format!("http://{addr}/.well-known/jwks.json"), hits, up, keys, handle }
     }
 
     fn publish(&self, k: &SigningKey) {
@@ -304,6 +310,33 @@ async fn an_unreachable_jwks_is_reported_as_unavailable() {
     let k = key();
     let t = Minter::new("auth", k.clone()).mint("audit", &[], 60).expect("mint");
     assert_eq!(verify(&v, &t).await, Err(TokenError::KeysUnavailable("auth".into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fetch_is_retried_soon_and_a_successful_one_is_not() {
+    let k = key();
+    let server = JwksServer::start(&[&k]).await;
+    let mut settings = VerifierSettings::new("audit");
+    settings.refetch_min_interval = Duration::from_secs(3600);
+    settings.failed_fetch_backoff = Duration::ZERO;
+    let trusted = vec![TrustedIssuer { name: "auth".into(), source: IssuerSource::Jwks(server.url.clone()) }];
+    let v = Verifier::new(settings, trusted, reqwest::Client::new(), Arc::new(SystemClock));
+
+    // The peer is down while we start: the periodic refresh fails.
+    server.up.store(false, Ordering::SeqCst);
+    v.refresh_all().await;
+    // It comes up; the first token is verified at once, not an hour later.
+    server.up.store(true, Ordering::SeqCst);
+    let t = Minter::new("auth", k.clone()).mint("audit", &[], 60).expect("mint");
+    verify(&v, &t).await.expect("found after the peer came up");
+
+    // After that success, an unknown kid does not fetch again within the interval.
+    let hits = server.hits.load(Ordering::SeqCst);
+    let stranger = key();
+    let t2 = Minter::new("auth", stranger.clone()).mint("audit", &[], 60).expect("mint");
+    assert!(matches!(verify(&v, &t2).await, Err(TokenError::UnknownKey { .. })));
+    assert_eq!(server.hits.load(Ordering::SeqCst), hits);
+    server.handle.stop(false).await;
 }
 
 #[tokio::test]

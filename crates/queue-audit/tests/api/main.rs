@@ -1,0 +1,3 @@
+//! queue-audit against a real PostgreSQL, through real sockets.
+
+mod platform;

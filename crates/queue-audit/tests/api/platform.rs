@@ -1,0 +1,152 @@
+//! The foundation every service shares, shown on audit: endpoints, readiness, its own schema,
+//! config failures, signals, span export, and routes that require its audience.
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use queue_testkit::process::{ServiceProcess, run_to_exit};
+use queue_testkit::{TestApp, TestDb, TestKeys, checks};
+use std::sync::{Arc, Mutex};
+
+const BIN: &str = env!("CARGO_BIN_EXE_queue-audit");
+
+async fn spawn() -> TestApp {
+    TestApp::spawn("audit", queue_audit::MIGRATIONS, |c| queue_audit::run(c, queue_platform::Signals::Ignore)).await
+}
+
+#[tokio::test]
+async fn platform_endpoints_answer() {
+    checks::platform_endpoints_answer(&spawn().await, "queue-audit").await;
+}
+
+#[tokio::test]
+async fn readiness_follows_the_database() {
+    checks::readiness_follows_the_database(&spawn().await).await;
+}
+
+#[tokio::test]
+async fn migrations_live_in_the_services_own_schema() {
+    checks::migrations_live_in_own_schema(&spawn().await, "audit").await;
+}
+
+#[tokio::test]
+async fn a_token_for_audit_is_accepted_and_one_for_rbac_is_refused() {
+    let app = spawn().await;
+    let (status, body) = app.get_json_as("/internal/v1/caller", &app.keys.token("raptor", "audit", &["audit:write"])).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["issuer"].as_str(), body["audience"].as_str()), (Some("raptor"), Some("audit")));
+    let (status, _) = app.get_json_as("/internal/v1/caller", &app.keys.token("raptor", "rbac", &["audit:write"])).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn bad_config_stops_start_up_with_one_line_and_exit_64() {
+    let keys = TestKeys::new();
+    let key = keys.private("audit").display().to_string();
+    let base = [("QUEUE_SERVER__LISTEN", "127.0.0.1:0"), ("QUEUE_TOKENS__ISSUER", "audit"), ("QUEUE_TOKENS__SIGNING_KEY", key.as_str())];
+    let url = ("DATABASE_URL", "postgres://queue@127.0.0.1:1/queue");
+
+    checks::config_error_names_key(BIN, &base, "database.url");
+    checks::config_error_names_key(BIN, &[&base[..], &[url, ("QUEUE_SERVER__COLOUR", "blue")]].concat(), "server.colour");
+    checks::config_error_names_key(BIN, &[&base[..], &[url, ("QUEUE_DATABASE__POOL_SIZE", "lots")]].concat(), "database.pool_size");
+    checks::config_error_names_key(BIN, &[&base[1..], &[url, ("QUEUE_SERVER__LISTEN", "localhost")]].concat(), "server.listen");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("audit.toml");
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:0\"\n[databse]\nurl = \"postgres://x@y/z\"\n").expect("write");
+    let with_file = [&base[1..], &[url, ("QUEUE_CONFIG", file.to_str().expect("utf8"))]].concat();
+    checks::config_error_names_key(BIN, &with_file, "databse");
+}
+
+#[tokio::test]
+async fn help_and_check_config_work() {
+    let out = run_to_exit(BIN, &[("", "")][..0]);
+    assert_eq!(out.status.code(), Some(64), "no config at all is a config error");
+    let help = queue_testkit::process::command(BIN, &[]).arg("--help").output().expect("run");
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success());
+    for needle in ["--config", "--check-config", "QUEUE_", "DATABASE_URL"] {
+        assert!(text.contains(needle), "--help mentions {needle}: {text}");
+    }
+}
+
+/// An OTLP/HTTP collector stand-in: records every export request body.
+async fn otlp_sink() -> (String, Arc<Mutex<Vec<Vec<u8>>>>, actix_web::dev::ServerHandle) {
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let b = bodies.clone();
+    let server = HttpServer::new(move || {
+        let b = b.clone();
+        App::new().route(
+            "/v1/traces",
+            web::post().to(move |body: web::Bytes| {
+                let b = b.clone();
+                async move {
+                    b.lock().expect("lock").push(body.to_vec());
+                    HttpResponse::Ok().content_type("application/x-protobuf").finish()
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind("127.0.0.1:0")
+    .expect("bind");
+    let url = format!("http://{}", server.addrs()[0]);
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (url, bodies, handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_and_spans_reach_the_otlp_collector() {
+    let db = TestDb::new(&[queue_audit::MIGRATIONS]).await;
+    let keys = TestKeys::new();
+    let key = keys.private("audit").display().to_string();
+    let (sink, bodies, sink_handle) = otlp_sink().await;
+    let mut p = ServiceProcess::start(
+        BIN,
+        &[
+            ("DATABASE_URL", &db.url),
+            ("QUEUE_TOKENS__ISSUER", "audit"),
+            ("QUEUE_TOKENS__SIGNING_KEY", &key),
+            ("QUEUE_TELEMETRY__OTLP_ENDPOINT", &sink),
+        ],
+    )
+    .await;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let r = reqwest::Client::new()
+        .get(format!("{}/readyz", p.base_url))
+        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers().get("x-trace-id").and_then(|v| v.to_str().ok()), Some(trace));
+
+    assert_eq!(p.signal_and_wait("TERM").await, Some(0), "clean exit; stderr: {}", p.stderr());
+    let log = p.stderr();
+    assert!(log.contains("\"message\":\"stopped\""), "{log}");
+    assert!(log.contains(trace), "the request's log line carries its trace id: {log}");
+
+    // Export is flushed at shutdown; the span of our request is in it, under our trace id.
+    let raw_trace: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&trace[2 * i..2 * i + 2], 16).expect("hex")).collect();
+    let exported = bodies.lock().expect("lock").clone();
+    assert!(!exported.is_empty(), "no OTLP export reached the collector");
+    assert!(
+        exported.iter().any(|b| b.windows(16).any(|w| w == raw_trace.as_slice())),
+        "the request's trace id is in an exported span"
+    );
+    sink_handle.stop(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_cleanly_too() {
+    let db = TestDb::new(&[queue_audit::MIGRATIONS]).await;
+    let keys = TestKeys::new();
+    let key = keys.private("audit").display().to_string();
+    let mut p = ServiceProcess::start(
+        BIN,
+        &[("DATABASE_URL", &db.url), ("QUEUE_TOKENS__ISSUER", "audit"), ("QUEUE_TOKENS__SIGNING_KEY", &key)],
+    )
+    .await;
+    assert_eq!(p.signal_and_wait("INT").await, Some(0), "{}", p.stderr());
+}

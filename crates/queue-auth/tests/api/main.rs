@@ -1,0 +1,3 @@
+//! queue-auth against a real PostgreSQL, through real sockets.
+
+mod platform;

@@ -1,0 +1,3 @@
+//! queue-rbac against a real PostgreSQL, through real sockets.
+
+mod platform;

@@ -1,0 +1,117 @@
+//! queuectl as an operator runs it, against real services and a real PostgreSQL.
+
+use queue_platform::config::TrustedIssuerConfig;
+use queue_platform::{ServiceConfig, Signals};
+use queue_testkit::process::command;
+use queue_testkit::{TestApp, TestDb};
+use std::path::Path;
+
+const BIN: &str = env!("CARGO_BIN_EXE_queuectl");
+
+fn queuectl(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = command(BIN, env).args(args).output().expect("run queuectl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn trust_raptor_from(dir: &Path) -> impl FnOnce(&mut ServiceConfig) {
+    let public = dir.join("raptor.pub.pem");
+    move |c| {
+        c.tokens.trusted.retain(|t| t.issuer != "raptor");
+        c.tokens.trusted.push(TrustedIssuerConfig { issuer: "raptor".into(), jwks_url: None, public_key: Some(public) });
+    }
+}
+
+#[tokio::test]
+async fn a_minted_token_for_audit_is_accepted_by_audit_and_refused_by_rbac() {
+    let keys = tempfile::tempdir().expect("tmp");
+    let dir = keys.path().to_str().expect("utf8");
+    let (code, _, err) = queuectl(&["keys", "init", "--dir", dir], &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, token, err) = queuectl(
+        &["token", "mint", "--iss", "raptor", "--aud", "audit", "--scope", "audit:write", "--keys-dir", dir],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let token = token.trim();
+
+    let audit = TestApp::spawn_with("audit", queue_audit::MIGRATIONS, |c| queue_audit::run(c, Signals::Ignore), trust_raptor_from(keys.path())).await;
+    let rbac = TestApp::spawn_with("rbac", queue_rbac::MIGRATIONS, |c| queue_rbac::run(c, Signals::Ignore), trust_raptor_from(keys.path())).await;
+
+    let (status, body) = audit.get_json_as("/internal/v1/caller", token).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["issuer"], "raptor");
+    assert_eq!(body["scopes"], serde_json::json!(["audit:write"]));
+
+    let (status, body) = rbac.get_json_as("/internal/v1/caller", token).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+}
+
+#[test]
+fn keys_init_writes_private_keys_0600_and_keeps_existing_ones() {
+    use std::os::unix::fs::PermissionsExt;
+    let keys = tempfile::tempdir().expect("tmp");
+    let dir = keys.path().to_str().expect("utf8");
+    let (code, out, _) = queuectl(&["keys", "init", "--dir", dir], &[]);
+    assert_eq!(code, 0);
+    for name in ["auth", "rbac", "audit", "proxy", "raptor"] {
+        let private = keys.path().join(format!("{name}.pem"));
+        let mode = std::fs::metadata(&private).expect("private key").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name}");
+        assert!(std::fs::read_to_string(keys.path().join(format!("{name}.pub.pem"))).expect("public").contains("PUBLIC KEY"));
+        assert!(out.contains(&format!("{name}: wrote")));
+    }
+    let before = std::fs::read(keys.path().join("audit.pem")).expect("read");
+    let (_, out, _) = queuectl(&["keys", "init", "--dir", dir], &[]);
+    assert!(out.contains("audit: kept"));
+    assert_eq!(std::fs::read(keys.path().join("audit.pem")).expect("read"), before);
+    queuectl(&["keys", "init", "--dir", dir, "--force"], &[]);
+    assert_ne!(std::fs::read(keys.path().join("audit.pem")).expect("read"), before);
+}
+
+#[test]
+fn mint_refuses_a_missing_key_and_a_long_lifetime() {
+    let keys = tempfile::tempdir().expect("tmp");
+    let dir = keys.path().to_str().expect("utf8");
+    let (code, _, err) = queuectl(&["token", "mint", "--iss", "auth", "--aud", "audit", "--keys-dir", dir], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("keys init"), "{err}");
+    queuectl(&["keys", "init", "--dir", dir], &[]);
+    let (code, _, err) = queuectl(&["token", "mint", "--iss", "auth", "--aud", "audit", "--ttl", "3600", "--keys-dir", dir], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--ttl"), "{err}");
+}
+
+#[tokio::test]
+async fn migrate_applies_each_schema_once() {
+    let db = TestDb::new(&[]).await;
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let (code, out, err) = queuectl(&["migrate"], &env);
+    assert_eq!(code, 0, "{err}");
+    for s in ["auth", "rbac", "audit"] {
+        assert!(out.contains(&format!("{s}: 1 migration(s) applied")), "{out}");
+    }
+    let (code, out, _) = queuectl(&["migrate", "--service", "audit"], &env);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "audit: 0 migration(s) applied (up to date)");
+    let (code, _, err) = queuectl(&["migrate", "--service", "billing"], &env);
+    assert_ne!(code, 0);
+    assert!(err.contains("billing"), "{err}");
+}
+
+#[test]
+fn help_names_every_command() {
+    let (code, out, _) = queuectl(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for c in ["migrate", "keys", "token"] {
+        assert!(out.contains(c), "{out}");
+    }
+    let (_, out, _) = queuectl(&["token", "mint", "--help"], &[]);
+    for flag in ["--iss", "--aud", "--scope", "--ttl", "--key"] {
+        assert!(out.contains(flag), "{out}");
+    }
+}
