@@ -19,10 +19,14 @@ static EMBEDDED: EmbeddedMigrations = embed_migrations!("../../migrations/audit"
 pub const MIGRATIONS: SchemaMigrations = SchemaMigrations { schema: SCHEMA, migrations: &EMBEDDED };
 
 #[derive(OpenApi)]
-#[openapi(info(title = "queue-audit", description = "Queue audit service: the tamper-evident audit log: per-tenant HMAC chains, KMS keys, checkpoints, verification and reads."))]
+#[openapi(info(
+    title = "queue-audit",
+    description = "Queue audit service: the tamper-evident audit log: per-tenant HMAC chains, KMS keys, checkpoints, verification and reads."
+))]
 struct ApiDoc;
 
 /// Migrates the schema and starts serving.
 pub async fn run(config: ServiceConfig, signals: Signals) -> anyhow::Result<Running> {
-    queue_platform::bootstrap::start_db_service(NAME, config, MIGRATIONS, ApiDoc::openapi(), signals, routes::configure).await
+    queue_platform::bootstrap::start_db_service(NAME, config, MIGRATIONS, ApiDoc::openapi(), signals, routes::configure)
+        .await
 }

@@ -19,10 +19,14 @@ static EMBEDDED: EmbeddedMigrations = embed_migrations!("../../migrations/auth")
 pub const MIGRATIONS: SchemaMigrations = SchemaMigrations { schema: SCHEMA, migrations: &EMBEDDED };
 
 #[derive(OpenApi)]
-#[openapi(info(title = "queue-auth", description = "Queue auth service: users, passkeys, sessions v2, backup codes and email verification."))]
+#[openapi(info(
+    title = "queue-auth",
+    description = "Queue auth service: users, passkeys, sessions v2, backup codes and email verification."
+))]
 struct ApiDoc;
 
 /// Migrates the schema and starts serving.
 pub async fn run(config: ServiceConfig, signals: Signals) -> anyhow::Result<Running> {
-    queue_platform::bootstrap::start_db_service(NAME, config, MIGRATIONS, ApiDoc::openapi(), signals, routes::configure).await
+    queue_platform::bootstrap::start_db_service(NAME, config, MIGRATIONS, ApiDoc::openapi(), signals, routes::configure)
+        .await
 }

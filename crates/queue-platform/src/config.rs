@@ -225,10 +225,10 @@ impl Validate for ServerConfig {
         if self.max_body_bytes == 0 {
             return Err(ConfigError::new("server.max_body_bytes", "must be at least 1"));
         }
-        if let Some(u) = &self.public_url {
-            if !matches!(u.scheme(), "http" | "https") {
-                return Err(ConfigError::new("server.public_url", "must be an http or https URL"));
-            }
+        if let Some(u) = &self.public_url
+            && !matches!(u.scheme(), "http" | "https")
+        {
+            return Err(ConfigError::new("server.public_url", "must be an http or https URL"));
         }
         Ok(())
     }
@@ -328,10 +328,10 @@ impl Validate for TelemetryConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         tracing_subscriber::EnvFilter::try_new(&self.level)
             .map_err(|e| ConfigError::new("telemetry.level", format!("not a tracing filter: {e}")))?;
-        if let Some(u) = &self.otlp_endpoint {
-            if !matches!(u.scheme(), "http" | "https") {
-                return Err(ConfigError::new("telemetry.otlp_endpoint", "must be an http or https URL"));
-            }
+        if let Some(u) = &self.otlp_endpoint
+            && !matches!(u.scheme(), "http" | "https")
+        {
+            return Err(ConfigError::new("telemetry.otlp_endpoint", "must be an http or https URL"));
         }
         Ok(())
     }
@@ -389,7 +389,10 @@ impl Validate for TokensConfig {
         if !self.signing_key.is_file() {
             return Err(ConfigError::new(
                 "tokens.signing_key",
-                format!("{} does not exist (make run creates dev keys with `queuectl keys init`)", self.signing_key.display()),
+                format!(
+                    "{} does not exist (make run creates dev keys with `queuectl keys init`)",
+                    self.signing_key.display()
+                ),
             ));
         }
         read_key("tokens.signing_key", &self.signing_key, |t| queue_svc_token::SigningKey::from_pem(t).map(drop))?;
@@ -400,7 +403,9 @@ impl Validate for TokensConfig {
             return Err(ConfigError::new("tokens.jwks_refresh_secs", "must be at least 1"));
         }
         for (i, p) in self.previous_public_keys.iter().enumerate() {
-            read_key(&format!("tokens.previous_public_keys[{i}]"), p, |t| queue_svc_token::PublicKey::from_pem(t).map(drop))?;
+            read_key(&format!("tokens.previous_public_keys[{i}]"), p, |t| {
+                queue_svc_token::PublicKey::from_pem(t).map(drop)
+            })?;
         }
         let mut seen = std::collections::HashSet::new();
         for (i, t) in self.trusted.iter().enumerate() {
@@ -414,7 +419,9 @@ impl Validate for TokensConfig {
             match (&t.jwks_url, &t.public_key) {
                 (Some(u), None) if matches!(u.scheme(), "http" | "https") => {}
                 (Some(_), None) => return Err(ConfigError::new(key("jwks_url"), "must be an http or https URL")),
-                (None, Some(p)) => read_key(&key("public_key"), p, |t| queue_svc_token::PublicKey::from_pem(t).map(drop))?,
+                (None, Some(p)) => {
+                    read_key(&key("public_key"), p, |t| queue_svc_token::PublicKey::from_pem(t).map(drop))?
+                }
                 _ => return Err(ConfigError::new(key("jwks_url"), "set exactly one of `jwks_url` and `public_key`")),
             }
         }
@@ -434,7 +441,8 @@ fn read_key(
 }
 
 fn valid_name(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    (1..=64).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// The configuration shared by the services that own a database (auth, rbac, audit).
@@ -497,8 +505,11 @@ mod tests {
     fn environment_overrides_the_file_and_values_are_typed() {
         let dir = tempfile::tempdir().expect("tmp");
         let file = dir.path().join("c.toml");
-        std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:1\"\n[database]\nurl = \"postgres://a@h/d\"\npool_size = 3\n")
-            .expect("write");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"127.0.0.1:1\"\n[database]\nurl = \"postgres://a@h/d\"\npool_size = 3\n",
+        )
+        .expect("write");
         let mut env = base_env(dir.path());
         env.retain(|(k, _)| k != "DATABASE_URL");
         env.push(("QUEUE_DATABASE__POOL_SIZE".into(), "7".into()));

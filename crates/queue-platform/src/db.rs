@@ -114,7 +114,8 @@ pub async fn migrate(database_url: &str, target: SchemaMigrations) -> Result<Vec
         use diesel::connection::SimpleConnection;
         let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
             .map_err(|e| fail(format!("cannot connect to {}: {}", redact_url(&url), one_line(&e.to_string()))))?;
-        let lock = diesel::sql_query("SELECT pg_advisory_lock(hashtext($1))").bind::<Text, _>(format!("queue-migrate:{schema}"));
+        let lock = diesel::sql_query("SELECT pg_advisory_lock(hashtext($1))")
+            .bind::<Text, _>(format!("queue-migrate:{schema}"));
         diesel::RunQueryDsl::execute(lock, &mut conn).map_err(|e| fail(e.to_string()))?;
         let result = (|| {
             conn.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"))

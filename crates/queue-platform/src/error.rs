@@ -83,7 +83,9 @@ impl ApiError {
             | Self::PayloadTooLarge(m)
             | Self::Unavailable(m) => m.clone(),
             Self::Unprocessable { message, .. } => message.clone(),
-            Self::TooManyRequests { retry_after_secs } => format!("too many requests; retry after {retry_after_secs} s"),
+            Self::TooManyRequests { retry_after_secs } => {
+                format!("too many requests; retry after {retry_after_secs} s")
+            }
             Self::Internal(_) => "internal error".to_string(),
         }
     }
@@ -138,7 +140,9 @@ impl From<crate::db::DbError> for ApiError {
 pub fn json_error_handler(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     use actix_web::error::JsonPayloadError as E;
     let api = match &err {
-        E::OverflowKnownLength { .. } | E::Overflow { .. } => ApiError::PayloadTooLarge("request body too large".into()),
+        E::OverflowKnownLength { .. } | E::Overflow { .. } => {
+            ApiError::PayloadTooLarge("request body too large".into())
+        }
         E::ContentType => ApiError::BadRequest("expected Content-Type: application/json".into()),
         E::Deserialize(e) if e.is_data() => ApiError::Unprocessable { field: "body".into(), message: e.to_string() },
         E::Deserialize(e) => ApiError::BadRequest(format!("malformed JSON: {e}")),

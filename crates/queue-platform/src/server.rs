@@ -6,7 +6,9 @@ use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
-use queue_svc_token::{IssuerSource, JwkSet, Minter, PublicKey, SigningKey, SystemClock, TrustedIssuer, Verifier, VerifierSettings};
+use queue_svc_token::{
+    IssuerSource, JwkSet, Minter, PublicKey, SigningKey, SystemClock, TrustedIssuer, Verifier, VerifierSettings,
+};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -219,9 +221,7 @@ fn platform_routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics))
         .route("/.well-known/jwks.json", web::get().to(jwks))
         .route("/openapi.json", web::get().to(openapi))
-        .service(
-            web::resource("/internal/v1/caller").app_data(ServicePolicy::any_trusted().data()).get(caller),
-        );
+        .service(web::resource("/internal/v1/caller").app_data(ServicePolicy::any_trusted().data()).get(caller));
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

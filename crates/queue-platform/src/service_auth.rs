@@ -43,10 +43,10 @@ impl ServicePolicy {
     }
 
     fn check(&self, token: &VerifiedToken) -> Result<(), ApiError> {
-        if let Some(allowed) = &self.issuers {
-            if !allowed.iter().any(|i| i == token.issuer()) {
-                return Err(ApiError::Forbidden(format!("issuer `{}` may not call this route", token.issuer())));
-            }
+        if let Some(allowed) = &self.issuers
+            && !allowed.iter().any(|i| i == token.issuer())
+        {
+            return Err(ApiError::Forbidden(format!("issuer `{}` may not call this route", token.issuer())));
         }
         if let Some(missing) = self.scopes.iter().find(|s| !token.has_scope(s)) {
             return Err(ApiError::Forbidden(format!("missing scope `{missing}`")));
@@ -101,7 +101,9 @@ impl FromRequest for ServiceCaller {
                     _ => ApiError::Unauthorized("invalid service token".into()),
                 }
             })?;
-            policy.check(&verified).inspect_err(|e| tracing::info!(issuer = verified.issuer(), reason = %e, "service caller refused"))?;
+            policy
+                .check(&verified)
+                .inspect_err(|e| tracing::info!(issuer = verified.issuer(), reason = %e, "service caller refused"))?;
             tracing::Span::current().record("caller", verified.issuer());
             Ok(ServiceCaller(verified))
         })

@@ -19,10 +19,14 @@ static EMBEDDED: EmbeddedMigrations = embed_migrations!("../../migrations/rbac")
 pub const MIGRATIONS: SchemaMigrations = SchemaMigrations { schema: SCHEMA, migrations: &EMBEDDED };
 
 #[derive(OpenApi)]
-#[openapi(info(title = "queue-rbac", description = "Queue rbac service: roles, permissions, grants at global, tenant and ticket scope, checks and grant history."))]
+#[openapi(info(
+    title = "queue-rbac",
+    description = "Queue rbac service: roles, permissions, grants at global, tenant and ticket scope, checks and grant history."
+))]
 struct ApiDoc;
 
 /// Migrates the schema and starts serving.
 pub async fn run(config: ServiceConfig, signals: Signals) -> anyhow::Result<Running> {
-    queue_platform::bootstrap::start_db_service(NAME, config, MIGRATIONS, ApiDoc::openapi(), signals, routes::configure).await
+    queue_platform::bootstrap::start_db_service(NAME, config, MIGRATIONS, ApiDoc::openapi(), signals, routes::configure)
+        .await
 }

@@ -13,8 +13,8 @@ mod jwks;
 mod keys;
 mod verify;
 
-pub use claims::{Minter, ServiceClaims, TOKEN_TYPE, MAX_TTL_SECS, DEFAULT_TTL_SECS};
+pub use claims::{DEFAULT_TTL_SECS, MAX_TTL_SECS, Minter, ServiceClaims, TOKEN_TYPE};
 pub use error::TokenError;
 pub use jwks::{Jwk, JwkSet};
-pub use keys::{generate_ed25519_pem, PublicKey, SigningKey, KeyError};
+pub use keys::{KeyError, PublicKey, SigningKey, generate_ed25519_pem};
 pub use verify::{Clock, IssuerSource, SystemClock, TrustedIssuer, VerifiedToken, Verifier, VerifierSettings};

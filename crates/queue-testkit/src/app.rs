@@ -32,7 +32,11 @@ pub fn service_config(issuer: &str, database_url: &str, keys: &TestKeys) -> Serv
             trusted: IDENTITIES
                 .iter()
                 .filter(|i| **i != issuer)
-                .map(|i| TrustedIssuerConfig { issuer: i.to_string(), jwks_url: None, public_key: Some(keys.public(i)) })
+                .map(|i| TrustedIssuerConfig {
+                    issuer: i.to_string(),
+                    jwks_url: None,
+                    public_key: Some(keys.public(i)),
+                })
                 .collect(),
             leeway_secs: 30,
             jwks_refresh_secs: 300,
@@ -62,7 +66,12 @@ impl TestApp {
     }
 
     /// Like `spawn`, letting the test adjust the config first.
-    pub async fn spawn_with<F, Fut>(identity: &str, schema: SchemaMigrations, run: F, adjust: impl FnOnce(&mut ServiceConfig)) -> Self
+    pub async fn spawn_with<F, Fut>(
+        identity: &str,
+        schema: SchemaMigrations,
+        run: F,
+        adjust: impl FnOnce(&mut ServiceConfig),
+    ) -> Self
     where
         F: FnOnce(ServiceConfig) -> Fut,
         Fut: Future<Output = anyhow::Result<Running>>,

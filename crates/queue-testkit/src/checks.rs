@@ -9,7 +9,10 @@ use crate::process::run_to_exit;
 /// /healthz, /readyz, /metrics, /.well-known/jwks.json and /openapi.json answer as specified.
 pub async fn platform_endpoints_answer(app: &TestApp, service: &str) {
     let (status, health) = app.get_json("/healthz").await;
-    assert_eq!((status, health["status"].as_str(), health["service"].as_str()), (StatusCode::OK, Some("ok"), Some(service)));
+    assert_eq!(
+        (status, health["status"].as_str(), health["service"].as_str()),
+        (StatusCode::OK, Some("ok"), Some(service))
+    );
 
     let (status, ready) = app.get_json("/readyz").await;
     assert_eq!(status, StatusCode::OK, "{ready}");
@@ -65,11 +68,10 @@ pub async fn migrations_live_in_own_schema(app: &TestApp, schema: &str) {
         .await
         .expect("the schema has its own migration table");
     assert!(applied.n >= 1, "at least one migration applied in {schema}");
-    let public: Count = count(
-        "SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = 'public'".to_string(),
-    )
-    .get_result(&mut conn)
-    .await
-    .expect("query");
+    let public: Count =
+        count("SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = 'public'".to_string())
+            .get_result(&mut conn)
+            .await
+            .expect("query");
     assert_eq!(public.n, 0, "nothing in public");
 }

@@ -2,9 +2,9 @@
 //! is built once per set of migrations (its name is a hash of their versions), under an
 //! advisory lock so that test processes sharing a cluster build it once between them.
 
+use diesel::migration::MigrationSource;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use diesel::migration::MigrationSource;
 use queue_platform::db::SchemaMigrations;
 use sha2::{Digest, Sha256};
 
@@ -60,17 +60,28 @@ async fn ensure_template(schemas: &[SchemaMigrations]) -> String {
     if exists(&mut conn, &name).await {
         return name;
     }
-    diesel::sql_query("SELECT pg_advisory_lock(hashtext($1))").bind::<Text, _>(&name).execute(&mut conn).await.expect("lock");
+    diesel::sql_query("SELECT pg_advisory_lock(hashtext($1))")
+        .bind::<Text, _>(&name)
+        .execute(&mut conn)
+        .await
+        .expect("lock");
     if !exists(&mut conn, &name).await {
         let wip = format!("{name}_wip");
-        diesel::sql_query(format!("DROP DATABASE IF EXISTS {wip} WITH (FORCE)")).execute(&mut conn).await.expect("drop wip");
+        diesel::sql_query(format!("DROP DATABASE IF EXISTS {wip} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await
+            .expect("drop wip");
         diesel::sql_query(format!("CREATE DATABASE {wip}")).execute(&mut conn).await.expect("create template");
         for s in schemas {
             queue_platform::db::migrate(&with_db(admin_url(), &wip), *s).await.expect("migrate the template");
         }
         diesel::sql_query(format!("ALTER DATABASE {wip} RENAME TO {name}")).execute(&mut conn).await.expect("rename");
     }
-    diesel::sql_query("SELECT pg_advisory_unlock(hashtext($1))").bind::<Text, _>(&name).execute(&mut conn).await.expect("unlock");
+    diesel::sql_query("SELECT pg_advisory_unlock(hashtext($1))")
+        .bind::<Text, _>(&name)
+        .execute(&mut conn)
+        .await
+        .expect("unlock");
     name
 }
 
@@ -83,7 +94,9 @@ impl TestDb {
         let mut attempt = 0;
         // CREATE DATABASE fails while another session is connected to the template; that
         // only happens in the moment another process builds it, so retry briefly.
-        while let Err(e) = diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}")).execute(&mut conn).await {
+        while let Err(e) =
+            diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}")).execute(&mut conn).await
+        {
             attempt += 1;
             assert!(attempt < 50, "cannot clone the template: {e}");
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -116,7 +129,9 @@ impl Drop for TestDb {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             rt.block_on(async {
                 if let Ok(mut conn) = AsyncPgConnection::establish(admin_url()).await {
-                    let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                    let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
                 }
             });
         })

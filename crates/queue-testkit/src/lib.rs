@@ -2,11 +2,11 @@
 //! `DATABASE_URL`), a fresh database per test cloned from a template migrated once, `TestApp`s
 //! that boot a service's real `run` on port 0, and service-token helpers.
 
+mod app;
+pub mod checks;
 mod cluster;
 mod db;
 mod keys;
-mod app;
-pub mod checks;
 pub mod process;
 
 pub use app::{TestApp, service_config};

@@ -64,10 +64,10 @@ impl ServiceProcess {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = client.get(format!("{}/healthz", p.base_url)).send().await {
-                if r.status().is_success() {
-                    break;
-                }
+            if let Ok(r) = client.get(format!("{}/healthz", p.base_url)).send().await
+                && r.status().is_success()
+            {
+                break;
             }
             if let Some(status) = p.child.try_wait().expect("wait") {
                 panic!("{binary} exited with {status} before it was healthy: {}", p.stderr());

@@ -108,13 +108,18 @@ fn schema_of(service: &str) -> Option<SchemaMigrations> {
 }
 
 fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
-    let services = if args.services.is_empty() { vec!["auth".into(), "rbac".into(), "audit".into()] } else { args.services };
+    let services =
+        if args.services.is_empty() { vec!["auth".into(), "rbac".into(), "audit".into()] } else { args.services };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         for s in &services {
             let target = schema_of(s).with_context(|| format!("unknown service `{s}`"))?;
             let applied = queue_platform::db::migrate(&args.database_url, target).await?;
-            println!("{s}: {} migration(s) applied{}", applied.len(), if applied.is_empty() { " (up to date)" } else { "" });
+            println!(
+                "{s}: {} migration(s) applied{}",
+                applied.len(),
+                if applied.is_empty() { " (up to date)" } else { "" }
+            );
         }
         Ok(())
     })

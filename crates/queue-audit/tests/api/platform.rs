@@ -30,7 +30,8 @@ async fn migrations_live_in_the_services_own_schema() {
 #[tokio::test]
 async fn a_token_for_audit_is_accepted_and_one_for_rbac_is_refused() {
     let app = spawn().await;
-    let (status, body) = app.get_json_as("/internal/v1/caller", &app.keys.token("raptor", "audit", &["audit:write"])).await;
+    let (status, body) =
+        app.get_json_as("/internal/v1/caller", &app.keys.token("raptor", "audit", &["audit:write"])).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!((body["issuer"].as_str(), body["audience"].as_str()), (Some("raptor"), Some("audit")));
     let (status, _) = app.get_json_as("/internal/v1/caller", &app.keys.token("raptor", "rbac", &["audit:write"])).await;
@@ -41,17 +42,34 @@ async fn a_token_for_audit_is_accepted_and_one_for_rbac_is_refused() {
 async fn bad_config_stops_start_up_with_one_line_and_exit_64() {
     let keys = TestKeys::new();
     let key = keys.private("audit").display().to_string();
-    let base = [("QUEUE_SERVER__LISTEN", "127.0.0.1:0"), ("QUEUE_TOKENS__ISSUER", "audit"), ("QUEUE_TOKENS__SIGNING_KEY", key.as_str())];
+    let base = [
+        ("QUEUE_SERVER__LISTEN", "127.0.0.1:0"),
+        ("QUEUE_TOKENS__ISSUER", "audit"),
+        ("QUEUE_TOKENS__SIGNING_KEY", key.as_str()),
+    ];
     let url = ("DATABASE_URL", "postgres://queue@127.0.0.1:1/queue");
 
     checks::config_error_names_key(BIN, &base, "database.url");
-    checks::config_error_names_key(BIN, &[&base[..], &[url, ("QUEUE_SERVER__COLOUR", "blue")]].concat(), "server.colour");
-    checks::config_error_names_key(BIN, &[&base[..], &[url, ("QUEUE_DATABASE__POOL_SIZE", "lots")]].concat(), "database.pool_size");
-    checks::config_error_names_key(BIN, &[&base[1..], &[url, ("QUEUE_SERVER__LISTEN", "localhost")]].concat(), "server.listen");
+    checks::config_error_names_key(
+        BIN,
+        &[&base[..], &[url, ("QUEUE_SERVER__COLOUR", "blue")]].concat(),
+        "server.colour",
+    );
+    checks::config_error_names_key(
+        BIN,
+        &[&base[..], &[url, ("QUEUE_DATABASE__POOL_SIZE", "lots")]].concat(),
+        "database.pool_size",
+    );
+    checks::config_error_names_key(
+        BIN,
+        &[&base[1..], &[url, ("QUEUE_SERVER__LISTEN", "localhost")]].concat(),
+        "server.listen",
+    );
 
     let dir = tempfile::tempdir().expect("tmp");
     let file = dir.path().join("audit.toml");
-    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:0\"\n[databse]\nurl = \"postgres://x@y/z\"\n").expect("write");
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:0\"\n[databse]\nurl = \"postgres://x@y/z\"\n")
+        .expect("write");
     let with_file = [&base[1..], &[url, ("QUEUE_CONFIG", file.to_str().expect("utf8"))]].concat();
     checks::config_error_names_key(BIN, &with_file, "databse");
 }

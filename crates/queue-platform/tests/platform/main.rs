@@ -172,7 +172,16 @@ async fn extractor_failures_and_unknown_routes_answer_in_the_json_error_shape() 
         (send("{not json", "application/json").await.expect("send"), 400, "bad_request"),
         (send(r#"{"n": "seven"}"#, "application/json").await.expect("send"), 422, "invalid"),
         (send(r#"{"n": 7}"#, "text/plain").await.expect("send"), 400, "bad_request"),
-        (send(Box::leak(format!(r#"{{"n": 1, "pad": "{}"}}"#, "x".repeat(4096)).into_boxed_str()), "application/json").await.expect("send"), 413, "payload_too_large"),
+        (
+            send(
+                Box::leak(format!(r#"{{"n": 1, "pad": "{}"}}"#, "x".repeat(4096)).into_boxed_str()),
+                "application/json",
+            )
+            .await
+            .expect("send"),
+            413,
+            "payload_too_large",
+        ),
         (s.client.get(format!("{}/nope", s.base)).send().await.expect("send"), 404, "not_found"),
     ];
     for (r, status, code) in cases {
@@ -234,12 +243,21 @@ async fn metrics_count_requests_per_route() {
 #[tokio::test]
 async fn jwks_and_openapi_are_served() {
     let s = start().await;
-    let jwks: Value = s.client.get(format!("{}/.well-known/jwks.json", s.base)).send().await.expect("send").json().await.expect("json");
+    let jwks: Value = s
+        .client
+        .get(format!("{}/.well-known/jwks.json", s.base))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
     let kid = s.world.minter("audit").key().kid().to_string();
     assert_eq!(jwks["keys"][0]["kid"], kid.as_str());
     assert_eq!(jwks["keys"][0]["kty"], "OKP");
     assert!(jwks["keys"][0].get("d").is_none(), "never the private part");
-    let doc: Value = s.client.get(format!("{}/openapi.json", s.base)).send().await.expect("send").json().await.expect("json");
+    let doc: Value =
+        s.client.get(format!("{}/openapi.json", s.base)).send().await.expect("send").json().await.expect("json");
     for path in ["/healthz", "/readyz", "/metrics", "/.well-known/jwks.json", "/internal/v1/caller"] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }
@@ -274,7 +292,8 @@ async fn outgoing_calls_carry_traceparent() {
     tokio::spawn(server);
 
     let provider = queue_platform::telemetry::tracer_provider("test", &Default::default()).expect("provider");
-    let subscriber = tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
     let _guard = tracing::subscriber::set_default(subscriber);
     let span = tracing::info_span!("outgoing");
     let trace = queue_platform::telemetry::trace_id_of(&span).expect("span has a trace id").to_string();

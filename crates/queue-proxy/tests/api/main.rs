@@ -10,7 +10,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_queue-proxy");
 async fn serves_the_platform_endpoints_and_stops_on_sigterm() {
     let keys = TestKeys::new();
     let key = keys.private("proxy").display().to_string();
-    let mut p = ServiceProcess::start(BIN, &[("QUEUE_TOKENS__ISSUER", "proxy"), ("QUEUE_TOKENS__SIGNING_KEY", &key)]).await;
+    let mut p =
+        ServiceProcess::start(BIN, &[("QUEUE_TOKENS__ISSUER", "proxy"), ("QUEUE_TOKENS__SIGNING_KEY", &key)]).await;
     let client = reqwest::Client::new();
     let get = |path: &str| client.get(format!("{}{path}", p.base_url)).send();
     let ready: Value = get("/readyz").await.expect("readyz").json().await.expect("json");
@@ -51,6 +52,10 @@ fn the_conventional_database_url_does_not_concern_the_proxy() {
 
 #[test]
 fn a_missing_signing_key_stops_start_up_with_exit_64() {
-    let env = [("QUEUE_SERVER__LISTEN", "127.0.0.1:0"), ("QUEUE_TOKENS__ISSUER", "proxy"), ("QUEUE_TOKENS__SIGNING_KEY", "/nonexistent.pem")];
+    let env = [
+        ("QUEUE_SERVER__LISTEN", "127.0.0.1:0"),
+        ("QUEUE_TOKENS__ISSUER", "proxy"),
+        ("QUEUE_TOKENS__SIGNING_KEY", "/nonexistent.pem"),
+    ];
     checks::config_error_names_key(BIN, &env, "tokens.signing_key");
 }

@@ -37,6 +37,10 @@ async fn tokens_must_name_this_service_as_audience() {
 fn a_missing_database_url_stops_start_up_with_exit_64() {
     let keys = TestKeys::new();
     let key = keys.private("rbac").display().to_string();
-    let env = [("QUEUE_SERVER__LISTEN", "127.0.0.1:0"), ("QUEUE_TOKENS__ISSUER", "rbac"), ("QUEUE_TOKENS__SIGNING_KEY", key.as_str())];
+    let env = [
+        ("QUEUE_SERVER__LISTEN", "127.0.0.1:0"),
+        ("QUEUE_TOKENS__ISSUER", "rbac"),
+        ("QUEUE_TOKENS__SIGNING_KEY", key.as_str()),
+    ];
     checks::config_error_names_key(BIN, &env, "database.url");
 }

@@ -201,10 +201,7 @@ async fn one_issuers_key_never_verifies_another_issuers_token() {
     let v = verifier_for(vec![("auth", &auth_key), ("rbac", &rbac_key)]);
     // rbac signs a token claiming to be auth.
     let t = Minter::new("rbac", rbac_key.clone()).sign(&claims()).expect("sign");
-    assert_eq!(
-        verify(&v, &t).await,
-        Err(TokenError::UnknownKey { issuer: "auth".into(), kid: rbac_key.kid().into() })
-    );
+    assert_eq!(verify(&v, &t).await, Err(TokenError::UnknownKey { issuer: "auth".into(), kid: rbac_key.kid().into() }));
 }
 
 /// A JWKS endpoint on a real loopback socket that counts how often it is fetched.

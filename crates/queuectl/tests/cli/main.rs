@@ -21,7 +21,11 @@ fn trust_raptor_from(dir: &Path) -> impl FnOnce(&mut ServiceConfig) {
     let public = dir.join("raptor.pub.pem");
     move |c| {
         c.tokens.trusted.retain(|t| t.issuer != "raptor");
-        c.tokens.trusted.push(TrustedIssuerConfig { issuer: "raptor".into(), jwks_url: None, public_key: Some(public) });
+        c.tokens.trusted.push(TrustedIssuerConfig {
+            issuer: "raptor".into(),
+            jwks_url: None,
+            public_key: Some(public),
+        });
     }
 }
 
@@ -38,8 +42,20 @@ async fn a_minted_token_for_audit_is_accepted_by_audit_and_refused_by_rbac() {
     assert_eq!(code, 0, "{err}");
     let token = token.trim();
 
-    let audit = TestApp::spawn_with("audit", queue_audit::MIGRATIONS, |c| queue_audit::run(c, Signals::Ignore), trust_raptor_from(keys.path())).await;
-    let rbac = TestApp::spawn_with("rbac", queue_rbac::MIGRATIONS, |c| queue_rbac::run(c, Signals::Ignore), trust_raptor_from(keys.path())).await;
+    let audit = TestApp::spawn_with(
+        "audit",
+        queue_audit::MIGRATIONS,
+        |c| queue_audit::run(c, Signals::Ignore),
+        trust_raptor_from(keys.path()),
+    )
+    .await;
+    let rbac = TestApp::spawn_with(
+        "rbac",
+        queue_rbac::MIGRATIONS,
+        |c| queue_rbac::run(c, Signals::Ignore),
+        trust_raptor_from(keys.path()),
+    )
+    .await;
 
     let (status, body) = audit.get_json_as("/internal/v1/caller", token).await;
     assert_eq!(status, 200, "{body}");
@@ -62,7 +78,11 @@ fn keys_init_writes_private_keys_0600_and_keeps_existing_ones() {
         let private = keys.path().join(format!("{name}.pem"));
         let mode = std::fs::metadata(&private).expect("private key").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{name}");
-        assert!(std::fs::read_to_string(keys.path().join(format!("{name}.pub.pem"))).expect("public").contains("PUBLIC KEY"));
+        assert!(
+            std::fs::read_to_string(keys.path().join(format!("{name}.pub.pem")))
+                .expect("public")
+                .contains("PUBLIC KEY")
+        );
         assert!(out.contains(&format!("{name}: wrote")));
     }
     let before = std::fs::read(keys.path().join("audit.pem")).expect("read");
@@ -81,7 +101,8 @@ fn mint_refuses_a_missing_key_and_a_long_lifetime() {
     assert_eq!(code, 1);
     assert!(err.contains("keys init"), "{err}");
     queuectl(&["keys", "init", "--dir", dir], &[]);
-    let (code, _, err) = queuectl(&["token", "mint", "--iss", "auth", "--aud", "audit", "--ttl", "3600", "--keys-dir", dir], &[]);
+    let (code, _, err) =
+        queuectl(&["token", "mint", "--iss", "auth", "--aud", "audit", "--ttl", "3600", "--keys-dir", dir], &[]);
     assert_eq!(code, 1);
     assert!(err.contains("--ttl"), "{err}");
 }

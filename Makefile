@@ -1,0 +1,46 @@
+# Queue — the two commands that matter: `make run` and `make test`. See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PG_PORT := 54329
+
+.PHONY: help run test fmt fmt-check clippy test-rust check-deploy build db db-stop db-psql clean-var
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+run: ## the whole stack on a project-local PostgreSQL; Ctrl-C stops it
+	scripts/run-stack.sh
+
+test: fmt-check clippy check-deploy test-rust ## everything CI checks
+
+fmt-check:
+	cargo fmt --all -- --check
+
+fmt: ## format the code
+	cargo fmt --all
+
+clippy:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+# Each test binary starts its own throwaway PostgreSQL unless DATABASE_URL names a cluster.
+test-rust:
+	env -u DATABASE_URL cargo test --workspace --no-fail-fast
+
+check-deploy: ## validate docker-compose.yml and the Kubernetes manifests
+	scripts/check-deploy.sh
+
+build: ## build every binary (debug)
+	cargo build --workspace --bins
+
+db: ## start the project-local PostgreSQL on 127.0.0.1:54329 (data in var/pg)
+	scripts/pg-cluster.sh start var/pg $(PG_PORT) queue
+	@echo "DATABASE_URL=postgres://queue@127.0.0.1:$(PG_PORT)/queue"
+
+db-stop: ## stop it
+	scripts/pg-cluster.sh stop var/pg
+
+db-psql: ## a psql shell on it
+	psql postgres://queue@127.0.0.1:$(PG_PORT)/queue
+
+clean-var: db-stop ## remove the local cluster, keys and logs
+	rm -rf var
