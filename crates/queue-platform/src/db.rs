@@ -8,8 +8,8 @@
 
 use diesel::sql_types::Text;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use std::time::Duration;
@@ -45,7 +45,29 @@ impl std::fmt::Debug for Db {
 impl Db {
     /// Builds the pool. Connections are opened lazily, so this succeeds with the database down.
     pub fn new(config: &DatabaseConfig) -> Result<Self, DbError> {
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(config.url.clone());
+        Self::with_role(config, None)
+    }
+
+    /// Like `new`, and every connection switches to `role` (`SET ROLE`) before use, so the
+    /// service works with that role's privileges (and row-level security applies to it) even
+    /// when it logs in as the schema owner.
+    pub fn with_role(config: &DatabaseConfig, role: Option<&'static str>) -> Result<Self, DbError> {
+        let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
+        if let Some(role) = role {
+            manager_config.custom_setup = Box::new(move |url| {
+                let url = url.to_string();
+                Box::pin(async move {
+                    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+                    let mut conn = AsyncPgConnection::establish(&url).await?;
+                    conn.batch_execute(&format!("SET ROLE {role}"))
+                        .await
+                        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                    Ok(conn)
+                })
+            });
+        }
+        let manager =
+            AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(config.url.clone(), manager_config);
         let timeout = Duration::from_secs(config.timeout_secs);
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)

@@ -109,6 +109,13 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// POST JSON with a bearer token, parse the JSON body.
+    pub async fn post_json_as(&self, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
+        let r = self.client.post(self.url(path)).bearer_auth(token).json(body).send().await.expect("request");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// A token from `issuer` for this service, signed with the test keys it trusts.
     pub fn token(&self, issuer: &str, scopes: &[&str]) -> String {
         self.keys.token(issuer, &self.identity, scopes)

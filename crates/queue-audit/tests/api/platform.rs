@@ -9,7 +9,22 @@ use std::sync::{Arc, Mutex};
 const BIN: &str = env!("CARGO_BIN_EXE_queue-audit");
 
 async fn spawn() -> TestApp {
-    TestApp::spawn("audit", queue_audit::MIGRATIONS, |c| queue_audit::run(c, queue_platform::Signals::Ignore)).await
+    crate::support::Audit::start().await.app
+}
+
+/// Environment for the binary: its signing key and local audit key files.
+fn binary_env(keys: &TestKeys, audit_keys: &std::path::Path) -> Vec<(String, String)> {
+    let cfg = crate::support::local_keys(audit_keys);
+    vec![
+        ("QUEUE_TOKENS__ISSUER".into(), "audit".into()),
+        ("QUEUE_TOKENS__SIGNING_KEY".into(), keys.private("audit").display().to_string()),
+        ("QUEUE_KEYS__LOCAL_MASTER_KEY".into(), cfg.local_master_key.display().to_string()),
+        ("QUEUE_KEYS__LOCAL_CHECKPOINT_KEY".into(), cfg.local_checkpoint_key.display().to_string()),
+    ]
+}
+
+fn refs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
 }
 
 #[tokio::test]
@@ -118,18 +133,12 @@ async fn otlp_sink() -> (String, Arc<Mutex<Vec<Vec<u8>>>>, actix_web::dev::Serve
 async fn sigterm_stops_cleanly_and_spans_reach_the_otlp_collector() {
     let db = TestDb::new(&[queue_audit::MIGRATIONS]).await;
     let keys = TestKeys::new();
-    let key = keys.private("audit").display().to_string();
+    let audit_keys = tempfile::tempdir().expect("tmp");
     let (sink, bodies, sink_handle) = otlp_sink().await;
-    let mut p = ServiceProcess::start(
-        BIN,
-        &[
-            ("DATABASE_URL", &db.url),
-            ("QUEUE_TOKENS__ISSUER", "audit"),
-            ("QUEUE_TOKENS__SIGNING_KEY", &key),
-            ("QUEUE_TELEMETRY__OTLP_ENDPOINT", &sink),
-        ],
-    )
-    .await;
+    let mut env = binary_env(&keys, audit_keys.path());
+    env.push(("DATABASE_URL".into(), db.url.clone()));
+    env.push(("QUEUE_TELEMETRY__OTLP_ENDPOINT".into(), sink.clone()));
+    let mut p = ServiceProcess::start(BIN, &refs(&env)).await;
     let trace = "0af7651916cd43dd8448eb211c80319c";
     let r = reqwest::Client::new()
         .get(format!("{}/readyz", p.base_url))
@@ -160,11 +169,9 @@ async fn sigterm_stops_cleanly_and_spans_reach_the_otlp_collector() {
 async fn sigint_stops_cleanly_too() {
     let db = TestDb::new(&[queue_audit::MIGRATIONS]).await;
     let keys = TestKeys::new();
-    let key = keys.private("audit").display().to_string();
-    let mut p = ServiceProcess::start(
-        BIN,
-        &[("DATABASE_URL", &db.url), ("QUEUE_TOKENS__ISSUER", "audit"), ("QUEUE_TOKENS__SIGNING_KEY", &key)],
-    )
-    .await;
+    let audit_keys = tempfile::tempdir().expect("tmp");
+    let mut env = binary_env(&keys, audit_keys.path());
+    env.push(("DATABASE_URL".into(), db.url.clone()));
+    let mut p = ServiceProcess::start(BIN, &refs(&env)).await;
     assert_eq!(p.signal_and_wait("INT").await, Some(0), "{}", p.stderr());
 }

@@ -1,0 +1,215 @@
+//! queue-audit's configuration: the shared tables plus `[keys]`, `[chain]` and `[limits]`.
+
+use queue_platform::bootstrap::ServiceSettings;
+use queue_platform::config::{ConfigError, DatabaseConfig, ServerConfig, TelemetryConfig, TokensConfig, Validate};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    pub tokens: TokensConfig,
+    #[serde(default)]
+    pub keys: KeysConfig,
+    #[serde(default)]
+    pub chain: ChainConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// `local` (key files; development) or `aws-kms`.
+    #[serde(default = "default_provider")]
+    pub provider: String,
+    /// local: base64 of a 32-byte master key that wraps the data keys.
+    #[serde(default = "default_master")]
+    pub local_master_key: PathBuf,
+    /// local: ECDSA P-256 private key (PKCS#8 PEM) that signs checkpoints.
+    #[serde(default = "default_checkpoint")]
+    pub local_checkpoint_key: PathBuf,
+    /// aws-kms: endpoint override (a KMS-compatible server); AWS's own when absent.
+    #[serde(default)]
+    pub kms_endpoint: Option<url::Url>,
+    #[serde(default = "default_region")]
+    pub kms_region: String,
+    /// aws-kms: the symmetric key that GenerateDataKey uses (id, ARN or alias).
+    #[serde(default)]
+    pub kms_data_key_id: Option<String>,
+    /// aws-kms: the ECC_NIST_P256 SIGN_VERIFY key for checkpoints.
+    #[serde(default)]
+    pub kms_checkpoint_key_id: Option<String>,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            provider: default_provider(),
+            local_master_key: default_master(),
+            local_checkpoint_key: default_checkpoint(),
+            kms_endpoint: None,
+            kms_region: default_region(),
+            kms_data_key_id: None,
+            kms_checkpoint_key_id: None,
+        }
+    }
+}
+
+fn default_provider() -> String {
+    "local".into()
+}
+fn default_master() -> PathBuf {
+    "var/keys/audit-master.key".into()
+}
+fn default_checkpoint() -> PathBuf {
+    "var/keys/audit-checkpoint.pem".into()
+}
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// Sign a checkpoint of a tenant's head after this many new events …
+    pub checkpoint_every: i64,
+    /// … or after this many seconds with unsigned events.
+    pub checkpoint_interval_secs: u64,
+    /// The most events appended in one transaction.
+    pub max_batch: usize,
+    /// The largest payload, in bytes of canonical JSON.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        Self { checkpoint_every: 1000, checkpoint_interval_secs: 30, max_batch: 500, max_payload_bytes: 16 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Issuers allowed to write events (with scope `audit:write`).
+    pub writers: Vec<String>,
+    /// Issuers allowed to read (with scope `audit:read`).
+    pub readers: Vec<String>,
+    /// Requests per second per calling service (token bucket), and its burst.
+    pub per_caller_rps: u32,
+    pub per_caller_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            writers: vec!["auth".into(), "rbac".into(), "raptor".into()],
+            readers: vec!["rbac".into(), "raptor".into(), "proxy".into()],
+            per_caller_rps: 5_000,
+            per_caller_burst: 10_000,
+        }
+    }
+}
+
+impl AuditConfig {
+    /// The tables every service has, plus audit's own with `chain` and `limits` at defaults.
+    pub fn new(base: queue_platform::ServiceConfig, keys: KeysConfig) -> Self {
+        Self {
+            server: base.server,
+            database: base.database,
+            telemetry: base.telemetry,
+            tokens: base.tokens,
+            keys,
+            chain: ChainConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl KeysConfig {
+    /// Creates local key files in `dir` (`audit-master.key`, `audit-checkpoint.pem`, mode 0600)
+    /// unless both exist and `replace` is false, and returns a `local` config naming them.
+    pub fn local_in(dir: &std::path::Path, replace: bool) -> std::io::Result<(Self, bool)> {
+        let config = Self {
+            local_master_key: dir.join("audit-master.key"),
+            local_checkpoint_key: dir.join("audit-checkpoint.pem"),
+            ..Self::default()
+        };
+        if config.local_master_key.exists() && config.local_checkpoint_key.exists() && !replace {
+            return Ok((config, false));
+        }
+        let (master, checkpoint) =
+            crate::domain::keys::generate_local_key_files().map_err(|e| std::io::Error::other(e.to_string()))?;
+        write_private(&config.local_master_key, master.as_bytes())?;
+        write_private(&config.local_checkpoint_key, checkpoint.as_bytes())?;
+        Ok((config, true))
+    }
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(bytes)
+}
+
+impl Validate for AuditConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        self.database.validate()?;
+        self.telemetry.validate()?;
+        self.tokens.validate()?;
+        let k = &self.keys;
+        match k.provider.as_str() {
+            "local" => {
+                for (key, path) in [
+                    ("keys.local_master_key", &k.local_master_key),
+                    ("keys.local_checkpoint_key", &k.local_checkpoint_key),
+                ] {
+                    if !path.is_file() {
+                        return Err(ConfigError::new(
+                            key,
+                            format!("{} does not exist (`queuectl keys init` creates dev keys)", path.display()),
+                        ));
+                    }
+                }
+            }
+            "aws-kms" => {
+                if k.kms_data_key_id.as_deref().is_none_or(str::is_empty) {
+                    return Err(ConfigError::new("keys.kms_data_key_id", "required with provider aws-kms"));
+                }
+                if k.kms_checkpoint_key_id.as_deref().is_none_or(str::is_empty) {
+                    return Err(ConfigError::new("keys.kms_checkpoint_key_id", "required with provider aws-kms"));
+                }
+            }
+            _ => return Err(ConfigError::new("keys.provider", "must be `local` or `aws-kms`")),
+        }
+        let c = &self.chain;
+        if c.checkpoint_every < 1 {
+            return Err(ConfigError::new("chain.checkpoint_every", "must be at least 1"));
+        }
+        if c.checkpoint_interval_secs < 1 {
+            return Err(ConfigError::new("chain.checkpoint_interval_secs", "must be at least 1"));
+        }
+        if !(1..=10_000).contains(&c.max_batch) {
+            return Err(ConfigError::new("chain.max_batch", "must be between 1 and 10000"));
+        }
+        if !(64..=1024 * 1024).contains(&c.max_payload_bytes) {
+            return Err(ConfigError::new("chain.max_payload_bytes", "must be between 64 and 1048576"));
+        }
+        if self.limits.per_caller_rps == 0 || self.limits.per_caller_burst == 0 {
+            return Err(ConfigError::new("limits.per_caller_rps", "rate and burst must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl ServiceSettings for AuditConfig {
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}

@@ -1,0 +1,9 @@
+//! The rules of the audit log, without HTTP.
+
+pub mod append;
+pub mod chain;
+pub mod checkpoint;
+pub mod keyring;
+pub mod keys;
+pub mod read;
+pub mod verify;

@@ -1,0 +1,2 @@
+pub mod chain;
+pub mod events;

@@ -1,0 +1,337 @@
+//! The audit log: writing, idempotency, validation, tampering, RLS, append-only, concurrency.
+
+use crate::support::{Audit, event, exec};
+use serde_json::json;
+
+#[tokio::test]
+async fn events_chain_and_verify() {
+    let a = Audit::start().await;
+    let written = a.write_n("t1", 5).await;
+    let seqs: Vec<i64> = written.iter().map(|v| v["seq"].as_i64().expect("seq")).collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    let report = a.verify("t1").await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["verified_through_seq"], 5);
+    // Another tenant has its own chain from seq 1.
+    assert_eq!(a.write_n("t2", 1).await[0]["seq"], 1);
+}
+
+#[tokio::test]
+async fn the_same_id_returns_the_first_result_and_other_content_conflicts() {
+    let a = Audit::start().await;
+    let e = event("t1", 1);
+    let (s1, first) = a.write(&e).await;
+    let (s2, again) = a.write(&e).await;
+    assert_eq!((s1, s2), (201, 201));
+    assert_eq!(first, again);
+    let mut changed = e.clone();
+    changed["action"] = json!("login.failed");
+    let (s, body) = a.write(&changed).await;
+    assert_eq!(s, 409, "{body}");
+    assert_eq!(a.verify("t1").await["verified_through_seq"], 1, "nothing added");
+}
+
+#[tokio::test]
+async fn bad_input_names_the_field_and_writes_nothing() {
+    let a = Audit::start().await;
+    let mut e = event("t1", 1);
+    e["occurred_at"] = json!("last tuesday");
+    let (s, body) = a.write(&e).await;
+    assert_eq!((s, body["error"]["field"].as_str()), (422, Some("occurred_at")));
+    let mut e = event("t1", 1);
+    e["payload"] = json!({"blob": "x".repeat(20_000)});
+    assert_eq!(a.write(&e).await.0, 413);
+    let (s, body) = a
+        .app
+        .post_json_as("/api/v1/audit/events/batch", &a.writer(), &json!({"events": [event("t1", 1), event("t2", 2)]}))
+        .await;
+    assert_eq!((s.as_u16(), body["error"]["field"].as_str()), (422, Some("events[1].tenant_id")));
+    assert_eq!(a.verify("t1").await["events"], 0);
+}
+
+#[tokio::test]
+async fn callers_need_the_right_scope_and_issuer() {
+    let a = Audit::start().await;
+    let (s, _) = a.app.post_json_as("/api/v1/audit/events", &a.reader(), &event("t1", 1)).await;
+    assert_eq!(s.as_u16(), 403, "a reader cannot write");
+    let proxy = a.app.token("proxy", &["audit:write"]);
+    let (s, _) = a.app.post_json_as("/api/v1/audit/events", &proxy, &event("t1", 1)).await;
+    assert_eq!(s.as_u16(), 403, "proxy is not a configured writer");
+    let (s, _) = a.app.get_json_as("/api/v1/audit/verify?tenant_id=t1", &a.writer()).await;
+    assert_eq!(s.as_u16(), 403, "a writer cannot read");
+}
+
+#[tokio::test]
+async fn a_batch_is_one_round_trip_in_order() {
+    let a = Audit::start().await;
+    let events: Vec<_> = (0..50).map(|i| event("t1", i)).collect();
+    let (s, body) = a.app.post_json_as("/api/v1/audit/events/batch", &a.writer(), &json!({"events": events})).await;
+    assert_eq!(s.as_u16(), 201, "{body}");
+    let seqs: Vec<i64> =
+        body["results"].as_array().expect("results").iter().map(|r| r["seq"].as_i64().expect("seq")).collect();
+    assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+    assert_eq!(a.verify("t1").await["ok"], true);
+}
+
+#[tokio::test]
+async fn reads_filter_and_paginate() {
+    let a = Audit::start().await;
+    a.write_n("t1", 7).await;
+    let mut failed = event("t1", 99);
+    failed["action"] = json!("login.failed");
+    a.write(&failed).await;
+    let (s, page) = a.app.get_json_as("/api/v1/audit/events?tenant_id=t1&limit=3", &a.reader()).await;
+    assert_eq!(s.as_u16(), 200);
+    assert_eq!(page["events"].as_array().expect("events").len(), 3);
+    assert_eq!(page["next_after_seq"], 3);
+    let (_, rest) = a.app.get_json_as("/api/v1/audit/events?tenant_id=t1&after_seq=3&limit=100", &a.reader()).await;
+    assert_eq!(rest["events"][0]["seq"], 4);
+    let (_, only) = a.app.get_json_as("/api/v1/audit/events?tenant_id=t1&action=login.failed", &a.reader()).await;
+    let only = only["events"].as_array().expect("events").clone();
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0]["payload"]["n"], 99);
+    let (s, _) = a.app.get_json_as("/api/v1/audit/events?tenant_id=t1&limit=0", &a.reader()).await;
+    assert_eq!(s.as_u16(), 422);
+}
+
+/// Each kind of tampering, by someone holding the database, is reported with its first bad seq.
+#[tokio::test]
+async fn tampering_is_found_where_it_happened() {
+    let cases: [(&str, &str, i64); 5] = [
+        ("edit a field", "UPDATE audit.customer_audit_events SET actor_id = 'mallory' WHERE tenant_id = 't1' AND seq = 4", 4),
+        ("delete a row", "DELETE FROM audit.customer_audit_events WHERE tenant_id = 't1' AND seq = 3", 3),
+        ("swap two rows",
+         "UPDATE audit.customer_audit_events SET seq = seq + 1000000 WHERE tenant_id = 't1' AND seq IN (5, 6);
+          UPDATE audit.customer_audit_events SET seq = CASE seq WHEN 1000005 THEN 6 ELSE 5 END WHERE tenant_id = 't1' AND seq > 1000000", 5),
+        ("change a key_id",
+         "INSERT INTO audit.keys (epoch, provider, key_ref, encrypted_key) SELECT 2, provider, key_ref, encrypted_key FROM audit.keys WHERE epoch = 1;
+          UPDATE audit.customer_audit_events SET key_id = 2 WHERE tenant_id = 't1' AND seq = 2", 2),
+        ("edit the payload",
+         "UPDATE audit.customer_audit_events SET payload_canonical = '{\"n\":1000}' WHERE tenant_id = 't1' AND seq = 7", 7),
+    ];
+    for (what, sql, bad) in cases {
+        let a = Audit::start().await;
+        a.write_n("t1", 8).await;
+        assert_eq!(a.verify("t1").await["ok"], true, "{what}: untouched chain verifies");
+        let mut db = a.attacker().await;
+        exec(&mut db, sql).await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let report = a.verify("t1").await;
+        assert_eq!(report["ok"], false, "{what}: {report}");
+        assert_eq!(report["first_bad_seq"], bad, "{what}: {report}");
+        assert!(report["reason"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn a_forged_row_appended_without_the_key_is_found() {
+    let a = Audit::start().await;
+    a.write_n("t1", 3).await;
+    let mut db = a.attacker().await;
+    exec(
+        &mut db,
+        "INSERT INTO audit.customer_audit_events
+        (tenant_id, seq, event_id, actor_type, actor_id, action, target_type, target_id, occurred_at, recorded_at,
+         payload_canonical, request_digest, prev_mac, mac, key_id)
+        SELECT tenant_id, 4, gen_random_uuid(), 'user', 'mallory', 'grant.created', 'grant', 'g1', now(), now(),
+               '{}', request_digest, mac, sha256(mac), key_id
+        FROM audit.customer_audit_events WHERE tenant_id = 't1' AND seq = 3",
+    )
+    .await
+    .expect("forge");
+    let report = a.verify("t1").await;
+    assert_eq!((report["ok"].as_bool(), report["first_bad_seq"].as_i64()), (Some(false), Some(4)), "{report}");
+}
+
+#[tokio::test]
+async fn cutting_the_tail_after_a_checkpoint_is_found() {
+    let chain = queue_audit::config::ChainConfig { checkpoint_every: 5, ..Default::default() };
+    let a = Audit::start_with(chain, |_| {}).await;
+    a.write_n("t1", 10).await;
+    // The checkpoint is signed off the request path; wait until it is there.
+    let mut signed = 0;
+    for _ in 0..100 {
+        let (_, cps) = a.app.get_json_as("/api/v1/audit/checkpoints?tenant_id=t1", &a.reader()).await;
+        signed = cps["checkpoints"][0]["seq"].as_i64().unwrap_or(0);
+        if signed >= 10 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(signed, 10);
+    let mut db = a.attacker().await;
+    exec(&mut db, "DELETE FROM audit.customer_audit_events WHERE tenant_id = 't1' AND seq > 7;
+                   UPDATE audit.chain_heads SET seq = 7, mac = (SELECT mac FROM audit.customer_audit_events WHERE tenant_id = 't1' AND seq = 7)").await.expect("cut");
+    let report = a.verify("t1").await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["first_bad_seq"], 8, "{report}");
+    assert_eq!(report["checkpoint_seq"], 10);
+}
+
+#[derive(diesel::QueryableByName)]
+struct N {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+async fn count(c: &mut diesel_async::AsyncPgConnection) -> i64 {
+    use diesel_async::RunQueryDsl;
+    diesel::sql_query("SELECT count(*) AS n FROM audit.customer_audit_events")
+        .get_result::<N>(c)
+        .await
+        .expect("count")
+        .n
+}
+
+#[tokio::test]
+async fn row_level_security_scopes_reads_to_the_tenant_set() {
+    let a = Audit::start().await;
+    a.write_n("tenant-a", 2).await;
+    a.write_n("tenant-b", 3).await;
+    let mut c = a.as_service_role().await;
+    assert_eq!(count(&mut c).await, 0, "no tenant set: nothing");
+    exec(&mut c, "SELECT set_config('queue.tenant_id', 'tenant-a', false)").await.expect("set");
+    assert_eq!(count(&mut c).await, 2, "tenant a sees its own, none of b");
+    // Writing into another tenant's chain is refused by the policy's WITH CHECK.
+    let cross =
+        exec(&mut c, "INSERT INTO audit.chain_heads (tenant_id, seq, mac) VALUES ('tenant-b', 99, '\\x00')").await;
+    assert!(cross.expect_err("other tenant").to_string().contains("row-level security"));
+    for sql in [
+        "UPDATE audit.customer_audit_events SET actor_id = 'x'",
+        "DELETE FROM audit.customer_audit_events",
+        "TRUNCATE audit.customer_audit_events",
+    ] {
+        assert!(exec(&mut c, sql).await.is_err(), "the service role may not: {sql}");
+    }
+    assert_eq!(a.verify("tenant-a").await["ok"], true);
+}
+
+#[tokio::test]
+async fn a_non_superuser_owner_cannot_update_or_delete_either() {
+    let a = Audit::start().await;
+    a.write_n("t1", 2).await;
+    let mut db = a.attacker().await;
+    exec(&mut db, "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'queue_test_ops') THEN CREATE ROLE queue_test_ops; END IF; END $$;
+                   GRANT USAGE ON SCHEMA audit TO queue_test_ops;
+                   GRANT ALL ON audit.customer_audit_events TO queue_test_ops;
+                   ALTER TABLE audit.customer_audit_events NO FORCE ROW LEVEL SECURITY;
+                   SET ROLE queue_test_ops;
+                   SELECT set_config('queue.tenant_id', 't1', false)").await.expect("setup");
+    for sql in [
+        "DELETE FROM audit.customer_audit_events",
+        "UPDATE audit.customer_audit_events SET actor_id = 'x'",
+        "TRUNCATE audit.customer_audit_events",
+    ] {
+        let err = exec(&mut db, sql).await.expect_err("trigger refuses");
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_with_retries_lose_nothing_and_duplicate_nothing() {
+    let a = std::sync::Arc::new(Audit::start().await);
+    let tenants = ["c1", "c2", "c3", "c4"];
+    let mut tasks = Vec::new();
+    for w in 0..32 {
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            let tenant = tenants[w % 4];
+            let events: Vec<_> = (0..500).map(|i| event(tenant, i)).collect();
+            let token = a.writer();
+            let mut acked = Vec::new();
+            for (i, e) in events.iter().enumerate() {
+                let (s, v) = a.app.post_json_as("/api/v1/audit/events", &token, e).await;
+                assert_eq!(s.as_u16(), 201, "{v}");
+                // Every tenth event is retried: the same answer comes back.
+                if i % 10 == 0 {
+                    let (s2, v2) = a.app.post_json_as("/api/v1/audit/events", &token, e).await;
+                    assert_eq!((s2.as_u16(), &v2), (201, &v));
+                }
+                acked.push((tenant, v["seq"].as_i64().expect("seq")));
+            }
+            acked
+        }));
+    }
+    let mut per_tenant: std::collections::HashMap<&str, Vec<i64>> = Default::default();
+    for t in tasks {
+        for (tenant, seq) in t.await.expect("writer") {
+            per_tenant.entry(tenant).or_default().push(seq);
+        }
+    }
+    for tenant in tenants {
+        let mut seqs = per_tenant.remove(tenant).expect("tenant");
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=4000).collect::<Vec<_>>(), "{tenant}: every ack once, gap-free");
+        let report = a.verify(tenant).await;
+        assert_eq!((report["ok"].as_bool(), report["events"].as_i64()), (Some(true), Some(4000)), "{report}");
+    }
+}
+
+#[tokio::test]
+async fn key_rotation_mid_stream_verifies_across_epochs() {
+    let a = Audit::start().await;
+    a.write_n("t1", 3).await;
+    let keys = queue_audit::key_ring(&a.config).await.expect("ring");
+    let mut owner = a.attacker().await;
+    assert_eq!(keys.rotate(&mut owner).await.expect("rotate"), 2);
+    let after = a.write_n("t1", 3).await;
+    assert!(after.iter().all(|v| v["seq"].as_i64() > Some(3)));
+    let (_, page) = a.app.get_json_as("/api/v1/audit/events?tenant_id=t1", &a.reader()).await;
+    let epochs: Vec<i64> =
+        page["events"].as_array().expect("events").iter().map(|e| e["key_id"].as_i64().expect("key")).collect();
+    assert_eq!(epochs, vec![1, 1, 1, 2, 2, 2]);
+    assert_eq!(a.verify("t1").await["ok"], true);
+}
+
+#[tokio::test]
+async fn the_offline_verifier_agrees_with_the_online_one() {
+    let a = Audit::start().await;
+    a.write_n("t1", 20).await;
+    let export = a
+        .app
+        .client
+        .get(a.app.url("/api/v1/audit/export?tenant_id=t1"))
+        .bearer_auth(a.reader())
+        .send()
+        .await
+        .expect("export");
+    assert_eq!(export.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/x-ndjson"));
+    let text = export.text().await.expect("body");
+    let keys = queue_audit::key_ring(&a.config).await.expect("ring");
+    let offline =
+        queue_audit::domain::verify::verify_export(text.lines().map(String::from), &keys).await.expect("parse");
+    let online = a.verify("t1").await;
+    assert!(offline.ok);
+    assert_eq!(serde_json::to_value(&offline).expect("json"), online);
+
+    // A line edited in the file is found at its seq.
+    let tampered = text.replacen("\"actor_id\":\"u5\"", "\"actor_id\":\"mallory\"", 1);
+    let offline =
+        queue_audit::domain::verify::verify_export(tampered.lines().map(String::from), &keys).await.expect("parse");
+    assert_eq!((offline.ok, offline.first_bad_seq), (false, Some(6)));
+}
+
+#[tokio::test]
+async fn the_rate_limit_per_caller_answers_429_with_retry_after() {
+    let a = Audit::start_with(Default::default(), |c| {
+        c.limits.per_caller_rps = 1;
+        c.limits.per_caller_burst = 2;
+    })
+    .await;
+    assert_eq!(a.write(&event("t1", 1)).await.0, 201);
+    assert_eq!(a.write(&event("t1", 2)).await.0, 201);
+    let r = a
+        .app
+        .client
+        .post(a.app.url("/api/v1/audit/events"))
+        .bearer_auth(a.writer())
+        .json(&event("t1", 3))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    // Another caller has its own bucket.
+    let other = a.app.token("rbac", &["audit:write"]);
+    let (s, _) = a.app.post_json_as("/api/v1/audit/events", &other, &event("t1", 4)).await;
+    assert_eq!(s.as_u16(), 201);
+}
