@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PG_PORT := 54329
 
-.PHONY: help run test fmt fmt-check clippy test-rust check-deploy build db db-stop db-psql clean-var
+.PHONY: help run test test-deps fmt fmt-check clippy test-rust check-deploy build db db-stop db-psql clean-var bench-audit
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -11,7 +11,10 @@ help: ## list the targets
 run: ## the whole stack on a project-local PostgreSQL; Ctrl-C stops it
 	scripts/run-stack.sh
 
-test: fmt-check clippy check-deploy test-rust ## everything CI checks
+test: test-deps fmt-check clippy check-deploy test-rust ## everything CI checks
+
+test-deps: ## pgaudit and a KMS-compatible server (moto) for the tests; idempotent
+	scripts/install-test-deps.sh
 
 fmt-check:
 	cargo fmt --all -- --check

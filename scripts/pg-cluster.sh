@@ -36,6 +36,14 @@ mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 data="$dir/data"
 
+# pgaudit (Debian package postgresql-<major>-pgaudit): when installed, every cluster this script
+# starts loads it and logs DDL and role changes to the server log (deploy/README.md, "pgaudit").
+pglib="$( (command -v pg_config >/dev/null 2>&1 && pg_config --pkglibdir) || echo "$pgbin/../lib")"
+audit_opts=""
+if [ -f "$pglib/pgaudit.so" ]; then
+  audit_opts="-c shared_preload_libraries=pgaudit -c pgaudit.log=ddl,role -c pgaudit.log_relation=on"
+fi
+
 case "$cmd" in
   start)
     port="${3:?port}"; db="${4:-queue}"
@@ -46,11 +54,14 @@ case "$cmd" in
     fi
     if ! "${run[@]}" "$pgbin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
       "${run[@]}" "$pgbin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 start \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 ${PG_EXTRA_OPTS:-}" >/dev/null \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 $audit_opts ${PG_EXTRA_OPTS:-}" >/dev/null \
         || { tail -n 20 "$dir/server.log" >&2; exit 1; }
     fi
     if ! "$pgbin/psql" -h 127.0.0.1 -p "$port" -U queue -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1; then
       "$pgbin/createdb" -h 127.0.0.1 -p "$port" -U queue "$db"
+    fi
+    if [ -n "$audit_opts" ]; then
+      "$pgbin/psql" -q -h 127.0.0.1 -p "$port" -U queue -d "$db" -c "CREATE EXTENSION IF NOT EXISTS pgaudit" >/dev/null
     fi
     ;;
   stop)

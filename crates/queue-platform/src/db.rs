@@ -116,6 +116,19 @@ impl std::fmt::Debug for SchemaMigrations {
     }
 }
 
+/// The shadow-table functions (crates/queue-platform/sql/shadow.sql, docs/shadow-tables.md),
+/// installed before any service's migrations so that each can call `queue_shadow.attach`.
+pub const SHADOW_SQL: &str = include_str!("../sql/shadow.sql");
+
+fn install_shadow(conn: &mut AsyncConnectionWrapper<AsyncPgConnection>) -> diesel::QueryResult<()> {
+    use diesel::connection::SimpleConnection;
+    // Several services may migrate at once; CREATE OR REPLACE FUNCTION is not safe concurrently.
+    diesel::RunQueryDsl::execute(diesel::sql_query("SELECT pg_advisory_lock(hashtext('queue-shadow'))"), conn)?;
+    let result = conn.batch_execute(SHADOW_SQL);
+    diesel::RunQueryDsl::execute(diesel::sql_query("SELECT pg_advisory_unlock(hashtext('queue-shadow'))"), conn)?;
+    result
+}
+
 /// Lends a `&'static EmbeddedMigrations` to diesel, which wants a source by value.
 struct Source(&'static EmbeddedMigrations);
 
@@ -140,6 +153,7 @@ pub async fn migrate(database_url: &str, target: SchemaMigrations) -> Result<Vec
             .bind::<Text, _>(format!("queue-migrate:{schema}"));
         diesel::RunQueryDsl::execute(lock, &mut conn).map_err(|e| fail(e.to_string()))?;
         let result = (|| {
+            install_shadow(&mut conn).map_err(|e| fail(format!("installing queue_shadow: {e}")))?;
             conn.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}"))
                 .map_err(|e| fail(e.to_string()))?;
             let applied = conn.run_pending_migrations(Source(target.migrations)).map_err(|e| fail(e.to_string()))?;

@@ -7,6 +7,13 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 static ADMIN_URL: OnceLock<String> = OnceLock::new();
+static SERVER_LOG: OnceLock<PathBuf> = OnceLock::new();
+
+/// The server log of the throwaway cluster (`None` when tests use `DATABASE_URL`).
+pub fn server_log() -> Option<&'static std::path::Path> {
+    admin_url();
+    SERVER_LOG.get().map(PathBuf::as_path)
+}
 
 /// A URL to a database on the test cluster with the right to create databases.
 pub fn admin_url() -> &'static str {
@@ -33,6 +40,7 @@ fn start_throwaway() -> Result<String, String> {
             .map_err(|e| e.to_string())?;
         if out.status.success() {
             spawn_watchdog(&script, &dir);
+            let _ = SERVER_LOG.set(dir.join("server.log"));
             return Ok(format!("postgres://queue@127.0.0.1:{port}/queue"));
         }
         last = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -7,9 +7,10 @@ pub mod checks;
 mod cluster;
 mod db;
 mod keys;
+pub mod moto;
 pub mod process;
 
 pub use app::{TestApp, service_config};
-pub use cluster::admin_url;
+pub use cluster::{admin_url, server_log};
 pub use db::TestDb;
 pub use keys::{IDENTITIES, TestKeys};

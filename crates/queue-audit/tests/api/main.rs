@@ -1,5 +1,7 @@
 //! queue-audit against a real PostgreSQL, through real sockets.
 
 mod audit;
+mod kms;
 mod platform;
+mod shadow;
 mod support;
