@@ -253,6 +253,7 @@ type JobResults = Vec<Result<Vec<Appended>, AppendError>>;
 
 /// One transaction for all `jobs`; each job is atomic on its own (a conflicting job adds
 /// nothing, the others go ahead). Returns each job's result and the new head seq, if any.
+#[tracing::instrument(name = "audit.append_batch", skip_all, fields(tenant, jobs = jobs.len()))]
 async fn commit(inner: &Inner, tenant: &str, jobs: &[&[NewEvent]]) -> Result<(JobResults, Option<i64>), AppendError> {
     let mut conn = inner.db.conn().await.map_err(|e| AppendError::Unavailable(e.to_string()))?;
     let (epoch, key) = inner.keys.current(&mut conn).await?;

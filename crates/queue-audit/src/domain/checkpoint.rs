@@ -44,6 +44,7 @@ pub struct Checkpoint {
 
 /// Signs and stores the tenant's current head unless it is already checkpointed. Returns the
 /// seq signed.
+#[tracing::instrument(name = "audit.checkpoint", skip(db, provider))]
 pub async fn sign_head(db: &Db, provider: &KeyProvider, tenant: &str) -> Result<Option<i64>, AppendError> {
     let mut conn = db.conn().await.map_err(|e| AppendError::Unavailable(e.to_string()))?;
     let t = tenant.to_string();

@@ -306,6 +306,7 @@ pub async fn checkpoint_records(db: &Db, tenant: &str) -> Result<Vec<CheckpointR
 }
 
 /// Verifies a tenant's chain as stored.
+#[tracing::instrument(name = "audit.verify", skip(db, keys))]
 pub async fn verify_tenant(db: &Db, keys: &KeyRing, tenant: &str) -> Result<Report, AppendError> {
     let all_keys = {
         let mut conn = db.conn().await.map_err(|e| AppendError::Unavailable(e.to_string()))?;

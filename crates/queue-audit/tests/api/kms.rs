@@ -26,12 +26,13 @@ async fn kms_keys(moto: &Moto) -> KeysConfig {
         .await
         .expect("create signing key");
     let sign_id = sign.key_metadata().expect("metadata").key_id().to_string();
+    kms.create_alias().alias_name("alias/queue-audit-checkpoint").target_key_id(&sign_id).send().await.expect("alias");
     KeysConfig {
         provider: "aws-kms".into(),
         kms_endpoint: Some(moto.endpoint.parse().expect("url")),
         kms_region: "us-east-1".into(),
         kms_data_key_id: Some("alias/queue-audit-data".into()),
-        kms_checkpoint_key_id: Some(sign_id),
+        kms_checkpoint_key_id: Some("alias/queue-audit-checkpoint".into()),
         ..KeysConfig::default()
     }
 }

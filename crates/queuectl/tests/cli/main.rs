@@ -1,5 +1,8 @@
 //! queuectl as an operator runs it, against real services and a real PostgreSQL.
 
+mod audit;
+mod deploy_configs;
+
 use queue_platform::config::TrustedIssuerConfig;
 use queue_platform::{ServiceConfig, Signals};
 use queue_testkit::process::command;
@@ -8,7 +11,7 @@ use std::path::Path;
 
 const BIN: &str = env!("CARGO_BIN_EXE_queuectl");
 
-fn queuectl(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+pub(crate) fn queuectl(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = command(BIN, env).args(args).output().expect("run queuectl");
     (
         out.status.code().unwrap_or(-1),

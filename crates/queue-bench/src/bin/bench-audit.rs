@@ -1,0 +1,159 @@
+//! `make bench-audit`: the audit writer and verifier on a durable PostgreSQL (fsync and
+//! synchronous_commit on), through loopback HTTP, with pgbench single-row INSERTs on the same
+//! cluster at the same concurrency as the reference. Prints the figures and writes them to
+//! docs/benchmarks.md (section `bench-audit`). Not a test: nothing here asserts a speed.
+
+use queue_audit::AuditConfig;
+use queue_audit::config::KeysConfig;
+use queue_bench::{Cluster, Figures, load, machine, write_section};
+use queue_platform::Signals;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const WRITERS: usize = 32;
+
+fn event(tenant: &str, n: u64) -> Value {
+    json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "tenant_id": tenant,
+        "actor": {"type": "user", "id": format!("user-{n}")},
+        "action": "session.validated",
+        "target": {"type": "session", "id": format!("s-{n}")},
+        "occurred_at": chrono::Utc::now().to_rfc3339(),
+        "ip": "127.0.0.1",
+        "user_agent": "queue-bench",
+        "payload": {"n": n, "reason": "benchmark", "ok": true}
+    })
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let duration = Duration::from_secs(seconds);
+    let cluster = Cluster::start("bench")?;
+    let keys = queue_testkit::TestKeys::new();
+    let key_dir = tempfile::tempdir()?;
+    let mut base = queue_testkit::service_config("audit", &cluster.url("bench"), &keys);
+    base.server.workers = None;
+    base.database.pool_size = 40;
+    let mut config = AuditConfig::new(base, KeysConfig::local_in(key_dir.path(), true)?.0);
+    config.chain.max_batch = 1000;
+    config.limits.per_caller_rps = 10_000_000;
+    config.limits.per_caller_burst = 10_000_000;
+    let running = queue_audit::run(config.clone(), Signals::Ignore).await?;
+    let url = format!("http://{}", running.addr);
+    let handle = running.handle();
+    tokio::spawn(running.wait());
+    let token = Arc::new(keys.token("auth", "audit", &["audit:write"]));
+    let client = reqwest::Client::builder().pool_max_idle_per_host(WRITERS).build()?;
+
+    println!("bench-audit: {} s per run, {WRITERS} concurrent writers, {}", seconds, machine());
+
+    let single = |tenants: usize| {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        move |c: usize, i: u64| {
+            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            async move {
+                let tenant = format!("bench-{tenants}-{}", c % tenants);
+                let r = client
+                    .post(format!("{url}/api/v1/audit/events"))
+                    .bearer_auth(&*token)
+                    .json(&event(&tenant, i))
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status() == 201, "status {}", r.status());
+                Ok(1)
+            }
+        }
+    };
+    let one = load(WRITERS, duration, single(1)).await;
+    println!(
+        "  single events, 1 tenant:   {:>9.0} events/s  p50 {:.2} ms  p99 {:.2} ms",
+        one.per_sec(),
+        one.p50_ms,
+        one.p99_ms
+    );
+    let sixteen = load(WRITERS, duration, single(16)).await;
+    println!(
+        "  single events, 16 tenants: {:>9.0} events/s  p50 {:.2} ms  p99 {:.2} ms",
+        sixteen.per_sec(),
+        sixteen.p50_ms,
+        sixteen.p99_ms
+    );
+
+    let batch_size = 100u64;
+    let batch = {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        move |c: usize, i: u64| {
+            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            async move {
+                let tenant = format!("batch-{}", c % 16);
+                let events: Vec<Value> = (0..batch_size).map(|k| event(&tenant, i * batch_size + k)).collect();
+                let r = client
+                    .post(format!("{url}/api/v1/audit/events/batch"))
+                    .bearer_auth(&*token)
+                    .json(&json!({"events": events}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(r.status() == 201, "status {}", r.status());
+                Ok(batch_size)
+            }
+        }
+    };
+    let batched = load(WRITERS, duration, batch).await;
+    println!(
+        "  batch endpoint ({batch_size}/req, 16 tenants): {:>9.0} events/s  p50 {:.2} ms  p99 {:.2} ms",
+        batched.per_sec(),
+        batched.p50_ms,
+        batched.p99_ms
+    );
+
+    // Verify the longest chain: the single-tenant run's.
+    let db = queue_platform::db::Db::with_role(&config.database, Some(queue_audit::APP_ROLE))?;
+    let ring = queue_audit::key_ring(&config).await?;
+    let started = Instant::now();
+    let report = queue_audit::domain::verify::verify_tenant(&db, &ring, "bench-1-0")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let verify_secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(report.ok, "the benchmark chain does not verify: {report:?}");
+    let verify_rate = report.events as f64 / verify_secs;
+    println!("  verify: {} events in {:.2} s = {:>9.0} events/s", report.events, verify_secs, verify_rate);
+    handle.stop(true).await;
+
+    cluster.psql(
+        "bench",
+        "CREATE TABLE bench_ref (id bigserial PRIMARY KEY, tenant_id text NOT NULL, payload jsonb NOT NULL)",
+    )?;
+    let reference = cluster.pgbench(
+        "bench",
+        "INSERT INTO bench_ref (tenant_id, payload) VALUES ('t', '{\"n\": 1, \"reason\": \"benchmark\"}');\n",
+        WRITERS as u32,
+        seconds as u32,
+    )?;
+    println!("  reference: pgbench single-row INSERT, {WRITERS} clients: {reference:>9.0} TPS");
+
+    let row = |name: &str, f: &Figures| format!("| {name} | {:.0} | {:.2} | {:.2} |", f.per_sec(), f.p50_ms, f.p99_ms);
+    let body = format!(
+        "## Audit writer and verifier (`make bench-audit`)\n\n\
+Run {date} on {machine}. PostgreSQL with fsync and synchronous_commit **on**; {WRITERS} concurrent\n\
+writers over loopback HTTP (service tokens verified on every request); {seconds} s per run; the\n\
+load generator, the service and PostgreSQL share the same 2 cores.\n\n\
+| workload | events/s | p50 ms | p99 ms |\n|---|---|---|---|\n{}\n{}\n{}\n\n\
+| verify (one chain of {} events) | {:.0} events/s |\n|---|---|\n\
+| **reference**: pgbench single-row INSERT, {WRITERS} clients, same cluster, same run | {:.0} TPS |\n\n\
+Aims (issue 3): ≥ 10,000 events/s across tenants, ≥ 3,000/s for one tenant, verify ≥ 200,000 events/s.\n",
+        row("single events, 1 tenant", &one),
+        row("single events, 16 tenants", &sixteen),
+        row(&format!("batch endpoint, {batch_size} events per request, 16 tenants"), &batched),
+        report.events,
+        verify_rate,
+        reference,
+        date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+        machine = machine(),
+    );
+    let path = write_section("bench-audit", &body)?;
+    println!("bench-audit: figures written to {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! Shared pieces of the benchmarks: a durable PostgreSQL cluster of their own, a load loop with
+//! latency percentiles, pgbench as the reference, and writing figures into docs/benchmarks.md.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A PostgreSQL cluster with production durability (fsync and synchronous_commit on), stopped
+/// and removed on drop.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Cluster {
+    pub fn start(db: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("queue-bench-pg-").tempdir()?;
+        let port = queue_testkit::process::free_port();
+        let out = Command::new(repo_root().join("scripts/pg-cluster.sh"))
+            .args(["start", &dir.path().display().to_string(), &port.to_string(), db])
+            .env("PG_EXTRA_OPTS", "-c shared_buffers=512MB -c max_wal_size=4GB")
+            .output()?;
+        anyhow::ensure!(out.status.success(), "cluster: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(Self { dir, port })
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://queue@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn psql(&self, db: &str, sql: &str) -> anyhow::Result<String> {
+        let out = Command::new("psql")
+            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", &self.url(db), "-c", sql])
+            .output()?;
+        anyhow::ensure!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// pgbench with a custom script; returns transactions per second (excluding connections).
+    pub fn pgbench(&self, db: &str, script: &str, clients: u32, seconds: u32) -> anyhow::Result<f64> {
+        let f = self.dir.path().join("bench.sql");
+        std::fs::write(&f, script)?;
+        let out = Command::new("pgbench")
+            .args(["-n", "-c", &clients.to_string(), "-j", "2", "-T", &seconds.to_string(), "-f"])
+            .arg(&f)
+            .arg(self.url(db))
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        anyhow::ensure!(out.status.success(), "pgbench: {}{}", text, String::from_utf8_lossy(&out.stderr));
+        text.lines()
+            .find_map(|l| l.strip_prefix("tps = ").and_then(|r| r.split_whitespace().next()?.parse().ok()))
+            .ok_or_else(|| anyhow::anyhow!("no tps in pgbench output: {text}"))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/pg-cluster.sh"))
+            .args(["stop", &self.dir.path().display().to_string()])
+            .output();
+    }
+}
+
+/// Throughput and latency of a load run.
+#[derive(Debug, Clone)]
+pub struct Figures {
+    pub ops: u64,
+    pub seconds: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Figures {
+    pub fn per_sec(&self) -> f64 {
+        self.ops as f64 / self.seconds
+    }
+
+    pub fn from(latencies_us: &mut [u32], ops: u64, elapsed: Duration) -> Self {
+        latencies_us.sort_unstable();
+        let pct = |p: f64| {
+            if latencies_us.is_empty() {
+                0.0
+            } else {
+                latencies_us[((latencies_us.len() - 1) as f64 * p) as usize] as f64 / 1000.0
+            }
+        };
+        Self { ops, seconds: elapsed.as_secs_f64(), p50_ms: pct(0.50), p99_ms: pct(0.99) }
+    }
+}
+
+/// Runs `clients` concurrent loops of `op` for `duration`; `op(client, i)` returns how many
+/// operations (e.g. events) it completed. Returns the figures over all clients.
+pub async fn load<F, Fut>(clients: usize, duration: Duration, op: F) -> Figures
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<u64>> + Send,
+{
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut ops = 0u64;
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match op(c, i).await {
+                    Ok(n) => {
+                        ops += n;
+                        lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    }
+                    Err(e) => panic!("benchmark operation failed: {e:#}"),
+                }
+                i += 1;
+            }
+            (ops, lat)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut ops = 0;
+    for t in tasks {
+        let (n, lat) = t.await.expect("load task");
+        ops += n;
+        all.extend(lat);
+    }
+    Figures::from(&mut all, ops, started.elapsed())
+}
+
+/// Replaces the text between `<!-- NAME:start -->` and `<!-- NAME:end -->` in
+/// docs/benchmarks.md (appending the section if it is not there yet).
+pub fn write_section(name: &str, body: &str) -> anyhow::Result<PathBuf> {
+    let path = repo_root().join("docs/benchmarks.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nFigures written by `make bench-*`; each run rewrites its own section.\n".into()
+    });
+    let (start, end) = (format!("<!-- {name}:start -->"), format!("<!-- {name}:end -->"));
+    let section = format!("{start}\n{}\n{end}", body.trim_end());
+    let new = match (old.find(&start), old.find(&end)) {
+        (Some(a), Some(b)) if b > a => format!("{}{}{}", &old[..a], section, &old[b + end.len()..]),
+        _ => format!("{}\n{}\n", old.trim_end(), section),
+    };
+    std::fs::write(&path, new)?;
+    Ok(path)
+}
+
+/// One line about the machine: cores, memory, CPU model, kernel, PostgreSQL version.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| t.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map(|kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let pg = Command::new("psql")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!("{cores} cores ({cpu}), {mem}, {pg}")
+}
