@@ -4,6 +4,7 @@
 #     scripts/pg-cluster.sh when present;
 #   - moto[server] in var/venv-moto: a KMS-compatible server the aws-kms tests start on loopback.
 # Runs as root on CI (apt-get); as another user it only reports what is missing.
+#   scripts/install-test-deps.sh pgaudit   only pgaudit (what `make run` needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +15,7 @@ libdir="$( (command -v pg_config >/dev/null && pg_config --pkglibdir) || echo "/
 
 apt_missing=()
 [ -f "$libdir/pgaudit.so" ] || apt_missing+=("postgresql-$major-pgaudit")
-python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_missing+=(python3-venv)
+[ "${1:-}" = pgaudit ] || python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_missing+=(python3-venv)
 if [ "${#apt_missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "test-deps: apt-get install ${apt_missing[*]}"
@@ -25,6 +26,8 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
     exit 1
   fi
 fi
+
+[ "${1:-}" = pgaudit ] && exit 0
 
 if ! var/venv-moto/bin/moto_server --help >/dev/null 2>&1; then
   echo "test-deps: pip install moto[server]==$MOTO_VERSION into var/venv-moto"

@@ -24,7 +24,9 @@ done
 say "building"
 cargo build --workspace --bins
 
-say "starting PostgreSQL on 127.0.0.1:${PG_PORT} (data in var/pg)"
+scripts/install-test-deps.sh pgaudit || echo "run: continuing without pgaudit" >&2
+
+say "starting PostgreSQL on 127.0.0.1:${PG_PORT} (data in var/pg, pgaudit log in var/pg/server.log)"
 scripts/pg-cluster.sh start var/pg "$PG_PORT" queue
 
 say "keys (var/keys)"
