@@ -49,4 +49,4 @@ clean-var: db-stop ## remove the local cluster, keys and logs
 	rm -rf var
 
 bench-audit: ## audit writer/verifier figures beside pgbench INSERTs; writes docs/benchmarks.md
-	cargo run --release -p queue-bench --bin bench-audit
+	cargo run --profile bench -p queue-bench --bin bench-audit

@@ -19,10 +19,19 @@ pub struct Cluster {
 impl Cluster {
     pub fn start(db: &str) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("queue-bench-pg-").tempdir()?;
+        if std::env::var("BENCH_KEEP_PG").is_ok() {
+            eprintln!("cluster dir {}", dir.path().display());
+        }
         let port = queue_testkit::process::free_port();
         let out = Command::new(repo_root().join("scripts/pg-cluster.sh"))
             .args(["start", &dir.path().display().to_string(), &port.to_string(), db])
-            .env("PG_EXTRA_OPTS", "-c shared_buffers=512MB -c max_wal_size=4GB")
+            .env(
+                "PG_EXTRA_OPTS",
+                format!(
+                    "-c shared_buffers=512MB -c max_wal_size=4GB {}",
+                    std::env::var("BENCH_PG_OPTS").unwrap_or_default()
+                ),
+            )
             .output()?;
         anyhow::ensure!(out.status.success(), "cluster: {}", String::from_utf8_lossy(&out.stderr));
         Ok(Self { dir, port })
@@ -171,4 +180,39 @@ pub fn machine() -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     format!("{cores} cores ({cpu}), {mem}, {pg}")
+}
+
+/// CPU seconds used so far by this process and by every `postgres` process (utime + stime).
+pub fn cpu_seconds() -> (f64, f64) {
+    let tick = 100.0; // USER_HZ on Linux
+    let read = |path: String| -> Option<f64> {
+        let stat = std::fs::read_to_string(path).ok()?;
+        let rest = stat.rsplit_once(") ")?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / tick)
+    };
+    let me = read("/proc/self/stat".into()).unwrap_or(0.0);
+    let mut pg = 0.0;
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let name = e.file_name();
+            let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "postgres" {
+                pg += read(format!("/proc/{pid}/stat")).unwrap_or(0.0);
+            }
+        }
+    }
+    (me, pg)
+}
+
+/// Sum and count of a Prometheus histogram in a text exposition.
+pub fn histogram(text: &str, name: &str) -> (f64, f64) {
+    let find = |suffix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}_{suffix}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (find("sum"), find("count"))
 }

@@ -53,6 +53,10 @@ impl Db {
     /// when it logs in as the schema owner.
     pub fn with_role(config: &DatabaseConfig, role: Option<&'static str>) -> Result<Self, DbError> {
         let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
+        // No test query on every checkout (a round trip per use): a connection the server has
+        // closed fails its first query, the request answers 503, and deadpool drops it.
+        // /readyz still checks the database for real.
+        manager_config.recycling_method = diesel_async::pooled_connection::RecyclingMethod::Fast;
         if let Some(role) = role {
             manager_config.custom_setup = Box::new(move |url| {
                 let url = url.to_string();

@@ -114,7 +114,12 @@ struct IssuerState {
     fetching: tokio::sync::Mutex<()>,
 }
 
+/// Verified tokens by SHA-256 of their text, so a caller reusing a token for its lifetime pays
+/// the signature check once. `exp` is checked again on every use; the cache is cleared when full.
+const CACHE_MAX: usize = 10_000;
+
 struct Inner {
+    verified: RwLock<HashMap<[u8; 32], VerifiedToken>>,
     settings: VerifierSettings,
     clock: Arc<dyn Clock>,
     http: reqwest::Client,
@@ -155,7 +160,7 @@ impl Verifier {
                 (t.name, state)
             })
             .collect();
-        Self { inner: Arc::new(Inner { settings, clock, http, issuers }) }
+        Self { inner: Arc::new(Inner { verified: RwLock::new(HashMap::new()), settings, clock, http, issuers }) }
     }
 
     pub fn audience(&self) -> &str {
@@ -195,6 +200,27 @@ impl Verifier {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
         }
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let hit = self.inner.verified.read().ok().and_then(|c| c.get(&digest).cloned());
+        if let Some(hit) = hit {
+            let now = self.inner.clock.now_secs();
+            if now < hit.claims.exp.saturating_add(self.inner.settings.leeway_secs) {
+                return Ok(hit);
+            }
+            return Err(TokenError::Expired);
+        }
+        let verified = self.verify_uncached(token).await?;
+        if let Ok(mut cache) = self.inner.verified.write() {
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(digest, verified.clone());
+        }
+        Ok(verified)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, TokenError> {
         let mut parts = token.split('.');
         let (Some(h), Some(p), Some(_sig), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(TokenError::Malformed);

@@ -104,6 +104,10 @@ struct Inner {
     db: Db,
     keys: KeyRing,
     max_batch: usize,
+    /// Where writer tasks run: the runtime `run` was called on, not the actix worker that
+    /// happened to receive a tenant's first event (a worker's single thread is busy with HTTP,
+    /// and a writer there would wait behind it at every await).
+    runtime: tokio::runtime::Handle,
     writers: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
     /// Told the tenant and new head seq after every commit (checkpointing listens).
     committed: mpsc::UnboundedSender<(String, i64)>,
@@ -118,7 +122,18 @@ impl Appender {
         committed: mpsc::UnboundedSender<(String, i64)>,
         metrics: crate::metrics::AuditMetrics,
     ) -> Self {
-        Self { inner: Arc::new(Inner { db, keys, max_batch, writers: Mutex::new(HashMap::new()), committed, metrics }) }
+        let runtime = tokio::runtime::Handle::current();
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                keys,
+                max_batch,
+                runtime,
+                writers: Mutex::new(HashMap::new()),
+                committed,
+                metrics,
+            }),
+        }
     }
 
     /// Appends `events` (all of one tenant) atomically; returns each event's `{seq, mac}`.
@@ -146,7 +161,7 @@ impl Appender {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         writers.insert(tenant.to_string(), tx.clone());
-        tokio::spawn(writer(self.inner.clone(), tenant.to_string(), rx));
+        self.inner.runtime.spawn(writer(self.inner.clone(), tenant.to_string(), rx));
         tx
     }
 
@@ -249,6 +264,16 @@ pub async fn set_tenant(conn: &mut diesel_async::AsyncPgConnection, tenant: &str
     Ok(())
 }
 
+#[derive(diesel::QueryableByName)]
+struct HeadRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    seq: i64,
+    #[diesel(sql_type = diesel::sql_types::Bytea)]
+    mac: Vec<u8>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Integer>)]
+    epoch: Option<i32>,
+}
+
 type JobResults = Vec<Result<Vec<Appended>, AppendError>>;
 
 /// One transaction for all `jobs`; each job is atomic on its own (a conflicting job adds
@@ -256,34 +281,37 @@ type JobResults = Vec<Result<Vec<Appended>, AppendError>>;
 #[tracing::instrument(name = "audit.append_batch", skip_all, fields(tenant, jobs = jobs.len()))]
 async fn commit(inner: &Inner, tenant: &str, jobs: &[&[NewEvent]]) -> Result<(JobResults, Option<i64>), AppendError> {
     let mut conn = inner.db.conn().await.map_err(|e| AppendError::Unavailable(e.to_string()))?;
-    let (epoch, key) = inner.keys.current(&mut conn).await?;
     let tenant = tenant.to_string();
+    let ids: Vec<Uuid> = jobs.iter().flat_map(|j| j.iter().map(|e| e.event_id)).collect();
+    let genesis = chain::genesis(&tenant).to_vec();
     conn.transaction::<_, AppendError, _>(async |c| {
-        set_tenant(c, &tenant).await?;
-        diesel::insert_into(chain_heads::table)
-            .values((
-                chain_heads::tenant_id.eq(&tenant),
-                chain_heads::seq.eq(0i64),
-                chain_heads::mac.eq(chain::genesis(&tenant).to_vec()),
-            ))
+        // One round trip: set the tenant for RLS, make sure the head exists, lock it (reading
+        // the newest key epoch on the way), and find which ids are already stored. PostgreSQL
+        // runs pipelined statements in order.
+        let shared: &diesel_async::AsyncPgConnection = c;
+        let set = diesel::sql_query("SELECT set_config('queue.tenant_id', $1, true)")
+            .bind::<Text, _>(&tenant)
+            .execute(&mut &*shared);
+        let ensure = diesel::insert_into(chain_heads::table)
+            .values((chain_heads::tenant_id.eq(&tenant), chain_heads::seq.eq(0i64), chain_heads::mac.eq(&genesis)))
             .on_conflict_do_nothing()
-            .execute(c)
-            .await?;
-        let (mut seq, mut prev): (i64, Vec<u8>) = chain_heads::table
-            .filter(chain_heads::tenant_id.eq(&tenant))
-            .select((chain_heads::seq, chain_heads::mac))
-            .for_update()
-            .first(c)
-            .await?;
-        let start_seq = seq;
-
-        let ids: Vec<Uuid> = jobs.iter().flat_map(|j| j.iter().map(|e| e.event_id)).collect();
-        let existing: Vec<(Uuid, i64, Vec<u8>, Vec<u8>)> = events::table
+            .execute(&mut &*shared);
+        let lock = diesel::sql_query(
+            "SELECT h.seq, h.mac, (SELECT max(epoch) FROM audit.keys) AS epoch
+             FROM audit.chain_heads h WHERE h.tenant_id = $1 FOR UPDATE OF h",
+        )
+        .bind::<Text, _>(&tenant)
+        .get_result::<HeadRow>(&mut &*shared);
+        let known_query = events::table
             .filter(events::tenant_id.eq(&tenant))
             .filter(events::event_id.eq_any(&ids))
             .select((events::event_id, events::seq, events::mac, events::request_digest))
-            .load(c)
-            .await?;
+            .load::<(Uuid, i64, Vec<u8>, Vec<u8>)>(&mut &*shared);
+        let (_, _, head, existing) = futures_util::try_join!(set, ensure, lock, known_query)?;
+        let epoch = head.epoch.ok_or_else(|| AppendError::Internal(anyhow::anyhow!("no audit data key")))?;
+        let key = inner.keys.get(c, epoch).await?;
+        let (mut seq, mut prev) = (head.seq, head.mac);
+        let start_seq = seq;
         // id -> (seq, mac, digest), for events stored before and those added by this batch.
         let mut known: HashMap<Uuid, (i64, Vec<u8>, [u8; 32])> =
             existing.into_iter().map(|(id, s, m, d)| (id, (s, m, d.try_into().unwrap_or([0u8; 32])))).collect();
@@ -343,16 +371,18 @@ async fn commit(inner: &Inner, tenant: &str, jobs: &[&[NewEvent]]) -> Result<(Jo
             }
             results.push(Ok(out));
         }
-        for chunk in rows.chunks(1000) {
-            diesel::insert_into(events::table).values(chunk).execute(c).await?;
-        }
         if seq == start_seq {
             return Ok((results, None));
         }
-        diesel::update(chain_heads::table.filter(chain_heads::tenant_id.eq(&tenant)))
+        // One more round trip: the rows and the new head, pipelined.
+        let shared: &diesel_async::AsyncPgConnection = c;
+        let inserts = futures_util::future::try_join_all(
+            rows.chunks(1000).map(|chunk| diesel::insert_into(events::table).values(chunk).execute(&mut &*shared)),
+        );
+        let move_head = diesel::update(chain_heads::table.filter(chain_heads::tenant_id.eq(&tenant)))
             .set((chain_heads::seq.eq(seq), chain_heads::mac.eq(&prev), chain_heads::updated_at.eq(recorded_at)))
-            .execute(c)
-            .await?;
+            .execute(&mut &*shared);
+        futures_util::try_join!(inserts, move_head)?;
         Ok((results, Some(seq)))
     })
     .await

@@ -33,9 +33,28 @@ pub struct EventRecord {
     pub user_agent: Option<String>,
     pub trace_id: Option<String>,
     pub payload_canonical: String,
-    pub prev_mac: String,
-    pub mac: String,
+    /// Lowercase hex in exports.
+    #[serde(with = "hex_bytes")]
+    #[schema(value_type = String)]
+    pub prev_mac: Vec<u8>,
+    #[serde(with = "hex_bytes")]
+    #[schema(value_type = String)]
+    pub mac: Vec<u8>,
     pub key_id: i32,
+}
+
+/// MACs are bytes in memory and hex on the wire.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::hex(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::unhex(&text).ok_or_else(|| D::Error::custom("not hex"))
+    }
 }
 
 impl EventRecord {
@@ -125,15 +144,14 @@ impl ChainWalker {
             fail(e.seq, format!("event of tenant `{}` in the chain of `{}`", e.tenant_id, self.tenant))
         } else if e.seq != self.next_seq {
             fail(self.next_seq, format!("seq {} is missing (next stored seq is {})", self.next_seq, e.seq))
-        } else if unhex(&e.prev_mac).as_deref() != Some(self.prev.as_slice()) {
+        } else if e.prev_mac != self.prev {
             fail(e.seq, format!("prev_mac does not link to seq {}", e.seq - 1))
         } else if let Some(key) = self.keys.get(&e.key_id) {
-            let stored = unhex(&e.mac).unwrap_or_default();
-            if chain::mac_matches(key.bytes(), &self.prev, &chain::canonical(&e.fields()), &stored) {
+            if chain::mac_matches(key.bytes(), &self.prev, &chain::canonical(&e.fields()), &e.mac) {
                 if self.wanted.contains(&e.seq) {
-                    self.macs_at.insert(e.seq, stored.clone());
+                    self.macs_at.insert(e.seq, e.mac.clone());
                 }
-                self.prev = stored;
+                self.prev.clone_from(&e.mac);
                 self.next_seq += 1;
                 None
             } else {
@@ -199,7 +217,7 @@ impl ChainWalker {
 }
 
 /// Rows per round trip when reading a chain.
-const PAGE: i64 = 5_000;
+const PAGE: i64 = 10_000;
 
 type Row = (
     String,
@@ -237,8 +255,8 @@ fn record(r: Row) -> EventRecord {
         user_agent: r.11,
         trace_id: r.12,
         payload_canonical: r.13,
-        prev_mac: hex(&r.14),
-        mac: hex(&r.15),
+        prev_mac: r.14,
+        mac: r.15,
         key_id: r.16,
     }
 }
@@ -315,15 +333,23 @@ pub async fn verify_tenant(db: &Db, keys: &KeyRing, tenant: &str) -> Result<Repo
     let public_key = keys.provider().checkpoint_public_key().await.map_err(|e| AppendError::Internal(e.into()))?;
     let cps = checkpoint_records(db, tenant).await?;
     let mut walker = ChainWalker::new(tenant, all_keys, cps.iter().map(|c| c.seq));
-    let mut after = 0;
-    loop {
-        let rows = page(db, tenant, after, PAGE).await?;
+    // While one page is hashed, the next is already being read.
+    let fetch = |after: i64| {
+        let (db, tenant) = (db.clone(), tenant.to_string());
+        tokio::spawn(async move { page(&db, &tenant, after, PAGE).await })
+    };
+    let mut next = Some(fetch(0));
+    while let Some(pending) = next.take() {
+        let rows = pending.await.map_err(|e| AppendError::Internal(e.into()))??;
         let Some(last) = rows.last() else { break };
-        after = last.seq;
+        let full = rows.len() as i64 == PAGE;
+        if full {
+            next = Some(fetch(last.seq));
+        }
         for r in &rows {
             walker.feed(r);
         }
-        if walker.failed() || (rows.len() as i64) < PAGE {
+        if !full || walker.failed() {
             break;
         }
     }

@@ -144,12 +144,13 @@ async fn a_forged_row_appended_without_the_key_is_found() {
 
 #[tokio::test]
 async fn cutting_the_tail_after_a_checkpoint_is_found() {
-    let chain = queue_audit::config::ChainConfig { checkpoint_every: 5, ..Default::default() };
+    let chain =
+        queue_audit::config::ChainConfig { checkpoint_every: 5, checkpoint_interval_secs: 1, ..Default::default() };
     let a = Audit::start_with(chain, |_| {}).await;
     a.write_n("t1", 10).await;
     // The checkpoint is signed off the request path; wait until it is there.
     let mut signed = 0;
-    for _ in 0..100 {
+    for _ in 0..200 {
         let (_, cps) = a.app.get_json_as("/api/v1/audit/checkpoints?tenant_id=t1", &a.reader()).await;
         signed = cps["checkpoints"][0]["seq"].as_i64().unwrap_or(0);
         if signed >= 10 {

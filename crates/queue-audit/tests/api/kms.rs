@@ -41,12 +41,12 @@ async fn kms_keys(moto: &Moto) -> KeysConfig {
 async fn the_chain_works_with_kms_data_keys_and_kms_signed_checkpoints() {
     let moto = Moto::start().await;
     let keys = kms_keys(&moto).await;
-    let chain = ChainConfig { checkpoint_every: 4, ..ChainConfig::default() };
+    let chain = ChainConfig { checkpoint_every: 4, checkpoint_interval_secs: 1, ..ChainConfig::default() };
     let a = Audit::start_with(chain, move |c| c.keys = keys).await;
     a.write_n("t1", 8).await;
 
     let mut signed = 0;
-    for _ in 0..100 {
+    for _ in 0..200 {
         let (_, cps) = a.app.get_json_as("/api/v1/audit/checkpoints?tenant_id=t1", &a.reader()).await;
         signed = cps["checkpoints"][0]["seq"].as_i64().unwrap_or(0);
         if signed == 8 {

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const WRITERS: usize = 32;
+fn writers() -> usize {
+    std::env::var("BENCH_WRITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(32)
+}
 
 fn event(tenant: &str, n: u64) -> Value {
     json!({
@@ -41,14 +43,31 @@ async fn main() -> anyhow::Result<()> {
     config.chain.max_batch = 1000;
     config.limits.per_caller_rps = 10_000_000;
     config.limits.per_caller_burst = 10_000_000;
-    let running = queue_audit::run(config.clone(), Signals::Ignore).await?;
-    let url = format!("http://{}", running.addr);
-    let handle = running.handle();
-    tokio::spawn(running.wait());
+    // The service gets a runtime of its own, as in a deployment: the load generator's tasks
+    // must not sit in the same run queue as the service's database writers.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let service_config = config.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            match queue_audit::run(service_config, Signals::Ignore).await {
+                Ok(running) => {
+                    let _ = tx.send(Ok((running.addr, running.handle())));
+                    let _ = running.wait().await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+    });
+    let (addr, handle) = rx.recv()??;
+    let url = format!("http://{addr}");
     let token = Arc::new(keys.token("auth", "audit", &["audit:write"]));
-    let client = reqwest::Client::builder().pool_max_idle_per_host(WRITERS).build()?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(writers()).build()?;
 
-    println!("bench-audit: {} s per run, {WRITERS} concurrent writers, {}", seconds, machine());
+    let n = writers();
+    println!("bench-audit: {} s per run, {n} concurrent writers, {}", seconds, machine());
 
     let single = |tenants: usize| {
         let (client, url, token) = (client.clone(), url.clone(), token.clone());
@@ -67,14 +86,31 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
-    let one = load(WRITERS, duration, single(1)).await;
+    let diag = |label: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let text = client.get(format!("{url}/metrics")).send().await.ok()?.text().await.ok()?;
+            let (events, batches) = queue_bench::histogram(&text, "queue_audit_append_batch_events");
+            let (secs, commits) = queue_bench::histogram(&text, "queue_audit_append_commit_seconds");
+            let (me, pg) = queue_bench::cpu_seconds();
+            println!(
+                "    [{label}] so far: {batches:.0} commits, {:.1} events/commit, {:.2} ms/commit; cpu: bench process {me:.1} s, postgres {pg:.1} s",
+                events / batches.max(1.0),
+                1000.0 * secs / commits.max(1.0)
+            );
+            Some(())
+        }
+    };
+    let one = load(writers(), duration, single(1)).await;
+    diag("1 tenant").await;
     println!(
         "  single events, 1 tenant:   {:>9.0} events/s  p50 {:.2} ms  p99 {:.2} ms",
         one.per_sec(),
         one.p50_ms,
         one.p99_ms
     );
-    let sixteen = load(WRITERS, duration, single(16)).await;
+    let sixteen = load(writers(), duration, single(16)).await;
+    diag("16 tenants").await;
     println!(
         "  single events, 16 tenants: {:>9.0} events/s  p50 {:.2} ms  p99 {:.2} ms",
         sixteen.per_sec(),
@@ -101,7 +137,8 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
-    let batched = load(WRITERS, duration, batch).await;
+    let batched = load(writers(), duration, batch).await;
+    diag("batch").await;
     println!(
         "  batch endpoint ({batch_size}/req, 16 tenants): {:>9.0} events/s  p50 {:.2} ms  p99 {:.2} ms",
         batched.per_sec(),
@@ -129,20 +166,20 @@ async fn main() -> anyhow::Result<()> {
     let reference = cluster.pgbench(
         "bench",
         "INSERT INTO bench_ref (tenant_id, payload) VALUES ('t', '{\"n\": 1, \"reason\": \"benchmark\"}');\n",
-        WRITERS as u32,
+        writers() as u32,
         seconds as u32,
     )?;
-    println!("  reference: pgbench single-row INSERT, {WRITERS} clients: {reference:>9.0} TPS");
+    println!("  reference: pgbench single-row INSERT, {n} clients: {reference:>9.0} TPS");
 
     let row = |name: &str, f: &Figures| format!("| {name} | {:.0} | {:.2} | {:.2} |", f.per_sec(), f.p50_ms, f.p99_ms);
     let body = format!(
         "## Audit writer and verifier (`make bench-audit`)\n\n\
-Run {date} on {machine}. PostgreSQL with fsync and synchronous_commit **on**; {WRITERS} concurrent\n\
+Run {date} on {machine}. PostgreSQL with fsync and synchronous_commit **on**; {n} concurrent\n\
 writers over loopback HTTP (service tokens verified on every request); {seconds} s per run; the\n\
 load generator, the service and PostgreSQL share the same 2 cores.\n\n\
 | workload | events/s | p50 ms | p99 ms |\n|---|---|---|---|\n{}\n{}\n{}\n\n\
 | verify (one chain of {} events) | {:.0} events/s |\n|---|---|\n\
-| **reference**: pgbench single-row INSERT, {WRITERS} clients, same cluster, same run | {:.0} TPS |\n\n\
+| **reference**: pgbench single-row INSERT, {n} clients, same cluster, same run | {:.0} TPS |\n\n\
 Aims (issue 3): ≥ 10,000 events/s across tenants, ≥ 3,000/s for one tenant, verify ≥ 200,000 events/s.\n",
         row("single events, 1 tenant", &one),
         row("single events, 16 tenants", &sixteen),

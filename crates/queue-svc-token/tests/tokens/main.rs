@@ -344,3 +344,23 @@ async fn garbage_is_malformed() {
         assert_eq!(verify(&v, t).await, Err(TokenError::Malformed), "{t:.20}");
     }
 }
+
+/// A verified token is remembered, but its expiry is still checked on every use.
+#[tokio::test]
+async fn a_cached_token_still_expires() {
+    struct MovingClock(std::sync::atomic::AtomicU64);
+    impl Clock for MovingClock {
+        fn now_secs(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+    let k = key();
+    let clock = Arc::new(MovingClock(std::sync::atomic::AtomicU64::new(NOW)));
+    let trusted = vec![TrustedIssuer { name: "auth".into(), source: IssuerSource::Static(vec![k.public().clone()]) }];
+    let v = Verifier::new(VerifierSettings::new("audit"), trusted, reqwest::Client::new(), clock.clone());
+    let t = Minter::new("auth", k.clone()).sign(&claims()).expect("sign");
+    verify(&v, &t).await.expect("fresh");
+    verify(&v, &t).await.expect("cached");
+    clock.0.store(NOW + 60 + 31, Ordering::SeqCst);
+    assert_eq!(verify(&v, &t).await, Err(TokenError::Expired));
+}
