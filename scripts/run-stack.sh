@@ -45,6 +45,7 @@ stop() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   scripts/pg-cluster.sh stop var/pg
   say "stopped"
+  exit 0
 }
 trap stop INT TERM EXIT
 
@@ -77,3 +78,4 @@ echo "  try: curl -H \"Authorization: Bearer \$($BIN/queuectl token mint --iss r
 echo "Ctrl-C stops everything."
 wait -n "${pids[@]}" || true
 echo "run: a service exited; see var/log/" >&2
+exit 1
