@@ -149,16 +149,7 @@ async fn cutting_the_tail_after_a_checkpoint_is_found() {
     let a = Audit::start_with(chain, |_| {}).await;
     a.write_n("t1", 10).await;
     // The checkpoint is signed off the request path; wait until it is there.
-    let mut signed = 0;
-    for _ in 0..200 {
-        let (_, cps) = a.app.get_json_as("/api/v1/audit/checkpoints?tenant_id=t1", &a.reader()).await;
-        signed = cps["checkpoints"][0]["seq"].as_i64().unwrap_or(0);
-        if signed >= 10 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(signed, 10);
+    assert_eq!(a.wait_for_checkpoint("t1", 10).await["seq"], 10);
     let mut db = a.attacker().await;
     exec(&mut db, "DELETE FROM audit.customer_audit_events WHERE tenant_id = 't1' AND seq > 7;
                    UPDATE audit.chain_heads SET seq = 7, mac = (SELECT mac FROM audit.customer_audit_events WHERE tenant_id = 't1' AND seq = 7)").await.expect("cut");
@@ -287,16 +278,7 @@ async fn key_rotation_mid_stream_verifies_across_epochs() {
 async fn the_offline_verifier_agrees_with_the_online_one() {
     let a = Audit::start().await;
     a.write_n("t1", 20).await;
-    let export = a
-        .app
-        .client
-        .get(a.app.url("/api/v1/audit/export?tenant_id=t1"))
-        .bearer_auth(a.reader())
-        .send()
-        .await
-        .expect("export");
-    assert_eq!(export.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/x-ndjson"));
-    let text = export.text().await.expect("body");
+    let text = a.export("t1").await;
     let keys = queue_audit::key_ring(&a.config).await.expect("ring");
     let offline =
         queue_audit::domain::verify::verify_export(text.lines().map(String::from), &keys).await.expect("parse");
@@ -342,17 +324,7 @@ async fn the_rate_limit_per_caller_answers_429_with_retry_after() {
 async fn an_independent_verifier_accepts_the_export_and_finds_tampering() {
     let a = Audit::start().await;
     a.write_n("t1", 12).await;
-    let text = a
-        .app
-        .client
-        .get(a.app.url("/api/v1/audit/export?tenant_id=t1"))
-        .bearer_auth(a.reader())
-        .send()
-        .await
-        .expect("export")
-        .text()
-        .await
-        .expect("body");
+    let text = a.export("t1").await;
     let ring = queue_audit::key_ring(&a.config).await.expect("ring");
     let mut conn = a.attacker().await;
     let keys = ring.all(&mut conn).await.expect("keys");

@@ -45,17 +45,12 @@ async fn the_chain_works_with_kms_data_keys_and_kms_signed_checkpoints() {
     let a = Audit::start_with(chain, move |c| c.keys = keys).await;
     a.write_n("t1", 8).await;
 
-    let mut signed = 0;
-    for _ in 0..200 {
-        let (_, cps) = a.app.get_json_as("/api/v1/audit/checkpoints?tenant_id=t1", &a.reader()).await;
-        signed = cps["checkpoints"][0]["seq"].as_i64().unwrap_or(0);
-        if signed == 8 {
-            assert_eq!(cps["checkpoints"][0]["algorithm"], "ECDSA_SHA_256");
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(signed, 8, "checkpoint signed by KMS");
+    let checkpoint = a.wait_for_checkpoint("t1", 8).await;
+    assert_eq!(
+        (checkpoint["seq"].as_i64(), checkpoint["algorithm"].as_str()),
+        (Some(8), Some("ECDSA_SHA_256")),
+        "signed by KMS"
+    );
     let report = a.verify("t1").await;
     assert_eq!((report["ok"].as_bool(), report["checkpoint_seq"].as_i64()), (Some(true), Some(8)), "{report}");
 

@@ -72,6 +72,33 @@ impl Audit {
         v
     }
 
+    /// The NDJSON export of a tenant (checking it is served as NDJSON).
+    pub async fn export(&self, tenant: &str) -> String {
+        let r = self
+            .app
+            .client
+            .get(self.app.url(&format!("/api/v1/audit/export?tenant_id={tenant}")))
+            .bearer_auth(self.reader())
+            .send()
+            .await
+            .expect("export");
+        assert_eq!(r.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/x-ndjson"));
+        r.text().await.expect("body")
+    }
+
+    /// Waits (up to 10 s) until a checkpoint covers `seq`; returns the newest checkpoint.
+    pub async fn wait_for_checkpoint(&self, tenant: &str, seq: i64) -> Value {
+        for _ in 0..200 {
+            let (_, cps) =
+                self.app.get_json_as(&format!("/api/v1/audit/checkpoints?tenant_id={tenant}"), &self.reader()).await;
+            if cps["checkpoints"][0]["seq"].as_i64() >= Some(seq) {
+                return cps["checkpoints"][0].clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("no checkpoint of {tenant} reached seq {seq} within 10 s");
+    }
+
     /// The superuser: someone holding the database.
     pub async fn attacker(&self) -> AsyncPgConnection {
         self.app.db.conn().await
