@@ -77,7 +77,7 @@ pub async fn run(config: AuditConfig, signals: Signals) -> anyhow::Result<Runnin
         domain::append::Appender::new(db.clone(), keys.clone(), config.chain.max_batch, committed_tx, metrics.clone());
     let checkpointer = domain::checkpoint::spawn_checkpointer(
         db.clone(),
-        Arc::new(domain::keys::KeyProvider::from_config(&config.keys).await?),
+        keys.shared_provider(),
         committed_rx,
         config.chain.checkpoint_every,
         Duration::from_secs(config.chain.checkpoint_interval_secs),

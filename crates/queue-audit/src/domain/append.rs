@@ -7,7 +7,7 @@
 //! same content returns the first `{seq, mac}`; with other content it is a conflict.
 
 use chrono::{DateTime, SubsecRound, Utc};
-use diesel::prelude::{ExpressionMethods, OptionalExtension, QueryDsl};
+use diesel::prelude::{ExpressionMethods, QueryDsl};
 use diesel::sql_types::Text;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use std::collections::HashMap;
@@ -384,22 +384,6 @@ async fn commit(inner: &Inner, tenant: &str, jobs: &[&[NewEvent]]) -> Result<(Jo
             .execute(&mut &*shared);
         futures_util::try_join!(inserts, move_head)?;
         Ok((results, Some(seq)))
-    })
-    .await
-}
-
-/// The head of a tenant's chain, if it has one.
-pub async fn head(db: &Db, tenant: &str) -> Result<Option<(i64, Vec<u8>)>, AppendError> {
-    let mut conn = db.conn().await.map_err(|e| AppendError::Unavailable(e.to_string()))?;
-    let tenant = tenant.to_string();
-    conn.transaction::<_, AppendError, _>(async |c| {
-        set_tenant(c, &tenant).await?;
-        Ok(chain_heads::table
-            .filter(chain_heads::tenant_id.eq(&tenant))
-            .select((chain_heads::seq, chain_heads::mac))
-            .first(c)
-            .await
-            .optional()?)
     })
     .await
 }

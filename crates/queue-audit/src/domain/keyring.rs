@@ -51,6 +51,11 @@ impl KeyRing {
         &self.provider
     }
 
+    /// The provider itself, to share with the checkpointer.
+    pub fn shared_provider(&self) -> Arc<KeyProvider> {
+        self.provider.clone()
+    }
+
     /// The newest epoch and its key.
     pub async fn current(&self, conn: &mut AsyncPgConnection) -> Result<(i32, Arc<DataKey>), AppendError> {
         let epoch: Option<i32> = keys::table.select(diesel::dsl::max(keys::epoch)).first(conn).await?;

@@ -384,7 +384,6 @@ pub struct ExportedKey {
 /// local master key); the database is not needed.
 pub async fn verify_export(lines: impl Iterator<Item = String>, keys: &KeyRing) -> Result<Report, String> {
     let mut tenant = None;
-    let mut walker: Option<ChainWalker> = None;
     let mut cps = Vec::new();
     let mut public_key = Vec::new();
     let mut events: BTreeMap<i64, EventRecord> = BTreeMap::new();
@@ -410,11 +409,11 @@ pub async fn verify_export(lines: impl Iterator<Item = String>, keys: &KeyRing) 
         }
     }
     let tenant = tenant.ok_or("no header line")?;
-    let w = walker.get_or_insert_with(|| ChainWalker::new(&tenant, keymap, cps.iter().map(|c| c.seq)));
+    let mut walker = ChainWalker::new(&tenant, keymap, cps.iter().map(|c| c.seq));
     for e in events.values() {
-        w.feed(e);
+        walker.feed(e);
     }
-    Ok(walker.map(|w| w.finish(&cps, &public_key)).expect("walker exists"))
+    Ok(walker.finish(&cps, &public_key))
 }
 
 /// The first line of an export: the wrapped data keys (never plaintext) and the checkpoint
