@@ -74,7 +74,7 @@ fn default_region() -> String {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ChainConfig {
     /// Sign a checkpoint of a tenant's head after this many new events …
     pub checkpoint_every: i64,
@@ -82,13 +82,22 @@ pub struct ChainConfig {
     pub checkpoint_interval_secs: u64,
     /// The most events appended in one transaction.
     pub max_batch: usize,
+    /// Writer tasks (each owns a share of the tenants and commits one transaction at a time,
+    /// holding the events of several tenants).
+    pub writers: usize,
     /// The largest payload, in bytes of canonical JSON.
     pub max_payload_bytes: usize,
 }
 
 impl Default for ChainConfig {
     fn default() -> Self {
-        Self { checkpoint_every: 1000, checkpoint_interval_secs: 30, max_batch: 500, max_payload_bytes: 16 * 1024 }
+        Self {
+            checkpoint_every: 1000,
+            checkpoint_interval_secs: 30,
+            max_batch: 500,
+            writers: 4,
+            max_payload_bytes: 16 * 1024,
+        }
     }
 }
 
@@ -197,6 +206,9 @@ impl Validate for AuditConfig {
         }
         if !(1..=10_000).contains(&c.max_batch) {
             return Err(ConfigError::new("chain.max_batch", "must be between 1 and 10000"));
+        }
+        if !(1..=64).contains(&c.writers) {
+            return Err(ConfigError::new("chain.writers", "must be between 1 and 64"));
         }
         if !(64..=1024 * 1024).contains(&c.max_payload_bytes) {
             return Err(ConfigError::new("chain.max_payload_bytes", "must be between 64 and 1048576"));

@@ -73,8 +73,14 @@ pub async fn run(config: AuditConfig, signals: Signals) -> anyhow::Result<Runnin
     let platform = Platform::new(NAME, Some(db.clone()), &config.tokens, ApiDoc::openapi())?;
     let metrics = metrics::AuditMetrics::new(platform.metrics.registry());
     let (committed_tx, committed_rx) = tokio::sync::mpsc::unbounded_channel();
-    let appender =
-        domain::append::Appender::new(db.clone(), keys.clone(), config.chain.max_batch, committed_tx, metrics.clone());
+    let appender = domain::append::Appender::new(
+        db.clone(),
+        keys.clone(),
+        config.chain.max_batch,
+        config.chain.writers,
+        committed_tx,
+        metrics.clone(),
+    );
     let checkpointer = domain::checkpoint::spawn_checkpointer(
         db.clone(),
         keys.shared_provider(),

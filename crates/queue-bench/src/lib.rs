@@ -18,6 +18,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(db: &str) -> anyhow::Result<Self> {
+        Self::start_with(db, "")
+    }
+
+    /// Like [`Cluster::start`], with extra server settings (`-c name=value ...`).
+    pub fn start_with(db: &str, extra_opts: &str) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("queue-bench-pg-").tempdir()?;
         if std::env::var("BENCH_KEEP_PG").is_ok() {
             eprintln!("cluster dir {}", dir.path().display());
@@ -28,7 +33,7 @@ impl Cluster {
             .env(
                 "PG_EXTRA_OPTS",
                 format!(
-                    "-c shared_buffers=512MB -c max_wal_size=4GB {}",
+                    "-c shared_buffers=512MB -c max_wal_size=4GB {extra_opts} {}",
                     std::env::var("BENCH_PG_OPTS").unwrap_or_default()
                 ),
             )

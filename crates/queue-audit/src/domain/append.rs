@@ -1,28 +1,24 @@
-//! Appending events: one writer task per tenant groups concurrent appends into one
-//! transaction (group commit), so a tenant's chain is extended strictly in order without one
-//! round trip per event; different tenants have different tasks and append in parallel. Across
-//! replicas, the chain head row (`SELECT … FOR UPDATE`) serialises writers of one tenant.
+//! Appending events with group commit. A fixed set of writer tasks (shards) owns the tenants:
+//! a tenant always goes to the same shard, so its chain is extended strictly in order, and each
+//! writer gathers whatever has queued up (events of several tenants) into one transaction.
+//! Across replicas, the chain head rows (`SELECT … ORDER BY tenant_id FOR UPDATE`, always in
+//! tenant order, so two replicas cannot deadlock) serialise writers of one tenant.
 //!
 //! An append is acknowledged only after its transaction commits. The same event id with the
 //! same content returns the first `{seq, mac}`; with other content it is a conflict.
 
 use chrono::{DateTime, SubsecRound, Utc};
-use diesel::prelude::{ExpressionMethods, QueryDsl};
-use diesel::sql_types::Text;
+use diesel::sql_types::{Array, BigInt, Bytea, Integer, Nullable, Text, Timestamptz};
 use diesel_async::{AsyncConnection, RunQueryDsl};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::db::schema::{chain_heads, customer_audit_events as events};
 use crate::domain::chain::{self, ChainedFields, hex};
 use crate::domain::keyring::KeyRing;
 use queue_platform::db::Db;
-
-/// A writer task with nothing to do for this long goes away.
-const IDLE: Duration = Duration::from_secs(30);
 
 /// An event as the writer received it, validated.
 #[derive(Debug, Clone)]
@@ -90,109 +86,72 @@ impl From<diesel::result::Error> for AppendError {
 type Reply = oneshot::Sender<Result<Vec<Appended>, AppendError>>;
 
 struct Job {
+    tenant: String,
     events: Vec<NewEvent>,
     reply: Reply,
 }
 
-/// Hands out per-tenant writer tasks.
+/// Hands appends to the writer task that owns their tenant.
 #[derive(Clone)]
 pub struct Appender {
-    inner: Arc<Inner>,
+    shards: Arc<[mpsc::UnboundedSender<Job>]>,
 }
 
 struct Inner {
     db: Db,
     keys: KeyRing,
     max_batch: usize,
-    /// Where writer tasks run: the runtime `run` was called on, not the actix worker that
-    /// happened to receive a tenant's first event (a worker's single thread is busy with HTTP,
-    /// and a writer there would wait behind it at every await).
-    runtime: tokio::runtime::Handle,
-    writers: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
     /// Told the tenant and new head seq after every commit (checkpointing listens).
     committed: mpsc::UnboundedSender<(String, i64)>,
     metrics: crate::metrics::AuditMetrics,
 }
 
 impl Appender {
+    /// Starts `writers` writer tasks on the current runtime (the one `run` was called on, not
+    /// an actix worker: a worker's single thread is busy with HTTP, and a writer there would
+    /// wait behind it at every await). They end when the last `Appender` clone is dropped,
+    /// after serving what was queued.
     pub fn new(
         db: Db,
         keys: KeyRing,
         max_batch: usize,
+        writers: usize,
         committed: mpsc::UnboundedSender<(String, i64)>,
         metrics: crate::metrics::AuditMetrics,
     ) -> Self {
-        let runtime = tokio::runtime::Handle::current();
-        Self {
-            inner: Arc::new(Inner {
-                db,
-                keys,
-                max_batch,
-                runtime,
-                writers: Mutex::new(HashMap::new()),
-                committed,
-                metrics,
-            }),
-        }
+        let inner = Arc::new(Inner { db, keys, max_batch, committed, metrics });
+        let shards: Vec<_> = (0..writers.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(writer(inner.clone(), rx));
+                tx
+            })
+            .collect();
+        Self { shards: shards.into() }
     }
 
     /// Appends `events` (all of one tenant) atomically; returns each event's `{seq, mac}`.
     pub async fn append(&self, tenant: &str, events: Vec<NewEvent>) -> Result<Vec<Appended>, AppendError> {
-        let mut job = Job { events, reply: oneshot::channel().0 };
-        loop {
-            let (tx, rx) = oneshot::channel();
-            job.reply = tx;
-            let sender = self.writer_for(tenant);
-            match sender.send(job) {
-                Ok(()) => return rx.await.map_err(|_| AppendError::Internal(anyhow::anyhow!("writer task ended")))?,
-                // The task went idle and exited between our lookup and the send: start another.
-                Err(mpsc::error::SendError(back)) => {
-                    self.forget(tenant, &sender);
-                    job = back;
-                }
-            }
-        }
-    }
-
-    fn writer_for(&self, tenant: &str) -> mpsc::UnboundedSender<Job> {
-        let mut writers = self.inner.writers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = writers.get(tenant).filter(|s| !s.is_closed()) {
-            return s.clone();
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        writers.insert(tenant.to_string(), tx.clone());
-        self.inner.runtime.spawn(writer(self.inner.clone(), tenant.to_string(), rx));
-        tx
-    }
-
-    fn forget(&self, tenant: &str, sender: &mpsc::UnboundedSender<Job>) {
-        let mut writers = self.inner.writers.lock().unwrap_or_else(|e| e.into_inner());
-        if writers.get(tenant).is_some_and(|s| s.same_channel(sender)) {
-            writers.remove(tenant);
-        }
+        let (reply, rx) = oneshot::channel();
+        let job = Job { tenant: tenant.to_string(), events, reply };
+        self.shards[shard(tenant, self.shards.len())]
+            .send(job)
+            .map_err(|_| AppendError::Unavailable("the service is shutting down".into()))?;
+        rx.await.map_err(|_| AppendError::Internal(anyhow::anyhow!("writer task ended")))?
     }
 }
 
-async fn writer(inner: Arc<Inner>, tenant: String, mut rx: mpsc::UnboundedReceiver<Job>) {
-    loop {
-        let first = match tokio::time::timeout(IDLE, rx.recv()).await {
-            Ok(Some(job)) => job,
-            _ => {
-                // Close first so no new job can arrive, then serve what is left.
-                rx.close();
-                let mut rest = Vec::new();
-                while let Ok(j) = rx.try_recv() {
-                    rest.push(j);
-                }
-                if rest.is_empty() {
-                    return;
-                }
-                commit_and_reply(&inner, &tenant, rest).await;
-                return;
-            }
-        };
+/// The shard that owns `tenant`: stable for the life of the process (SipHash with fixed keys).
+fn shard(tenant: &str, shards: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    tenant.hash(&mut h);
+    (h.finish() % shards as u64) as usize
+}
+
+async fn writer(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut n = first.events.len();
         let mut jobs = vec![first];
-        let mut n = jobs[0].events.len();
         while n < inner.max_batch {
             match rx.try_recv() {
                 Ok(j) => {
@@ -202,26 +161,25 @@ async fn writer(inner: Arc<Inner>, tenant: String, mut rx: mpsc::UnboundedReceiv
                 Err(_) => break,
             }
         }
-        commit_and_reply(&inner, &tenant, jobs).await;
+        commit_and_reply(&inner, jobs).await;
     }
 }
 
-async fn commit_and_reply(inner: &Inner, tenant: &str, jobs: Vec<Job>) {
-    let inputs: Vec<&[NewEvent]> = jobs.iter().map(|j| j.events.as_slice()).collect();
+async fn commit_and_reply(inner: &Inner, jobs: Vec<Job>) {
     let started = std::time::Instant::now();
-    match commit(inner, tenant, &inputs).await {
-        Ok((results, head)) => {
+    match commit(inner, &jobs).await {
+        Ok((results, heads)) => {
             let events: usize = results.iter().filter_map(|r| r.as_ref().ok()).map(Vec::len).sum();
             inner.metrics.observe_batch(events, started.elapsed().as_secs_f64());
-            if let Some(seq) = head {
-                let _ = inner.committed.send((tenant.to_string(), seq));
+            for (tenant, seq) in heads {
+                let _ = inner.committed.send((tenant, seq));
             }
             for (job, result) in jobs.into_iter().zip(results) {
                 let _ = job.reply.send(result);
             }
         }
         Err(e) => {
-            tracing::error!(tenant, error = %e, "append transaction failed");
+            tracing::error!(jobs = jobs.len(), error = %e, "append transaction failed");
             let unavailable = matches!(e, AppendError::Unavailable(_));
             for job in jobs {
                 let err = if unavailable {
@@ -235,29 +193,6 @@ async fn commit_and_reply(inner: &Inner, tenant: &str, jobs: Vec<Job>) {
     }
 }
 
-#[derive(diesel::Insertable)]
-#[diesel(table_name = events)]
-struct EventRow<'a> {
-    tenant_id: &'a str,
-    seq: i64,
-    event_id: Uuid,
-    actor_type: &'a str,
-    actor_id: &'a str,
-    action: &'a str,
-    target_type: &'a str,
-    target_id: &'a str,
-    occurred_at: DateTime<Utc>,
-    recorded_at: DateTime<Utc>,
-    ip: Option<&'a str>,
-    user_agent: Option<&'a str>,
-    trace_id: Option<&'a str>,
-    payload_canonical: &'a str,
-    request_digest: Vec<u8>,
-    prev_mac: Vec<u8>,
-    mac: Vec<u8>,
-    key_id: i32,
-}
-
 /// Sets the tenant for row-level security for the rest of the transaction.
 pub async fn set_tenant(conn: &mut diesel_async::AsyncPgConnection, tenant: &str) -> Result<(), diesel::result::Error> {
     diesel::sql_query("SELECT set_config('queue.tenant_id', $1, true)").bind::<Text, _>(tenant).execute(conn).await?;
@@ -266,63 +201,149 @@ pub async fn set_tenant(conn: &mut diesel_async::AsyncPgConnection, tenant: &str
 
 #[derive(diesel::QueryableByName)]
 struct HeadRow {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    #[diesel(sql_type = Text)]
+    tenant_id: String,
+    #[diesel(sql_type = BigInt)]
     seq: i64,
-    #[diesel(sql_type = diesel::sql_types::Bytea)]
+    #[diesel(sql_type = Bytea)]
     mac: Vec<u8>,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Integer>)]
+    #[diesel(sql_type = Nullable<Integer>)]
     epoch: Option<i32>,
 }
 
+#[derive(diesel::QueryableByName)]
+struct KnownRow {
+    #[diesel(sql_type = Text)]
+    tenant_id: String,
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    event_id: Uuid,
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
+    #[diesel(sql_type = Bytea)]
+    mac: Vec<u8>,
+    #[diesel(sql_type = Bytea)]
+    request_digest: Vec<u8>,
+}
+
+/// The new rows of one transaction, column by column: inserted with one `unnest` statement
+/// whose text never changes, so PostgreSQL plans it once per connection.
+#[derive(Default)]
+struct Columns<'a> {
+    tenant_id: Vec<&'a str>,
+    seq: Vec<i64>,
+    event_id: Vec<Uuid>,
+    actor_type: Vec<&'a str>,
+    actor_id: Vec<&'a str>,
+    action: Vec<&'a str>,
+    target_type: Vec<&'a str>,
+    target_id: Vec<&'a str>,
+    occurred_at: Vec<DateTime<Utc>>,
+    ip: Vec<Option<&'a str>>,
+    user_agent: Vec<Option<&'a str>>,
+    trace_id: Vec<Option<&'a str>>,
+    payload_canonical: Vec<&'a str>,
+    request_digest: Vec<Vec<u8>>,
+    prev_mac: Vec<Vec<u8>>,
+    mac: Vec<Vec<u8>>,
+}
+
+const INSERT_EVENTS: &str = "INSERT INTO audit.customer_audit_events (tenant_id, seq, event_id, actor_type, actor_id, \
+     action, target_type, target_id, occurred_at, recorded_at, ip, user_agent, trace_id, payload_canonical, \
+     request_digest, prev_mac, mac, key_id) \
+     SELECT t, s, e, aty, aid, act, tty, tid, occ, $17, ip, ua, tr, p, d, pm, m, $18 \
+     FROM unnest($1::text[], $2::int8[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+                 $9::timestamptz[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bytea[], $15::bytea[], \
+                 $16::bytea[]) AS x(t, s, e, aty, aid, act, tty, tid, occ, ip, ua, tr, p, d, pm, m)";
+
+/// What is stored of an event: seq, mac and request digest.
+type Stored = (i64, Vec<u8>, [u8; 32]);
+
 type JobResults = Vec<Result<Vec<Appended>, AppendError>>;
 
-/// One transaction for all `jobs`; each job is atomic on its own (a conflicting job adds
-/// nothing, the others go ahead). Returns each job's result and the new head seq, if any.
-#[tracing::instrument(name = "audit.append_batch", skip_all, fields(tenant, jobs = jobs.len()))]
-async fn commit(inner: &Inner, tenant: &str, jobs: &[&[NewEvent]]) -> Result<(JobResults, Option<i64>), AppendError> {
+/// One transaction for all `jobs`, whatever their tenants; each job is atomic on its own (a
+/// conflicting job adds nothing, the others go ahead). Returns each job's result and the new
+/// head seq of every tenant that moved.
+#[tracing::instrument(name = "audit.append_batch", skip_all, fields(jobs = jobs.len()))]
+async fn commit(inner: &Inner, jobs: &[Job]) -> Result<(JobResults, Vec<(String, i64)>), AppendError> {
     let mut conn = inner.db.conn().await.map_err(|e| AppendError::Unavailable(e.to_string()))?;
-    let tenant = tenant.to_string();
-    let ids: Vec<Uuid> = jobs.iter().flat_map(|j| j.iter().map(|e| e.event_id)).collect();
-    let genesis = chain::genesis(&tenant).to_vec();
+    // Tenants in sorted order: heads are created and locked in this order on every replica.
+    let tenants: Vec<&str> = {
+        let mut t: Vec<&str> = jobs.iter().map(|j| j.tenant.as_str()).collect();
+        t.sort_unstable();
+        t.dedup();
+        t
+    };
+    let geneses: Vec<Vec<u8>> = tenants.iter().map(|t| chain::genesis(t).to_vec()).collect();
+    // Every (tenant, id) of the batch, as two parallel arrays.
+    let (id_tenants, ids): (Vec<&str>, Vec<Uuid>) =
+        jobs.iter().flat_map(|j| j.events.iter().map(|e| (j.tenant.as_str(), e.event_id))).unzip();
+    let tenant_list = tenants.join(",");
     conn.transaction::<_, AppendError, _>(async |c| {
-        // One round trip: set the tenant for RLS, make sure the head exists, lock it (reading
-        // the newest key epoch on the way), and find which ids are already stored. PostgreSQL
-        // runs pipelined statements in order.
+        // One round trip: admit this transaction's tenants past row-level security, make sure
+        // their heads exist, lock them (reading the newest key epoch on the way), and find
+        // which ids are already stored. PostgreSQL runs pipelined statements in order.
         let shared: &diesel_async::AsyncPgConnection = c;
-        let set = diesel::sql_query("SELECT set_config('queue.tenant_id', $1, true)")
-            .bind::<Text, _>(&tenant)
+        let set = diesel::sql_query("SELECT set_config('queue.writer_tenants', $1, true)")
+            .bind::<Text, _>(&tenant_list)
             .execute(&mut &*shared);
-        let ensure = diesel::insert_into(chain_heads::table)
-            .values((chain_heads::tenant_id.eq(&tenant), chain_heads::seq.eq(0i64), chain_heads::mac.eq(&genesis)))
-            .on_conflict_do_nothing()
-            .execute(&mut &*shared);
-        let lock = diesel::sql_query(
-            "SELECT h.seq, h.mac, (SELECT max(epoch) FROM audit.keys) AS epoch
-             FROM audit.chain_heads h WHERE h.tenant_id = $1 FOR UPDATE OF h",
+        let ensure = diesel::sql_query(
+            "INSERT INTO audit.chain_heads (tenant_id, seq, mac) \
+             SELECT t, 0, g FROM unnest($1::text[], $2::bytea[]) AS x(t, g) ORDER BY t \
+             ON CONFLICT (tenant_id) DO NOTHING",
         )
-        .bind::<Text, _>(&tenant)
-        .get_result::<HeadRow>(&mut &*shared);
-        let known_query = events::table
-            .filter(events::tenant_id.eq(&tenant))
-            .filter(events::event_id.eq_any(&ids))
-            .select((events::event_id, events::seq, events::mac, events::request_digest))
-            .load::<(Uuid, i64, Vec<u8>, Vec<u8>)>(&mut &*shared);
-        let (_, _, head, existing) = futures_util::try_join!(set, ensure, lock, known_query)?;
-        let epoch = head.epoch.ok_or_else(|| AppendError::Internal(anyhow::anyhow!("no audit data key")))?;
+        .bind::<Array<Text>, _>(&tenants)
+        .bind::<Array<Bytea>, _>(&geneses)
+        .execute(&mut &*shared);
+        let lock = diesel::sql_query(
+            "SELECT h.tenant_id, h.seq, h.mac, (SELECT max(epoch) FROM audit.keys) AS epoch \
+             FROM audit.chain_heads h WHERE h.tenant_id = ANY($1) ORDER BY h.tenant_id FOR UPDATE OF h",
+        )
+        .bind::<Array<Text>, _>(&tenants)
+        .load::<HeadRow>(&mut &*shared);
+        // A join on the (tenant_id, event_id) index: one index probe per id, however long the
+        // chains (`tenant_id = $1 AND event_id = ANY($2)` was planned as a scan of the tenant).
+        let known_query = diesel::sql_query(
+            "SELECT e.tenant_id, e.event_id, e.seq, e.mac, e.request_digest \
+             FROM unnest($1::text[], $2::uuid[]) AS x(t, id) \
+             JOIN audit.customer_audit_events e ON e.tenant_id = x.t AND e.event_id = x.id",
+        )
+        .bind::<Array<Text>, _>(&id_tenants)
+        .bind::<Array<diesel::sql_types::Uuid>, _>(&ids)
+        .load::<KnownRow>(&mut &*shared);
+        let (_, _, heads, existing) = futures_util::try_join!(set, ensure, lock, known_query)?;
+        let epoch = heads
+            .iter()
+            .find_map(|h| h.epoch)
+            .ok_or_else(|| AppendError::Internal(anyhow::anyhow!("no audit data key")))?;
         let key = inner.keys.get(c, epoch).await?;
-        let (mut seq, mut prev) = (head.seq, head.mac);
-        let start_seq = seq;
-        // id -> (seq, mac, digest), for events stored before and those added by this batch.
-        let mut known: HashMap<Uuid, (i64, Vec<u8>, [u8; 32])> =
-            existing.into_iter().map(|(id, s, m, d)| (id, (s, m, d.try_into().unwrap_or([0u8; 32])))).collect();
+        // tenant -> (seq, mac) of its head as this transaction extends it.
+        let mut chains: BTreeMap<&str, (i64, Vec<u8>)> = BTreeMap::new();
+        for h in heads {
+            let t = tenants
+                .iter()
+                .find(|t| **t == h.tenant_id)
+                .ok_or_else(|| AppendError::Internal(anyhow::anyhow!("head of an unexpected tenant")))?;
+            chains.insert(t, (h.seq, h.mac));
+        }
+        let start: BTreeMap<&str, i64> = chains.iter().map(|(t, (s, _))| (*t, *s)).collect();
+        // (tenant, id) -> (seq, mac, digest), for events stored before and those added here.
+        let mut known: HashMap<(String, Uuid), Stored> = existing
+            .into_iter()
+            .map(|k| ((k.tenant_id, k.event_id), (k.seq, k.mac, k.request_digest.try_into().unwrap_or([0u8; 32]))))
+            .collect();
 
         let recorded_at = Utc::now().trunc_subsecs(6);
         let recorded = chain::timestamp(&recorded_at);
-        let mut rows = Vec::new();
+        let mut cols = Columns::default();
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
+            let Some((seq, prev)) = chains.get_mut(job.tenant.as_str()) else {
+                results.push(Err(AppendError::Internal(anyhow::anyhow!("no chain head for the tenant"))));
+                continue;
+            };
             // First pass: does anything in this job conflict?
             let prepared: Vec<(String, String, [u8; 32])> = job
+                .events
                 .iter()
                 .map(|e| {
                     let id = e.event_id.to_string();
@@ -331,59 +352,91 @@ async fn commit(inner: &Inner, tenant: &str, jobs: &[&[NewEvent]]) -> Result<(Jo
                     (id, occurred, digest)
                 })
                 .collect();
-            if let Some(e) =
-                job.iter().zip(&prepared).find(|(e, (_, _, d))| known.get(&e.event_id).is_some_and(|k| &k.2 != d))
+            if let Some((e, _)) = job
+                .events
+                .iter()
+                .zip(&prepared)
+                .find(|(e, (_, _, d))| known.get(&(job.tenant.clone(), e.event_id)).is_some_and(|k| &k.2 != d))
             {
-                results.push(Err(AppendError::Conflict(e.0.event_id)));
+                results.push(Err(AppendError::Conflict(e.event_id)));
                 continue;
             }
-            let mut out = Vec::with_capacity(job.len());
-            for (e, (id, occurred, digest)) in job.iter().zip(prepared) {
-                if let Some((s, m, _)) = known.get(&e.event_id) {
+            let mut out = Vec::with_capacity(job.events.len());
+            for (e, (id, occurred, digest)) in job.events.iter().zip(prepared) {
+                let key_of = (job.tenant.clone(), e.event_id);
+                if let Some((s, m, _)) = known.get(&key_of) {
                     out.push(Appended { id: e.event_id, seq: *s, mac: hex(m) });
                     continue;
                 }
-                seq += 1;
-                let fields = ChainedFields { seq, recorded_at: &recorded, key_id: epoch, ..e.fields(&id, &occurred) };
-                let mac = chain::mac(key.bytes(), &prev, &chain::canonical(&fields));
-                rows.push(EventRow {
-                    tenant_id: &e.tenant_id,
-                    seq,
-                    event_id: e.event_id,
-                    actor_type: &e.actor_type,
-                    actor_id: &e.actor_id,
-                    action: &e.action,
-                    target_type: &e.target_type,
-                    target_id: &e.target_id,
-                    occurred_at: e.occurred_at,
-                    recorded_at,
-                    ip: e.ip.as_deref(),
-                    user_agent: e.user_agent.as_deref(),
-                    trace_id: e.trace_id.as_deref(),
-                    payload_canonical: &e.payload_canonical,
-                    request_digest: digest.to_vec(),
-                    prev_mac: std::mem::replace(&mut prev, mac.to_vec()),
-                    mac: mac.to_vec(),
-                    key_id: epoch,
-                });
-                known.insert(e.event_id, (seq, mac.to_vec(), digest));
-                out.push(Appended { id: e.event_id, seq, mac: hex(&mac) });
+                *seq += 1;
+                let fields =
+                    ChainedFields { seq: *seq, recorded_at: &recorded, key_id: epoch, ..e.fields(&id, &occurred) };
+                let mac = chain::mac(key.bytes(), prev, &chain::canonical(&fields));
+                cols.tenant_id.push(&e.tenant_id);
+                cols.seq.push(*seq);
+                cols.event_id.push(e.event_id);
+                cols.actor_type.push(&e.actor_type);
+                cols.actor_id.push(&e.actor_id);
+                cols.action.push(&e.action);
+                cols.target_type.push(&e.target_type);
+                cols.target_id.push(&e.target_id);
+                cols.occurred_at.push(e.occurred_at);
+                cols.ip.push(e.ip.as_deref());
+                cols.user_agent.push(e.user_agent.as_deref());
+                cols.trace_id.push(e.trace_id.as_deref());
+                cols.payload_canonical.push(&e.payload_canonical);
+                cols.request_digest.push(digest.to_vec());
+                cols.prev_mac.push(std::mem::replace(prev, mac.to_vec()));
+                cols.mac.push(mac.to_vec());
+                known.insert(key_of, (*seq, mac.to_vec(), digest));
+                out.push(Appended { id: e.event_id, seq: *seq, mac: hex(&mac) });
             }
             results.push(Ok(out));
         }
-        if seq == start_seq {
-            return Ok((results, None));
+        let moved: Vec<(&str, i64, Vec<u8>)> = chains
+            .into_iter()
+            .filter(|(t, (s, _))| start.get(t).is_some_and(|s0| s0 != s))
+            .map(|(t, (s, m))| (t, s, m))
+            .collect();
+        if moved.is_empty() {
+            return Ok((results, Vec::new()));
         }
-        // One more round trip: the rows and the new head, pipelined.
+        // One more round trip: the rows and the new heads, pipelined.
         let shared: &diesel_async::AsyncPgConnection = c;
-        let inserts = futures_util::future::try_join_all(
-            rows.chunks(1000).map(|chunk| diesel::insert_into(events::table).values(chunk).execute(&mut &*shared)),
-        );
-        let move_head = diesel::update(chain_heads::table.filter(chain_heads::tenant_id.eq(&tenant)))
-            .set((chain_heads::seq.eq(seq), chain_heads::mac.eq(&prev), chain_heads::updated_at.eq(recorded_at)))
+        let insert = diesel::sql_query(INSERT_EVENTS)
+            .bind::<Array<Text>, _>(&cols.tenant_id)
+            .bind::<Array<BigInt>, _>(&cols.seq)
+            .bind::<Array<diesel::sql_types::Uuid>, _>(&cols.event_id)
+            .bind::<Array<Text>, _>(&cols.actor_type)
+            .bind::<Array<Text>, _>(&cols.actor_id)
+            .bind::<Array<Text>, _>(&cols.action)
+            .bind::<Array<Text>, _>(&cols.target_type)
+            .bind::<Array<Text>, _>(&cols.target_id)
+            .bind::<Array<Timestamptz>, _>(&cols.occurred_at)
+            .bind::<Array<Nullable<Text>>, _>(&cols.ip)
+            .bind::<Array<Nullable<Text>>, _>(&cols.user_agent)
+            .bind::<Array<Nullable<Text>>, _>(&cols.trace_id)
+            .bind::<Array<Text>, _>(&cols.payload_canonical)
+            .bind::<Array<Bytea>, _>(&cols.request_digest)
+            .bind::<Array<Bytea>, _>(&cols.prev_mac)
+            .bind::<Array<Bytea>, _>(&cols.mac)
+            .bind::<Timestamptz, _>(recorded_at)
+            .bind::<Integer, _>(epoch)
             .execute(&mut &*shared);
-        futures_util::try_join!(inserts, move_head)?;
-        Ok((results, Some(seq)))
+        let head_tenants: Vec<&str> = moved.iter().map(|m| m.0).collect();
+        let head_seqs: Vec<i64> = moved.iter().map(|m| m.1).collect();
+        let head_macs: Vec<&[u8]> = moved.iter().map(|m| m.2.as_slice()).collect();
+        let move_heads = diesel::sql_query(
+            "UPDATE audit.chain_heads h SET seq = v.s, mac = v.m, updated_at = $4 \
+             FROM unnest($1::text[], $2::int8[], $3::bytea[]) AS v(t, s, m) WHERE h.tenant_id = v.t",
+        )
+        .bind::<Array<Text>, _>(&head_tenants)
+        .bind::<Array<BigInt>, _>(&head_seqs)
+        .bind::<Array<Bytea>, _>(&head_macs)
+        .bind::<Timestamptz, _>(recorded_at)
+        .execute(&mut &*shared);
+        futures_util::try_join!(insert, move_heads)?;
+        Ok((results, moved.into_iter().map(|(t, s, _)| (t.to_string(), s)).collect()))
     })
     .await
 }

@@ -1,6 +1,7 @@
 //! The audit log: writing, idempotency, validation, tampering, RLS, append-only, concurrency.
 
 use crate::support::{Audit, event, exec};
+use queue_audit::config::ChainConfig;
 use serde_json::json;
 
 #[tokio::test]
@@ -179,8 +180,14 @@ async fn row_level_security_scopes_reads_to_the_tenant_set() {
     let a = Audit::start().await;
     a.write_n("tenant-a", 2).await;
     a.write_n("tenant-b", 3).await;
+    a.write_n("tenant-c", 4).await;
     let mut c = a.as_service_role().await;
     assert_eq!(count(&mut c).await, 0, "no tenant set: nothing");
+    // A writer transaction's tenant list admits exactly the tenants listed.
+    exec(&mut c, "SELECT set_config('queue.writer_tenants', 'tenant-a,tenant-c', false)").await.expect("set");
+    assert_eq!(count(&mut c).await, 6, "the writer list sees a and c, none of b");
+    exec(&mut c, "SELECT set_config('queue.writer_tenants', '', false)").await.expect("unset");
+    assert_eq!(count(&mut c).await, 0, "an empty list: nothing");
     exec(&mut c, "SELECT set_config('queue.tenant_id', 'tenant-a', false)").await.expect("set");
     assert_eq!(count(&mut c).await, 2, "tenant a sees its own, none of b");
     // Writing into another tenant's chain is refused by the policy's WITH CHECK.
@@ -220,7 +227,10 @@ async fn a_non_superuser_owner_cannot_update_or_delete_either() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_with_retries_lose_nothing_and_duplicate_nothing() {
-    let a = std::sync::Arc::new(Audit::start().await);
+    // Two writer tasks for four tenants: at least two tenants share a writer, so transactions
+    // hold several tenants' events (group commit across tenants) while the shards run in parallel.
+    let chain = ChainConfig { writers: 2, ..ChainConfig::default() };
+    let a = std::sync::Arc::new(Audit::start_with(chain, |_| {}).await);
     let tenants = ["c1", "c2", "c3", "c4"];
     let mut tasks = Vec::new();
     for w in 0..32 {

@@ -33,7 +33,16 @@ fn event(tenant: &str, n: u64) -> Value {
 async fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let duration = Duration::from_secs(seconds);
-    let cluster = Cluster::start("bench")?;
+    // BENCH_PG_STATS: also print which statements PostgreSQL spends its time on (diagnosis).
+    let stats = std::env::var("BENCH_PG_STATS").is_ok();
+    let cluster = Cluster::start_with(
+        "bench",
+        if stats {
+            "-c shared_preload_libraries=pgaudit,pg_stat_statements -c pg_stat_statements.track=all"
+        } else {
+            ""
+        },
+    )?;
     let keys = queue_testkit::TestKeys::new();
     let key_dir = tempfile::tempdir()?;
     let mut base = queue_testkit::service_config("audit", &cluster.url("bench"), &keys);
@@ -101,8 +110,29 @@ async fn main() -> anyhow::Result<()> {
             Some(())
         }
     };
+    if stats {
+        cluster.psql("bench", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")?;
+    }
+    let top_statements = |label: &str| -> anyhow::Result<()> {
+        if !stats {
+            return Ok(());
+        }
+        println!("    [{label}] PostgreSQL time by statement (pg_stat_statements):");
+        let rows = cluster.psql(
+            "bench",
+            "SELECT calls, round(total_exec_time::numeric, 0), round((total_exec_time / greatest(calls, 1))::numeric, 3), \
+             left(regexp_replace(query, '\\s+', ' ', 'g'), 90) \
+             FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 8",
+        )?;
+        for r in rows.lines() {
+            println!("      {r}");
+        }
+        cluster.psql("bench", "SELECT pg_stat_statements_reset()")?;
+        Ok(())
+    };
     let one = load(writers(), duration, single(1)).await;
     diag("1 tenant").await;
+    top_statements("1 tenant")?;
     println!(
         "  single events, 1 tenant:   {:>9.0} events/s  p50 {:.2} ms  p99 {:.2} ms",
         one.per_sec(),
@@ -111,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let sixteen = load(writers(), duration, single(16)).await;
     diag("16 tenants").await;
+    top_statements("16 tenants")?;
     println!(
         "  single events, 16 tenants: {:>9.0} events/s  p50 {:.2} ms  p99 {:.2} ms",
         sixteen.per_sec(),
