@@ -136,6 +136,14 @@ impl ChainWalker {
 
     /// Checks one event; after a failure, further events are ignored.
     pub fn feed(&mut self, e: &EventRecord) {
+        let mac_ok = mac_ok(&self.keys, e);
+        self.feed_checked(e, mac_ok);
+    }
+
+    /// Like [`ChainWalker::feed`], with the MAC check already done by [`macs_ok`] (over the
+    /// event's stored `prev_mac`, which this walk then holds against the previous event's MAC,
+    /// so the result is the same as checking in order).
+    pub fn feed_checked(&mut self, e: &EventRecord, mac_ok: bool) {
         if self.failure.is_some() {
             return;
         }
@@ -146,19 +154,17 @@ impl ChainWalker {
             fail(self.next_seq, format!("seq {} is missing (next stored seq is {})", self.next_seq, e.seq))
         } else if e.prev_mac != self.prev {
             fail(e.seq, format!("prev_mac does not link to seq {}", e.seq - 1))
-        } else if let Some(key) = self.keys.get(&e.key_id) {
-            if chain::mac_matches(key.bytes(), &self.prev, &chain::canonical(&e.fields()), &e.mac) {
-                if self.wanted.contains(&e.seq) {
-                    self.macs_at.insert(e.seq, e.mac.clone());
-                }
-                self.prev.clone_from(&e.mac);
-                self.next_seq += 1;
-                None
-            } else {
-                fail(e.seq, "mac does not match the event's content".to_string())
-            }
-        } else {
+        } else if !self.keys.contains_key(&e.key_id) {
             fail(e.seq, format!("no usable data key for epoch {} (unknown, or it does not unwrap)", e.key_id))
+        } else if mac_ok {
+            if self.wanted.contains(&e.seq) {
+                self.macs_at.insert(e.seq, e.mac.clone());
+            }
+            self.prev.clone_from(&e.mac);
+            self.next_seq += 1;
+            None
+        } else {
+            fail(e.seq, "mac does not match the event's content".to_string())
         };
     }
 
@@ -214,6 +220,29 @@ impl ChainWalker {
         }
         report
     }
+}
+
+/// Whether `e.mac` is the MAC of `e` over its stored `prev_mac` (false without a key).
+fn mac_ok(keys: &HashMap<i32, Arc<DataKey>>, e: &EventRecord) -> bool {
+    keys.get(&e.key_id)
+        .is_some_and(|k| chain::mac_matches(k.bytes(), &e.prev_mac, &chain::canonical(&e.fields()), &e.mac))
+}
+
+/// [`mac_ok`] for every event, on all cores: each MAC depends only on its own row (the links
+/// between rows are checked in order by the walker), so a page splits freely.
+pub fn macs_ok(keys: &HashMap<i32, Arc<DataKey>>, events: &[EventRecord]) -> Vec<bool> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if threads == 1 || events.len() < 256 {
+        return events.iter().map(|e| mac_ok(keys, e)).collect();
+    }
+    let chunk = events.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = events
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(|e| mac_ok(keys, e)).collect::<Vec<_>>()))
+            .collect();
+        parts.into_iter().flat_map(|p| p.join().expect("a MAC check thread panicked")).collect()
+    })
 }
 
 /// Rows per round trip when reading a chain.
@@ -346,10 +375,19 @@ pub async fn verify_tenant(db: &Db, keys: &KeyRing, tenant: &str) -> Result<Repo
         if full {
             next = Some(fetch(last.seq));
         }
-        for r in &rows {
-            walker.feed(r);
-        }
-        if !full || walker.failed() {
+        // Hash on the blocking pool (all cores) while the next page is read.
+        let (w, failed) = tokio::task::spawn_blocking(move || {
+            let ok = macs_ok(&walker.keys, &rows);
+            for (r, ok) in rows.iter().zip(ok) {
+                walker.feed_checked(r, ok);
+            }
+            let failed = walker.failed();
+            (walker, failed)
+        })
+        .await
+        .map_err(|e| AppendError::Internal(e.into()))?;
+        walker = w;
+        if !full || failed {
             break;
         }
     }

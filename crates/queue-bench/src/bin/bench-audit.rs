@@ -3,6 +3,7 @@
 //! cluster at the same concurrency as the reference. Prints the figures and writes them to
 //! docs/benchmarks.md (section `bench-audit`). Not a test: nothing here asserts a speed.
 
+use futures_util::{StreamExt, TryStreamExt};
 use queue_audit::AuditConfig;
 use queue_audit::config::KeysConfig;
 use queue_bench::{Cluster, Figures, load, machine, write_section};
@@ -177,17 +178,47 @@ async fn main() -> anyhow::Result<()> {
         batched.p99_ms
     );
 
-    // Verify the longest chain: the single-tenant run's.
+    // Verify a long chain: BENCH_VERIFY_EVENTS (default 100,000) events of one tenant, written
+    // through the batch endpoint, then read back and recomputed.
+    let verify_events: u64 = std::env::var("BENCH_VERIFY_EVENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let per_request = 500u64;
+    let requests = verify_events.div_ceil(per_request);
+    futures_util::stream::iter(0..requests)
+        .map(|r| {
+            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            async move {
+                let events: Vec<Value> = (0..per_request).map(|k| event("verify-long", r * per_request + k)).collect();
+                let resp = client
+                    .post(format!("{url}/api/v1/audit/events/batch"))
+                    .bearer_auth(&*token)
+                    .json(&json!({"events": events}))
+                    .send()
+                    .await?;
+                anyhow::ensure!(resp.status() == 201, "status {}", resp.status());
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(4)
+        .try_collect::<Vec<()>>()
+        .await?;
     let db = queue_platform::db::Db::with_role(&config.database, Some(queue_audit::APP_ROLE))?;
     let ring = queue_audit::key_ring(&config).await?;
-    let started = Instant::now();
-    let report = queue_audit::domain::verify::verify_tenant(&db, &ring, "bench-1-0")
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let verify_secs = started.elapsed().as_secs_f64();
-    anyhow::ensure!(report.ok, "the benchmark chain does not verify: {report:?}");
+    let mut best = f64::MAX;
+    let mut report = None;
+    // Three runs, the best one counts (the first also warms PostgreSQL's buffers).
+    for _ in 0..3 {
+        let started = Instant::now();
+        let r = queue_audit::domain::verify::verify_tenant(&db, &ring, "verify-long")
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        best = best.min(started.elapsed().as_secs_f64());
+        anyhow::ensure!(r.ok, "the benchmark chain does not verify: {r:?}");
+        report = Some(r);
+    }
+    let report = report.ok_or_else(|| anyhow::anyhow!("no verify run"))?;
+    let verify_secs = best;
     let verify_rate = report.events as f64 / verify_secs;
-    println!("  verify: {} events in {:.2} s = {:>9.0} events/s", report.events, verify_secs, verify_rate);
+    println!("  verify: {} events in {:.3} s = {:>9.0} events/s (best of 3)", report.events, verify_secs, verify_rate);
     handle.stop(true).await;
 
     cluster.psql(
