@@ -76,8 +76,23 @@ impl TestApp {
         F: FnOnce(ServiceConfig) -> Fut,
         Fut: Future<Output = anyhow::Result<Running>>,
     {
-        let db = TestDb::new(&[schema]).await;
-        let keys = TestKeys::new();
+        Self::spawn_in(identity, TestDb::new(&[schema]).await, TestKeys::new(), run, adjust).await
+    }
+
+    /// Boots a service on a given database with given keys: several services of one test world
+    /// (sharing `keys`, so they trust each other's tokens), or two replicas of one service
+    /// (sharing `db` too).
+    pub async fn spawn_in<F, Fut>(
+        identity: &str,
+        db: TestDb,
+        keys: TestKeys,
+        run: F,
+        adjust: impl FnOnce(&mut ServiceConfig),
+    ) -> Self
+    where
+        F: FnOnce(ServiceConfig) -> Fut,
+        Fut: Future<Output = anyhow::Result<Running>>,
+    {
         let mut config = service_config(identity, &db.url, &keys);
         adjust(&mut config);
         let running = run(config).await.expect("service starts");

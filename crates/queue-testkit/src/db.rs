@@ -11,10 +11,16 @@ use sha2::{Digest, Sha256};
 use crate::cluster::admin_url;
 
 /// A database of this test's own; dropped when the value is.
+/// Clones share the database; it is dropped with the last clone (so several services, or two
+/// replicas of one, can work on one database).
+#[derive(Clone)]
 pub struct TestDb {
     pub url: String,
     pub name: String,
+    _dropper: std::sync::Arc<DropDatabase>,
 }
+
+struct DropDatabase(String);
 
 #[derive(diesel::QueryableByName)]
 struct Count {
@@ -101,7 +107,7 @@ impl TestDb {
             assert!(attempt < 50, "cannot clone the template: {e}");
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        Self { url: with_db(admin_url(), &name), name }
+        Self { url: with_db(admin_url(), &name), _dropper: std::sync::Arc::new(DropDatabase(name.clone())), name }
     }
 
     /// A fresh connection to this database.
@@ -120,11 +126,11 @@ impl TestDb {
     }
 }
 
-impl Drop for TestDb {
+impl Drop for DropDatabase {
     fn drop(&mut self) {
         // Best effort, off the async runtime: a leftover database on a throwaway cluster is
         // harmless, but on a shared DATABASE_URL cluster they would pile up.
-        let name = self.name.clone();
+        let name = self.0.clone();
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             rt.block_on(async {

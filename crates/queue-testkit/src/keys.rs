@@ -7,8 +7,10 @@ use std::sync::Arc;
 /// The identities a test world knows: the four services and the legacy app.
 pub const IDENTITIES: [&str; 5] = ["auth", "rbac", "audit", "proxy", "raptor"];
 
+/// Clones share the directory (services of one test world trust each other's keys).
+#[derive(Clone)]
 pub struct TestKeys {
-    dir: tempfile::TempDir,
+    dir: Arc<tempfile::TempDir>,
 }
 
 impl TestKeys {
@@ -19,7 +21,7 @@ impl TestKeys {
             std::fs::write(dir.path().join(format!("{name}.pem")), private_pem.as_bytes()).expect("write key");
             std::fs::write(dir.path().join(format!("{name}.pub.pem")), public_pem).expect("write key");
         }
-        Self { dir }
+        Self { dir: Arc::new(dir) }
     }
 
     pub fn dir(&self) -> &Path {
