@@ -10,6 +10,7 @@ pub mod http_client;
 pub mod metrics;
 pub mod server;
 pub mod service_auth;
+pub mod sessions;
 pub mod telemetry;
 
 pub use config::{ConfigError, ServiceConfig, Validate};

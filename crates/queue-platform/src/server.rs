@@ -5,7 +5,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpMessage, HttpResponse, HttpServer, web};
 use queue_svc_token::{
     IssuerSource, JwkSet, Minter, PublicKey, SigningKey, SystemClock, TrustedIssuer, Verifier, VerifierSettings,
 };
@@ -24,6 +24,11 @@ use crate::http_client::HttpClient;
 use crate::metrics::Metrics;
 use crate::service_auth::{ServiceCaller, ServicePolicy};
 use crate::telemetry;
+
+/// The trace id of the request being served (32 lowercase hex digits), in the request's
+/// extensions: what handlers put into audit events and pass on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestTraceId(pub String);
 
 /// The response header that tells a caller which trace its request belongs to.
 pub const TRACE_ID_HEADER: &str = "x-trace-id";
@@ -164,8 +169,9 @@ where
 }
 
 /// A span per request with method, route, status, latency and trace id; the trace continues
-/// an incoming `traceparent`; metrics per route; `x-trace-id` on the response.
-async fn trace_requests(
+/// an incoming `traceparent`; metrics per route; `x-trace-id` on the response. Public so a
+/// service that serves its own `App` (queue-proxy) can apply it to the platform endpoints.
+pub async fn trace_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
@@ -190,6 +196,7 @@ async fn trace_requests(
         .map(|t| t.to_string())
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     span.record("trace_id", trace_id.as_str());
+    req.extensions_mut().insert(RequestTraceId(trace_id.clone()));
     let platform = req.app_data::<web::Data<Platform>>().cloned();
 
     let result = next.call(req).instrument(span.clone()).await;
@@ -215,7 +222,8 @@ async fn trace_requests(
     })
 }
 
-fn platform_routes(cfg: &mut web::ServiceConfig) {
+/// The platform endpoints every service serves (`/healthz`, `/readyz`, `/metrics`, …).
+pub fn platform_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics))

@@ -70,6 +70,20 @@ impl ServiceCaller {
     }
 }
 
+/// Verifies a service token for this service: `401` if it does not verify, `503` if the keys
+/// to verify it cannot be fetched now. Route policies are the caller's business.
+pub async fn verify_token(platform: &Platform, token: &str) -> Result<VerifiedToken, ApiError> {
+    platform.tokens.verifier.verify(token).await.map_err(|e| {
+        tracing::info!(reason = %e, "service token refused");
+        match e {
+            queue_svc_token::TokenError::KeysUnavailable(_) => {
+                ApiError::Unavailable("cannot verify service tokens right now".into())
+            }
+            _ => ApiError::Unauthorized("invalid service token".into()),
+        }
+    })
+}
+
 /// The bearer token of a request, if any.
 pub fn bearer(req: &HttpRequest) -> Option<&str> {
     let value = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
@@ -92,15 +106,7 @@ impl FromRequest for ServiceCaller {
             };
             let platform = platform.ok_or_else(|| ApiError::internal(anyhow::anyhow!("platform state missing")))?;
             let token = token.ok_or_else(|| ApiError::Unauthorized("missing service token".into()))?;
-            let verified = platform.tokens.verifier.verify(&token).await.map_err(|e| {
-                tracing::info!(reason = %e, "service token refused");
-                match e {
-                    queue_svc_token::TokenError::KeysUnavailable(_) => {
-                        ApiError::Unavailable("cannot verify service tokens right now".into())
-                    }
-                    _ => ApiError::Unauthorized("invalid service token".into()),
-                }
-            })?;
+            let verified = verify_token(&platform, &token).await?;
             policy
                 .check(&verified)
                 .inspect_err(|e| tracing::info!(issuer = verified.issuer(), reason = %e, "service caller refused"))?;

@@ -8,6 +8,7 @@ mod cluster;
 mod db;
 mod keys;
 pub mod moto;
+pub mod otlp;
 pub mod process;
 
 pub use app::{TestApp, service_config};

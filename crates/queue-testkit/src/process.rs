@@ -49,7 +49,12 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `binary` listening on a free port and waits until `/healthz` answers.
     pub async fn start(binary: &str, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
+        Self::start_on(binary, env, free_port()).await
+    }
+
+    /// Like [`Self::start`], on a port chosen beforehand (when another process's config must
+    /// name the address first, e.g. a WebAuthn origin).
+    pub async fn start_on(binary: &str, env: &[(&str, &str)], port: u16) -> Self {
         let listen = format!("127.0.0.1:{port}");
         let dir = tempfile::tempdir().expect("tmp");
         let stderr_path = dir.path().join("stderr.log");

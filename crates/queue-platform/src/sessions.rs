@@ -1,0 +1,127 @@
+//! User sessions as other services meet them: the credential of a request (a `queue_session`
+//! cookie, or a bearer token that is not a service token), validated by the auth service's
+//! `POST /internal/v1/sessions/validate` with this service's own token (scope
+//! `sessions:validate`), briefly cached by SHA-256 of the token (tokens themselves are never
+//! kept).
+
+use actix_web::HttpRequest;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::{ApiError, Platform};
+
+/// What a request presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A service token (a JWT: three dot-separated parts).
+    Service(String),
+    /// A user session token.
+    Session(String),
+}
+
+/// The credential of a request, if any: the bearer token, else the `queue_session` cookie.
+pub fn credential(req: &HttpRequest) -> Option<Credential> {
+    if let Some(b) = crate::service_auth::bearer(req) {
+        return Some(if b.split('.').count() == 3 {
+            Credential::Service(b.to_string())
+        } else {
+            Credential::Session(b.to_string())
+        });
+    }
+    let cookies = req.headers().get(actix_web::http::header::COOKIE)?.to_str().ok()?;
+    cookies
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, value)| *name == "queue_session" && !value.is_empty())
+        .map(|(_, value)| Credential::Session(value.to_string()))
+}
+
+/// A validated user session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionUser {
+    pub user_id: String,
+    pub session_id: String,
+    pub tenant_id: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Validated {
+    valid: bool,
+    #[serde(default)]
+    session_id: Option<String>,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    tenant_id: Option<String>,
+    /// Only full sessions act outside auth (enrollment and recovery sessions may not).
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+/// Validates sessions with the auth service.
+pub struct SessionValidator {
+    auth_url: url::Url,
+    ttl: Duration,
+    cache: Mutex<HashMap<[u8; 32], (SessionUser, Instant)>>,
+}
+
+impl SessionValidator {
+    /// `auth_url`: the auth service; `cache_secs`: how long a validated session is trusted
+    /// without asking again (0 = always ask).
+    pub fn new(auth_url: url::Url, cache_secs: u64) -> Self {
+        Self { auth_url, ttl: Duration::from_secs(cache_secs), cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// `401` for an invalid or expired session, `403` for a session that is not a full one,
+    /// `503` when auth cannot be asked.
+    pub async fn validate(&self, platform: &Platform, token: &str) -> Result<SessionUser, ApiError> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if !self.ttl.is_zero() {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((u, until)) = cache.get(&key)
+                && *until > Instant::now()
+            {
+                return Ok(u.clone());
+            }
+        }
+        let unavailable = || ApiError::Unavailable("cannot validate the session right now".into());
+        let service_token = platform
+            .tokens
+            .minter
+            .mint("auth", &["sessions:validate"], 60)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("cannot mint a token: {e}")))?;
+        let url = self.auth_url.join("/internal/v1/sessions/validate").map_err(ApiError::internal)?;
+        let request = platform
+            .http
+            .post(url.as_str())
+            .bearer_auth(service_token)
+            .json(&serde_json::json!({ "token": token }))
+            .timeout(Duration::from_secs(3));
+        let response = platform.http.send(request).await.map_err(|e| {
+            tracing::warn!(error = %e, "auth unreachable");
+            unavailable()
+        })?;
+        if !response.status().is_success() {
+            tracing::warn!(status = %response.status(), "auth refused the session validation");
+            return Err(unavailable());
+        }
+        let v: Validated = response.json().await.map_err(|_| unavailable())?;
+        let (true, Some(user_id), Some(session_id)) = (v.valid, v.user_id, v.session_id) else {
+            return Err(ApiError::Unauthorized("invalid or expired session".into()));
+        };
+        if v.kind.as_deref().is_some_and(|k| k != "full") {
+            return Err(ApiError::Forbidden("this session may only register a passkey".into()));
+        }
+        let user = SessionUser { user_id, session_id, tenant_id: v.tenant_id };
+        if !self.ttl.is_zero() {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.len() > 100_000 {
+                cache.clear();
+            }
+            cache.insert(key, (user.clone(), Instant::now() + self.ttl));
+        }
+        Ok(user)
+    }
+}
