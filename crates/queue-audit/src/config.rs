@@ -19,6 +19,26 @@ pub struct AuditConfig {
     pub chain: ChainConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Users reading the log with a session (auth validates it, rbac says whether they hold
+    /// `audit.read` for the tenant). Without it only service tokens read.
+    #[serde(default)]
+    pub users: Option<UsersConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersConfig {
+    /// The auth service, e.g. `http://127.0.0.1:8081`.
+    pub auth_url: url::Url,
+    /// The rbac service, e.g. `http://127.0.0.1:8082`.
+    pub rbac_url: url::Url,
+    /// How long a validated session is trusted without asking auth again (0-60).
+    #[serde(default = "default_session_cache")]
+    pub session_cache_secs: u64,
+}
+
+fn default_session_cache() -> u64 {
+    5
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -117,7 +137,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             writers: vec!["auth".into(), "rbac".into(), "raptor".into()],
-            readers: vec!["rbac".into(), "raptor".into(), "proxy".into()],
+            readers: vec!["rbac".into(), "raptor".into()],
             per_caller_rps: 5_000,
             per_caller_burst: 10_000,
         }
@@ -135,6 +155,7 @@ impl AuditConfig {
             keys,
             chain: ChainConfig::default(),
             limits: LimitsConfig::default(),
+            users: None,
         }
     }
 }
@@ -196,6 +217,16 @@ impl Validate for AuditConfig {
                 }
             }
             _ => return Err(ConfigError::new("keys.provider", "must be `local` or `aws-kms`")),
+        }
+        if let Some(u) = &self.users {
+            for (key, url) in [("users.auth_url", &u.auth_url), ("users.rbac_url", &u.rbac_url)] {
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(ConfigError::new(key, "must be an http or https URL"));
+                }
+            }
+            if u.session_cache_secs > 60 {
+                return Err(ConfigError::new("users.session_cache_secs", "must be at most 60"));
+            }
         }
         let c = &self.chain;
         if c.checkpoint_every < 1 {

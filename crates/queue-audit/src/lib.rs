@@ -9,6 +9,7 @@ pub mod domain;
 mod handlers;
 mod metrics;
 mod ratelimit;
+mod reader;
 mod routes;
 mod state;
 mod wire;
@@ -95,6 +96,7 @@ pub async fn run(config: AuditConfig, signals: Signals) -> anyhow::Result<Runnin
         limiter: ratelimit::RateLimiter::new(config.limits.per_caller_rps, config.limits.per_caller_burst),
         metrics,
         chain: config.chain.clone(),
+        users: config.users.as_ref().map(reader::UserReads::new),
     });
     let table = routes::configure(config.limits.clone());
     let mut running = queue_platform::server::serve(platform, &config.server, signals, move |cfg| {

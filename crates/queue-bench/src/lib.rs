@@ -79,6 +79,38 @@ impl Drop for Cluster {
     }
 }
 
+/// Starts a service on a runtime of its own (2 worker threads), as in a deployment: the load
+/// generator's tasks must not sit in the same run queue as the service's. Returns its address
+/// and a handle that stops it.
+pub fn serve_on_own_runtime<F, Fut>(start: F) -> anyhow::Result<(std::net::SocketAddr, actix_web::dev::ServerHandle)>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<queue_platform::Running>>,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = tx.send(Err(e.into()));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            match start().await {
+                Ok(running) => {
+                    let _ = tx.send(Ok((running.addr, running.handle())));
+                    let _ = running.wait().await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+    });
+    rx.recv()?
+}
+
 /// Throughput and latency of a load run.
 #[derive(Debug, Clone)]
 pub struct Figures {

@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use diesel::sql_types::{Array, BigInt, Bytea, Integer, Nullable, Text, Timestamptz};
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -278,11 +278,16 @@ async fn commit(inner: &Inner, jobs: &[Job]) -> Result<(JobResults, Vec<(String,
     let (id_tenants, ids): (Vec<&str>, Vec<Uuid>) =
         jobs.iter().flat_map(|j| j.events.iter().map(|e| (j.tenant.as_str(), e.event_id))).unzip();
     let tenant_list = tenants.join(",");
-    conn.transaction::<_, AppendError, _>(async |c| {
-        // One round trip: admit this transaction's tenants past row-level security, make sure
-        // their heads exist, lock them (reading the newest key epoch on the way), and find
-        // which ids are already stored. PostgreSQL runs pipelined statements in order.
+    // The transaction is opened and committed by hand so that BEGIN and COMMIT ride in the
+    // pipelines: two round trips in all. Pipelined statements run in order; after an error
+    // PostgreSQL refuses the rest of the transaction and turns its COMMIT into a rollback.
+    let c: &mut diesel_async::AsyncPgConnection = &mut conn;
+    let outcome = async {
+        // One round trip: begin, admit this transaction's tenants past row-level security, make
+        // sure their heads exist, lock them (reading the newest key epoch on the way), and find
+        // which ids are already stored.
         let shared: &diesel_async::AsyncPgConnection = c;
+        let begin = diesel::sql_query("BEGIN").execute(&mut &*shared);
         let set = diesel::sql_query("SELECT set_config('queue.writer_tenants', $1, true)")
             .bind::<Text, _>(&tenant_list)
             .execute(&mut &*shared);
@@ -310,7 +315,12 @@ async fn commit(inner: &Inner, jobs: &[Job]) -> Result<(JobResults, Vec<(String,
         .bind::<Array<Text>, _>(&id_tenants)
         .bind::<Array<diesel::sql_types::Uuid>, _>(&ids)
         .load::<KnownRow>(&mut &*shared);
-        let (_, _, heads, existing) = futures_util::try_join!(set, ensure, lock, known_query)?;
+        // join, not try_join: every statement sent is waited for before anything else happens.
+        let (begun, set, ensured, heads, existing) = futures_util::join!(begin, set, ensure, lock, known_query);
+        begun?;
+        set?;
+        ensured?;
+        let (heads, existing) = (heads?, existing?);
         let epoch = heads
             .iter()
             .find_map(|h| h.epoch)
@@ -399,6 +409,7 @@ async fn commit(inner: &Inner, jobs: &[Job]) -> Result<(JobResults, Vec<(String,
             .map(|(t, (s, m))| (t, s, m))
             .collect();
         if moved.is_empty() {
+            diesel::sql_query("COMMIT").execute(c).await?;
             return Ok((results, Vec::new()));
         }
         // One more round trip: the rows and the new heads, pipelined.
@@ -435,8 +446,18 @@ async fn commit(inner: &Inner, jobs: &[Job]) -> Result<(JobResults, Vec<(String,
         .bind::<Array<Bytea>, _>(&head_macs)
         .bind::<Timestamptz, _>(recorded_at)
         .execute(&mut &*shared);
-        futures_util::try_join!(insert, move_heads)?;
+        let commit = diesel::sql_query("COMMIT").execute(&mut &*shared);
+        let (inserted, moved_heads, committed) = futures_util::join!(insert, move_heads, commit);
+        inserted?;
+        moved_heads?;
+        committed?;
         Ok((results, moved.into_iter().map(|(t, s, _)| (t.to_string(), s)).collect()))
-    })
-    .await
+    }
+    .await;
+    if outcome.is_err() {
+        // End whatever is open (after a failed pipeline, COMMIT has already rolled back and this
+        // only warns); a connection that cannot even do that is broken and not reused.
+        let _ = diesel::sql_query("ROLLBACK").execute(&mut conn).await;
+    }
+    outcome
 }

@@ -4,6 +4,7 @@
 
 use diesel::prelude::{ExpressionMethods, QueryDsl};
 use diesel_async::{AsyncConnection, RunQueryDsl};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -247,6 +248,21 @@ pub fn macs_ok(keys: &HashMap<i32, Arc<DataKey>>, events: &[EventRecord]) -> Vec
 
 /// Rows per round trip when reading a chain.
 const PAGE: i64 = 10_000;
+/// Pages read at once by the verifier.
+const PARALLEL_PAGES: usize = 3;
+
+/// The highest seq stored for a tenant (0 if none).
+async fn last_seq(db: &Db, tenant: &str) -> Result<i64, AppendError> {
+    let mut conn = db.conn().await.map_err(|e| AppendError::Unavailable(e.to_string()))?;
+    let t = tenant.to_string();
+    conn.transaction::<_, AppendError, _>(async |c| {
+        set_tenant(c, &t).await?;
+        let max: Option<i64> =
+            events::table.filter(events::tenant_id.eq(&t)).select(diesel::dsl::max(events::seq)).first(c).await?;
+        Ok(max.unwrap_or(0))
+    })
+    .await
+}
 
 type Row = (
     String,
@@ -292,6 +308,17 @@ fn record(r: Row) -> EventRecord {
 
 /// Reads a page of a tenant's chain after `after_seq`, in seq order.
 pub async fn page(db: &Db, tenant: &str, after_seq: i64, limit: i64) -> Result<Vec<EventRecord>, AppendError> {
+    page_between(db, tenant, after_seq, i64::MAX, limit).await
+}
+
+/// The events of a tenant's chain with `after_seq < seq <= upto_seq`, at most `limit`, in seq order.
+pub async fn page_between(
+    db: &Db,
+    tenant: &str,
+    after_seq: i64,
+    upto_seq: i64,
+    limit: i64,
+) -> Result<Vec<EventRecord>, AppendError> {
     let mut conn = db.conn().await.map_err(|e| AppendError::Unavailable(e.to_string()))?;
     let t = tenant.to_string();
     conn.transaction::<_, AppendError, _>(async |c| {
@@ -299,6 +326,7 @@ pub async fn page(db: &Db, tenant: &str, after_seq: i64, limit: i64) -> Result<V
         let rows: Vec<Row> = events::table
             .filter(events::tenant_id.eq(&t))
             .filter(events::seq.gt(after_seq))
+            .filter(events::seq.le(upto_seq))
             .order(events::seq.asc())
             .limit(limit)
             .select((
@@ -362,20 +390,20 @@ pub async fn verify_tenant(db: &Db, keys: &KeyRing, tenant: &str) -> Result<Repo
     let public_key = keys.provider().checkpoint_public_key().await.map_err(|e| AppendError::Internal(e.into()))?;
     let cps = checkpoint_records(db, tenant).await?;
     let mut walker = ChainWalker::new(tenant, all_keys, cps.iter().map(|c| c.seq));
-    // While one page is hashed, the next is already being read.
-    let fetch = |after: i64| {
-        let (db, tenant) = (db.clone(), tenant.to_string());
-        tokio::spawn(async move { page(&db, &tenant, after, PAGE).await })
-    };
-    let mut next = Some(fetch(0));
-    while let Some(pending) = next.take() {
-        let rows = pending.await.map_err(|e| AppendError::Internal(e.into()))??;
-        let Some(last) = rows.last() else { break };
-        let full = rows.len() as i64 == PAGE;
-        if full {
-            next = Some(fetch(last.seq));
-        }
-        // Hash on the blocking pool (all cores) while the next page is read.
+    // The chain is read in seq ranges, several at once (each on its own connection and task, so
+    // rows are decoded on every core), and hashed in order on the blocking pool while the next
+    // ranges are read. Ranges, not "the next N after the last seen": a deleted row must not
+    // shift the pages (the walker reports the gap), and rows past the head are read too.
+    let last = last_seq(db, tenant).await?;
+    let ranges: Vec<(i64, i64)> = (0..last.max(0)).step_by(PAGE as usize).map(|a| (a, (a + PAGE).min(last))).collect();
+    let mut pages = futures_util::stream::iter(ranges)
+        .map(|(after, upto)| {
+            let (db, tenant) = (db.clone(), tenant.to_string());
+            tokio::spawn(async move { page_between(&db, &tenant, after, upto, PAGE).await })
+        })
+        .buffered(PARALLEL_PAGES);
+    while let Some(next) = pages.next().await {
+        let rows = next.map_err(|e| AppendError::Internal(e.into()))??;
         let (w, failed) = tokio::task::spawn_blocking(move || {
             let ok = macs_ok(&walker.keys, &rows);
             for (r, ok) in rows.iter().zip(ok) {
@@ -387,7 +415,7 @@ pub async fn verify_tenant(db: &Db, keys: &KeyRing, tenant: &str) -> Result<Repo
         .await
         .map_err(|e| AppendError::Internal(e.into()))?;
         walker = w;
-        if !full || failed {
+        if failed {
             break;
         }
     }
@@ -438,6 +466,14 @@ pub async fn verify_export(lines: impl Iterator<Item = String>, keys: &KeyRing) 
                     keymap.insert(k.epoch, key);
                 }
                 public_key = unhex(&checkpoint_public_key).ok_or("bad checkpoint public key")?;
+                // The header travels with the file: whoever forged the file could have put their
+                // own key there. Hold it against the key this deployment's provider holds.
+                let ours = keys.provider().checkpoint_public_key().await.map_err(|e| e.to_string())?;
+                if ours != public_key {
+                    return Err("the export's checkpoint public key is not this deployment's checkpoint key: \
+                                its checkpoints cannot be trusted"
+                        .to_string());
+                }
                 tenant = Some(tenant_id);
             }
             ExportLine::Event(e) => {

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use futures_util::stream;
-use queue_platform::{ApiError, ServiceCaller};
+use queue_platform::ApiError;
 use serde::Deserialize;
 
 use crate::domain::checkpoint;
@@ -18,28 +18,30 @@ pub struct TenantQuery {
 }
 
 /// Verify a tenant's chain against its data keys and signed checkpoints.
-#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", security(("service_token" = ["audit:read"])),
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", security(("service_token" = ["audit:read"]), ("session" = [])),
     params(TenantQuery), responses((status = 200, body = Report)))]
 pub async fn verify(
+    platform: web::Data<queue_platform::Platform>,
     state: web::Data<AuditState>,
-    caller: ServiceCaller,
+    caller: crate::reader::Reader,
     q: web::Query<TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    state.admit(&caller, 1)?;
+    state.admit_reader(&platform, &caller, &q.tenant_id).await?;
     let report = verify::verify_tenant(&state.db, &state.keys, &q.tenant_id).await.map_err(map_append)?;
     state.metrics.observe_verify(report.ok, report.events);
     Ok(HttpResponse::Ok().json(report))
 }
 
 /// The newest signed checkpoints of a tenant's chain.
-#[utoipa::path(get, path = "/api/v1/audit/checkpoints", tag = "audit", security(("service_token" = ["audit:read"])),
+#[utoipa::path(get, path = "/api/v1/audit/checkpoints", tag = "audit", security(("service_token" = ["audit:read"]), ("session" = [])),
     params(TenantQuery), responses((status = 200)))]
 pub async fn checkpoints(
+    platform: web::Data<queue_platform::Platform>,
     state: web::Data<AuditState>,
-    caller: ServiceCaller,
+    caller: crate::reader::Reader,
     q: web::Query<TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    state.admit(&caller, 1)?;
+    state.admit_reader(&platform, &caller, &q.tenant_id).await?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
@@ -50,14 +52,15 @@ pub async fn checkpoints(
 
 /// NDJSON export of a tenant's chain that verifies offline: a header (with the wrapped data
 /// keys and the checkpoint public key), every event, every checkpoint.
-#[utoipa::path(get, path = "/api/v1/audit/export", tag = "audit", security(("service_token" = ["audit:read"])),
+#[utoipa::path(get, path = "/api/v1/audit/export", tag = "audit", security(("service_token" = ["audit:read"]), ("session" = [])),
     params(TenantQuery), responses((status = 200, content_type = "application/x-ndjson")))]
 pub async fn export(
+    platform: web::Data<queue_platform::Platform>,
     state: web::Data<AuditState>,
-    caller: ServiceCaller,
+    caller: crate::reader::Reader,
     q: web::Query<TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    state.admit(&caller, 1)?;
+    state.admit_reader(&platform, &caller, &q.tenant_id).await?;
     let tenant = q.tenant_id.clone();
     let header = verify::export_header(&state.db, &state.keys, &tenant).await.map_err(map_append)?;
     let cps = verify::checkpoint_records(&state.db, &tenant).await.map_err(map_append)?;

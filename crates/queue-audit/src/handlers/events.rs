@@ -91,14 +91,15 @@ pub struct ListQuery {
 }
 
 /// Read events of a tenant, oldest first, with filters.
-#[utoipa::path(get, path = "/api/v1/audit/events", tag = "audit", security(("service_token" = ["audit:read"])),
+#[utoipa::path(get, path = "/api/v1/audit/events", tag = "audit", security(("service_token" = ["audit:read"]), ("session" = [])),
     params(ListQuery), responses((status = 200), (status = 422)))]
 pub async fn list(
+    platform: web::Data<queue_platform::Platform>,
     state: web::Data<AuditState>,
-    caller: ServiceCaller,
+    caller: crate::reader::Reader,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    state.admit(&caller, 1)?;
+    state.admit_reader(&platform, &caller, &q.tenant_id).await?;
     let q = q.into_inner();
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {

@@ -301,6 +301,18 @@ async fn the_offline_verifier_agrees_with_the_online_one() {
     let offline =
         queue_audit::domain::verify::verify_export(tampered.lines().map(String::from), &keys).await.expect("parse");
     assert_eq!((offline.ok, offline.first_bad_seq), (false, Some(6)));
+
+    // A forged file that brings its own checkpoint key is refused: the key in the header must be
+    // this deployment's.
+    let header: serde_json::Value = serde_json::from_str(text.lines().next().expect("header")).expect("json");
+    let mut forged_header = header.clone();
+    forged_header["checkpoint_public_key"] =
+        json!(format!("{}00", header["checkpoint_public_key"].as_str().expect("key")));
+    let forged = text.replacen(text.lines().next().expect("header"), &forged_header.to_string(), 1);
+    let err = queue_audit::domain::verify::verify_export(forged.lines().map(String::from), &keys)
+        .await
+        .expect_err("a foreign checkpoint key");
+    assert!(err.contains("not this deployment's checkpoint key"), "{err}");
 }
 
 #[tokio::test]
@@ -352,4 +364,33 @@ async fn an_independent_verifier_accepts_the_export_and_finds_tampering() {
     };
     assert_eq!(run(&text), "ok");
     assert_eq!(run(&text.replacen("\"actor_id\":\"u5\"", "\"actor_id\":\"mallory\"", 1)), "seq 6: mac mismatch");
+}
+
+#[tokio::test]
+async fn a_failed_transaction_leaves_no_trace_and_the_writer_goes_on() {
+    use diesel_async::SimpleAsyncConnection;
+    // One writer, so the failing batch and the next ones share a connection pool and a writer.
+    let a = Audit::start_with(ChainConfig { writers: 1, ..ChainConfig::default() }, |c| c.database.pool_size = 2).await;
+    a.write_n("f1", 3).await;
+    a.attacker()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION audit.test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+               IF NEW.actor_id = 'boom' THEN RAISE EXCEPTION 'refused for the test'; END IF; RETURN NEW; END $$;
+             CREATE TRIGGER test_refuse BEFORE INSERT ON audit.customer_audit_events
+               FOR EACH ROW EXECUTE FUNCTION audit.test_refuse();",
+        )
+        .await
+        .expect("trigger");
+    let mut doomed = event("f1", 100);
+    doomed["actor"]["id"] = json!("boom");
+    let (status, body) = a.write(&doomed).await;
+    assert_eq!(status, 500, "{body}");
+    // The same connections serve the next appends: no transaction was left open, no seq lost.
+    for i in 0..5 {
+        let (status, body) = a.write(&event("f1", 200 + i)).await;
+        assert_eq!((status, body["seq"].as_i64()), (201, Some(4 + i as i64)), "{body}");
+    }
+    let report = a.verify("f1").await;
+    assert_eq!((report["ok"].as_bool(), report["events"].as_i64()), (Some(true), Some(8)), "{report}");
 }
