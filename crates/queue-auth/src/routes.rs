@@ -1,6 +1,54 @@
 //! The route table of queue-auth. The platform endpoints (/healthz, /readyz, /metrics,
 //! /.well-known/jwks.json, /openapi.json, /internal/v1/caller) are added by queue-platform.
 
-use actix_web::web;
+use actix_web::{guard, web};
+use queue_platform::ServicePolicy;
 
-pub fn configure(_cfg: &mut web::ServiceConfig) {}
+use crate::config::GeneralConfig;
+use crate::handlers::{backup_codes, email, sessions, users, webauthn};
+
+pub fn configure(general: GeneralConfig) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
+    move |cfg| {
+        let provisioners: Vec<&str> = general.provisioners.iter().map(String::as_str).collect();
+        let validators: Vec<&str> = general.validators.iter().map(String::as_str).collect();
+        cfg.service(
+            web::resource("/internal/v1/users")
+                .app_data(ServicePolicy::issuers(&provisioners).scope("users:write").data())
+                .post(users::provision),
+        )
+        .service(
+            web::resource("/internal/v1/sessions/validate")
+                .app_data(ServicePolicy::issuers(&validators).scope("sessions:validate").data())
+                .post(sessions::validate),
+        )
+        .route("/api/v1/auth/email/verification", web::post().to(email::send))
+        .route("/api/v1/auth/email/verification/confirm", web::post().to(email::confirm))
+        .route("/api/v1/auth/webauthn/register/start", web::post().to(webauthn::register_start))
+        .route("/api/v1/auth/webauthn/register/finish", web::post().to(webauthn::register_finish))
+        .route("/api/v1/auth/webauthn/login/start", web::post().to(webauthn::login_start))
+        .route("/api/v1/auth/webauthn/login/finish", web::post().to(webauthn::login_finish))
+        .route("/api/v1/auth/webauthn/credentials", web::get().to(webauthn::list))
+        .service(
+            web::resource("/api/v1/auth/webauthn/credentials/{id}")
+                .route(web::patch().to(webauthn::rename))
+                .route(web::delete().to(webauthn::remove)),
+        )
+        .service(
+            web::resource("/api/v1/auth/session")
+                .route(web::get().to(sessions::whoami))
+                .route(web::delete().to(sessions::logout)),
+        )
+        .route("/api/v1/auth/sessions", web::get().to(sessions::list))
+        .route("/api/v1/auth/sessions/revoke-others", web::post().to(sessions::revoke_others))
+        .route("/api/v1/auth/sessions/revoke-all", web::post().to(sessions::revoke_all))
+        .route("/api/v1/auth/sessions/{id}", web::delete().to(sessions::revoke_one))
+        .service(
+            web::resource("/api/v1/auth/backup-codes")
+                .guard(guard::Any(guard::Get()).or(guard::Post()))
+                .route(web::post().to(backup_codes::generate))
+                .route(web::get().to(backup_codes::remaining)),
+        )
+        .route("/api/v1/auth/backup-codes/redeem", web::post().to(backup_codes::redeem));
+        crate::pages::configure(cfg);
+    }
+}

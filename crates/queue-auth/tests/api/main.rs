@@ -1,3 +1,13 @@
 //! queue-auth against a real PostgreSQL, through real sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit_relay;
+mod backup_codes;
+mod email;
+mod limits;
+mod pages;
+mod passkeys;
 mod platform;
+mod sessions;
+mod support;
+mod users;

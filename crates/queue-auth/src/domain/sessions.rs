@@ -1,0 +1,271 @@
+//! Sessions v2 (`queue_sessions`): a 256-bit random token of which only the SHA-256 is stored;
+//! an idle timeout that use slides (never past the absolute lifetime); `last_seen` written at
+//! most once per interval, by a conditional UPDATE so concurrent validations write once.
+
+use chrono::{DateTime, Duration, Utc};
+use diesel::{BoolExpressionMethods, ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use diesel_async::RunQueryDsl;
+use serde::Serialize;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::audit::{self, Event};
+use super::crypto;
+use super::{Conn, RequestInfo, Result};
+use crate::config::SessionsConfig;
+use crate::db::schema::{queue_sessions, users};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Everything a signed-in user may do.
+    Full,
+    /// After email verification: may only register a passkey.
+    Enrollment,
+    /// After redeeming a backup code: may only register a passkey.
+    Recovery,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Enrollment => "enrollment",
+            Self::Recovery => "recovery",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "full" => Self::Full,
+            "enrollment" => Self::Enrollment,
+            _ => Self::Recovery,
+        }
+    }
+}
+
+#[derive(Debug, Clone, diesel::Queryable, diesel::Selectable)]
+#[diesel(table_name = queue_sessions)]
+struct Row {
+    id: Uuid,
+    user_id: Uuid,
+    tenant_id: String,
+    kind: String,
+    created_at: DateTime<Utc>,
+    last_seen_at: DateTime<Utc>,
+    idle_expires_at: DateTime<Utc>,
+    absolute_expires_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+/// A live session as the service sees it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub tenant_id: String,
+    pub kind: Kind,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub idle_expires_at: DateTime<Utc>,
+    pub absolute_expires_at: DateTime<Utc>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl From<Row> for Session {
+    fn from(r: Row) -> Self {
+        Self {
+            id: r.id,
+            user_id: r.user_id,
+            tenant_id: r.tenant_id,
+            kind: Kind::parse(&r.kind),
+            created_at: r.created_at,
+            last_seen_at: r.last_seen_at,
+            idle_expires_at: r.idle_expires_at,
+            absolute_expires_at: r.absolute_expires_at,
+            ip: r.ip,
+            user_agent: r.user_agent,
+        }
+    }
+}
+
+/// A new session and its token (shown to the client once, never stored).
+pub struct Minted {
+    pub session: Session,
+    pub token: Zeroizing<String>,
+}
+
+pub fn token_hash(token: &str) -> Vec<u8> {
+    crypto::sha256(token.as_bytes())
+}
+
+/// Creates a session of `kind` for the user.
+#[tracing::instrument(skip_all)]
+pub async fn create(
+    conn: &mut Conn,
+    cfg: &SessionsConfig,
+    now: DateTime<Utc>,
+    info: &RequestInfo,
+    user_id: Uuid,
+    tenant_id: &str,
+    kind: Kind,
+) -> Result<Minted> {
+    let token = crypto::new_token();
+    let lifetime = match kind {
+        Kind::Full => cfg.absolute_lifetime_secs,
+        Kind::Enrollment | Kind::Recovery => cfg.restricted_lifetime_secs.min(cfg.absolute_lifetime_secs),
+    };
+    let absolute = now + Duration::seconds(lifetime);
+    let idle = (now + Duration::seconds(cfg.idle_timeout_secs)).min(absolute);
+    let id = Uuid::new_v4();
+    let row = diesel::insert_into(queue_sessions::table)
+        .values((
+            queue_sessions::id.eq(id),
+            queue_sessions::token_hash.eq(token_hash(&token)),
+            queue_sessions::user_id.eq(user_id),
+            queue_sessions::tenant_id.eq(tenant_id),
+            queue_sessions::kind.eq(kind.as_str()),
+            queue_sessions::created_at.eq(now),
+            queue_sessions::last_seen_at.eq(now),
+            queue_sessions::idle_expires_at.eq(idle),
+            queue_sessions::absolute_expires_at.eq(absolute),
+            queue_sessions::ip.eq(&info.ip),
+            queue_sessions::user_agent.eq(info.user_agent.as_ref().map(|u| u.chars().take(512).collect::<String>())),
+        ))
+        .returning(Row::as_returning())
+        .get_result(conn)
+        .await?;
+    audit::record(
+        conn,
+        now,
+        info,
+        Event {
+            tenant_id,
+            actor: audit::user(user_id),
+            action: "auth.session.created",
+            target: queue_audit_client::Party::new("session", id.to_string()),
+            payload: serde_json::json!({"kind": kind.as_str()}),
+        },
+    )
+    .await?;
+    Ok(Minted { session: row.into(), token })
+}
+
+/// The session a token names, if it is live now; slides the idle timeout (writing at most once
+/// per `last_seen_interval_secs`). The user must be active.
+pub async fn validate(
+    conn: &mut Conn,
+    cfg: &SessionsConfig,
+    now: DateTime<Utc>,
+    token: &str,
+) -> Result<Option<Session>> {
+    // A token is 43 base64url characters; anything else cannot match, so skip the query.
+    if token.len() != 43 {
+        return Ok(None);
+    }
+    let found: Option<Row> = queue_sessions::table
+        .inner_join(users::table)
+        .filter(queue_sessions::token_hash.eq(token_hash(token)))
+        .filter(users::status.eq("active"))
+        .select(Row::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    let Some(row) = found else { return Ok(None) };
+    if row.revoked_at.is_some() || now >= row.idle_expires_at || now >= row.absolute_expires_at {
+        return Ok(None);
+    }
+    let mut session = Session::from(row);
+    let interval = Duration::seconds(cfg.last_seen_interval_secs);
+    if now - session.last_seen_at >= interval {
+        let idle = (now + Duration::seconds(cfg.idle_timeout_secs)).min(session.absolute_expires_at);
+        // Conditional: of many concurrent validations, one writes; the others see 0 rows.
+        let written = diesel::update(
+            queue_sessions::table
+                .find(session.id)
+                .filter(queue_sessions::last_seen_at.le(now - interval))
+                .filter(queue_sessions::revoked_at.is_null()),
+        )
+        .set((queue_sessions::last_seen_at.eq(now), queue_sessions::idle_expires_at.eq(idle)))
+        .execute(conn)
+        .await?;
+        if written == 1 {
+            session.last_seen_at = now;
+            session.idle_expires_at = idle;
+        }
+    }
+    Ok(Some(session))
+}
+
+/// The user's live sessions, newest first.
+pub async fn list(conn: &mut Conn, user_id: Uuid, now: DateTime<Utc>) -> Result<Vec<Session>> {
+    let rows: Vec<Row> = queue_sessions::table
+        .filter(queue_sessions::user_id.eq(user_id))
+        .filter(queue_sessions::revoked_at.is_null())
+        .filter(queue_sessions::idle_expires_at.gt(now))
+        .filter(queue_sessions::absolute_expires_at.gt(now))
+        .order(queue_sessions::created_at.desc())
+        .select(Row::as_select())
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().map(Session::from).collect())
+}
+
+pub enum Which {
+    One(Uuid),
+    AllBut(Uuid),
+    All,
+}
+
+/// Revokes the user's sessions (only theirs); returns how many; one audit event per call.
+#[tracing::instrument(skip_all)]
+pub async fn revoke(
+    conn: &mut Conn,
+    now: DateTime<Utc>,
+    info: &RequestInfo,
+    user_id: Uuid,
+    tenant_id: &str,
+    which: Which,
+    reason: &'static str,
+) -> Result<usize> {
+    let mine = queue_sessions::user_id.eq(user_id).and(queue_sessions::revoked_at.is_null());
+    let set = (queue_sessions::revoked_at.eq(now), queue_sessions::revoked_reason.eq(reason));
+    let (n, target) = match which {
+        Which::One(id) => (
+            diesel::update(queue_sessions::table.filter(mine).filter(queue_sessions::id.eq(id)))
+                .set(set)
+                .execute(conn)
+                .await?,
+            id.to_string(),
+        ),
+        Which::AllBut(keep) => (
+            diesel::update(queue_sessions::table.filter(mine).filter(queue_sessions::id.ne(keep)))
+                .set(set)
+                .execute(conn)
+                .await?,
+            format!("all-but:{keep}"),
+        ),
+        Which::All => {
+            (diesel::update(queue_sessions::table.filter(mine)).set(set).execute(conn).await?, "all".to_string())
+        }
+    };
+    if n > 0 {
+        audit::record(
+            conn,
+            now,
+            info,
+            Event {
+                tenant_id,
+                actor: audit::user(user_id),
+                action: "auth.session.revoked",
+                target: queue_audit_client::Party::new("session", target),
+                payload: serde_json::json!({"count": n, "reason": reason}),
+            },
+        )
+        .await?;
+    }
+    Ok(n)
+}

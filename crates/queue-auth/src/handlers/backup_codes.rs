@@ -1,0 +1,132 @@
+//! Backup codes (behind `flags.auth_backup_codes`, the seeds' FLAG_AUTH_BACKUP_CODES).
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use diesel_async::AsyncConnection;
+use queue_platform::ApiError;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::sessions::{self, Kind, Which};
+use crate::domain::users::{self, EmailAddress};
+use crate::domain::{Error, audit, backup_codes, limits};
+use crate::extract::{SessionUser, info};
+use crate::state::AuthState;
+
+fn enabled(state: &AuthState) -> Result<(), ApiError> {
+    if state.config.flags.auth_backup_codes {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("backup codes are not enabled".into()))
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NewCodes {
+    /// Shown once; store them somewhere safe.
+    pub codes: Vec<String>,
+    pub remaining: usize,
+}
+
+/// Generate a new set of 10 codes (the old set becomes void).
+#[utoipa::path(post, path = "/api/v1/auth/backup-codes", tag = "backup-codes",
+    responses((status = 201, body = NewCodes), (status = 401), (status = 403), (status = 404)))]
+pub async fn generate(
+    state: web::Data<AuthState>,
+    user: SessionUser,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    enabled(&state)?;
+    let s = user.require_full()?;
+    let mut conn = state.conn().await?;
+    let codes = backup_codes::generate(&mut conn, &state.pepper, state.now(), &info(&req), s).await?;
+    state.committed();
+    let codes: Vec<String> = codes.iter().map(|c| c.to_string()).collect();
+    Ok(HttpResponse::Created()
+        .insert_header(("cache-control", "no-store"))
+        .json(NewCodes { remaining: codes.len(), codes }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Remaining {
+    pub remaining: i64,
+}
+
+/// How many unused codes remain.
+#[utoipa::path(get, path = "/api/v1/auth/backup-codes", tag = "backup-codes",
+    responses((status = 200, body = Remaining), (status = 401), (status = 403), (status = 404)))]
+pub async fn remaining(state: web::Data<AuthState>, user: SessionUser) -> Result<HttpResponse, ApiError> {
+    enabled(&state)?;
+    let s = user.require_full()?;
+    let mut conn = state.conn().await?;
+    Ok(HttpResponse::Ok().json(Remaining { remaining: backup_codes::remaining(&mut conn, s.user_id).await? }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Redeem {
+    pub email: String,
+    pub code: String,
+    pub tenant_id: Option<String>,
+}
+
+/// Redeem a code: single use; returns a recovery session (may only register a passkey) and
+/// revokes the user's other sessions. Every failure answers the same.
+#[utoipa::path(post, path = "/api/v1/auth/backup-codes/redeem", tag = "backup-codes", request_body = Redeem,
+    responses((status = 200, body = crate::handlers::SessionEnvelope), (status = 401), (status = 404), (status = 429)))]
+pub async fn redeem(
+    state: web::Data<AuthState>,
+    req: HttpRequest,
+    body: web::Json<Redeem>,
+) -> Result<HttpResponse, ApiError> {
+    enabled(&state)?;
+    let tenant = body.tenant_id.clone().unwrap_or_else(|| state.config.auth.default_tenant.clone());
+    users::check_tenant(&tenant)?;
+    let email = EmailAddress::parse(&body.email)?;
+    if body.code.len() > 64 {
+        return Err(ApiError::invalid("code", "too long"));
+    }
+    let now = state.now();
+    let info = info(&req);
+    let lim = &state.config.limits;
+    let account = limits::account(&tenant, email.as_str());
+    let mut conn = state.conn().await?;
+    if let Some(ip) = &info.ip {
+        limits::check(&mut conn, lim, now, "redeem_ip", ip).await?;
+    }
+    limits::check(&mut conn, lim, now, "redeem_account", &account).await?;
+    let user = backup_codes::redeem(&mut conn, &state.pepper, now, &info, &tenant, &email, &body.code).await?;
+    let Some(user) = user else {
+        conn.transaction::<_, Error, _>(async |conn| {
+            audit::record(
+                conn,
+                now,
+                &info,
+                audit::Event {
+                    tenant_id: &tenant,
+                    actor: audit::anonymous(),
+                    action: "auth.login.failed",
+                    target: queue_audit_client::Party::new("email", email.as_str()),
+                    payload: serde_json::json!({"method": "backup_code"}),
+                },
+            )
+            .await?;
+            if let Some(ip) = &info.ip {
+                limits::failure(conn, lim, now, &info, &tenant, "redeem_ip", ip).await?;
+            }
+            limits::failure(conn, lim, now, &info, &tenant, "redeem_account", &account).await
+        })
+        .await?;
+        state.committed();
+        return Err(ApiError::Unauthorized("the email or code is not valid".into()));
+    };
+    let cfg = &state.config.sessions;
+    let minted = conn
+        .transaction::<_, Error, _>(async |conn| {
+            sessions::revoke(conn, now, &info, user.id, &user.tenant_id, Which::All, "backup_code_redeemed").await?;
+            sessions::create(conn, cfg, now, &info, user.id, &user.tenant_id, Kind::Recovery).await
+        })
+        .await?;
+    limits::success(&mut conn, "redeem_account", &account).await?;
+    state.committed();
+    let remaining = backup_codes::remaining(&mut conn, user.id).await?;
+    Ok(super::session_response(&state, minted, serde_json::json!({"remaining": remaining})))
+}

@@ -1,0 +1,178 @@
+//! Who am I, logout, the user's sessions, and validation for services.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use diesel_async::AsyncConnection;
+use queue_platform::{ApiError, ServiceCaller};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::sessions::{self, Session, Which};
+use crate::domain::{Error, users};
+use crate::extract::{SessionUser, info};
+use crate::state::AuthState;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WhoAmI {
+    pub user: users::User,
+    pub session: Session,
+}
+
+/// Who am I (slides the idle timeout).
+#[utoipa::path(get, path = "/api/v1/auth/session", tag = "sessions",
+    responses((status = 200, body = WhoAmI), (status = 401)))]
+pub async fn whoami(state: web::Data<AuthState>, user: SessionUser) -> Result<HttpResponse, ApiError> {
+    let mut conn = state.conn().await?;
+    let u =
+        users::get(&mut conn, user.0.user_id).await?.ok_or_else(|| ApiError::Unauthorized("no such user".into()))?;
+    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(WhoAmI { user: u, session: user.0 }))
+}
+
+async fn revoke(
+    state: &AuthState,
+    req: &HttpRequest,
+    s: &Session,
+    which: Which,
+    reason: &'static str,
+) -> Result<usize, ApiError> {
+    let now = state.now();
+    let info = info(req);
+    let mut conn = state.conn().await?;
+    let n = conn
+        .transaction::<_, Error, _>(async |conn| {
+            sessions::revoke(conn, now, &info, s.user_id, &s.tenant_id, which, reason).await
+        })
+        .await?;
+    state.committed();
+    Ok(n)
+}
+
+/// Log out: revokes this session and clears the cookie.
+#[utoipa::path(delete, path = "/api/v1/auth/session", tag = "sessions", responses((status = 204), (status = 401)))]
+pub async fn logout(
+    state: web::Data<AuthState>,
+    user: SessionUser,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    revoke(&state, &req, &user.0, Which::One(user.0.id), "logout").await?;
+    Ok(HttpResponse::NoContent().insert_header(("set-cookie", state.cookie(None, 0))).finish())
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionItem>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SessionItem {
+    #[serde(flatten)]
+    pub session: Session,
+    pub current: bool,
+}
+
+/// The user's live sessions.
+#[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "sessions", responses((status = 200, body = SessionList), (status = 401), (status = 403)))]
+pub async fn list(state: web::Data<AuthState>, user: SessionUser) -> Result<HttpResponse, ApiError> {
+    let s = user.require_full()?;
+    let mut conn = state.conn().await?;
+    let list = sessions::list(&mut conn, s.user_id, state.now()).await?;
+    let sessions = list.into_iter().map(|x| SessionItem { current: x.id == s.id, session: x }).collect();
+    Ok(HttpResponse::Ok().json(SessionList { sessions }))
+}
+
+/// Revoke one of the user's sessions.
+#[utoipa::path(delete, path = "/api/v1/auth/sessions/{id}", tag = "sessions",
+    params(("id" = Uuid, Path)), responses((status = 204), (status = 401), (status = 403), (status = 404)))]
+pub async fn revoke_one(
+    state: web::Data<AuthState>,
+    user: SessionUser,
+    req: HttpRequest,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let s = user.require_full()?;
+    if revoke(&state, &req, s, Which::One(*id), "revoked_by_user").await? == 0 {
+        return Err(ApiError::NotFound("no such live session".into()));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Revoked {
+    pub revoked: usize,
+}
+
+/// Revoke every other session of the user.
+#[utoipa::path(post, path = "/api/v1/auth/sessions/revoke-others", tag = "sessions",
+    responses((status = 200, body = Revoked), (status = 401), (status = 403)))]
+pub async fn revoke_others(
+    state: web::Data<AuthState>,
+    user: SessionUser,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let s = user.require_full()?;
+    let n = revoke(&state, &req, s, Which::AllBut(s.id), "revoked_others").await?;
+    Ok(HttpResponse::Ok().json(Revoked { revoked: n }))
+}
+
+/// Revoke every session of the user, this one included (a lost or stolen device).
+#[utoipa::path(post, path = "/api/v1/auth/sessions/revoke-all", tag = "sessions",
+    responses((status = 200, body = Revoked), (status = 401), (status = 403)))]
+pub async fn revoke_all(
+    state: web::Data<AuthState>,
+    user: SessionUser,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let s = user.require_full()?;
+    let n = revoke(&state, &req, s, Which::All, "revoked_all").await?;
+    Ok(HttpResponse::Ok().insert_header(("set-cookie", state.cookie(None, 0))).json(Revoked { revoked: n }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateRequest {
+    pub token: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Validation {
+    pub valid: bool,
+    pub session_id: Option<Uuid>,
+    pub user_id: Option<Uuid>,
+    pub tenant_id: Option<String>,
+    pub idle_expires_at: Option<DateTime<Utc>>,
+    pub absolute_expires_at: Option<DateTime<Utc>>,
+}
+
+/// For services (the proxy): is this session token valid? Slides the idle timeout like any use.
+/// Only full sessions are valid here: enrollment and recovery sessions exist only to register a
+/// passkey with this service.
+#[utoipa::path(post, path = "/internal/v1/sessions/validate", tag = "sessions",
+    security(("service_token" = ["sessions:validate"])), request_body = ValidateRequest,
+    responses((status = 200, body = Validation), (status = 401), (status = 403)))]
+pub async fn validate(
+    state: web::Data<AuthState>,
+    _caller: ServiceCaller,
+    body: web::Json<ValidateRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let mut conn = state.conn().await?;
+    let found = sessions::validate(&mut conn, &state.config.sessions, state.now(), &body.token).await?;
+    let out = match found {
+        Some(s) if s.kind == sessions::Kind::Full => Validation {
+            valid: true,
+            session_id: Some(s.id),
+            user_id: Some(s.user_id),
+            tenant_id: Some(s.tenant_id),
+            idle_expires_at: Some(s.idle_expires_at),
+            absolute_expires_at: Some(s.absolute_expires_at),
+        },
+        _ => Validation {
+            valid: false,
+            session_id: None,
+            user_id: None,
+            tenant_id: None,
+            idle_expires_at: None,
+            absolute_expires_at: None,
+        },
+    };
+    Ok(HttpResponse::Ok().json(out))
+}

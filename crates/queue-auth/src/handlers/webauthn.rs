@@ -1,0 +1,258 @@
+//! Passkey ceremonies and credential management.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use diesel_async::AsyncConnection;
+use queue_platform::ApiError;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::domain::passkeys::{self, LoginOutcome};
+use crate::domain::sessions::{self, Kind};
+use crate::domain::users::{self, EmailAddress};
+use crate::domain::{Error, audit, limits};
+use crate::extract::{SessionUser, info};
+use crate::state::AuthState;
+
+/// Start registering a passkey (any session kind: full, enrollment or recovery).
+#[utoipa::path(post, path = "/api/v1/auth/webauthn/register/start", tag = "webauthn",
+    responses((status = 200, description = "`{ceremony_id, options}`; options is the WebAuthn CreationChallengeResponse"), (status = 401)))]
+pub async fn register_start(state: web::Data<AuthState>, user: SessionUser) -> Result<HttpResponse, ApiError> {
+    let mut conn = state.conn().await?;
+    let u =
+        users::get(&mut conn, user.0.user_id).await?.ok_or_else(|| ApiError::Unauthorized("no such user".into()))?;
+    let (id, ccr) = passkeys::register_start(
+        &mut conn,
+        &state.webauthn,
+        state.config.webauthn.ceremony_ttl_secs,
+        state.now(),
+        &user.0,
+        &u,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"ceremony_id": id, "options": ccr})))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterFinish {
+    pub ceremony_id: Uuid,
+    /// The browser's RegisterPublicKeyCredential (`credential.toJSON()`).
+    #[schema(value_type = Object)]
+    pub credential: serde_json::Value,
+    pub name: Option<String>,
+}
+
+/// Finish registering: stores the passkey.
+#[utoipa::path(post, path = "/api/v1/auth/webauthn/register/finish", tag = "webauthn", request_body = RegisterFinish,
+    responses((status = 201, body = crate::domain::passkeys::CredentialInfo), (status = 401), (status = 409), (status = 422)))]
+pub async fn register_finish(
+    state: web::Data<AuthState>,
+    user: SessionUser,
+    req: HttpRequest,
+    body: web::Json<RegisterFinish>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let mut conn = state.conn().await?;
+    let out = passkeys::register_finish(
+        &mut conn,
+        &state.webauthn,
+        state.now(),
+        &info(&req),
+        &user.0,
+        body.ceremony_id,
+        body.credential,
+        body.name,
+    )
+    .await?;
+    state.committed();
+    Ok(HttpResponse::Created().json(out))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginStart {
+    /// Absent: usernameless (a discoverable credential).
+    pub email: Option<String>,
+    pub tenant_id: Option<String>,
+}
+
+/// Start a login. The answer has the same shape whether or not the address is known.
+#[utoipa::path(post, path = "/api/v1/auth/webauthn/login/start", tag = "webauthn", request_body = LoginStart,
+    responses((status = 200, description = "`{ceremony_id, options}`; options is the WebAuthn RequestChallengeResponse"), (status = 422), (status = 429)))]
+pub async fn login_start(
+    state: web::Data<AuthState>,
+    req: HttpRequest,
+    body: web::Json<LoginStart>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant = body.tenant_id.clone().unwrap_or_else(|| state.config.auth.default_tenant.clone());
+    users::check_tenant(&tenant)?;
+    let email = body.email.as_deref().map(EmailAddress::parse).transpose()?;
+    let now = state.now();
+    let info = info(&req);
+    let lim = &state.config.limits;
+    let mut conn = state.conn().await?;
+    if let Some(ip) = &info.ip {
+        limits::check(&mut conn, lim, now, "login_ip", ip).await?;
+        limits::hit(
+            &mut conn,
+            now,
+            "login_start_ip",
+            ip,
+            lim.per_ip_attempts,
+            chrono::Duration::seconds(lim.window_secs),
+        )
+        .await?;
+    }
+    if let Some(e) = &email {
+        limits::check(&mut conn, lim, now, "login_account", &limits::account(&tenant, e.as_str())).await?;
+    }
+    let (id, rcr) = passkeys::login_start(
+        &mut conn,
+        &state.webauthn,
+        &state.pepper,
+        state.config.webauthn.ceremony_ttl_secs,
+        now,
+        &tenant,
+        email.as_ref(),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"ceremony_id": id, "options": rcr})))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginFinish {
+    pub ceremony_id: Uuid,
+    /// The browser's PublicKeyCredential (`credential.toJSON()`).
+    #[schema(value_type = Object)]
+    pub credential: serde_json::Value,
+}
+
+/// Finish a login: mints a full session (`Set-Cookie` and the body).
+#[utoipa::path(post, path = "/api/v1/auth/webauthn/login/finish", tag = "webauthn", request_body = LoginFinish,
+    responses((status = 200, body = crate::handlers::SessionEnvelope), (status = 401), (status = 422), (status = 429)))]
+pub async fn login_finish(
+    state: web::Data<AuthState>,
+    req: HttpRequest,
+    body: web::Json<LoginFinish>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let now = state.now();
+    let info = info(&req);
+    let lim = &state.config.limits;
+    let mut conn = state.conn().await?;
+    if let Some(ip) = &info.ip {
+        limits::check(&mut conn, lim, now, "login_ip", ip).await?;
+    }
+    let outcome =
+        passkeys::login_finish(&mut conn, &state.webauthn, now, &info, body.ceremony_id, body.credential).await?;
+    match outcome {
+        LoginOutcome::Ok { user, .. } => {
+            let cfg = &state.config.sessions;
+            let minted = conn
+                .transaction::<_, Error, _>(async |conn| {
+                    sessions::create(conn, cfg, now, &info, user.id, &user.tenant_id, Kind::Full).await
+                })
+                .await?;
+            if let Some(ip) = &info.ip {
+                limits::success(&mut conn, "login_ip", ip).await?;
+            }
+            limits::success(&mut conn, "login_account", &limits::account(&user.tenant_id, &user.email)).await?;
+            state.committed();
+            Ok(super::session_response(&state, minted, serde_json::json!({})))
+        }
+        LoginOutcome::Failed { user_id, reason, .. } => {
+            let u = match user_id {
+                Some(id) => users::get(&mut conn, id).await?,
+                None => None,
+            };
+            let tenant =
+                u.as_ref().map(|u| u.tenant_id.clone()).unwrap_or_else(|| state.config.auth.default_tenant.clone());
+            let action =
+                if reason == "counter_regressed" { "auth.passkey.counter_regressed" } else { "auth.login.failed" };
+            conn.transaction::<_, Error, _>(async |conn| {
+                audit::record(
+                    conn,
+                    now,
+                    &info,
+                    audit::Event {
+                        tenant_id: &tenant,
+                        actor: u.as_ref().map(|u| audit::user(u.id)).unwrap_or_else(audit::anonymous),
+                        action,
+                        target: u.as_ref().map(|u| audit::user(u.id)).unwrap_or_else(audit::anonymous),
+                        payload: serde_json::json!({"reason": reason, "method": "passkey"}),
+                    },
+                )
+                .await?;
+                if let Some(ip) = &info.ip {
+                    limits::failure(conn, lim, now, &info, &tenant, "login_ip", ip).await?;
+                }
+                if let Some(u) = &u {
+                    limits::failure(
+                        conn,
+                        lim,
+                        now,
+                        &info,
+                        &tenant,
+                        "login_account",
+                        &limits::account(&u.tenant_id, &u.email),
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+            .await?;
+            state.committed();
+            Err(ApiError::Unauthorized("the passkey could not be verified".into()))
+        }
+    }
+}
+
+/// The user's passkeys.
+#[utoipa::path(get, path = "/api/v1/auth/webauthn/credentials", tag = "webauthn",
+    responses((status = 200, description = "`{credentials: [{id, name, created_at, last_used_at}]}`"), (status = 401), (status = 403)))]
+pub async fn list(state: web::Data<AuthState>, user: SessionUser) -> Result<HttpResponse, ApiError> {
+    let s = user.require_full()?;
+    let mut conn = state.conn().await?;
+    let list = passkeys::list(&mut conn, s.user_id).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"credentials": list})))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rename {
+    pub name: String,
+}
+
+/// Rename a passkey.
+#[utoipa::path(patch, path = "/api/v1/auth/webauthn/credentials/{id}", tag = "webauthn", request_body = Rename,
+    params(("id" = Uuid, Path)), responses((status = 200, body = crate::domain::passkeys::CredentialInfo), (status = 404), (status = 422)))]
+pub async fn rename(
+    state: web::Data<AuthState>,
+    user: SessionUser,
+    req: HttpRequest,
+    id: web::Path<Uuid>,
+    body: web::Json<Rename>,
+) -> Result<HttpResponse, ApiError> {
+    let s = user.require_full()?;
+    let mut conn = state.conn().await?;
+    let out = passkeys::rename(&mut conn, state.now(), &info(&req), s, *id, &body.name).await?;
+    state.committed();
+    Ok(HttpResponse::Ok().json(out))
+}
+
+/// Remove a passkey (never the last one); the user's other sessions are revoked.
+#[utoipa::path(delete, path = "/api/v1/auth/webauthn/credentials/{id}", tag = "webauthn",
+    params(("id" = Uuid, Path)), responses((status = 204), (status = 404), (status = 409)))]
+pub async fn remove(
+    state: web::Data<AuthState>,
+    user: SessionUser,
+    req: HttpRequest,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let s = user.require_full()?;
+    let mut conn = state.conn().await?;
+    passkeys::remove(&mut conn, state.now(), &info(&req), s, *id).await?;
+    state.committed();
+    Ok(HttpResponse::NoContent().finish())
+}
