@@ -1,17 +1,36 @@
-//! queue-rbac: roles, permissions, grants at global, tenant and ticket scope, checks and grant history.
+//! queue-rbac: roles, permissions, grants at global, tenant and ticket scope, checks, grant
+//! history, pre-write audit and reconcile.
 //!
 //! The binary only loads config and calls [`run`]; tests call the same `run` on port 0.
 
+pub mod caller;
+pub mod checker;
+pub mod config;
+pub mod expiry;
+pub mod grants;
+mod handlers;
+mod metrics;
+pub mod model;
+pub mod reconcile;
 mod routes;
+pub mod state;
+pub mod store;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use queue_platform::db::SchemaMigrations;
-use queue_platform::{Running, ServiceConfig, Signals};
+use queue_audit_client::AuditClient;
+use queue_platform::db::{Db, SchemaMigrations};
+use queue_platform::{Platform, Running, Signals};
+use std::sync::Arc;
+use std::time::Duration;
 use utoipa::OpenApi;
+
+pub use config::RbacConfig;
 
 pub const NAME: &str = "queue-rbac";
 /// The PostgreSQL schema this service owns.
 pub const SCHEMA: &str = "rbac";
+/// The role the service works as after connecting (created by the migrations).
+pub const APP_ROLE: &str = "queue_rbac_app";
 
 static EMBEDDED: EmbeddedMigrations = embed_migrations!("../../migrations/rbac");
 
@@ -19,14 +38,58 @@ static EMBEDDED: EmbeddedMigrations = embed_migrations!("../../migrations/rbac")
 pub const MIGRATIONS: SchemaMigrations = SchemaMigrations { schema: SCHEMA, migrations: &EMBEDDED };
 
 #[derive(OpenApi)]
-#[openapi(info(
-    title = "queue-rbac",
-    description = "Queue rbac service: roles, permissions, grants at global, tenant and ticket scope, checks and grant history."
-))]
+#[openapi(
+    info(
+        title = "queue-rbac",
+        description = "Queue rbac service: roles, permissions, grants at global, tenant and ticket scope, checks, \
+grant history, pre-write audit and reconcile."
+    ),
+    paths(
+        handlers::check,
+        handlers::check_batch,
+        handlers::roles,
+        handlers::create_role,
+        handlers::create_grant,
+        handlers::revoke_grant,
+        handlers::list_grants,
+        handlers::ticket_principals,
+        handlers::reconcile,
+    )
+)]
 struct ApiDoc;
 
-/// Migrates the schema and starts serving.
-pub async fn run(config: ServiceConfig, signals: Signals) -> anyhow::Result<Running> {
-    queue_platform::bootstrap::start_db_service(NAME, config, MIGRATIONS, ApiDoc::openapi(), signals, routes::configure)
-        .await
+/// Migrates the schema, starts the cache listener and the expiry job, and serves.
+pub async fn run(config: RbacConfig, signals: Signals) -> anyhow::Result<Running> {
+    let applied = queue_platform::db::migrate(&config.database.url, MIGRATIONS).await?;
+    if !applied.is_empty() {
+        tracing::info!(schema = SCHEMA, ?applied, "migrations applied");
+    }
+    let db = Db::with_role(&config.database, Some(APP_ROLE))?;
+    let platform = Platform::new(NAME, Some(db.clone()), &config.tokens, ApiDoc::openapi())?;
+    let metrics = metrics::RbacMetrics::new(platform.metrics.registry());
+    let checker = checker::Checker::new(db.clone(), config.cache.max_principals, metrics.clone());
+    let listener = checker::spawn_listener(config.database.url.clone(), checker.clone());
+    let minter = Arc::new(platform.tokens.minter.clone());
+    let audit = AuditClient::new(platform.http.clone(), config.audit.url.clone(), minter)
+        .with_timeout(Duration::from_millis(config.audit.timeout_ms));
+    let state = Arc::new(state::RbacState {
+        db,
+        checker,
+        audit,
+        sessions: config
+            .auth
+            .as_ref()
+            .map(|a| queue_platform::sessions::SessionValidator::new(a.url.clone(), a.session_cache_secs)),
+        callers: config.callers.clone(),
+        metrics,
+    });
+    let expiry = expiry::spawn(state.clone(), Duration::from_secs(config.expiry.interval_secs));
+    let data = actix_web::web::Data::from(state);
+    let mut running = queue_platform::server::serve(platform, &config.server, signals, move |cfg| {
+        cfg.app_data(data.clone());
+        routes::configure(cfg);
+    })?;
+    running.tasks.push(listener);
+    running.tasks.push(expiry);
+    Ok(running)
 }

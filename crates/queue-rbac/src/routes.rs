@@ -1,6 +1,20 @@
 //! The route table of queue-rbac. The platform endpoints (/healthz, /readyz, /metrics,
 //! /.well-known/jwks.json, /openapi.json, /internal/v1/caller) are added by queue-platform.
+//! Every route here takes a service token or a user session; what each caller may do is decided
+//! in the handler (docs/rbac-service.md).
 
 use actix_web::web;
 
-pub fn configure(_cfg: &mut web::ServiceConfig) {}
+use crate::handlers as h;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/api/v1/rbac/check").post(h::check))
+        .service(web::resource("/api/v1/rbac/check/batch").post(h::check_batch))
+        .service(web::resource("/api/v1/rbac/roles").get(h::roles).post(h::create_role))
+        .service(web::resource("/api/v1/rbac/grants").get(h::list_grants).post(h::create_grant))
+        .service(web::resource("/api/v1/rbac/grants/{id}").delete(h::revoke_grant))
+        .service(
+            web::resource("/api/v1/rbac/tenants/{tenant_id}/tickets/{ticket_id}/principals").get(h::ticket_principals),
+        )
+        .service(web::resource("/api/v1/rbac/reconcile").get(h::reconcile));
+}

@@ -1,3 +1,7 @@
-//! queue-rbac against a real PostgreSQL, through real sockets.
+//! queue-rbac against a real PostgreSQL and the real audit service, through real sockets.
+#![allow(clippy::unwrap_used)]
 
 mod platform;
+mod rbac;
+mod support;
+mod users;

@@ -6,7 +6,12 @@ use queue_testkit::{TestApp, TestKeys, checks};
 const BIN: &str = env!("CARGO_BIN_EXE_queue-rbac");
 
 async fn spawn() -> TestApp {
-    TestApp::spawn("rbac", queue_rbac::MIGRATIONS, |c| queue_rbac::run(c, queue_platform::Signals::Ignore)).await
+    // Nothing here writes to audit: an address where nothing listens is enough.
+    let audit = url::Url::parse("http://127.0.0.1:9/").expect("url");
+    TestApp::spawn("rbac", queue_rbac::MIGRATIONS, |c| {
+        queue_rbac::run(queue_rbac::RbacConfig::new(c, audit), queue_platform::Signals::Ignore)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -41,6 +46,31 @@ fn a_missing_database_url_stops_start_up_with_exit_64() {
         ("QUEUE_SERVER__LISTEN", "127.0.0.1:0"),
         ("QUEUE_TOKENS__ISSUER", "rbac"),
         ("QUEUE_TOKENS__SIGNING_KEY", key.as_str()),
+        ("QUEUE_AUDIT__URL", "http://127.0.0.1:8083"),
     ];
     checks::config_error_names_key(BIN, &env, "database.url");
+}
+
+#[tokio::test]
+async fn the_openapi_document_names_every_endpoint() {
+    let app = spawn().await;
+    let (status, doc) = app.get_json("/openapi.json").await;
+    assert_eq!(status, 200);
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/api/v1/rbac/check", "post"),
+        ("/api/v1/rbac/check/batch", "post"),
+        ("/api/v1/rbac/roles", "get"),
+        ("/api/v1/rbac/roles", "post"),
+        ("/api/v1/rbac/grants", "get"),
+        ("/api/v1/rbac/grants", "post"),
+        ("/api/v1/rbac/grants/{id}", "delete"),
+        ("/api/v1/rbac/tenants/{tenant_id}/tickets/{ticket_id}/principals", "get"),
+        ("/api/v1/rbac/reconcile", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from the OpenAPI document"
+        );
+    }
 }

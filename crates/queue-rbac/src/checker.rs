@@ -1,0 +1,322 @@
+//! The check engine: each principal's active grants kept in memory, invalidated through
+//! PostgreSQL LISTEN/NOTIFY and made consistent by a revision check before every answer.
+//!
+//! Every change to grants or role permissions takes the next revision from one counter row
+//! (whose lock is held to commit, so revisions commit in order) and logs `(revision, principal)`
+//! in `rbac_changes`; a trigger also NOTIFYs `rbac_changes`. A check first makes sure this
+//! replica knows every change committed before the check arrived — a *revision fence*: one read
+//! of the counter, started after the check arrived, shared by all checks that arrived while the
+//! previous read was running — and then answers from the principal's cache entry if no change
+//! to that principal is newer than the entry. Notifications usually deliver the changes before
+//! the fence needs them, so the fence is one single-row read; if they lag, the fence reads the
+//! missing changes itself. So after a revoke returns, the very next check on any replica denies.
+
+use chrono::Utc;
+use queue_platform::db::Db;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+use crate::model::{ActiveGrant, Resource, allowing};
+use crate::store;
+
+/// The answer to one check.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The grants that allow it (empty when denied).
+    pub grant_ids: Vec<uuid::Uuid>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+}
+
+struct Entry {
+    /// The revision this replica knew when the entry was read (the read saw at least that).
+    loaded_at: i64,
+    grants: Arc<[ActiveGrant]>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Every role's permissions, read at revision `roles_at` (valid while no global change is
+    /// newer).
+    roles: HashMap<uuid::Uuid, Arc<[String]>>,
+    roles_at: Option<i64>,
+    /// Every change up to this revision has been applied to `last_change` / `global_change`.
+    known: i64,
+    /// The newest change that may concern anyone (a role's permissions, or an unknown one).
+    global_change: i64,
+    /// The newest change of each principal's grants.
+    last_change: HashMap<String, i64>,
+    entries: HashMap<String, Entry>,
+}
+
+impl State {
+    fn apply(&mut self, revision: i64, principal: Option<&str>) {
+        match principal {
+            Some(p) => {
+                let e = self.last_change.entry(p.to_string()).or_insert(0);
+                *e = (*e).max(revision);
+            }
+            None => self.global_change = self.global_change.max(revision),
+        }
+    }
+
+    fn changed_at(&self, principal: &str) -> i64 {
+        self.global_change.max(self.last_change.get(principal).copied().unwrap_or(0))
+    }
+}
+
+#[derive(Default)]
+struct FenceState {
+    /// Reads of the revision started so far (the one running, if any, is number `started`).
+    started: u64,
+    /// The highest read number a waiting check needs.
+    wanted: u64,
+    running: bool,
+}
+
+pub struct Checker {
+    db: Db,
+    max_entries: usize,
+    state: Mutex<State>,
+    fence: Mutex<FenceState>,
+    /// (number of the last finished read, the revision it read or `None` if it failed)
+    done: watch::Sender<(u64, Option<i64>)>,
+    metrics: crate::metrics::RbacMetrics,
+}
+
+impl Checker {
+    pub fn new(db: Db, max_entries: usize, metrics: crate::metrics::RbacMetrics) -> Arc<Self> {
+        Arc::new(Self {
+            db,
+            max_entries,
+            state: Mutex::new(State::default()),
+            fence: Mutex::new(FenceState::default()),
+            done: watch::channel((0, None)).0,
+            metrics,
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current revision, once every change committed before this call is applied.
+    pub async fn sync(self: &Arc<Self>) -> Result<i64, CheckError> {
+        let target = {
+            let mut f = self.fence.lock().unwrap_or_else(|e| e.into_inner());
+            let target = f.started + 1;
+            f.wanted = f.wanted.max(target);
+            if !f.running {
+                f.running = true;
+                f.started += 1;
+                let me = self.clone();
+                tokio::spawn(async move { me.read_loop().await });
+            }
+            target
+        };
+        let mut rx = self.done.subscribe();
+        let (_, revision) = *rx
+            .wait_for(|(n, _)| *n >= target)
+            .await
+            .map_err(|_| CheckError::Unavailable("revision reader stopped".into()))?;
+        revision.ok_or_else(|| CheckError::Unavailable("cannot read the revision".into()))
+    }
+
+    async fn read_loop(self: Arc<Self>) {
+        loop {
+            let number = self.fence.lock().unwrap_or_else(|e| e.into_inner()).started;
+            let result = self.read_revision().await;
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "revision read failed");
+            }
+            self.done.send_replace((number, result.ok()));
+            let mut f = self.fence.lock().unwrap_or_else(|e| e.into_inner());
+            if f.wanted > number {
+                f.started += 1;
+            } else {
+                f.running = false;
+                return;
+            }
+        }
+    }
+
+    async fn read_revision(&self) -> Result<i64, CheckError> {
+        let unavailable = |e: &dyn std::fmt::Display| CheckError::Unavailable(e.to_string());
+        let mut conn = self.db.conn().await.map_err(|e| unavailable(&e))?;
+        let current = store::revision(&mut conn).await.map_err(|e| unavailable(&e))?;
+        let known = self.state().known;
+        if current > known {
+            self.metrics.fence_catch_up();
+            let changes = store::changes(&mut conn, known, current).await.map_err(|e| unavailable(&e))?;
+            let mut s = self.state();
+            let complete = changes.len() as i64 == current - known;
+            for (rev, principal) in &changes {
+                s.apply(*rev, principal.as_deref());
+            }
+            if !complete {
+                // A gap (log rows removed by hand?): trust no entry older than now.
+                s.apply(current, None);
+            }
+            s.known = s.known.max(current);
+        }
+        Ok(current)
+    }
+
+    /// Applies one notification (`revision:principal` or `revision:*`). Only the next revision
+    /// is applied; anything else is left to the fence, which reads the log.
+    pub fn notified(&self, payload: &str) {
+        let Some((rev, who)) = payload.split_once(':') else { return };
+        let Ok(rev) = rev.parse::<i64>() else { return };
+        let mut s = self.state();
+        if rev == s.known + 1 {
+            s.apply(rev, (who != "*").then_some(who));
+            s.known = rev;
+        }
+    }
+
+    /// Forgets everything (after the notification connection was lost, say).
+    pub fn flush(&self) {
+        let mut s = self.state();
+        let known = s.known;
+        s.apply(known, None);
+        s.entries.clear();
+        s.roles_at = None;
+    }
+
+    /// The active grants of `principal`, as of at least `revision` (from [`Checker::sync`]).
+    pub async fn grants_of(&self, principal: &str, revision: i64) -> Result<Arc<[ActiveGrant]>, CheckError> {
+        let mut all = self.grants_of_many(&[principal], revision).await?;
+        Ok(all.remove(principal).unwrap_or_else(|| Arc::from(Vec::new())))
+    }
+
+    /// The active grants of each of `principals` (cached ones from memory, the others in one
+    /// query), as of at least `revision`.
+    pub async fn grants_of_many(
+        &self,
+        principals: &[&str],
+        revision: i64,
+    ) -> Result<HashMap<String, Arc<[ActiveGrant]>>, CheckError> {
+        let mut out = HashMap::with_capacity(principals.len());
+        let mut missing: Vec<&str> = Vec::new();
+        let roles_fresh = {
+            let s = self.state();
+            for p in principals {
+                match s.entries.get(*p) {
+                    Some(e) if e.loaded_at >= s.changed_at(p) => {
+                        out.insert(p.to_string(), e.grants.clone());
+                    }
+                    _ if !missing.contains(p) => missing.push(p),
+                    _ => {}
+                }
+            }
+            s.roles_at.is_some_and(|at| at >= s.global_change)
+        };
+        for _ in 0..out.len() {
+            self.metrics.cache(true);
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        for _ in 0..missing.len() {
+            self.metrics.cache(false);
+        }
+        let unavailable = |e: diesel::result::Error| CheckError::Unavailable(e.to_string());
+        let mut conn = self.db.conn().await.map_err(|e| CheckError::Unavailable(e.to_string()))?;
+        if !roles_fresh {
+            let roles = store::role_permissions(&mut conn).await.map_err(unavailable)?;
+            let mut s = self.state();
+            s.roles = roles.into_iter().map(|(id, p)| (id, Arc::from(p))).collect();
+            s.roles_at = Some(revision);
+        }
+        let rows = store::active_grants_of(&mut conn, &missing).await.map_err(unavailable)?;
+        let mut s = self.state();
+        let mut loaded: HashMap<&str, Vec<ActiveGrant>> = missing.iter().map(|p| (*p, Vec::new())).collect();
+        for (principal, id, role_id, scope, expires_at) in rows {
+            let permissions = s.roles.get(&role_id).cloned().unwrap_or_else(|| Arc::from(Vec::new()));
+            if let Some(list) = loaded.get_mut(principal.as_str()) {
+                list.push(ActiveGrant { id, scope, expires_at, permissions });
+            }
+        }
+        for (principal, grants) in loaded {
+            let grants: Arc<[ActiveGrant]> = grants.into();
+            // A change of this principal applied while we read may or may not be in what we
+            // read: then do not keep it.
+            if self.max_entries > 0 && s.changed_at(principal) <= revision {
+                if s.entries.len() >= self.max_entries {
+                    let evict: Vec<String> = s.entries.keys().take(self.max_entries / 8 + 1).cloned().collect();
+                    for k in evict {
+                        s.entries.remove(&k);
+                    }
+                }
+                if s.last_change.len() > self.max_entries.saturating_mul(4) {
+                    // Bound the bookkeeping: forget per-principal history, distrust older entries.
+                    let known = s.known;
+                    s.last_change.clear();
+                    s.apply(known, None);
+                }
+                s.entries.insert(principal.to_string(), Entry { loaded_at: revision, grants: grants.clone() });
+            }
+            out.insert(principal.to_string(), grants);
+        }
+        Ok(out)
+    }
+
+    /// One check.
+    pub async fn check(
+        self: &Arc<Self>,
+        principal: &str,
+        permission: &str,
+        resource: &Resource,
+    ) -> Result<(Decision, i64), CheckError> {
+        let revision = self.sync().await?;
+        let grants = self.grants_of(principal, revision).await?;
+        let decision = decide(&grants, permission, resource);
+        self.metrics.checked(decision.allowed);
+        Ok((decision, revision))
+    }
+}
+
+pub fn decide(grants: &[ActiveGrant], permission: &str, resource: &Resource) -> Decision {
+    let grant_ids: Vec<uuid::Uuid> = allowing(grants, permission, resource, Utc::now()).map(|g| g.id).collect();
+    Decision { allowed: !grant_ids.is_empty(), grant_ids }
+}
+
+/// Listens on `rbac_changes` and feeds the checker until the process ends; reconnects with a
+/// backoff, flushing the cache after a reconnect (notifications may have been missed — the
+/// fence would catch them anyway, this only keeps the fence cheap).
+pub fn spawn_listener(database_url: String, checker: Arc<Checker>) -> tokio::task::JoinHandle<()> {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    use futures_util::StreamExt;
+    tokio::spawn(async move {
+        let mut backoff = std::time::Duration::from_millis(200);
+        loop {
+            match AsyncPgConnection::establish(&database_url).await {
+                Ok(mut conn) => {
+                    if diesel::sql_query("LISTEN rbac_changes").execute(&mut conn).await.is_ok() {
+                        checker.flush();
+                        backoff = std::time::Duration::from_millis(200);
+                        let mut stream = std::pin::pin!(conn.notifications_stream());
+                        while let Some(n) = stream.next().await {
+                            match n {
+                                Ok(n) => checker.notified(&n.payload),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "notification connection lost");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot open the notification connection"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+        }
+    })
+}

@@ -1,0 +1,229 @@
+//! The RBAC model: scopes, grants, roles, and what covers what.
+
+use chrono::{DateTime, Utc};
+use queue_platform::ApiError;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Where a grant applies.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Scope {
+    /// Everything, in every tenant.
+    Global,
+    /// A tenant and all of its tickets.
+    Tenant { tenant_id: String },
+    /// One ticket of a tenant.
+    Ticket { tenant_id: String, ticket_id: String },
+}
+
+impl Scope {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Scope::Global => "global",
+            Scope::Tenant { .. } => "tenant",
+            Scope::Ticket { .. } => "ticket",
+        }
+    }
+
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Scope::Global => None,
+            Scope::Tenant { tenant_id } | Scope::Ticket { tenant_id, .. } => Some(tenant_id),
+        }
+    }
+
+    pub fn ticket(&self) -> Option<&str> {
+        match self {
+            Scope::Ticket { ticket_id, .. } => Some(ticket_id),
+            _ => None,
+        }
+    }
+
+    /// From the stored columns; `None` if they do not describe a scope.
+    pub fn from_columns(kind: &str, tenant: Option<String>, ticket: Option<String>) -> Option<Self> {
+        match (kind, tenant, ticket) {
+            ("global", None, None) => Some(Scope::Global),
+            ("tenant", Some(tenant_id), None) => Some(Scope::Tenant { tenant_id }),
+            ("ticket", Some(tenant_id), Some(ticket_id)) => Some(Scope::Ticket { tenant_id, ticket_id }),
+            _ => None,
+        }
+    }
+
+    /// Does a grant at this scope cover `resource`? Global covers everything, a tenant grant its
+    /// tenant and the tenant's tickets, a ticket grant that ticket.
+    pub fn covers(&self, resource: &Resource) -> bool {
+        match self {
+            Scope::Global => true,
+            Scope::Tenant { tenant_id } => *tenant_id == resource.tenant_id,
+            Scope::Ticket { tenant_id, ticket_id } => {
+                *tenant_id == resource.tenant_id && resource.ticket_id.as_deref() == Some(ticket_id.as_str())
+            }
+        }
+    }
+
+    /// Does this scope cover all of `other` (so a grant here reaches everything a grant at
+    /// `other` would)?
+    pub fn contains(&self, other: &Scope) -> bool {
+        match other {
+            Scope::Global => matches!(self, Scope::Global),
+            Scope::Tenant { tenant_id } => self.covers(&Resource { tenant_id: tenant_id.clone(), ticket_id: None }),
+            Scope::Ticket { tenant_id, ticket_id } => {
+                self.covers(&Resource { tenant_id: tenant_id.clone(), ticket_id: Some(ticket_id.clone()) })
+            }
+        }
+    }
+
+    pub fn validate(&self, field: &str) -> Result<(), ApiError> {
+        if let Some(t) = self.tenant() {
+            check_id(&format!("{field}.tenant_id"), t)?;
+        }
+        if let Some(t) = self.ticket() {
+            check_id(&format!("{field}.ticket_id"), t)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a check asks about: a tenant, or one ticket of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resource {
+    pub tenant_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_id: Option<String>,
+}
+
+impl Resource {
+    pub fn validate(&self, field: &str) -> Result<(), ApiError> {
+        check_id(&format!("{field}.tenant_id"), &self.tenant_id)?;
+        if let Some(t) = &self.ticket_id {
+            check_id(&format!("{field}.ticket_id"), t)?;
+        }
+        Ok(())
+    }
+
+    /// The narrowest scope that is exactly this resource.
+    pub fn as_scope(&self) -> Scope {
+        match &self.ticket_id {
+            Some(ticket_id) => Scope::Ticket { tenant_id: self.tenant_id.clone(), ticket_id: ticket_id.clone() },
+            None => Scope::Tenant { tenant_id: self.tenant_id.clone() },
+        }
+    }
+}
+
+/// Ids of principals, tenants and tickets: 1-128 characters of letters, digits and `. _ : - @`.
+pub fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > 128 {
+        return Err(ApiError::invalid(field, "must be 1 to 128 characters"));
+    }
+    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-@".contains(&b)) {
+        return Err(ApiError::invalid(field, "allowed: letters, digits and . _ : - @"));
+    }
+    Ok(())
+}
+
+/// Permission names: dotted lowercase words, e.g. `ticket.read`.
+pub fn check_permission(field: &str, value: &str) -> Result<(), ApiError> {
+    let ok = value.len() <= 64
+        && value.split('.').count() >= 2
+        && value.split('.').all(|w| {
+            w.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+                && w.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        });
+    if ok { Ok(()) } else { Err(ApiError::invalid(field, "must be dotted lowercase words, e.g. `ticket.read`")) }
+}
+
+/// A grant as stored and as answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Grant {
+    pub id: Uuid,
+    pub principal_id: String,
+    pub role: String,
+    pub role_id: Uuid,
+    pub scope: Scope,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    pub granted_by: String,
+    pub reason: String,
+    pub granted_at: DateTime<Utc>,
+    pub audit_event_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_reason: Option<String>,
+}
+
+impl Grant {
+    /// In force at `at`: granted by then, not revoked by then, not expired by then.
+    pub fn in_force_at(&self, at: DateTime<Utc>) -> bool {
+        self.granted_at <= at && self.revoked_at.is_none_or(|r| r > at) && self.expires_at.is_none_or(|e| e > at)
+    }
+}
+
+/// A role: a named set of permissions, built in or a tenant's own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Role {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    pub builtin: bool,
+    pub description: String,
+    pub permissions: Vec<String>,
+}
+
+/// One grant as the check engine keeps it: what it allows, where, until when.
+#[derive(Debug, Clone)]
+pub struct ActiveGrant {
+    pub id: Uuid,
+    pub scope: Scope,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub permissions: std::sync::Arc<[String]>,
+}
+
+/// The grants among `grants` that allow `permission` on `resource` at `now`.
+pub fn allowing<'a>(
+    grants: &'a [ActiveGrant],
+    permission: &str,
+    resource: &Resource,
+    now: DateTime<Utc>,
+) -> impl Iterator<Item = &'a ActiveGrant> {
+    grants.iter().filter(move |g| {
+        g.expires_at.is_none_or(|e| e > now)
+            && g.scope.covers(resource)
+            && g.permissions.iter().any(|p| p == permission)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(t: &str, k: Option<&str>) -> Resource {
+        Resource { tenant_id: t.into(), ticket_id: k.map(Into::into) }
+    }
+
+    #[test]
+    fn scopes_cover_what_they_should() {
+        let g = Scope::Global;
+        let t = Scope::Tenant { tenant_id: "a".into() };
+        let k = Scope::Ticket { tenant_id: "a".into(), ticket_id: "1".into() };
+        assert!(g.covers(&res("a", None)) && g.covers(&res("b", Some("9"))));
+        assert!(t.covers(&res("a", None)) && t.covers(&res("a", Some("1"))) && !t.covers(&res("b", None)));
+        assert!(k.covers(&res("a", Some("1"))) && !k.covers(&res("a", Some("2"))) && !k.covers(&res("a", None)));
+        assert!(!k.covers(&res("b", Some("1"))));
+        assert!(g.contains(&t) && t.contains(&k) && !k.contains(&t) && !t.contains(&g));
+        assert!(!t.contains(&Scope::Tenant { tenant_id: "b".into() }));
+    }
+
+    #[test]
+    fn ids_and_permissions_are_checked() {
+        assert!(check_id("x", "tenant-1").is_ok());
+        assert!(check_id("x", "").is_err() && check_id("x", "a b").is_err() && check_id("x", "a,b").is_err());
+        assert!(check_permission("p", "ticket.read").is_ok());
+        assert!(check_permission("p", "ticket").is_err() && check_permission("p", "Ticket.read").is_err());
+    }
+}
