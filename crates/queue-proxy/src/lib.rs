@@ -1,19 +1,42 @@
 //! queue-proxy: the strangler-fig front door. It sends each legacy path to Raptor or to a
-//! Queue service according to the migration phase. It owns no database.
+//! Queue service according to the migration phase in its route table (docs/proxy.md), with
+//! sticky canaries, shadow comparison, safe reloads and one-step rollback. It owns no database.
 //!
-//! The binary only loads config and calls [`run`]; tests call the same `run` on port 0.
+//! Two listeners: the public one (forwarding, plus the platform endpoints) and the admin one
+//! (loopback). The binary only loads config and calls [`run`]; tests call [`start`] on port 0.
 
+mod admin;
+mod forward;
+mod identity;
+mod metrics;
 mod routes;
+mod shadow;
+pub mod standin;
+mod store;
+pub mod table;
 
+use actix_web::{App, HttpServer, web};
 use queue_platform::bootstrap::ServiceSettings;
 use queue_platform::config::{ConfigError, ServerConfig, TelemetryConfig, TokensConfig, Validate};
 use queue_platform::{Platform, Running, Signals};
 use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 use utoipa::OpenApi;
+
+use crate::identity::IdentityClient;
+use crate::metrics::ProxyMetrics;
+use crate::shadow::Shadow;
+use crate::store::TableStore;
+use crate::table::Cohort;
 
 pub const NAME: &str = "queue-proxy";
 
-/// The proxy's configuration: like the other services', without a database.
+/// The proxy's configuration: like the other services', without a database, plus its admin
+/// listener, the route table file and how it forwards. The route table itself is a separate
+/// file (`routing.table`) because it is reloaded while the proxy runs; this config is not.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyConfig {
@@ -21,6 +44,182 @@ pub struct ProxyConfig {
     #[serde(default)]
     pub telemetry: TelemetryConfig,
     pub tokens: TokensConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    #[serde(default)]
+    pub forwarding: ForwardingConfig,
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    #[serde(default)]
+    pub shadow: ShadowConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The admin API has no authentication of its own: it must listen on loopback.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9080))
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { listen: default_admin_listen() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// The route table file (TOML). Absent: no routes; every forwarded path gets a JSON 404.
+    #[serde(default)]
+    pub table: Option<PathBuf>,
+    /// How often the file is checked for changes, in ms; 0 turns the watch off (SIGHUP and
+    /// `POST /admin/reload` still work).
+    #[serde(default = "default_watch")]
+    pub watch_interval_ms: u64,
+    /// How many previous tables are kept for rollback.
+    #[serde(default = "default_history")]
+    pub history: usize,
+}
+
+fn default_watch() -> u64 {
+    1000
+}
+fn default_history() -> usize {
+    10
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self { table: None, watch_interval_ms: default_watch(), history: default_history() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardingConfig {
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Longest pause while reading an upstream's body, in ms.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout_ms: u64,
+    #[serde(default = "default_idle")]
+    pub pool_idle_timeout_secs: u64,
+    #[serde(default = "default_idle_per_host")]
+    pub pool_max_idle_per_host: usize,
+    /// Peers whose `X-Forwarded-*` headers are believed (a load balancer in front). Others'
+    /// are replaced.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Largest total size of a request's header names and values; larger answers 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+}
+
+fn default_max_header_bytes() -> usize {
+    32 * 1024
+}
+
+fn default_connect_timeout() -> u64 {
+    2000
+}
+fn default_read_timeout() -> u64 {
+    30_000
+}
+fn default_idle() -> u64 {
+    90
+}
+fn default_idle_per_host() -> usize {
+    256
+}
+
+impl Default for ForwardingConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: default_connect_timeout(),
+            read_timeout_ms: default_read_timeout(),
+            pool_idle_timeout_secs: default_idle(),
+            pool_max_idle_per_host: default_idle_per_host(),
+            trusted_proxies: Vec::new(),
+            max_header_bytes: default_max_header_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// auth's base URL, for `POST /internal/v1/sessions/validate`. Absent: user cohorts fall
+    /// back to the tenant header, then the client address.
+    #[serde(default)]
+    pub auth_url: Option<url::Url>,
+    #[serde(default = "default_identity_timeout")]
+    pub timeout_ms: u64,
+    /// How long a validation answer is reused, in seconds.
+    #[serde(default = "default_cache")]
+    pub cache_secs: u64,
+    /// The session cookie (else `Authorization: Bearer`).
+    #[serde(default = "default_cookie")]
+    pub cookie: String,
+    /// The header naming the tenant, for tenant cohorts without a session.
+    #[serde(default = "default_tenant_header")]
+    pub tenant_header: String,
+}
+
+fn default_identity_timeout() -> u64 {
+    250
+}
+fn default_cache() -> u64 {
+    30
+}
+fn default_cookie() -> String {
+    "queue_session".into()
+}
+fn default_tenant_header() -> String {
+    "x-tenant-id".into()
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            auth_url: None,
+            timeout_ms: default_identity_timeout(),
+            cache_secs: default_cache(),
+            cookie: default_cookie(),
+            tenant_header: default_tenant_header(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    /// Copies waiting for the shadow side; beyond this they are dropped (and counted).
+    #[serde(default = "default_shadow_queue")]
+    pub queue: usize,
+    /// Copies in flight to the shadow side at once.
+    #[serde(default = "default_shadow_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_shadow_queue() -> usize {
+    1024
+}
+fn default_shadow_concurrency() -> usize {
+    16
+}
+
+impl Default for ShadowConfig {
+    fn default() -> Self {
+        Self { queue: default_shadow_queue(), concurrency: default_shadow_concurrency() }
+    }
 }
 
 impl Validate for ProxyConfig {
@@ -29,7 +228,46 @@ impl Validate for ProxyConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.telemetry.validate()?;
-        self.tokens.validate()
+        self.tokens.validate()?;
+        if !self.admin.listen.ip().is_loopback() {
+            return Err(ConfigError::new(
+                "admin.listen",
+                "must be a loopback address: the admin API has no authentication of its own \
+                 (reach it through an SSH tunnel or kubectl port-forward)",
+            ));
+        }
+        if let Some(p) = &self.routing.table {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| ConfigError::new("routing.table", format!("cannot read {}: {e}", p.display())))?;
+            table::Table::parse(&text).map_err(|e| ConfigError::new("routing.table", e.to_string()))?;
+        }
+        if !(1024..=1024 * 1024).contains(&self.forwarding.max_header_bytes) {
+            return Err(ConfigError::new("forwarding.max_header_bytes", "must be between 1024 and 1048576"));
+        }
+        if !(1..=100).contains(&self.routing.history) {
+            return Err(ConfigError::new("routing.history", "must be between 1 and 100"));
+        }
+        for (key, v) in [
+            ("forwarding.connect_timeout_ms", self.forwarding.connect_timeout_ms),
+            ("forwarding.read_timeout_ms", self.forwarding.read_timeout_ms),
+            ("identity.timeout_ms", self.identity.timeout_ms),
+        ] {
+            if !(1..=600_000).contains(&v) {
+                return Err(ConfigError::new(key, "must be between 1 and 600000"));
+            }
+        }
+        if let Some(u) = &self.identity.auth_url
+            && !matches!(u.scheme(), "http" | "https")
+        {
+            return Err(ConfigError::new("identity.auth_url", "must be an http or https URL"));
+        }
+        if actix_web::http::header::HeaderName::from_bytes(self.identity.tenant_header.as_bytes()).is_err() {
+            return Err(ConfigError::new("identity.tenant_header", "not a header name"));
+        }
+        if self.shadow.queue == 0 || self.shadow.concurrency == 0 {
+            return Err(ConfigError::new("shadow.queue", "shadow.queue and shadow.concurrency must be at least 1"));
+        }
+        Ok(())
     }
 }
 
@@ -43,7 +281,171 @@ impl ServiceSettings for ProxyConfig {
 #[openapi(info(title = "queue-proxy", description = "Queue proxy: phased strangler-fig routing."))]
 struct ApiDoc;
 
+/// What every request handler reaches.
+pub struct ProxyState {
+    tables: TableStore,
+    /// Plain-http upstreams: hyper-util's pooled keep-alive client, used directly.
+    upstream: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, forward::ReqBody>,
+    /// https upstreams (rustls with the platform verifier) and shadow copies.
+    http: reqwest::Client,
+    /// Longest pause while reading an upstream's body.
+    read_timeout: Duration,
+    shadow: Arc<Shadow>,
+    identity: Option<IdentityClient>,
+    metrics: ProxyMetrics,
+    platform: Arc<Platform>,
+    trusted_proxies: Vec<IpAddr>,
+    max_header_bytes: usize,
+    cookie: String,
+    tenant_header: String,
+}
+
+impl ProxyState {
+    /// The key a canary cohort hashes: the validated user (or tenant), else the tenant
+    /// header, else the client address.
+    async fn cohort_key(&self, req: &actix_web::HttpRequest, cohort: Cohort, client: Option<IpAddr>) -> String {
+        if cohort != Cohort::Client {
+            let identity = match (&self.identity, session_token(req, &self.cookie)) {
+                (Some(ic), Some(token)) => ic.identify(&self.platform, &token).await,
+                _ => None,
+            };
+            if cohort == Cohort::User
+                && let Some(u) = identity.as_ref().and_then(|i| i.user_id.as_ref())
+            {
+                return format!("user:{u}");
+            }
+            let tenant = identity.and_then(|i| i.tenant_id).or_else(|| {
+                req.headers().get(self.tenant_header.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string)
+            });
+            if let Some(t) = tenant.filter(|t| !t.is_empty()) {
+                return format!("tenant:{t}");
+            }
+        }
+        format!("client:{}", client.map(|c| c.to_string()).unwrap_or_default())
+    }
+}
+
+fn session_token(req: &actix_web::HttpRequest, cookie: &str) -> Option<String> {
+    let from_cookie = req
+        .headers()
+        .get_all("cookie")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(cookie).and_then(|r| r.strip_prefix('=')).map(str::to_string));
+    from_cookie
+        .or_else(|| {
+            req.headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(|t| t.trim().to_string())
+        })
+        .filter(|t| !t.is_empty() && t.len() <= 4096)
+}
+
+/// A started proxy: the public server (in `running`) and the admin listener's address.
+pub struct Started {
+    pub running: Running,
+    pub admin_addr: SocketAddr,
+}
+
 pub async fn run(config: ProxyConfig, signals: Signals) -> anyhow::Result<Running> {
+    Ok(start(config, signals).await?.running)
+}
+
+/// Starts both listeners and the background tasks (table watch, SIGHUP, shadow dispatcher).
+pub async fn start(config: ProxyConfig, signals: Signals) -> anyhow::Result<Started> {
     let platform = Platform::new(NAME, None, &config.tokens, ApiDoc::openapi())?;
-    queue_platform::server::serve(platform, &config.server, signals, routes::configure)
+    let metrics = ProxyMetrics::new(platform.metrics.registry());
+    let tables = TableStore::open(config.routing.table.clone(), config.routing.history, metrics.clone())
+        .map_err(|e| anyhow::anyhow!("routing.table: {e}"))?;
+    let f = &config.forwarding;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(f.connect_timeout_ms))
+        .read_timeout(Duration::from_millis(f.read_timeout_ms))
+        .pool_idle_timeout(Duration::from_secs(f.pool_idle_timeout_secs))
+        .pool_max_idle_per_host(f.pool_max_idle_per_host)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .tcp_nodelay(true)
+        .build()?;
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_millis(f.connect_timeout_ms)));
+    let upstream = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(f.pool_idle_timeout_secs))
+        .pool_max_idle_per_host(f.pool_max_idle_per_host)
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .build(connector);
+    let (shadow, shadow_task) =
+        Shadow::start(config.shadow.queue, config.shadow.concurrency, http.clone(), metrics.clone());
+    let identity = match &config.identity.auth_url {
+        Some(u) => Some(IdentityClient::new(
+            u,
+            Duration::from_millis(config.identity.timeout_ms),
+            Duration::from_secs(config.identity.cache_secs),
+        )?),
+        None => None,
+    };
+    let state = web::Data::new(ProxyState {
+        tables,
+        upstream,
+        http,
+        read_timeout: Duration::from_millis(f.read_timeout_ms),
+        shadow,
+        identity,
+        metrics,
+        platform: platform.clone(),
+        trusted_proxies: config.forwarding.trusted_proxies.clone(),
+        max_header_bytes: config.forwarding.max_header_bytes,
+        cookie: config.identity.cookie.clone(),
+        tenant_header: config.identity.tenant_header.to_ascii_lowercase(),
+    });
+
+    let admin_state = state.clone();
+    let admin = HttpServer::new(move || {
+        App::new()
+            .app_data(admin_state.clone())
+            .app_data(web::JsonConfig::default().limit(4096).error_handler(queue_platform::error::json_error_handler))
+            .configure(admin::configure)
+            .default_service(web::to(queue_platform::error::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(config.admin.listen)
+    .map_err(|e| anyhow::anyhow!("cannot listen on {} (admin.listen): {e}", config.admin.listen))?;
+    let admin_addr = *admin.addrs().first().ok_or_else(|| anyhow::anyhow!("admin bound no address"))?;
+    let admin = admin.run();
+
+    let mut running = routes::serve(platform, &config.server, signals, state.clone())?;
+    tracing::info!(%admin_addr, "admin listening on http://{admin_addr}");
+    // Dropping a started actix server stops it: aborting this task (when the public server
+    // stops) stops the admin listener.
+    running.tasks.push(tokio::spawn(async move {
+        let _ = admin.await;
+    }));
+    running.tasks.push(shadow_task);
+    if config.routing.table.is_some() && config.routing.watch_interval_ms > 0 {
+        let s = state.clone();
+        let every = Duration::from_millis(config.routing.watch_interval_ms);
+        running.tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let _ = s.tables.reload_if_changed();
+            }
+        }));
+    }
+    if signals == Signals::Handle {
+        // Always handled: SIGHUP's default action would end the process.
+        let s = state.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        running.tasks.push(tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let _ = s.tables.reload("sighup");
+            }
+        }));
+    }
+    Ok(Started { running, admin_addr })
 }

@@ -31,6 +31,46 @@ enum Command {
     /// The audit log: verify, export, rotate the data key.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// RBAC: reconcile the shadow tables with the audit log.
+    #[command(subcommand)]
+    Rbac(RbacCommand),
+    /// The proxy's route table, through its admin API: status, phase N, rollback, reload, shadow.
+    Proxy {
+        /// The proxy's admin listener.
+        #[arg(long, env = "QUEUE_PROXY_ADMIN_URL", default_value = "http://127.0.0.1:9080", global = true)]
+        admin_url: String,
+        #[command(subcommand)]
+        command: ProxyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RbacCommand {
+    /// List every change to roles, role permissions and grants that the shadow tables recorded
+    /// without an audit event (made around the service, e.g. by hand in psql). Prints one JSON
+    /// report; exits 2 when there are such changes, so it can run from cron.
+    Reconcile {
+        /// The database holding the rbac schema.
+        #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+        database_url: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProxyCommand {
+    /// The table in force: version, phase, routes and where each goes now, what a rollback returns to.
+    Status,
+    /// Set the migration phase (validated first; written back to the table file).
+    Phase {
+        #[arg(value_parser = clap::value_parser!(u8).range(1..=4))]
+        phase: u8,
+    },
+    /// Return to the previous table in one step.
+    Rollback,
+    /// Re-read the table file (as on SIGHUP); a bad file is refused and the old table stays.
+    Reload,
+    /// The shadow comparison report: match rates and samples of differences per route.
+    Shadow,
 }
 
 #[derive(Args)]
@@ -131,6 +171,8 @@ fn main() -> ExitCode {
             mint(&iss, &aud, &scopes, ttl, key.unwrap_or_else(|| keys_dir.join(format!("{iss}.pem"))))
         }
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Rbac(RbacCommand::Reconcile { database_url }) => rbac_reconcile(&database_url),
+        Command::Proxy { admin_url, command } => proxy::run(&admin_url, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -142,6 +184,24 @@ fn main() -> ExitCode {
 }
 
 mod audit;
+mod proxy;
+
+fn rbac_reconcile(database_url: &str) -> anyhow::Result<()> {
+    use diesel_async::AsyncConnection;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let report = runtime.block_on(async {
+        let mut conn = diesel_async::AsyncPgConnection::establish(database_url).await.map_err(|e| {
+            anyhow::anyhow!("cannot connect to {}: {e}", queue_platform::config::redact_url(database_url))
+        })?;
+        queue_rbac::reconcile::reconcile(&mut conn).await.context("reconcile")
+    })?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if !report.unaudited.is_empty() {
+        eprintln!("queuectl: {} change(s) without an audit event", report.unaudited.len());
+        std::process::exit(2);
+    }
+    Ok(())
+}
 
 fn schema_of(service: &str) -> Option<SchemaMigrations> {
     match service {
@@ -189,6 +249,10 @@ fn keys_init(dir: &Path, force: bool) -> anyhow::Result<()> {
     let (audit, written) = queue_audit::config::KeysConfig::local_in(dir, force)?;
     let verb = if written { "wrote" } else { "kept" };
     println!("audit keys: {verb} {} and {}", audit.local_master_key.display(), audit.local_checkpoint_key.display());
+    // The auth service's pepper: keys the HMACs of verification and backup codes.
+    let pepper = dir.join("auth-pepper.key");
+    let written = queue_auth::config::write_pepper(&pepper, force)?;
+    println!("auth pepper: {} {}", if written { "wrote" } else { "kept" }, pepper.display());
     Ok(())
 }
 

@@ -62,3 +62,136 @@ async fn verify_export_offline_verify_and_rotate() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("epoch 2"), "{out}");
 }
+
+/// The PostgreSQL client tool `name`, found as scripts/pg-cluster.sh finds the server binaries.
+fn pg_tool(name: &str) -> std::path::PathBuf {
+    if let Ok(dir) = std::env::var("QUEUE_PG_BIN") {
+        return std::path::Path::new(&dir).join(name);
+    }
+    let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    dirs.sort_by_key(|d| d.parent().and_then(|p| p.file_name()).and_then(|v| v.to_str()?.parse::<u32>().ok()));
+    dirs.last().map(|d| d.join(name)).filter(|p| p.is_file()).unwrap_or_else(|| name.into())
+}
+
+fn audit_config_file(path: &std::path::Path, url: &str, app: &TestApp, keys: &queue_audit::config::KeysConfig) {
+    std::fs::write(
+        path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"{url}\"\n[tokens]\nissuer = \"audit\"\nsigning_key = \"{}\"\n\
+             [keys]\nprovider = \"local\"\nlocal_master_key = \"{}\"\nlocal_checkpoint_key = \"{}\"\n",
+            app.keys.private("audit").display(),
+            keys.local_master_key.display(),
+            keys.local_checkpoint_key.display()
+        ),
+    )
+    .expect("config");
+}
+
+async fn write_events(app: &TestApp, tenant: &str, n: usize) {
+    let token = app.token("auth", &["audit:write"]);
+    for i in 0..n {
+        let e = json!({"id": uuid::Uuid::new_v4().to_string(), "tenant_id": tenant, "actor": {"type": "user", "id": format!("u{i}")},
+                       "action": "login.ok", "target": {"type": "session", "id": "s"}, "occurred_at": "2026-11-22T10:00:00Z"});
+        assert_eq!(app.post_json_as("/api/v1/audit/events", &token, &e).await.0, 201);
+    }
+}
+
+/// Checkpoints are signed off the request path: wait until the newest reaches `seq`.
+async fn wait_for_checkpoint(app: &TestApp, tenant: &str, seq: i64) {
+    let token = app.token("rbac", &["audit:read"]);
+    for _ in 0..200 {
+        let (_, cps) = app.get_json_as(&format!("/api/v1/audit/checkpoints?tenant_id={tenant}"), &token).await;
+        if cps["checkpoints"][0]["seq"].as_i64() >= Some(seq) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no checkpoint of {tenant} reached seq {seq} within 10 s");
+}
+
+/// docs/operator-guide.md, "Restoring from a backup": a real pg_dump/pg_restore. The restored
+/// database verifies on its own (its checkpoints are as old as its events); holding it against
+/// the checkpoints of a later archived export reports the lost tail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_backup_verifies_alone_and_archived_checkpoints_show_the_lost_tail() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let keys_cfg = queue_audit::config::KeysConfig::local_in(dir.path(), true).expect("keys").0;
+    let kc = keys_cfg.clone();
+    let app = TestApp::spawn("audit", queue_audit::MIGRATIONS, move |c| {
+        let mut config = queue_audit::AuditConfig::new(c, kc);
+        config.chain.checkpoint_every = 5;
+        config.chain.checkpoint_interval_secs = 1;
+        queue_audit::run(config, Signals::Ignore)
+    })
+    .await;
+    let path = |name: &str| dir.path().join(name).to_str().expect("utf8").to_string();
+
+    // The nightly backup, taken after 5 events (checkpoint at 5).
+    write_events(&app, "t1", 5).await;
+    wait_for_checkpoint(&app, "t1", 5).await;
+    let dump = path("backup.dump");
+    let out = std::process::Command::new(pg_tool("pg_dump"))
+        .args(["-Fc", "-f", &dump, &app.db.url])
+        .output()
+        .expect("run pg_dump");
+    assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Five more events, a checkpoint at 10, and an export archived outside the database.
+    write_events(&app, "t1", 5).await;
+    wait_for_checkpoint(&app, "t1", 10).await;
+    let live_cfg = path("live.toml");
+    audit_config_file(std::path::Path::new(&live_cfg), &app.db.url, &app, &keys_cfg);
+    let archive = path("archive.ndjson");
+    let (code, _, err) =
+        queuectl(&["audit", "export", "--tenant", "t1", "--out", &archive, "--config", &live_cfg], &[]);
+    assert_eq!(code, 0, "{err}");
+    app.stop().await;
+
+    // The database is lost; the backup is restored into a new one.
+    let restored = queue_testkit::TestDb::new(&[]).await;
+    let out = std::process::Command::new(pg_tool("pg_restore"))
+        .args(["--exit-on-error", "-d", &restored.url, &dump])
+        .output()
+        .expect("run pg_restore");
+    assert!(out.status.success(), "pg_restore: {}", String::from_utf8_lossy(&out.stderr));
+    let restored_cfg = path("restored.toml");
+    audit_config_file(std::path::Path::new(&restored_cfg), &restored.url, &app, &keys_cfg);
+
+    // Alone, the restored chain is intact up to its end: the loss does not show.
+    let (code, out, err) = queuectl(&["audit", "verify", "--tenant", "t1", "--config", &restored_cfg], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).expect("json report");
+    assert_eq!(report["ok"], true);
+    assert_eq!((report["events"].as_i64(), report["checkpoint_seq"].as_i64()), (Some(5), Some(5)), "{report}");
+
+    // Held against the archived checkpoints, it is reported as a missing tail.
+    let export = path("restored.ndjson");
+    let (code, _, err) =
+        queuectl(&["audit", "export", "--tenant", "t1", "--out", &export, "--config", &restored_cfg], &[]);
+    assert_eq!(code, 0, "{err}");
+    let archived = std::fs::read_to_string(&archive).expect("archive");
+    let checkpoints: Vec<&str> = archived.lines().filter(|l| l.starts_with("{\"type\":\"checkpoint\"")).collect();
+    assert_eq!(checkpoints.len(), 2, "{archived}");
+    let combined = path("combined.ndjson");
+    let mut text = std::fs::read_to_string(&export).expect("export");
+    for l in &checkpoints {
+        text.push_str(l);
+        text.push('\n');
+    }
+    std::fs::write(&combined, text).expect("write");
+    let (code, out, _) = queuectl(&["audit", "verify", "--file", &combined, "--config", &restored_cfg], &[]);
+    assert_eq!(code, 1, "{out}");
+    let report: Value = serde_json::from_str(&out).expect("json report");
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["verified_through_seq"], 5, "{report}");
+    assert_eq!(report["first_bad_seq"], 6, "{report}");
+    assert_eq!(report["checkpoint_seq"], 10, "{report}");
+    assert_eq!(report["reason"], "events after seq 5 are missing: a signed checkpoint covers seq 10");
+
+    // The archive itself still verifies: it holds the events the restore lost.
+    let (code, out, _) = queuectl(&["audit", "verify", "--file", &archive, "--config", &restored_cfg], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(serde_json::from_str::<Value>(&out).expect("json")["events"], 10);
+}

@@ -23,7 +23,9 @@ fn check(service: &str, what: &str, text: &str) {
     let table: toml::Table = toml::from_str(text).unwrap_or_else(|e| panic!("{what}: {e}"));
     match service {
         "audit" => parse_as::<queue_audit::AuditConfig>(what, table),
+        "auth" => parse_as::<queue_auth::AuthConfig>(what, table),
         "proxy" => parse_as::<queue_proxy::ProxyConfig>(what, table),
+        "rbac" => parse_as::<queue_rbac::RbacConfig>(what, table),
         _ => parse_as::<queue_platform::ServiceConfig>(what, table),
     }
 }

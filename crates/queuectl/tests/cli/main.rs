@@ -1,7 +1,10 @@
 //! queuectl as an operator runs it, against real services and a real PostgreSQL.
 
+mod api_reference;
 mod audit;
+mod config_reference;
 mod deploy_configs;
+mod proxy;
 
 use queue_platform::config::TrustedIssuerConfig;
 use queue_platform::{ServiceConfig, Signals};
@@ -56,7 +59,10 @@ async fn a_minted_token_for_audit_is_accepted_by_audit_and_refused_by_rbac() {
     let rbac = TestApp::spawn_with(
         "rbac",
         queue_rbac::MIGRATIONS,
-        |c| queue_rbac::run(c, Signals::Ignore),
+        |c| {
+            let audit = url::Url::parse("http://127.0.0.1:9/").expect("url");
+            queue_rbac::run(queue_rbac::RbacConfig::new(c, audit), Signals::Ignore)
+        },
         trust_raptor_from(keys.path()),
     )
     .await;
@@ -130,11 +136,38 @@ async fn migrate_applies_each_schema_once() {
     assert!(err.contains("billing"), "{err}");
 }
 
+#[tokio::test]
+async fn rbac_reconcile_lists_a_change_made_by_hand_and_exits_2() {
+    use diesel_async::SimpleAsyncConnection;
+    let db = TestDb::new(&[queue_rbac::MIGRATIONS]).await;
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let (code, out, err) = queuectl(&["rbac", "reconcile"], &env);
+    assert_eq!(code, 0, "{err}");
+    let clean: serde_json::Value = serde_json::from_str(&out).expect("json report");
+    assert_eq!(clean["unaudited"], serde_json::json!([]));
+    // A role defined straight in SQL: no audit event, no link.
+    db.conn()
+        .await
+        .batch_execute(
+            "INSERT INTO rbac.rbac_roles (id, name, tenant_id, created_by) \
+             VALUES ('6f1c2d7e-0000-4000-8000-0000000000aa', 'sneaky', 'A', 'psql')",
+        )
+        .await
+        .expect("insert");
+    let (code, out, err) = queuectl(&["rbac", "reconcile"], &env);
+    assert_eq!(code, 2, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("json report");
+    assert_eq!(report["unaudited"][0]["table"], "rbac_roles");
+    assert_eq!(report["unaudited"][0]["operation"], "INSERT");
+    assert_eq!(report["unaudited"][0]["new_row"]["name"], "sneaky");
+    assert!(err.contains("1 change(s) without an audit event"), "{err}");
+}
+
 #[test]
 fn help_names_every_command() {
     let (code, out, _) = queuectl(&["--help"], &[]);
     assert_eq!(code, 0);
-    for c in ["migrate", "keys", "token"] {
+    for c in ["migrate", "keys", "token", "audit", "rbac", "proxy"] {
         assert!(out.contains(c), "{out}");
     }
     let (_, out, _) = queuectl(&["token", "mint", "--help"], &[]);

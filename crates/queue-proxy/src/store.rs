@@ -1,0 +1,266 @@
+//! The table in force and how it changes: reload from the file (SIGHUP, a file change, or
+//! `POST /admin/reload`), a phase change, a rollback to the previous table.
+//!
+//! Every change validates the new table first; a refused one leaves the old table in force.
+//! The swap is one atomic pointer store (arc-swap): a request loads the table once when it
+//! starts and keeps that `Arc` to its end, so requests in flight finish on the table they
+//! started with. Phase changes and rollbacks are written back to the file (atomically, by
+//! rename) so that the file stays the truth and a later reload does not undo them; when the
+//! file cannot be written the change still applies and the answer says `persisted: false`.
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::metrics::ProxyMetrics;
+use crate::table::{Table, TableError};
+
+/// A table and where it came from.
+pub struct Loaded {
+    pub table: Table,
+    /// 1 for the first table, +1 for each change.
+    pub generation: u64,
+    pub trigger: &'static str,
+    pub loaded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What a change did.
+#[derive(Debug, Serialize)]
+pub struct Change {
+    pub changed: bool,
+    pub version: String,
+    pub previous_version: String,
+    pub phase: u8,
+    pub generation: u64,
+    /// Whether the table file now holds the table in force.
+    pub persisted: bool,
+}
+
+#[derive(Debug)]
+pub enum ChangeError {
+    Invalid(TableError),
+    /// No file to reload from or write to, or no previous table.
+    Conflict(String),
+    Io(String),
+}
+
+impl std::fmt::Display for ChangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChangeError::Invalid(e) => write!(f, "{e}"),
+            ChangeError::Conflict(m) | ChangeError::Io(m) => f.write_str(m),
+        }
+    }
+}
+
+struct Inner {
+    history: Vec<Arc<Loaded>>,
+    /// Hash of the file content last read or written, so the watcher reacts to edits only
+    /// (and reports a bad file once, not on every poll).
+    file_hash: Option<[u8; 32]>,
+    generation: u64,
+}
+
+pub struct TableStore {
+    current: ArcSwap<Loaded>,
+    inner: Mutex<Inner>,
+    path: Option<PathBuf>,
+    history_len: usize,
+    metrics: ProxyMetrics,
+}
+
+fn hash(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+impl TableStore {
+    /// Loads the file (or an empty table when there is none).
+    pub fn open(path: Option<PathBuf>, history_len: usize, metrics: ProxyMetrics) -> Result<Self, ChangeError> {
+        let (table, file_hash) = match &path {
+            Some(p) => {
+                let text = read(p)?;
+                (Table::parse(&text).map_err(ChangeError::Invalid)?, Some(hash(text.as_bytes())))
+            }
+            None => (Table::empty(), None),
+        };
+        metrics.table_in_force(&table.version, table.phase);
+        let loaded = Loaded { table, generation: 1, trigger: "startup", loaded_at: chrono::Utc::now() };
+        Ok(Self {
+            current: ArcSwap::from_pointee(loaded),
+            inner: Mutex::new(Inner { history: Vec::new(), file_hash, generation: 1 }),
+            path,
+            history_len,
+            metrics,
+        })
+    }
+
+    /// The table in force. Hold the `Arc` for the whole request.
+    pub fn current(&self) -> Arc<Loaded> {
+        self.current.load_full()
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Previous tables, newest first.
+    pub fn history(&self) -> Vec<Arc<Loaded>> {
+        self.lock().history.iter().rev().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-reads the file; an unchanged file changes nothing.
+    pub fn reload(&self, trigger: &'static str) -> Result<Change, ChangeError> {
+        let path =
+            self.path.as_ref().ok_or_else(|| ChangeError::Conflict("the proxy runs without a table file".into()))?;
+        let mut inner = self.lock();
+        let text = read(path)?;
+        inner.file_hash = Some(hash(text.as_bytes()));
+        let result = self.install(&mut inner, &text, trigger, false);
+        self.count(trigger, &result);
+        result
+    }
+
+    /// Reloads only if the file's content changed since it was last read or written.
+    pub fn reload_if_changed(&self) -> Option<Result<Change, ChangeError>> {
+        let path = self.path.as_ref()?;
+        let text = std::fs::read_to_string(path).ok()?;
+        let h = hash(text.as_bytes());
+        let mut inner = self.lock();
+        if inner.file_hash == Some(h) {
+            return None;
+        }
+        inner.file_hash = Some(h);
+        let result = self.install(&mut inner, &text, "file-change", false);
+        self.count("file-change", &result);
+        Some(result)
+    }
+
+    /// The current table with another phase; written back to the file.
+    pub fn set_phase(&self, phase: u8) -> Result<Change, ChangeError> {
+        let mut inner = self.lock();
+        let text = self.current().table.source_with_phase(phase).map_err(ChangeError::Invalid)?;
+        let result = self.install(&mut inner, &text, "phase", true);
+        self.count("phase", &result);
+        result
+    }
+
+    /// Back to the previous table (the one just replaced is discarded); written back to the file.
+    pub fn rollback(&self) -> Result<Change, ChangeError> {
+        let mut inner = self.lock();
+        let Some(previous) = inner.history.pop() else {
+            let e = Err(ChangeError::Conflict("there is no previous table to roll back to".into()));
+            self.count("rollback", &e);
+            return e;
+        };
+        let old = self.current();
+        inner.generation += 1;
+        let persisted = self.persist(&mut inner, &previous.table.source);
+        let loaded = Loaded {
+            table: Table::parse(&previous.table.source).map_err(ChangeError::Invalid)?,
+            generation: inner.generation,
+            trigger: "rollback",
+            loaded_at: chrono::Utc::now(),
+        };
+        let change = self.swap(loaded, &old, persisted);
+        let result = Ok(change);
+        self.count("rollback", &result);
+        result
+    }
+
+    fn install(
+        &self,
+        inner: &mut Inner,
+        text: &str,
+        trigger: &'static str,
+        write: bool,
+    ) -> Result<Change, ChangeError> {
+        let table = Table::parse(text).map_err(ChangeError::Invalid)?;
+        let old = self.current();
+        if table.version == old.table.version {
+            return Ok(Change {
+                changed: false,
+                version: table.version.clone(),
+                previous_version: table.version,
+                phase: old.table.phase,
+                generation: old.generation,
+                persisted: !write || self.path.is_some(),
+            });
+        }
+        let persisted = if write { self.persist(inner, text) } else { true };
+        inner.generation += 1;
+        inner.history.push(old.clone());
+        if inner.history.len() > self.history_len {
+            inner.history.remove(0);
+        }
+        let loaded = Loaded { table, generation: inner.generation, trigger, loaded_at: chrono::Utc::now() };
+        Ok(self.swap(loaded, &old, persisted))
+    }
+
+    fn swap(&self, loaded: Loaded, old: &Loaded, persisted: bool) -> Change {
+        let change = Change {
+            changed: true,
+            version: loaded.table.version.clone(),
+            previous_version: old.table.version.clone(),
+            phase: loaded.table.phase,
+            generation: loaded.generation,
+            persisted,
+        };
+        self.metrics.table_in_force(&loaded.table.version, loaded.table.phase);
+        tracing::info!(
+            trigger = loaded.trigger,
+            table_version = %change.version,
+            previous_version = %change.previous_version,
+            phase = change.phase,
+            generation = change.generation,
+            persisted,
+            "route table in force"
+        );
+        self.current.store(Arc::new(loaded));
+        change
+    }
+
+    /// Writes `text` to the table file (temp file + rename). False when there is no file or it
+    /// cannot be written (a read-only ConfigMap, say): the change applies in memory only.
+    fn persist(&self, inner: &mut Inner, text: &str) -> bool {
+        let Some(path) = &self.path else { return false };
+        let tmp = path.with_extension("toml.tmp");
+        let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+        match result {
+            Ok(()) => {
+                inner.file_hash = Some(hash(text.as_bytes()));
+                true
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                tracing::warn!(path = %path.display(), error = %e, "route table: change applied but not written to the file");
+                false
+            }
+        }
+    }
+
+    fn count(&self, trigger: &str, result: &Result<Change, ChangeError>) {
+        let outcome = match result {
+            Ok(c) if c.changed => "changed",
+            Ok(_) => "unchanged",
+            Err(ChangeError::Invalid(e)) => {
+                tracing::warn!(trigger, error = %e, "route table refused; the table in force stays");
+                "refused"
+            }
+            Err(e) => {
+                tracing::warn!(trigger, error = %e, "route table change failed; the table in force stays");
+                "failed"
+            }
+        };
+        self.metrics.reloads.with_label_values(&[trigger, outcome]).inc();
+    }
+}
+
+fn read(path: &Path) -> Result<String, ChangeError> {
+    std::fs::read_to_string(path).map_err(|e| ChangeError::Io(format!("cannot read {}: {e}", path.display())))
+}

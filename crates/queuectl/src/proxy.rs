@@ -1,0 +1,90 @@
+//! `queuectl proxy …`: the proxy's admin API (loopback, `admin.listen`) from the command line:
+//! the table in force, a phase change, a rollback, a reload, the shadow report.
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::ProxyCommand;
+
+pub fn run(admin_url: &str, cmd: ProxyCommand) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?;
+        let base = admin_url.trim_end_matches('/');
+        let (method, path, body) = match &cmd {
+            ProxyCommand::Status => (reqwest::Method::GET, "/admin/routes", None),
+            ProxyCommand::Phase { phase } => {
+                (reqwest::Method::POST, "/admin/phase", Some(serde_json::json!({ "phase": phase })))
+            }
+            ProxyCommand::Rollback => (reqwest::Method::POST, "/admin/rollback", None),
+            ProxyCommand::Reload => (reqwest::Method::POST, "/admin/reload", None),
+            ProxyCommand::Shadow => (reqwest::Method::GET, "/admin/shadow", None),
+        };
+        let mut req = client.request(method, format!("{base}{path}"));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach the proxy's admin API at {base}"))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.context("the admin API did not answer JSON")?;
+        if !status.is_success() {
+            let msg = body["error"]["message"].as_str().unwrap_or("no message");
+            anyhow::bail!("{status}: {msg}");
+        }
+        match cmd {
+            ProxyCommand::Status => print_status(&body),
+            ProxyCommand::Phase { .. } | ProxyCommand::Rollback | ProxyCommand::Reload => print_change(&body),
+            ProxyCommand::Shadow => println!("{}", serde_json::to_string_pretty(&body)?),
+        }
+        Ok(())
+    })
+}
+
+fn print_status(t: &Value) {
+    println!(
+        "table {} (phase {}, generation {}, by {} at {})",
+        t["version"].as_str().unwrap_or("?"),
+        t["phase"],
+        t["generation"],
+        t["trigger"].as_str().unwrap_or("?"),
+        t["loaded_at"].as_str().unwrap_or("?"),
+    );
+    if let Some(f) = t["file"].as_str() {
+        println!("file  {f}");
+    }
+    for r in t["routes"].as_array().into_iter().flatten() {
+        let m = &r["match"];
+        let pattern = m["prefix"].as_str().or(m["pattern"].as_str()).unwrap_or("?");
+        println!(
+            "route {:<20} {:<40} -> {:<7} (cut over in phase {}, queue {}{})",
+            r["name"].as_str().unwrap_or("?"),
+            pattern,
+            r["now"].as_str().unwrap_or("?"),
+            r["cutover_phase"],
+            r["queue_service"].as_str().unwrap_or("?"),
+            r["queue_path"].as_str().unwrap_or("?"),
+        );
+    }
+    let history: Vec<String> = t["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| format!("{} (phase {})", h["version"].as_str().unwrap_or("?"), h["phase"]))
+        .collect();
+    println!("rollback to: {}", if history.is_empty() { "nothing".to_string() } else { history.join(", ") });
+}
+
+fn print_change(c: &Value) {
+    if c["changed"] == true {
+        println!(
+            "table {} in force (phase {}, generation {}), was {}{}",
+            c["version"].as_str().unwrap_or("?"),
+            c["phase"],
+            c["generation"],
+            c["previous_version"].as_str().unwrap_or("?"),
+            if c["persisted"] == true { "" } else { "; NOT written to the table file" },
+        );
+    } else {
+        println!("unchanged: table {} (phase {})", c["version"].as_str().unwrap_or("?"), c["phase"]);
+    }
+}
