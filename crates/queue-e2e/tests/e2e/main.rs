@@ -1,0 +1,10 @@
+//! The whole system as processes: the service binaries on one PostgreSQL behind the proxy, with
+//! the legacy stand-in as Raptor (support.rs says where the binaries come from).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod browser;
+mod cutover;
+mod replicas;
+mod support;
+mod traces;
