@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PG_PORT := 54329
 
-.PHONY: help run test test-deps fmt fmt-check clippy test-rust check-deploy build db db-stop db-psql clean-var bench-audit
+.PHONY: help run test test-deps fmt fmt-check clippy test-rust test-e2e check-deploy build db db-stop db-psql clean-var bench-audit bench-proxy bench-auth bench-rbac bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -13,7 +13,7 @@ run: ## the whole stack on a project-local PostgreSQL; Ctrl-C stops it
 
 test: test-deps fmt-check clippy check-deploy test-rust ## everything CI checks
 
-test-deps: ## pgaudit and a KMS-compatible server (moto) for the tests; idempotent
+test-deps: ## pgaudit, moto (KMS), chromium + playwright-core (browser test) for the tests; idempotent
 	scripts/install-test-deps.sh
 
 fmt-check:
@@ -28,6 +28,11 @@ clippy:
 # Each test binary starts its own throwaway PostgreSQL unless DATABASE_URL names a cluster.
 test-rust:
 	env -u DATABASE_URL cargo test --workspace --no-fail-fast
+
+# `make test` runs these within `cargo test --workspace`, which builds the binaries first.
+test-e2e: ## only the end-to-end tests (crates/queue-e2e): builds the service binaries, then runs them as processes
+	cargo build --bins -p queue-audit -p queue-rbac -p queue-auth -p queue-proxy
+	env -u DATABASE_URL cargo test -p queue-e2e
 
 check-deploy: ## validate docker-compose.yml and the Kubernetes manifests
 	scripts/check-deploy.sh
@@ -48,5 +53,16 @@ db-psql: ## a psql shell on it
 clean-var: db-stop ## remove the local cluster, keys and logs
 	rm -rf var
 
+bench: bench-audit bench-rbac bench-auth bench-proxy ## every benchmark, one after another; each rewrites its section of docs/benchmarks.md
+
 bench-audit: ## audit writer/verifier figures beside pgbench INSERTs; writes docs/benchmarks.md
 	cargo run --profile bench -p queue-bench --bin bench-audit
+
+bench-rbac: ## rbac checks/batch checks/grants over 1,000,000 grants; writes docs/benchmarks.md
+	cargo run --profile bench -p queue-bench --bin bench-rbac
+
+bench-auth: ## session validations/s and passkey logins/s beside pgbench select-only; writes docs/benchmarks.md
+	cargo bench -p queue-auth --bench bench-auth
+
+bench-proxy: ## queue-proxy beside nginx in front of one upstream (wrk, 1 KiB); writes docs/benchmarks.md
+	scripts/bench-proxy.sh

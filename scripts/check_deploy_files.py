@@ -63,7 +63,12 @@ def check_config(where: str, text: str, service: str, target: str) -> None:
 
     # Service-specific tables are checked by the Rust test that parses these files into the
     # services' own config types (crates/queuectl/tests/cli/deploy_configs.rs).
-    own = {"audit": {"keys", "chain", "limits"}}.get(service, set())
+    own = {
+        "audit": {"keys", "chain", "limits", "users"},
+        "auth": {"auth", "sessions", "webauthn", "email", "mailer", "limits", "audit", "flags"},
+        "rbac": {"audit", "auth", "callers", "cache", "expiry"},
+        "proxy": {"admin", "routing", "forwarding", "identity", "shadow"},
+    }.get(service, set())
     check_keys(where, cfg, {"server", "tokens"}, {"telemetry"} | own | (set() if service == "proxy" else {"database"}))
     if service != "proxy" and "database" not in cfg:
         problem(where, "missing [database] section")

@@ -49,6 +49,14 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+# The legacy stand-in plays Raptor behind the proxy (deploy/local/routes.toml, docs/proxy.md).
+if (exec 3<>"/dev/tcp/127.0.0.1/8090") 2>/dev/null; then
+  echo "run: port 8090 (for the legacy stand-in) is already in use" >&2
+  exit 1
+fi
+setsid "$BIN/legacy-standin" --listen 127.0.0.1:8090 >>var/log/legacy-standin.log 2>&1 &
+pids+=($!)
+
 for s in "${SERVICES[@]}"; do
   # Own session: Ctrl-C reaches only this script, which then stops the services in order.
   QUEUE_CONFIG="deploy/local/$s.toml" setsid "$BIN/queue-$s" >>"var/log/$s.log" 2>&1 &
@@ -73,6 +81,8 @@ say "Queue is running"
 for s in proxy auth rbac audit; do
   printf '  %-6s http://127.0.0.1:%s   (health /healthz, ready /readyz, keys /.well-known/jwks.json, log var/log/%s.log)\n' "$s" "${PORT[$s]}" "$s"
 done
+printf '  %-6s %s\n' "admin" "http://127.0.0.1:9080/admin/routes   (proxy admin, loopback; queuectl proxy status|phase N|rollback)"
+printf '  %-6s %s\n' "legacy" "http://127.0.0.1:8090   (stand-in for Raptor, echoes requests; log var/log/legacy-standin.log)"
 printf '  %-6s %s\n' "db" "$DATABASE_URL"
 echo "  try: curl -H \"Authorization: Bearer \$($BIN/queuectl token mint --iss raptor --aud audit --scope audit:write)\" http://127.0.0.1:8083/internal/v1/caller"
 echo "Ctrl-C stops everything."
