@@ -51,6 +51,10 @@ async fn main() -> anyhow::Result<()> {
     base.database.pool_size = 40;
     let mut config = AuditConfig::new(base, KeysConfig::local_in(key_dir.path(), true)?.0);
     config.chain.max_batch = 1000;
+    // BENCH_AUDIT_WRITERS: writer tasks (chain.writers); the service's default otherwise.
+    if let Some(w) = std::env::var("BENCH_AUDIT_WRITERS").ok().and_then(|s| s.parse().ok()) {
+        config.chain.writers = w;
+    }
     config.limits.per_caller_rps = 10_000_000;
     config.limits.per_caller_burst = 10_000_000;
     let service_config = config.clone();
@@ -60,7 +64,12 @@ async fn main() -> anyhow::Result<()> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(writers()).build()?;
 
     let n = writers();
-    println!("bench-audit: {} s per run, {n} concurrent writers, {}", seconds, machine());
+    println!(
+        "bench-audit: {} s per run, {n} concurrent writers, {} writer tasks, {}",
+        seconds,
+        config.chain.writers,
+        machine()
+    );
 
     let single = |tenants: usize| {
         let (client, url, token) = (client.clone(), url.clone(), token.clone());
@@ -233,7 +242,7 @@ async fn main() -> anyhow::Result<()> {
     let body = format!(
         "## Audit writer and verifier (`make bench-audit`)\n\n\
 Run {date} on {machine}. PostgreSQL with fsync and synchronous_commit **on**; {n} concurrent\n\
-writers over loopback HTTP (service tokens verified on every request); {seconds} s per run; the\n\
+writers over loopback HTTP, {writer_tasks} writer tasks in the service (`chain.writers`) (service tokens verified on every request); {seconds} s per run; the\n\
 load generator, the service and PostgreSQL share the same 2 cores.\n\n\
 | workload | events/s | p50 ms | p99 ms |\n|---|---|---|---|\n{}\n{}\n{}\n\n\
 | verify (one chain of {} events) | {:.0} events/s |\n|---|---|\n\
@@ -247,6 +256,7 @@ Aims (issue 3): ≥ 10,000 events/s across tenants, ≥ 3,000/s for one tenant, 
         reference,
         date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         machine = machine(),
+        writer_tasks = config.chain.writers,
     );
     let path = write_section("bench-audit", &body)?;
     println!("bench-audit: figures written to {}", path.display());
