@@ -1,7 +1,6 @@
 //! The foundation every service shares, shown on audit: endpoints, readiness, its own schema,
 //! config failures, signals, span export, and routes that require its audience.
 
-use actix_web::{App, HttpResponse, HttpServer, web};
 use queue_testkit::process::{ServiceProcess, run_to_exit};
 use queue_testkit::{TestApp, TestDb, TestKeys, checks};
 use std::sync::{Arc, Mutex};
@@ -110,43 +109,15 @@ async fn help_and_check_config_work() {
     }
 }
 
-/// An OTLP/HTTP collector stand-in: records every export request body.
-async fn otlp_sink() -> (String, Arc<Mutex<Vec<Vec<u8>>>>, actix_web::dev::ServerHandle) {
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let b = bodies.clone();
-    let server = HttpServer::new(move || {
-        let b = b.clone();
-        App::new().route(
-            "/v1/traces",
-            web::post().to(move |body: web::Bytes| {
-                let b = b.clone();
-                async move {
-                    b.lock().expect("lock").push(body.to_vec());
-                    HttpResponse::Ok().content_type("application/x-protobuf").finish()
-                }
-            }),
-        )
-    })
-    .workers(1)
-    .disable_signals()
-    .bind("127.0.0.1:0")
-    .expect("bind");
-    let url = format!("http://{}", server.addrs()[0]);
-    let server = server.run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    (url, bodies, handle)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_cleanly_and_spans_reach_the_otlp_collector() {
     let db = TestDb::new(&[queue_audit::MIGRATIONS]).await;
     let keys = TestKeys::new();
     let audit_keys = tempfile::tempdir().expect("tmp");
-    let (sink, bodies, sink_handle) = otlp_sink().await;
+    let sink = queue_testkit::otlp::OtlpSink::start();
     let mut env = binary_env(&keys, audit_keys.path());
     env.push(("DATABASE_URL".into(), db.url.clone()));
-    env.push(("QUEUE_TELEMETRY__OTLP_ENDPOINT".into(), sink.clone()));
+    env.push(("QUEUE_TELEMETRY__OTLP_ENDPOINT".into(), sink.endpoint_for("audit")));
     let mut p = ServiceProcess::start(BIN, &refs(&env)).await;
     let trace = "0af7651916cd43dd8448eb211c80319c";
     let r = reqwest::Client::new()
@@ -164,14 +135,8 @@ async fn sigterm_stops_cleanly_and_spans_reach_the_otlp_collector() {
     assert!(log.contains(trace), "the request's log line carries its trace id: {log}");
 
     // Export is flushed at shutdown; the span of our request is in it, under our trace id.
-    let raw_trace: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&trace[2 * i..2 * i + 2], 16).expect("hex")).collect();
-    let exported = bodies.lock().expect("lock").clone();
-    assert!(!exported.is_empty(), "no OTLP export reached the collector");
-    assert!(
-        exported.iter().any(|b| b.windows(16).any(|w| w == raw_trace.as_slice())),
-        "the request's trace id is in an exported span"
-    );
-    sink_handle.stop(false).await;
+    assert!(!sink.exports().is_empty(), "no OTLP export reached the collector");
+    assert!(sink.exported_trace("audit", trace), "the request's trace id is in an exported span");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
