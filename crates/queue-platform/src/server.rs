@@ -151,6 +151,29 @@ where
             .configure(routes.clone())
             .default_service(web::to(error::not_found))
     };
+    listen(platform, config, signals, factory)
+}
+
+/// Binds `config.listen` and starts serving the apps `factory` builds: graceful shutdown,
+/// workers from `server.workers`, signals as asked, the JWKS refresh task. For services that
+/// build their own `App` (the proxy's public listener); the others call [`serve`].
+pub fn listen<F, I, S, B>(
+    platform: Arc<Platform>,
+    config: &ServerConfig,
+    signals: Signals,
+    factory: F,
+) -> anyhow::Result<Running>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: actix_service::IntoServiceFactory<S, actix_http::Request>,
+    S: actix_web::dev::ServiceFactory<actix_http::Request, Config = actix_web::dev::AppConfig> + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<actix_http::Response<B>> + 'static,
+    <S::Service as actix_web::dev::Service<actix_http::Request>>::Future: 'static,
+    S::Service: 'static,
+    B: MessageBody + 'static,
+{
     let mut server = HttpServer::new(factory)
         .shutdown_timeout(config.shutdown_timeout_secs)
         .bind(config.listen)

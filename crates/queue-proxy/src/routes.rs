@@ -12,7 +12,7 @@
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::{Next, from_fn};
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use queue_platform::config::ServerConfig;
 use queue_platform::error;
 use queue_platform::server::{platform_routes, trace_requests};
@@ -47,21 +47,7 @@ pub fn serve(
             .configure(platform_routes)
             .default_service(web::to(forward::forward))
     };
-    let mut server = HttpServer::new(factory)
-        .shutdown_timeout(config.shutdown_timeout_secs)
-        .bind(config.listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-    if let Some(w) = config.workers {
-        server = server.workers(w);
-    }
-    if signals == Signals::Ignore {
-        server = server.disable_signals();
-    }
-    let addr = *server.addrs().first().ok_or_else(|| anyhow::anyhow!("bound no address"))?;
-    let server = server.run();
-    let tasks = vec![platform.tokens.verifier.spawn_refresh()];
-    tracing::info!(service = platform.name, %addr, "listening on http://{addr}");
-    Ok(Running { addr, server, platform, tasks })
+    queue_platform::server::listen(platform, config, signals, factory)
 }
 
 /// The platform's request span and metrics for its own endpoints; forwarded requests pass
