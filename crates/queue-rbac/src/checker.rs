@@ -10,11 +10,25 @@
 //! to that principal is newer than the entry. Notifications usually deliver the changes before
 //! the fence needs them, so the fence is one single-row read; if they lag, the fence reads the
 //! missing changes itself. So after a revoke returns, the very next check on any replica denies.
+//!
+//! With leases on (`cache.lease_ms`, the default) the fence is skipped while this replica's
+//! lease is live. Each replica renews a lease in `rbac_replicas` (every quarter of its length,
+//! catching up on the change log right after each renewal commits) and records there the
+//! highest revision it has applied. A change made through the service returns only once every
+//! replica holding a live lease has recorded its revision ([`Checker::await_replicas`]), or that
+//! lease has ended. A replica trusts its lease only until 80 % of its length, counted on its own
+//! monotonic clock from before the renewal was sent, so it stops trusting before the database
+//! (whose clock ends the lease) considers it ended: only equal clock *rates* are assumed. When
+//! a lease cannot be renewed the replica falls back to the fence for every check. A change
+//! made by hand in SQL is not waited for: replicas apply it from the notification (usually
+//! within milliseconds), at the latest at their next renewal.
 
 use chrono::Utc;
 use queue_platform::db::Db;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::model::{ActiveGrant, Resource, allowing};
@@ -80,6 +94,16 @@ struct FenceState {
     running: bool,
 }
 
+/// This replica's lease (see the module documentation).
+struct Lease {
+    replica: uuid::Uuid,
+    length: Duration,
+    /// The checker's start; `valid_until_ns` counts from it.
+    epoch: Instant,
+    /// Nanoseconds after `epoch` until which checks may skip the fence (0: no live lease).
+    valid_until_ns: AtomicU64,
+}
+
 pub struct Checker {
     db: Db,
     max_entries: usize,
@@ -87,27 +111,72 @@ pub struct Checker {
     fence: Mutex<FenceState>,
     /// (number of the last finished read, the revision it read or `None` if it failed)
     done: watch::Sender<(u64, Option<i64>)>,
+    /// `State::known`, published for the task that records it in `rbac_replicas`.
+    applied: watch::Sender<i64>,
+    lease: Option<Lease>,
     metrics: crate::metrics::RbacMetrics,
 }
 
 impl Checker {
-    pub fn new(db: Db, max_entries: usize, metrics: crate::metrics::RbacMetrics) -> Arc<Self> {
+    /// `lease_ms` = 0: no lease, every check passes the fence.
+    pub fn new(db: Db, max_entries: usize, lease_ms: u64, metrics: crate::metrics::RbacMetrics) -> Arc<Self> {
+        let lease = (lease_ms > 0).then(|| Lease {
+            replica: uuid::Uuid::new_v4(),
+            length: Duration::from_millis(lease_ms),
+            epoch: Instant::now(),
+            valid_until_ns: AtomicU64::new(0),
+        });
         Arc::new(Self {
             db,
             max_entries,
             state: Mutex::new(State::default()),
             fence: Mutex::new(FenceState::default()),
             done: watch::channel((0, None)).0,
+            applied: watch::channel(0).0,
+            lease,
             metrics,
         })
+    }
+
+    /// This replica's id in `rbac_replicas` (none without leases).
+    pub fn replica_id(&self) -> Option<uuid::Uuid> {
+        self.lease.as_ref().map(|l| l.replica)
+    }
+
+    fn lease_live(&self) -> bool {
+        self.lease.as_ref().is_some_and(|l| {
+            let now = u64::try_from(l.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            now < l.valid_until_ns.load(Ordering::Acquire)
+        })
+    }
+
+    fn publish_known(&self, known: i64) {
+        self.applied.send_if_modified(|v| {
+            let newer = known > *v;
+            if newer {
+                *v = known;
+            }
+            newer
+        });
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The current revision, once every change committed before this call is applied.
+    /// A revision covering every change committed through the service before this call: this
+    /// replica's own while its lease is live, else the fence's.
     pub async fn sync(self: &Arc<Self>) -> Result<i64, CheckError> {
+        if self.lease_live() {
+            self.metrics.fresh("lease");
+            return Ok(self.state().known);
+        }
+        self.metrics.fresh("fence");
+        self.fence().await
+    }
+
+    /// The current revision, once every change committed before this call is applied.
+    pub async fn fence(self: &Arc<Self>) -> Result<i64, CheckError> {
         let target = {
             let mut f = self.fence.lock().unwrap_or_else(|e| e.into_inner());
             let target = f.started + 1;
@@ -164,8 +233,94 @@ impl Checker {
                 s.apply(current, None);
             }
             s.known = s.known.max(current);
+            let known = s.known;
+            drop(s);
+            self.publish_known(known);
         }
         Ok(current)
+    }
+
+    /// Renews the lease, then catches up on every change committed before the renewal; only
+    /// then is the new lease trusted (until 80 % of its length from before the renewal).
+    async fn renew(&self) -> Result<(), CheckError> {
+        let Some(lease) = &self.lease else { return Ok(()) };
+        let unavailable = |e: &dyn std::fmt::Display| CheckError::Unavailable(e.to_string());
+        let sent = lease.epoch.elapsed();
+        let known = self.state().known;
+        {
+            let mut conn = self.db.conn().await.map_err(|e| unavailable(&e))?;
+            let ms = u64::try_from(lease.length.as_millis()).unwrap_or(u64::MAX);
+            store::renew_lease(&mut conn, lease.replica, known, ms).await.map_err(|e| unavailable(&e))?;
+        }
+        self.read_revision().await?;
+        let until = sent + lease.length.mul_f64(0.8);
+        lease.valid_until_ns.fetch_max(u64::try_from(until.as_nanos()).unwrap_or(u64::MAX), Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// The lease's two tasks: renewing it every quarter of its length, and recording each
+    /// newly applied revision in `rbac_replicas` (coalesced: the latest value is written).
+    pub fn spawn_lease(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let Some(lease) = &self.lease else { return Vec::new() };
+        let every = lease.length / 4;
+        let me = self.clone();
+        let renewing = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.renew().await {
+                    tracing::warn!(error = %e, "rbac lease not renewed: checks read the revision until it is");
+                }
+            }
+        });
+        let me = self.clone();
+        let replica = lease.replica;
+        let mut applied = self.applied.subscribe();
+        let recording = tokio::spawn(async move {
+            while applied.changed().await.is_ok() {
+                let revision = *applied.borrow_and_update();
+                let written = async {
+                    let mut conn = me.db.conn().await.map_err(|e| e.to_string())?;
+                    store::record_applied(&mut conn, replica, revision).await.map_err(|e| e.to_string())
+                }
+                .await;
+                if let Err(e) = written {
+                    tracing::warn!(error = %e, revision, "cannot record the applied revision");
+                    tokio::time::sleep(every).await;
+                    applied.mark_changed();
+                }
+            }
+        });
+        vec![renewing, recording]
+    }
+
+    /// Waits until every replica holding a live lease has applied `revision` (a change this
+    /// replica just committed), or its lease has ended. Gives up after twice the lease length
+    /// and a second (counted and logged: the change itself is committed either way).
+    pub async fn await_replicas(&self, revision: i64) {
+        let length = self.lease.as_ref().map_or(Duration::from_secs(2), |l| l.length);
+        let deadline = Instant::now() + length * 2 + Duration::from_secs(1);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let behind = async {
+                let mut conn = self.db.conn().await.map_err(|e| e.to_string())?;
+                store::replicas_behind(&mut conn, revision).await.map_err(|e| e.to_string())
+            }
+            .await;
+            match behind {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, revision, "cannot read the replicas' applied revisions"),
+            }
+            if Instant::now() >= deadline {
+                self.metrics.propagation_timeout();
+                tracing::warn!(revision, "a replica with a live lease did not apply the change in time");
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
     }
 
     /// Applies one notification (`revision:principal` or `revision:*`). Only the next revision
@@ -177,6 +332,8 @@ impl Checker {
         if rev == s.known + 1 {
             s.apply(rev, (who != "*").then_some(who));
             s.known = rev;
+            drop(s);
+            self.publish_known(rev);
         }
     }
 

@@ -81,11 +81,15 @@ impl Default for CallersConfig {
 pub struct CacheConfig {
     /// Principals whose grants are kept in memory (0 = no cache: every check reads PostgreSQL).
     pub max_principals: usize,
+    /// Length of this replica's lease in milliseconds (docs/rbac-service.md, "Freshness"):
+    /// while it is live, checks skip the revision read, and changes made through any replica
+    /// wait until this one has applied them. 0 = no lease: every check reads the revision.
+    pub lease_ms: u64,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { max_principals: 200_000 }
+        Self { max_principals: 200_000, lease_ms: 2_000 }
     }
 }
 
@@ -138,6 +142,9 @@ impl Validate for RbacConfig {
             if a.session_cache_secs > 60 {
                 return Err(ConfigError::new("auth.session_cache_secs", "must be at most 60"));
             }
+        }
+        if self.cache.lease_ms != 0 && !(200..=60_000).contains(&self.cache.lease_ms) {
+            return Err(ConfigError::new("cache.lease_ms", "must be 0 (no lease) or between 200 and 60000"));
         }
         if self.expiry.interval_secs == 0 {
             return Err(ConfigError::new("expiry.interval_secs", "must be at least 1"));

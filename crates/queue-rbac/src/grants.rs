@@ -223,6 +223,7 @@ pub async fn create(
     match applied {
         Ok(revision) => {
             state.metrics.change("granted");
+            state.checker.await_replicas(revision).await;
             Ok((grant, revision))
         }
         Err(e) => {
@@ -292,6 +293,7 @@ pub async fn revoke(
     match applied {
         Ok(Some(revision)) => {
             state.metrics.change("revoked");
+            state.checker.await_replicas(revision).await;
             Ok((revoked, event_id, revision))
         }
         Ok(None) => {
@@ -400,7 +402,10 @@ pub async fn create_role(
     }
     .await;
     match applied {
-        Ok(revision) => Ok((role, revision)),
+        Ok(revision) => {
+            state.checker.await_replicas(revision).await;
+            Ok((role, revision))
+        }
         Err(e) => {
             compensate(state, req.tenant_id.clone(), caller.actor(), target, event_id, origin);
             Err(e)

@@ -67,8 +67,10 @@ pub async fn run(config: RbacConfig, signals: Signals) -> anyhow::Result<Running
     let db = Db::with_role(&config.database, Some(APP_ROLE))?;
     let platform = Platform::new(NAME, Some(db.clone()), &config.tokens, ApiDoc::openapi())?;
     let metrics = metrics::RbacMetrics::new(platform.metrics.registry());
-    let checker = checker::Checker::new(db.clone(), config.cache.max_principals, metrics.clone());
+    let checker =
+        checker::Checker::new(db.clone(), config.cache.max_principals, config.cache.lease_ms, metrics.clone());
     let listener = checker::spawn_listener(config.database.url.clone(), checker.clone());
+    let lease = checker.spawn_lease();
     let minter = Arc::new(platform.tokens.minter.clone());
     let audit = AuditClient::new(platform.http.clone(), config.audit.url.clone(), minter)
         .with_timeout(Duration::from_millis(config.audit.timeout_ms));
@@ -90,6 +92,7 @@ pub async fn run(config: RbacConfig, signals: Signals) -> anyhow::Result<Running
         routes::configure(cfg);
     })?;
     running.tasks.push(listener);
+    running.tasks.extend(lease);
     running.tasks.push(expiry);
     Ok(running)
 }

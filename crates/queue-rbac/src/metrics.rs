@@ -8,6 +8,8 @@ pub struct RbacMetrics {
     cache: IntCounterVec,
     fence_catch_ups: IntCounter,
     changes: IntCounterVec,
+    freshness: IntCounterVec,
+    propagation_timeouts: IntCounter,
 }
 
 impl RbacMetrics {
@@ -23,11 +25,23 @@ impl RbacMetrics {
             )
             .expect("metric"),
             changes: vec("rbac_changes_total", "Grants, revokes, roles and expiries, by outcome", "outcome"),
+            freshness: vec(
+                "rbac_freshness_total",
+                "Checks (and other reads) made current by this replica's live lease or by a revision read",
+                "via",
+            ),
+            propagation_timeouts: IntCounter::new(
+                "rbac_propagation_timeouts_total",
+                "Changes after which a replica with a live lease did not record the revision in time",
+            )
+            .expect("metric"),
         };
         let _ = registry.register(Box::new(m.checks.clone()));
         let _ = registry.register(Box::new(m.cache.clone()));
         let _ = registry.register(Box::new(m.fence_catch_ups.clone()));
         let _ = registry.register(Box::new(m.changes.clone()));
+        let _ = registry.register(Box::new(m.freshness.clone()));
+        let _ = registry.register(Box::new(m.propagation_timeouts.clone()));
         m
     }
 
@@ -45,5 +59,13 @@ impl RbacMetrics {
 
     pub fn change(&self, outcome: &str) {
         self.changes.with_label_values(&[outcome]).inc();
+    }
+
+    pub fn fresh(&self, via: &str) {
+        self.freshness.with_label_values(&[via]).inc();
+    }
+
+    pub fn propagation_timeout(&self) {
+        self.propagation_timeouts.inc();
     }
 }

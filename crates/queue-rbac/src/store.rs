@@ -438,3 +438,58 @@ pub async fn mark_expiry_recorded(conn: &mut Conn, id: Uuid) -> Result<(), diese
         .await?;
     Ok(())
 }
+
+/// Renews this replica's lease (`lease_ms` from the database's clock now) and records the
+/// revision it has applied; also forgets replicas whose lease ended a day ago.
+pub async fn renew_lease(
+    conn: &mut Conn,
+    replica: Uuid,
+    applied: i64,
+    lease_ms: u64,
+) -> Result<(), diesel::result::Error> {
+    diesel::sql_query(
+        "INSERT INTO rbac.rbac_replicas (replica_id, applied_revision, lease_until, renewed_at)
+         VALUES ($1, $2, clock_timestamp() + $3 * interval '1 millisecond', clock_timestamp())
+         ON CONFLICT (replica_id) DO UPDATE
+           SET applied_revision = GREATEST(rbac.rbac_replicas.applied_revision, EXCLUDED.applied_revision),
+               lease_until = EXCLUDED.lease_until, renewed_at = EXCLUDED.renewed_at",
+    )
+    .bind::<SqlUuid, _>(replica)
+    .bind::<BigInt, _>(applied)
+    .bind::<BigInt, _>(i64::try_from(lease_ms).unwrap_or(i64::MAX))
+    .execute(conn)
+    .await?;
+    diesel::sql_query("DELETE FROM rbac.rbac_replicas WHERE lease_until < clock_timestamp() - interval '1 day'")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records that this replica has applied every change up to `applied`.
+pub async fn record_applied(conn: &mut Conn, replica: Uuid, applied: i64) -> Result<(), diesel::result::Error> {
+    diesel::sql_query(
+        "UPDATE rbac.rbac_replicas SET applied_revision = GREATEST(applied_revision, $2) WHERE replica_id = $1",
+    )
+    .bind::<SqlUuid, _>(replica)
+    .bind::<BigInt, _>(applied)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// How many replicas hold a live lease but have not applied `revision` yet.
+pub async fn replicas_behind(conn: &mut Conn, revision: i64) -> Result<i64, diesel::result::Error> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        behind: i64,
+    }
+    let r: Row = diesel::sql_query(
+        "SELECT count(*) AS behind FROM rbac.rbac_replicas
+         WHERE lease_until > clock_timestamp() AND applied_revision < $1",
+    )
+    .bind::<BigInt, _>(revision)
+    .get_result(conn)
+    .await?;
+    Ok(r.behind)
+}

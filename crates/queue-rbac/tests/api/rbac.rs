@@ -1,6 +1,6 @@
 //! Roles, grants and checks against the real audit service.
 
-use crate::support::{World, global, tenant, ticket};
+use crate::support::{World, global, spawn_rbac, tenant, ticket};
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -135,6 +135,7 @@ async fn with_audit_down_grant_and_revoke_answer_503_and_change_nothing() {
 async fn a_revoke_is_seen_by_the_very_next_check_on_another_replica() {
     let w = World::start().await;
     let second = w.replica().await;
+    let under_lease = counter(&second, "queue_rbac_freshness_total{via=\"lease\"}").await;
     for round in 0..25 {
         let principal = format!("r{round}");
         let g = w.grant(&principal, "agent", tenant("A"), None).await;
@@ -147,7 +148,13 @@ async fn a_revoke_is_seen_by_the_very_next_check_on_another_replica() {
         let after = w.check_on(&second, &principal, "ticket.write", "A", None).await;
         assert_eq!(after["allowed"], false, "round {round}: revoked at {} but {after}", v["revision"]);
         assert!(after["revision"].as_i64() >= v["revision"].as_i64(), "answer reflects the revoke's revision");
+        if round == 0 {
+            // Give both replicas time to hold their leases: the later rounds test that path.
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
     }
+    let under_lease = counter(&second, "queue_rbac_freshness_total{via=\"lease\"}").await - under_lease;
+    assert!(under_lease > 0.0, "the second replica answered under its lease (not only through the fence)");
 }
 
 #[tokio::test]
@@ -165,8 +172,19 @@ async fn a_change_made_by_hand_invalidates_caches_and_shows_up_in_reconcile() {
     // Someone with database access revokes by hand, bypassing the service and its audit.
     w.exec(&format!("UPDATE rbac.rbac_grants SET revoked_at = now(), revoked_by = 'psql' WHERE id = '{}'", id(&g)))
         .await;
-    assert_eq!(w.check_on(&second, "h1", "ticket.write", "A", None).await["allowed"], false, "cache invalidated");
-    assert_eq!(w.check_on(&w.rbac, "h1", "ticket.write", "A", None).await["allowed"], false);
+    // A change by hand is not waited for like one through the service: each replica applies it
+    // from the notification, at the latest at its next lease renewal (a quarter of 2 s).
+    for app in [&second, &w.rbac] {
+        let mut denied = false;
+        for _ in 0..200 {
+            if w.check_on(app, "h1", "ticket.write", "A", None).await["allowed"] == false {
+                denied = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(denied, "the cache was invalidated by the change made by hand");
+    }
 
     let (s, report) = w.rbac.get_json_as("/api/v1/rbac/reconcile", &w.admin()).await;
     assert_eq!(s, StatusCode::OK);
@@ -419,4 +437,72 @@ async fn the_service_role_cannot_delete_or_rewrite_grants() {
         let err = c.batch_execute(&sql).await.expect_err(&sql);
         assert!(err.to_string().contains("permission denied"), "{sql}: {err}");
     }
+}
+
+/// A counter's value in a replica's /metrics: `name{label,...}` (other labels ignored).
+async fn counter(app: &queue_testkit::TestApp, series: &str) -> f64 {
+    let (name, label) = series.trim_end_matches('}').split_once('{').expect("name{label}");
+    let text = app.client.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn with_a_live_lease_checks_skip_the_revision_read_and_without_one_they_do_not() {
+    let w = World::start().await;
+    w.grant("l1", "agent", tenant("A"), None).await;
+    // The lease is renewed at start-up; until then checks read the revision.
+    let mut via_lease = false;
+    for _ in 0..200 {
+        assert!(w.allowed("l1", "ticket.write", "A", None).await);
+        if counter(&w.rbac, "queue_rbac_freshness_total{via=\"lease\"}").await > 0.0 {
+            via_lease = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(via_lease, "checks are answered under the replica's lease");
+    let n = w.scalar("SELECT count(*) AS n FROM rbac.rbac_replicas WHERE lease_until > clock_timestamp()").await;
+    assert_eq!(n, 1, "one replica holds a live lease");
+
+    let unleased = spawn_rbac(&w.keys, &w.rbac_db, &w.audit, |c| c.cache.lease_ms = 0).await;
+    for _ in 0..5 {
+        assert_eq!(w.check_on(&unleased, "l1", "ticket.write", "A", None).await["allowed"], true);
+    }
+    assert_eq!(counter(&unleased, "queue_rbac_freshness_total{via=\"lease\"}").await, 0.0);
+    assert!(counter(&unleased, "queue_rbac_freshness_total{via=\"fence\"}").await >= 5.0);
+}
+
+#[tokio::test]
+async fn a_change_returns_only_once_every_replica_with_a_live_lease_has_applied_it() {
+    let w = World::start().await;
+    let g = w.grant("l2", "agent", tenant("A"), None).await;
+    // A replica that holds a lease but has applied nothing (stopped, or cut off from the
+    // database): the revoke must outwait its lease, which then no longer lets it answer.
+    let silent = uuid::Uuid::new_v4();
+    w.exec(&format!(
+        "INSERT INTO rbac.rbac_replicas (replica_id, applied_revision, lease_until, renewed_at)
+         VALUES ('{silent}', 0, clock_timestamp() + interval '1500 milliseconds', clock_timestamp())"
+    ))
+    .await;
+    let (s, v) = w.revoke_on(&w.rbac, &id(&g)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let ended = w
+        .scalar(&format!(
+            "SELECT count(*) AS n FROM rbac.rbac_replicas WHERE replica_id = '{silent}' AND lease_until <= clock_timestamp()"
+        ))
+        .await;
+    assert_eq!(ended, 1, "the revoke returned only after the silent replica's lease ended");
+    // The live replica (the one that revoked) recorded the revision before answering.
+    let behind = w
+        .scalar(&format!(
+            "SELECT count(*) AS n FROM rbac.rbac_replicas
+             WHERE lease_until > clock_timestamp() AND applied_revision < {}",
+            v["revision"]
+        ))
+        .await;
+    assert_eq!(behind, 0, "{v}");
+    assert!(!w.allowed("l2", "ticket.write", "A", None).await);
 }
