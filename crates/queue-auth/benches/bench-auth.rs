@@ -4,6 +4,10 @@
 //! SoftPasskey. Prints the figures and writes them to docs/benchmarks.md (section `bench-auth`).
 //! Not a test: nothing here asserts a speed.
 
+/// The allocator the service binaries use, so the figures are theirs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use queue_auth::AuthConfig;
 use queue_auth::domain::RequestInfo;
 use queue_auth::domain::sessions::{self, Kind};
@@ -119,16 +123,25 @@ async fn main() -> anyhow::Result<()> {
     let svc = Arc::new(keys.token("proxy", "auth", &["sessions:validate"]));
     let tokens = Arc::new(tokens);
     let validate_url = Arc::new(format!("{base_url}/internal/v1/sessions/validate"));
-    let (c, s, t, u) = (client.clone(), svc.clone(), tokens.clone(), validate_url.clone());
-    let validations = load(CLIENTS, duration, move |i, _| {
-        let (c, s, t, u) = (c.clone(), s.clone(), t.clone(), u.clone());
-        async move {
-            let v = post(&c, &u, Some(&s), &json!({"token": t[i]})).await?;
+    // Every token is valid before and after the run (wrk itself only sees 200s).
+    let all_valid = async || -> anyhow::Result<()> {
+        for t in tokens.iter() {
+            let v = post(&client, &validate_url, Some(&svc), &json!({"token": t})).await?;
             anyhow::ensure!(v["valid"] == true, "invalid: {v}");
-            Ok(1)
         }
-    })
-    .await;
+        Ok(())
+    };
+    all_valid().await?;
+    // The load from wrk (a generator in C leaves the shared cores to the service), each request
+    // a session of the 64 in turn.
+    let script = format!(
+        "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n\
+         wrk.headers[\"Authorization\"] = \"Bearer {svc}\"\nlocal tokens = {{{}}}\nlocal n = 0\n\
+         request = function()\n  n = n % #tokens + 1\n  return wrk.format(nil, nil, nil, '{{\"token\":\"' .. tokens[n] .. '\"}}')\nend\n",
+        tokens.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ")
+    );
+    let validations = queue_bench::wrk(&validate_url, &script, CLIENTS, duration)?;
+    all_valid().await?;
     println!(
         "session validations: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
         validations.per_sec(),
@@ -188,7 +201,8 @@ async fn main() -> anyhow::Result<()> {
     let first = |l: &str| l.split_whitespace().next().unwrap_or("?").to_string();
     let body = format!(
         "## Auth (`make bench-auth`)\n\n{machine}; {seconds} s per run; {CLIENTS} concurrent clients over loopback HTTP; \
-durable PostgreSQL (fsync on) on the same machine; service, load generator and PostgreSQL share the cores.\n\n\
+durable PostgreSQL (fsync on) on the same machine; service, load generator and PostgreSQL share the cores; \
+validations driven by wrk (`-t1 -c{CLIENTS}`), logins by clients in the bench process (which also sign).\n\n\
 | what | per second | p50 | p99 |\n|---|---|---|---|\n\
 | session validations (`POST /internal/v1/sessions/validate`, service token) | {:.0} | {:.2} ms | {:.2} ms |\n\
 | passkey logins (start + client-side signature + finish, a session minted) | {:.0} | {:.2} ms | {:.2} ms |\n\

@@ -76,6 +76,12 @@ pub struct SessionsConfig {
     /// (local development over plain HTTP).
     #[serde(default)]
     pub cookie_secure: Option<bool>,
+    /// Coalesced validation (`POST /internal/v1/sessions/validate`): this many tasks each take
+    /// whatever validations are waiting and answer them with one query (so up to this many
+    /// queries are in flight) …
+    pub validation_workers: usize,
+    /// … of at most this many tokens each.
+    pub validation_batch_max: usize,
 }
 
 impl Default for SessionsConfig {
@@ -86,6 +92,8 @@ impl Default for SessionsConfig {
             last_seen_interval_secs: 60,
             restricted_lifetime_secs: 15 * 60,
             cookie_secure: None,
+            validation_workers: 4,
+            validation_batch_max: 256,
         }
     }
 }
@@ -304,6 +312,12 @@ impl Validate for AuthConfig {
         at_least("sessions.absolute_lifetime_secs", s.absolute_lifetime_secs, s.idle_timeout_secs)?;
         at_least("sessions.last_seen_interval_secs", s.last_seen_interval_secs, 1)?;
         at_least("sessions.restricted_lifetime_secs", s.restricted_lifetime_secs, 60)?;
+        if !(1..=64).contains(&s.validation_workers) {
+            return Err(ConfigError::new("sessions.validation_workers", "must be between 1 and 64"));
+        }
+        if !(1..=4096).contains(&s.validation_batch_max) {
+            return Err(ConfigError::new("sessions.validation_batch_max", "must be between 1 and 4096"));
+        }
         let w = &self.webauthn;
         if w.rp_id.is_empty() {
             return Err(ConfigError::new("webauthn.rp_id", "must not be empty"));

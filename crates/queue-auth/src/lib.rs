@@ -11,6 +11,7 @@ mod handlers;
 pub mod pages;
 mod routes;
 mod state;
+mod validator;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use queue_platform::db::{Db, SchemaMigrations};
@@ -136,8 +137,11 @@ pub async fn run_with_clock(config: AuthConfig, signals: Signals, clock: Arc<dyn
         .spawn(),
     );
 
+    let (validator, validators) = validator::Validator::spawn(db.clone(), clock.clone(), config.sessions.clone());
+    tasks.extend(validators);
     let state = actix_web::web::Data::new(state::AuthState {
         db,
+        validator,
         clock,
         cookie_secure: config.cookie_secure(),
         pepper,

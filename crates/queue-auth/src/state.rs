@@ -20,6 +20,8 @@ pub struct AuthState {
     /// Wakes the audit relay after a commit.
     pub audit_wake: Arc<tokio::sync::Notify>,
     pub cookie_secure: bool,
+    /// Coalesced session validation for `POST /internal/v1/sessions/validate`.
+    pub validator: crate::validator::Validator,
 }
 
 impl AuthState {

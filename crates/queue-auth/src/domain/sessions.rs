@@ -3,9 +3,10 @@
 //! most once per interval, by a conditional UPDATE so concurrent validations write once.
 
 use chrono::{DateTime, Duration, Utc};
-use diesel::{BoolExpressionMethods, ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use diesel::{BoolExpressionMethods, ExpressionMethods, QueryDsl, SelectableHelper};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -166,38 +167,63 @@ pub async fn validate(
     if token.len() != 43 {
         return Ok(None);
     }
-    let found: Option<Row> = queue_sessions::table
+    let found = validate_hashes(conn, cfg, now, &[token_hash(token)]).await?;
+    Ok(found.into_iter().next().flatten())
+}
+
+#[derive(diesel::QueryableByName)]
+struct Slid {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: Uuid,
+}
+
+/// [`validate`] for many token hashes at once (coalesced validation, `crate::validator`): one
+/// read for all of them and at most one conditional write sliding the idle timeouts that are
+/// due. The answer at `i` is the session of `hashes[i]`, if live; a hash may appear more than
+/// once.
+pub async fn validate_hashes(
+    conn: &mut Conn,
+    cfg: &SessionsConfig,
+    now: DateTime<Utc>,
+    hashes: &[Vec<u8>],
+) -> Result<Vec<Option<Session>>> {
+    let mut unique = hashes.to_vec();
+    unique.sort_unstable();
+    unique.dedup();
+    let rows: Vec<(Vec<u8>, Row)> = queue_sessions::table
         .inner_join(users::table)
-        .filter(queue_sessions::token_hash.eq(token_hash(token)))
+        .filter(queue_sessions::token_hash.eq_any(&unique))
         .filter(users::status.eq("active"))
-        .select(Row::as_select())
-        .first(conn)
-        .await
-        .optional()?;
-    let Some(row) = found else { return Ok(None) };
-    if row.revoked_at.is_some() || now >= row.idle_expires_at || now >= row.absolute_expires_at {
-        return Ok(None);
-    }
-    let mut session = Session::from(row);
-    let interval = Duration::seconds(cfg.last_seen_interval_secs);
-    if now - session.last_seen_at >= interval {
-        let idle = (now + Duration::seconds(cfg.idle_timeout_secs)).min(session.absolute_expires_at);
-        // Conditional: of many concurrent validations, one writes; the others see 0 rows.
-        let written = diesel::update(
-            queue_sessions::table
-                .find(session.id)
-                .filter(queue_sessions::last_seen_at.le(now - interval))
-                .filter(queue_sessions::revoked_at.is_null()),
-        )
-        .set((queue_sessions::last_seen_at.eq(now), queue_sessions::idle_expires_at.eq(idle)))
-        .execute(conn)
+        .select((queue_sessions::token_hash, Row::as_select()))
+        .load(conn)
         .await?;
-        if written == 1 {
-            session.last_seen_at = now;
-            session.idle_expires_at = idle;
+    let mut live: HashMap<Vec<u8>, Session> = rows
+        .into_iter()
+        .filter(|(_, r)| r.revoked_at.is_none() && now < r.idle_expires_at && now < r.absolute_expires_at)
+        .map(|(h, r)| (h, Session::from(r)))
+        .collect();
+    let interval = Duration::seconds(cfg.last_seen_interval_secs);
+    let due: Vec<Uuid> = live.values().filter(|s| now - s.last_seen_at >= interval).map(|s| s.id).collect();
+    if !due.is_empty() {
+        use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
+        // Conditional: of many concurrent validations, one writes; the others see 0 rows.
+        let slid: Vec<Slid> = diesel::sql_query(
+            "UPDATE auth.queue_sessions SET last_seen_at = $1, idle_expires_at = LEAST($2, absolute_expires_at) \
+             WHERE id = ANY($3) AND last_seen_at <= $4 AND revoked_at IS NULL RETURNING id",
+        )
+        .bind::<Timestamptz, _>(now)
+        .bind::<Timestamptz, _>(now + Duration::seconds(cfg.idle_timeout_secs))
+        .bind::<Array<SqlUuid>, _>(&due)
+        .bind::<Timestamptz, _>(now - interval)
+        .load(conn)
+        .await?;
+        let slid: HashSet<Uuid> = slid.into_iter().map(|s| s.id).collect();
+        for s in live.values_mut().filter(|s| slid.contains(&s.id)) {
+            s.last_seen_at = now;
+            s.idle_expires_at = (now + Duration::seconds(cfg.idle_timeout_secs)).min(s.absolute_expires_at);
         }
     }
-    Ok(Some(session))
+    Ok(hashes.iter().map(|h| live.get(h).cloned()).collect())
 }
 
 /// The user's live sessions, newest first.

@@ -11,3 +11,4 @@ mod platform;
 mod sessions;
 mod support;
 mod users;
+mod validation;

@@ -85,6 +85,25 @@ fn a_missing_pepper_stops_start_up_with_exit_64() {
     checks::config_error_names_key(BIN, &env, "auth.pepper_file");
 }
 
+#[test]
+fn no_validation_workers_stops_start_up_with_exit_64() {
+    let keys = TestKeys::new();
+    let key = keys.private("auth").display().to_string();
+    let dir = tempfile::tempdir().expect("tmp");
+    let pepper = dir.path().join("pepper.key");
+    queue_auth::config::write_pepper(&pepper, true).expect("pepper");
+    let pepper = pepper.display().to_string();
+    let env = [
+        ("QUEUE_SERVER__LISTEN", "127.0.0.1:0"),
+        ("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none"),
+        ("QUEUE_TOKENS__ISSUER", "auth"),
+        ("QUEUE_TOKENS__SIGNING_KEY", key.as_str()),
+        ("QUEUE_AUTH__PEPPER_FILE", pepper.as_str()),
+        ("QUEUE_SESSIONS__VALIDATION_WORKERS", "0"),
+    ];
+    checks::config_error_names_key(BIN, &env, "sessions.validation_workers");
+}
+
 /// deploy/{local,compose}/auth.toml and the k8s ConfigMap fit `AuthConfig` (queuectl's
 /// deploy_configs test checks every service; this one fails close to the change).
 #[test]

@@ -10,7 +10,7 @@ use crate::support::Auth;
 
 /// A provisioned user and a session of `kind` minted by the domain (the HTTP routes that mint
 /// sessions are covered by the passkey and email tests).
-async fn session(auth: &Auth, email: &str, kind: Kind) -> (Uuid, String) {
+pub(crate) async fn session(auth: &Auth, email: &str, kind: Kind) -> (Uuid, String) {
     let raptor = auth.app.token("raptor", &["users:write"]);
     let (s, user) = auth.post("/internal/v1/users", Some(&raptor), &json!({"email": email})).await;
     assert!(s.is_success(), "{user}");
