@@ -253,3 +253,74 @@ pub fn histogram(text: &str, name: &str) -> (f64, f64) {
     };
     (find("sum"), find("count"))
 }
+
+/// Runs wrk (`-t1`, keep-alive, `--latency`) against `url` with the Lua `script` for
+/// `duration`: a load generator in C, so it leaves more of the shared cores to the service
+/// than a client in this process would. Fails on any socket error or non-2xx answer.
+pub fn wrk(url: &str, script: &str, connections: usize, duration: Duration) -> anyhow::Result<Figures> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("load.lua");
+    std::fs::write(&path, script)?;
+    let out = Command::new("wrk")
+        .args(["-t1", &format!("-c{connections}"), &format!("-d{}s", duration.as_secs().max(1)), "--latency", "-s"])
+        .arg(&path)
+        .arg(url)
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run wrk (apt-get install wrk): {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    anyhow::ensure!(out.status.success(), "wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    parse_wrk(&text)
+}
+
+/// The figures in wrk's report (requests, elapsed time, the 50 % and 99 % latencies).
+pub fn parse_wrk(text: &str) -> anyhow::Result<Figures> {
+    anyhow::ensure!(!text.contains("Non-2xx"), "non-2xx answers under load:\n{text}");
+    anyhow::ensure!(!text.contains("Socket errors"), "socket errors under load:\n{text}");
+    let ms = |v: &str| -> Option<f64> {
+        let split = v.find(|c: char| c.is_ascii_alphabetic())?;
+        let (n, unit) = v.split_at(split);
+        let n: f64 = n.parse().ok()?;
+        Some(match unit {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            "m" => n * 60_000.0,
+            _ => return None,
+        })
+    };
+    let pct = |p: &str| {
+        text.lines()
+            .find_map(|l| {
+                let mut f = l.split_whitespace();
+                (f.next() == Some(p)).then(|| f.next().and_then(ms)).flatten()
+            })
+            .ok_or_else(|| anyhow::anyhow!("no {p} latency in wrk's report:\n{text}"))
+    };
+    // "  123456 requests in 10.00s, 12.34MB read"
+    let (ops, seconds) = text
+        .lines()
+        .find_map(|l| {
+            let l = l.trim();
+            let (n, rest) = l.split_once(" requests in ")?;
+            let secs = ms(rest.split(',').next()?)? / 1000.0;
+            Some((n.parse::<u64>().ok()?, secs))
+        })
+        .ok_or_else(|| anyhow::anyhow!("no request count in wrk's report:\n{text}"))?;
+    Ok(Figures { ops, seconds, p50_ms: pct("50%")?, p99_ms: pct("99%")? })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_wrk_report_is_read() {
+        let report = "Running 10s test @ http://127.0.0.1:1/x\n  1 threads and 64 connections\n  Latency Distribution\n     50%    2.10ms\n     75%    3.00ms\n     90%    4.00ms\n     99%  850.00us\n  215432 requests in 10.00s, 40.1MB read\nRequests/sec:  21543.20\n";
+        let f = parse_wrk(report).unwrap();
+        assert_eq!(f.ops, 215_432);
+        assert!((f.seconds - 10.0).abs() < 1e-9);
+        assert!((f.p50_ms - 2.1).abs() < 1e-9 && (f.p99_ms - 0.85).abs() < 1e-9);
+        assert!(parse_wrk(&format!("{report}  Non-2xx or 3xx responses: 3\n")).is_err());
+    }
+}
