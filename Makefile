@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PG_PORT := 54329
 
-.PHONY: help run test test-deps fmt fmt-check clippy test-rust test-e2e check-deploy build db db-stop db-psql clean-var bench-audit bench-proxy bench-auth bench-rbac bench
+.PHONY: help run test test-deps fmt fmt-check clippy test-rust test-e2e check-deploy build db db-stop db-psql clean-var bench-audit bench-proxy bench-auth bench-rbac bench bench-deps
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -53,16 +53,19 @@ db-psql: ## a psql shell on it
 clean-var: db-stop ## remove the local cluster, keys and logs
 	rm -rf var
 
+bench-deps: ## wrk and nginx for the benchmarks (installed when missing, as root)
+	scripts/bench-deps.sh
+
 bench: bench-audit bench-rbac bench-auth bench-proxy ## every benchmark, one after another; each rewrites its section of docs/benchmarks.md
 
-bench-audit: ## audit writer/verifier figures beside pgbench INSERTs; writes docs/benchmarks.md
+bench-audit: bench-deps ## audit writer/verifier figures beside pgbench INSERTs; writes docs/benchmarks.md
 	cargo run --profile bench -p queue-bench --bin bench-audit
 
-bench-rbac: ## rbac checks/batch checks/grants over 1,000,000 grants; writes docs/benchmarks.md
+bench-rbac: bench-deps ## rbac checks/batch checks/grants over 1,000,000 grants; writes docs/benchmarks.md
 	cargo run --profile bench -p queue-bench --bin bench-rbac
 
-bench-auth: ## session validations/s and passkey logins/s beside pgbench select-only; writes docs/benchmarks.md
+bench-auth: bench-deps ## session validations/s and passkey logins/s beside pgbench select-only; writes docs/benchmarks.md
 	cargo bench -p queue-auth --bench bench-auth
 
-bench-proxy: ## queue-proxy beside nginx in front of one upstream (wrk, 1 KiB); writes docs/benchmarks.md
+bench-proxy: bench-deps ## queue-proxy beside nginx in front of one upstream (wrk, 1 KiB); writes docs/benchmarks.md
 	scripts/bench-proxy.sh

@@ -12,19 +12,7 @@ CONNS="${CONNS:-32}"
 WORKERS="${WORKERS:-1}"
 ROUNDS="${ROUNDS:-2}"
 
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v nginx >/dev/null || missing+=(nginx)
-if [ "${#missing[@]}" -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    echo "bench-proxy: apt-get install ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  else
-    echo "bench-proxy: missing ${missing[*]} (install them as root)" >&2
-    exit 1
-  fi
-fi
+scripts/bench-deps.sh
 
 cargo build --profile bench -p queue-proxy --bin queue-proxy
 BIN="$PWD/target/release/queue-proxy"
