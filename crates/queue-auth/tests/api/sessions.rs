@@ -11,6 +11,12 @@ use crate::support::Auth;
 /// A provisioned user and a session of `kind` minted by the domain (the HTTP routes that mint
 /// sessions are covered by the passkey and email tests).
 pub(crate) async fn session(auth: &Auth, email: &str, kind: Kind) -> (Uuid, String) {
+    let (user_id, _, token) = minted(auth, email, kind, 0).await;
+    (user_id, token)
+}
+
+/// Like [`session`], minted as if `secs_ago` seconds before now: (user id, session id, token).
+pub(crate) async fn minted(auth: &Auth, email: &str, kind: Kind, secs_ago: i64) -> (Uuid, Uuid, String) {
     let raptor = auth.app.token("raptor", &["users:write"]);
     let (s, user) = auth.post("/internal/v1/users", Some(&raptor), &json!({"email": email})).await;
     assert!(s.is_success(), "{user}");
@@ -19,7 +25,7 @@ pub(crate) async fn session(auth: &Auth, email: &str, kind: Kind) -> (Uuid, Stri
     let m = sessions::create(
         &mut conn,
         &auth.config.sessions,
-        auth.clock_now(),
+        auth.clock_now() - chrono::Duration::seconds(secs_ago),
         &RequestInfo::default(),
         user_id,
         "default",
@@ -28,7 +34,7 @@ pub(crate) async fn session(auth: &Auth, email: &str, kind: Kind) -> (Uuid, Stri
     .await
     .map_err(|e| format!("{e:?}"))
     .expect("session");
-    (user_id, m.token.to_string())
+    (user_id, m.session.id, m.token.to_string())
 }
 
 #[tokio::test]

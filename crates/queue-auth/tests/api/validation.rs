@@ -4,34 +4,17 @@
 //! validation with an error, never "valid".
 
 use futures_util::future::join_all;
-use queue_auth::domain::RequestInfo;
 use queue_auth::domain::sessions::{self, Kind};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::sessions::session;
+use crate::sessions::{minted, session};
 use crate::support::Auth;
 
 /// A session of `kind` for a new user, minted as if at `secs_ago` seconds before now.
 async fn session_from(auth: &Auth, email: &str, kind: Kind, secs_ago: i64) -> (Uuid, String) {
-    let raptor = auth.app.token("raptor", &["users:write"]);
-    let (s, user) = auth.post("/internal/v1/users", Some(&raptor), &json!({"email": email})).await;
-    assert!(s.is_success(), "{user}");
-    let user_id: Uuid = user["id"].as_str().expect("id").parse().expect("uuid");
-    let mut conn = auth.sql().await;
-    let m = sessions::create(
-        &mut conn,
-        &auth.config.sessions,
-        auth.clock_now() - chrono::Duration::seconds(secs_ago),
-        &RequestInfo::default(),
-        user_id,
-        "default",
-        kind,
-    )
-    .await
-    .map_err(|e| format!("{e:?}"))
-    .expect("session");
-    (m.session.id, m.token.to_string())
+    let (_, id, token) = minted(auth, email, kind, secs_ago).await;
+    (id, token)
 }
 
 /// `POST /internal/v1/sessions/validate` without asserting the status.
