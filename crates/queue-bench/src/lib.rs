@@ -262,7 +262,8 @@ pub fn wrk(url: &str, script: &str, connections: usize, duration: Duration) -> a
     let path = dir.path().join("load.lua");
     std::fs::write(&path, script)?;
     let out = Command::new("wrk")
-        .args(["-t1", &format!("-c{connections}"), &format!("-d{}s", duration.as_secs().max(1)), "--latency", "-s"])
+        .args(["-t1", &format!("-c{connections}"), &format!("-d{}s", duration.as_secs().max(1)), "--timeout", "10s"])
+        .args(["--latency", "-s"])
         .arg(&path)
         .arg(url)
         .output()

@@ -2,13 +2,16 @@
 //! matched against the table in force (loaded once, held to the end of the request), sent to
 //! the chosen side over pooled keep-alive connections with bodies streamed both ways, and
 //! answered with the upstream's response — or a JSON 502/503/504 naming the side that failed.
+//!
+//! Requests arrive from hyper's server (listener.rs) as `http` 1.x values, the types the
+//! upstream client takes: the head is edited in place (hop-by-hop headers out, `X-Forwarded-*`
+//! and the request id in) and the body is handed on as it is.
 
-use actix_web::body::{BodyStream, SizedStream};
-use actix_web::http::StatusCode;
-use actix_web::web::{self, Bytes};
-use actix_web::{HttpRequest, HttpResponse};
 use futures_util::{Stream, StreamExt};
-use std::net::IpAddr;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::{Body as _, Bytes, Frame, Incoming, SizeHint};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -18,11 +21,27 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::ProxyState;
+use crate::listener::{PLATFORM_PATHS, Worker};
 use crate::shadow::{Job, Outcome};
+use crate::store::Loaded;
 use crate::table::{Cohort, Reason, Side, Upstream, bucket, in_percent};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
-const HOP_BY_HOP: [&str; 9] = [
+/// `connection` first: [`strip_hop_by_hop`] reads its tokens.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+];
+
+/// [`HOP_BY_HOP`] as text (comparing with a `HeaderName` looks its text up first).
+const HOP_BY_HOP_NAMES: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -34,15 +53,29 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
+/// The client's forwarding headers (replaced or extended) and the shadow mark (removed), in
+/// the order [`upstream_headers`] reads them.
+const FORWARDING: [HeaderName; 5] = [
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-queue-shadow"),
+];
+
 pub const REQUEST_ID: &str = "x-request-id";
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
 
 /// Where one request goes.
 struct Plan<'t> {
     route: &'t str,
+    /// The route's position in the table; `None` for the default route.
+    index: Option<usize>,
     side: Side,
     reason: Reason,
     upstream: &'t Upstream,
-    path: String,
+    /// The path upstream; `None`: the client's path, unchanged.
+    path: Option<String>,
     shadow: Option<ShadowPlan<'t>>,
 }
 
@@ -54,28 +87,87 @@ struct ShadowPlan<'t> {
     max_body: usize,
 }
 
-pub async fn forward(req: HttpRequest, payload: web::Payload, state: web::Data<ProxyState>) -> HttpResponse {
+/// Serves one request from the public listener: a platform endpoint goes to queue-platform's
+/// app, everything else is forwarded.
+pub async fn handle(w: &Worker, req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
+    if PLATFORM_PATHS.contains(&req.uri().path()) {
+        return platform(w, req).await;
+    }
     // Forwarded requests skip the platform's per-request span and metrics (the proxy records
     // its own per route). With tracing on, this span continues the client's `traceparent` and
     // becomes the upstream's parent; otherwise it is disabled and costs nothing.
     let span = tracing::info_span!("proxy.forward", otel.kind = "server", http.method = %req.method());
-    if !span.is_disabled() {
-        let _ = span.set_parent(queue_platform::telemetry::extract_parent(req.headers()));
+    if span.is_disabled() {
+        return forward(w, req, peer.ip()).await;
     }
-    forward_in(req, payload, state).instrument(span).await
+    let _ = span.set_parent(queue_platform::telemetry::extract_parent(&trace_headers(req.headers())));
+    forward(w, req, peer.ip()).instrument(span).await
 }
 
-async fn forward_in(req: HttpRequest, payload: web::Payload, state: web::Data<ProxyState>) -> HttpResponse {
+/// The trace context headers, in the actix type queue-platform's extractor reads (only when
+/// tracing is on).
+fn trace_headers(h: &HeaderMap) -> actix_web::http::header::HeaderMap {
+    use actix_web::http::header as ah;
+    let mut out = ah::HeaderMap::new();
+    for name in ["traceparent", "tracestate"] {
+        if let Some(v) = h.get(name)
+            && let Ok(v) = ah::HeaderValue::from_bytes(v.as_bytes())
+        {
+            out.insert(ah::HeaderName::from_static(name), v);
+        }
+    }
+    out
+}
+
+/// A platform endpoint: relayed to queue-platform's app on its loopback listener, which adds
+/// its own request span, metrics and `x-trace-id`.
+async fn platform(w: &Worker, req: Request<Incoming>) -> Response<RespBody> {
+    let (mut parts, body) = req.into_parts();
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(w.internal.clone());
+    uri.path_and_query = parts.uri.path_and_query().cloned();
+    let Ok(uri) = http::Uri::from_parts(uri) else {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "invalid request target", "proxy", "-", "none", "-");
+    };
+    parts.uri = uri;
+    strip_hop_by_hop(&mut parts.headers);
+    match w.client.request(Request::from_parts(parts, ReqBody::Incoming(body))).await {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, RespBody::Plain(body))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the platform endpoints' listener did not answer");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the platform endpoints are not available",
+                "proxy",
+                "-",
+                "none",
+                "-",
+            )
+        }
+    }
+}
+
+async fn forward(w: &Worker, req: Request<Incoming>, peer: IpAddr) -> Response<RespBody> {
     let started = Instant::now();
+    let state = &*w.state;
     let loaded = state.tables.current();
     let table = &loaded.table;
     let version = table.version.as_str();
-    let request_id = request_id(&req);
-    let path = req.uri().path();
-    let method = req.method().as_str();
-    let peer = req.peer_addr().map(|a| a.ip());
-    let trusted_peer = peer.is_some_and(|p| state.trusted_proxies.contains(&p));
-    let client_ip = client_ip(&req, peer, trusted_peer, &state.trusted_proxies);
+    let (mut head, body) = req.into_parts();
+    let client_uri = std::mem::take(&mut head.uri);
+    let path = client_uri.path();
+    // Standard methods clone without allocating.
+    let client_method = head.method.clone();
+    let method = client_method.as_str();
+    let request_id = request_id(&head.headers);
+    let trusted_peer = state.trusted_proxies.contains(&peer);
+    let client_ip = client_ip(&head.headers, peer, trusted_peer, &state.trusted_proxies);
     if has_dot_segment(path) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -87,7 +179,7 @@ async fn forward_in(req: HttpRequest, payload: web::Payload, state: web::Data<Pr
             &request_id,
         );
     }
-    let header_bytes: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+    let header_bytes: usize = head.headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
     if header_bytes > state.max_header_bytes {
         return error(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -107,14 +199,14 @@ async fn forward_in(req: HttpRequest, payload: web::Payload, state: web::Data<Pr
                 Some(s) => s,
                 None => {
                     let canary = route.canary.as_ref().map(|c| (c.percent, c.cohort)).unwrap_or((0.0, Cohort::Client));
-                    let key = state.cohort_key(&req, canary.1, client_ip).await;
+                    let key = state.cohort_key(&head.headers, canary.1, Some(client_ip)).await;
                     let on_queue = in_percent(bucket(&table.canary_salt, &key), canary.0);
                     (if on_queue { Side::Queue } else { Side::Legacy }, Reason::Canary)
                 }
             };
             let target = |s: Side| match s {
-                Side::Legacy => (table.upstream(Side::Legacy, &route.legacy), path.to_string()),
-                Side::Queue => (table.upstream(Side::Queue, &route.queue_service), table.queue_path(&m, path)),
+                Side::Legacy => (table.upstream(Side::Legacy, &route.legacy), None),
+                Side::Queue => (table.upstream(Side::Queue, &route.queue_service), Some(table.queue_path(&m, path))),
             };
             let (Some(upstream), target_path) = target(side) else {
                 return error(
@@ -136,20 +228,21 @@ async fn forward_in(req: HttpRequest, payload: web::Payload, state: web::Data<Pr
                 Some(ShadowPlan {
                     side: side.other(),
                     upstream: up?,
-                    path: p,
+                    path: p.unwrap_or_else(|| path.to_string()),
                     ignore: Arc::new(s.ignore.clone()),
                     max_body: s.max_body_bytes,
                 })
             });
-            Plan { route: &route.name, side, reason, upstream, path: target_path, shadow }
+            Plan { route: &route.name, index: Some(m.index), side, reason, upstream, path: target_path, shadow }
         }
         None => match table.default_legacy.as_deref().and_then(|d| table.upstream(Side::Legacy, d)) {
             Some(upstream) => Plan {
                 route: "default",
+                index: None,
                 side: Side::Legacy,
                 reason: Reason::Default,
                 upstream,
-                path: path.to_string(),
+                path: None,
                 shadow: None,
             },
             None => {
@@ -182,40 +275,20 @@ async fn forward_in(req: HttpRequest, payload: web::Payload, state: web::Data<Pr
             plan.route,
             &request_id,
         );
-        r.headers_mut()
-            .insert(actix_web::http::header::RETRY_AFTER, actix_web::http::header::HeaderValue::from_static("1"));
+        r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     };
 
-    let query = req.uri().query();
-    let mut url = String::with_capacity(plan.upstream.base.len() + plan.path.len() + query.map_or(0, |q| q.len() + 1));
-    url.push_str(&plan.upstream.base);
-    url.push_str(&plan.path);
-    if let Some(q) = query {
-        url.push('?');
-        url.push_str(q);
-    }
+    let query = client_uri.query();
     let tracing_on = !tracing::Span::current().is_disabled();
-    let headers = upstream_headers(&req, &request_id, peer, trusted_peer, tracing_on);
-    let method = match http::Method::from_bytes(method.as_bytes()) {
-        Ok(m) => m,
-        Err(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "unsupported method",
-                "proxy",
-                "-",
-                plan.route,
-                &request_id,
-            );
-        }
-    };
+    // The request id was checked (or made) to be a token: a valid header value.
+    let request_id_value = HeaderValue::from_str(&request_id).unwrap_or(HeaderValue::from_static("-"));
+    upstream_headers(&mut head.headers, &request_id_value, peer, trusted_peer, tracing_on);
 
     // A shadowed request's body is needed twice: buffer it (up to the cap), else stream it.
     let mut primary_tx = None;
     let body = if let Some(sp) = &plan.shadow {
-        match buffer(payload, sp.max_body).await {
+        match buffer(body, sp.max_body).await {
             Buffered::Whole(bytes) => {
                 let (tx, rx) = oneshot::channel();
                 primary_tx = Some((tx, sp.max_body));
@@ -223,7 +296,7 @@ async fn forward_in(req: HttpRequest, payload: web::Payload, state: web::Data<Pr
                     route: plan.route.to_string(),
                     table_version: version.to_string(),
                     request_id: request_id.clone(),
-                    method: method.clone(),
+                    method: head.method.clone(),
                     path: path.to_string(),
                     url: format!(
                         "{}{}{}",
@@ -233,8 +306,8 @@ async fn forward_in(req: HttpRequest, payload: web::Payload, state: web::Data<Pr
                     ),
                     headers: {
                         // The shadow side can tell a copy from real traffic (to skip mail, say).
-                        let mut h = headers.clone();
-                        h.insert("x-queue-shadow", http::HeaderValue::from_static("1"));
+                        let mut h = head.headers.clone();
+                        h.insert("x-queue-shadow", HeaderValue::from_static("1"));
                         h
                     },
                     body: bytes.clone(),
@@ -259,17 +332,17 @@ async fn forward_in(req: HttpRequest, payload: web::Payload, state: web::Data<Pr
                 );
             }
         }
-    } else if has_body(&req) {
-        ReqBody::Stream(bridge(payload.into_inner()))
     } else {
-        ReqBody::Empty
+        ReqBody::Incoming(body)
     };
 
-    let sent = tokio::time::timeout(plan.upstream.response_timeout, send(&state, method, url, headers, body)).await;
+    let deadline = tokio::time::Instant::from_std(started) + plan.upstream.response_timeout;
+    let sent =
+        w.deadlines.within(deadline, send(w, head, plan.upstream, plan.path.as_deref(), &client_uri, body)).await;
     let side = plan.side.as_str();
     let resp = match sent {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
             let (status, code, what) = match e {
                 SendError::ConnectTimeout => {
                     (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "did not accept the connection in time")
@@ -279,30 +352,32 @@ async fn forward_in(req: HttpRequest, payload: web::Payload, state: web::Data<Pr
                     (StatusCode::BAD_GATEWAY, "upstream_failed", "closed the connection or sent an invalid response")
                 }
             };
-            return failed(&state, &plan, status, code, what, version, &request_id, started, &req);
+            return failed(state, &loaded, &plan, status, code, what, &request_id, started, method, path);
         }
-        Err(_) => {
+        None => {
             let what = format!("did not answer within {} ms", plan.upstream.response_timeout_ms);
             return failed(
-                &state,
+                state,
+                &loaded,
                 &plan,
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_timeout",
                 &what,
-                version,
                 &request_id,
                 started,
-                &req,
+                method,
+                path,
             );
         }
     };
 
-    let (parts, upstream_body) = resp;
+    let (mut parts, upstream_body) = resp;
     let status = parts.status.as_u16();
     let elapsed = started.elapsed();
-    state.metrics.observe(plan.route, side, status, version, elapsed.as_secs_f64());
+    loaded.metrics.observe(&state.metrics, plan.index, plan.route, plan.side, status, version, elapsed.as_secs_f64());
     access_log(
-        &req,
+        method,
+        path,
         plan.route,
         side,
         plan.reason,
@@ -314,53 +389,49 @@ async fn forward_in(req: HttpRequest, payload: web::Payload, state: web::Data<Pr
         plan.shadow.as_ref().map(|s| s.side),
     );
 
-    let mut builder = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY));
-    let connection_tokens =
-        connection_tokens(parts.headers.get_all("connection").iter().filter_map(|v| v.to_str().ok()));
-    let mut length = None;
-    for (name, value) in &parts.headers {
-        let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) || connection_tokens.iter().any(|t| t == n) {
-            continue;
-        }
-        if n == "content-length" {
-            length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
-            continue;
-        }
-        if let (Ok(n), Ok(v)) = (
-            actix_web::http::header::HeaderName::from_bytes(n.as_bytes()),
-            actix_web::http::header::HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            builder.append_header((n, v));
-        }
-    }
-    builder.insert_header((REQUEST_ID, request_id.as_str()));
-    let tee = primary_tx.map(|(tx, cap)| Tee { tx: Some(tx), buf: Vec::new(), cap, over: false, status });
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(REQUEST_ID_HEADER, request_id_value);
+    // With a known length, hyper stops polling a body once that many bytes are written: the
+    // tee hands its copy over when the last byte passes, not at the end of the stream.
+    let remaining = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let tee = primary_tx.map(|(tx, cap)| Tee { tx: Some(tx), buf: Vec::new(), cap, over: false, status, remaining });
     let body = Relay { inner: upstream_body, tee, read_timeout: state.read_timeout, pause: None, _permit: permit };
-    match length {
-        Some(len) => builder.body(SizedStream::new(len, body)),
-        None => builder.body(BodyStream::new(body)),
-    }
+    Response::from_parts(parts, RespBody::Relay(body))
 }
 
 #[allow(clippy::too_many_arguments)]
 fn failed(
     state: &ProxyState,
+    loaded: &Loaded,
     plan: &Plan<'_>,
     status: StatusCode,
     code: &str,
     what: &str,
-    version: &str,
     request_id: &str,
     started: Instant,
-    req: &HttpRequest,
-) -> HttpResponse {
+    method: &str,
+    path: &str,
+) -> Response<RespBody> {
     let side = plan.side.as_str();
+    let version = loaded.table.version.as_str();
     let elapsed = started.elapsed();
     state.metrics.upstream_error(plan.route, side, code, version);
-    state.metrics.observe(plan.route, side, status.as_u16(), version, elapsed.as_secs_f64());
+    loaded.metrics.observe(
+        &state.metrics,
+        plan.index,
+        plan.route,
+        plan.side,
+        status.as_u16(),
+        version,
+        elapsed.as_secs_f64(),
+    );
     access_log(
-        req,
+        method,
+        path,
         plan.route,
         side,
         plan.reason,
@@ -381,22 +452,29 @@ fn error(
     status: StatusCode,
     code: &str,
     message: &str,
-    side: &str,
+    side: &'static str,
     upstream: &str,
     route: &str,
     request_id: &str,
-) -> HttpResponse {
-    HttpResponse::build(status)
-        .insert_header((REQUEST_ID, request_id))
-        .insert_header(("x-queue-proxy-error", side))
-        .json(serde_json::json!({"error": {
-            "code": code, "message": message, "side": side, "upstream": upstream, "route": route,
-        }}))
+) -> Response<RespBody> {
+    let body = serde_json::json!({"error": {
+        "code": code, "message": message, "side": side, "upstream": upstream, "route": route,
+    }});
+    let mut r = Response::new(RespBody::Full(Some(Bytes::from(body.to_string()))));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(REQUEST_ID_HEADER, v);
+    }
+    h.insert("x-queue-proxy-error", HeaderValue::from_static(side));
+    r
 }
 
 #[allow(clippy::too_many_arguments)]
 fn access_log(
-    req: &HttpRequest,
+    method: &str,
+    path: &str,
     route: &str,
     side: &str,
     reason: Reason,
@@ -409,8 +487,8 @@ fn access_log(
 ) {
     tracing::info!(
         target: "queue_proxy::access",
-        method = %req.method(),
-        path = req.uri().path(),
+        method,
+        path,
         route,
         side,
         reason = reason.as_str(),
@@ -442,9 +520,9 @@ fn sample_bucket() -> u32 {
 }
 
 /// The incoming `x-request-id` when it is a sane token, else a new one.
-fn request_id(req: &HttpRequest) -> String {
-    req.headers()
-        .get(REQUEST_ID)
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             !v.is_empty()
@@ -476,92 +554,165 @@ fn new_request_id() -> String {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
-    format!("{prefix:016x}{z:016x}")
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        let word = if i < 16 { prefix } else { z };
+        let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
+        *b = b"0123456789abcdef"[nibble as usize];
+    }
+    // Hex digits: always UTF-8.
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
 /// The client's address: the peer, or — when the peer is a trusted proxy — the right-most
 /// address in `X-Forwarded-For` that is not itself a trusted proxy.
-fn client_ip(req: &HttpRequest, peer: Option<IpAddr>, trusted_peer: bool, trusted: &[IpAddr]) -> Option<IpAddr> {
+fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted_peer: bool, trusted: &[IpAddr]) -> IpAddr {
     if trusted_peer {
-        let chain: Vec<IpAddr> = req
-            .headers()
+        let chain: Vec<IpAddr> = headers
             .get_all("x-forwarded-for")
+            .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|s| s.trim().parse().ok())
             .collect();
         if let Some(ip) = chain.iter().rev().find(|ip| !trusted.contains(ip)) {
-            return Some(*ip);
+            return *ip;
         }
     }
     peer
 }
 
-fn connection_tokens<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
-    values.flat_map(|v| v.split(',')).map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()).collect()
+/// The header names listed in `Connection` (lower-cased), other than the hop-by-hop ones
+/// removed anyway; none (no allocation) in the usual case (`Connection: keep-alive`).
+fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+    let tokens = || {
+        headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !HOP_BY_HOP_NAMES.iter().any(|h| h.eq_ignore_ascii_case(t)))
+    };
+    if tokens().next().is_none() {
+        return Vec::new();
+    }
+    tokens().map(str::to_ascii_lowercase).collect()
 }
 
-/// The headers sent upstream: the client's, minus hop-by-hop ones and `Host`, plus
-/// `X-Forwarded-For/Proto/Host`, the request id and `traceparent`. Forwarding headers from
-/// an untrusted peer are replaced, never extended, so a client cannot forge its address.
-fn upstream_headers(
-    req: &HttpRequest,
-    request_id: &str,
-    peer: Option<IpAddr>,
-    trusted_peer: bool,
-    tracing_on: bool,
-) -> http::HeaderMap {
-    use http::header::{HeaderMap, HeaderName, HeaderValue};
-    let incoming = req.headers();
-    let tokens = connection_tokens(incoming.get_all("connection").filter_map(|v| v.to_str().ok()));
-    let mut out = HeaderMap::with_capacity(incoming.len() + 4);
-    for (name, value) in incoming {
-        let n = name.as_str();
-        if HOP_BY_HOP.contains(&n)
-            || tokens.iter().any(|t| t == n)
-            || matches!(
-                n,
-                "host" | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded" | REQUEST_ID
-            )
-        {
-            continue;
-        }
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_bytes(value.as_bytes())) {
-            out.append(n, v);
+/// Bits for the hop-by-hop names (0-8, in [`HOP_BY_HOP`]'s order) and the forwarding names
+/// (9-13, in [`FORWARDING`]'s order) present in `headers`: one pass over the names, no lookups
+/// (a lookup hashes the name; most messages carry few of these).
+fn present(headers: &HeaderMap) -> u32 {
+    let mut mask = 0;
+    for name in headers.keys() {
+        let bit = match name.as_str() {
+            "connection" => 0,
+            "keep-alive" => 1,
+            "proxy-authenticate" => 2,
+            "proxy-authorization" => 3,
+            "proxy-connection" => 4,
+            "te" => 5,
+            "trailer" => 6,
+            "transfer-encoding" => 7,
+            "upgrade" => 8,
+            "x-forwarded-for" => 9,
+            "x-forwarded-proto" => 10,
+            "x-forwarded-host" => 11,
+            "forwarded" => 12,
+            "x-queue-shadow" => 13,
+            _ => continue,
+        };
+        mask |= 1 << bit;
+    }
+    mask
+}
+
+/// Removes the hop-by-hop headers and those `Connection` names, in place.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let mask = present(headers);
+    strip_present(headers, mask);
+}
+
+/// [`strip_hop_by_hop`] with [`present`]'s answer at hand.
+fn strip_present(headers: &mut HeaderMap, mask: u32) {
+    if mask & 0x1ff == 0 {
+        return;
+    }
+    let tokens = if mask & 1 != 0 { connection_tokens(headers) } else { Vec::new() };
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if mask & (1 << i) != 0 {
+            headers.remove(name);
         }
     }
-    let get = |n: &str| incoming.get(n).and_then(|v| v.to_str().ok());
-    let peer_s = peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into());
-    let xff = match (trusted_peer, get("x-forwarded-for")) {
-        (true, Some(prev)) => format!("{prev}, {peer_s}"),
-        _ => peer_s,
-    };
-    let proto = if trusted_peer { get("x-forwarded-proto") } else { None }.unwrap_or("http");
-    let host = if trusted_peer { get("x-forwarded-host") } else { None }.or_else(|| get("host"));
-    let mut set = |n: &'static str, v: &str| {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            out.insert(HeaderName::from_static(n), v);
-        }
-    };
-    set("x-forwarded-for", &xff);
-    set("x-forwarded-proto", proto);
-    if let Some(h) = host {
-        set("x-forwarded-host", h);
+    for t in &tokens {
+        headers.remove(t.as_str());
     }
-    set(REQUEST_ID, request_id);
+}
+
+/// Turns the client's headers into the ones sent upstream, in place: minus hop-by-hop ones
+/// and `Host`, plus `X-Forwarded-For/Proto/Host`, the request id and `traceparent`.
+/// Forwarding headers from an untrusted peer are replaced, never extended, so a client cannot
+/// forge its address.
+fn upstream_headers(h: &mut HeaderMap, request_id: &HeaderValue, peer: IpAddr, trusted_peer: bool, tracing_on: bool) {
     // A chunked request's body is forwarded at its decoded length: never with the client's
     // Content-Length beside it (a mismatch is how requests get smuggled).
-    if incoming.contains_key("transfer-encoding") {
-        out.remove(http::header::CONTENT_LENGTH);
+    if h.contains_key(http::header::TRANSFER_ENCODING) {
+        h.remove(http::header::CONTENT_LENGTH);
     }
+    let mask = present(h);
+    strip_present(h, mask);
+    let host = h.remove(http::header::HOST);
+    // Room for the four headers added below (one growth at most).
+    h.reserve(4);
+    let mut take = |i: usize| if mask & (1 << (9 + i)) != 0 { h.remove(&FORWARDING[i]) } else { None };
+    let prev_xff = take(0);
+    let prev_proto = take(1);
+    let prev_host = take(2);
+    take(3);
     // Only the proxy marks shadow copies.
-    out.remove("x-queue-shadow");
+    take(4);
+
+    let xff = match (trusted_peer, prev_xff.as_ref().and_then(|v| v.to_str().ok())) {
+        (true, Some(prev)) => HeaderValue::from_str(&format!("{prev}, {peer}")).ok(),
+        _ => peer_value(peer),
+    };
+    if let Some(v) = xff {
+        h.insert(FORWARDING[0].clone(), v);
+    }
+    let proto = prev_proto.filter(|v| trusted_peer && v.to_str().is_ok());
+    h.insert(FORWARDING[1].clone(), proto.unwrap_or(HeaderValue::from_static("http")));
+    let forwarded_host =
+        prev_host.filter(|v| trusted_peer && v.to_str().is_ok()).or(host.filter(|v| v.to_str().is_ok()));
+    if let Some(v) = forwarded_host {
+        h.insert(FORWARDING[2].clone(), v);
+    }
+    h.insert(REQUEST_ID_HEADER, request_id.clone());
     // The proxy's own span becomes the parent when tracing is on; else the incoming
     // `traceparent` (copied above) passes through unchanged.
     if tracing_on {
-        queue_platform::telemetry::inject_current(&mut out);
+        queue_platform::telemetry::inject_current(h);
     }
-    out
+}
+
+/// The peer's address as a header value; the last one is kept per thread (a keep-alive
+/// connection sends many requests from one address), so it is formatted once.
+fn peer_value(peer: IpAddr) -> Option<HeaderValue> {
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((ip, v)) = last.as_ref()
+            && *ip == peer
+        {
+            return Some(v.clone());
+        }
+        let v = HeaderValue::from_str(&peer.to_string()).ok()?;
+        *last = Some((peer, v.clone()));
+        Some(v)
+    })
 }
 
 /// Whether any segment is `.` or `..`, also percent-encoded: such a path could match one route
@@ -583,31 +734,27 @@ fn has_dot_segment(path: &str) -> bool {
     })
 }
 
-fn has_body(req: &HttpRequest) -> bool {
-    let h = req.headers();
-    h.contains_key("transfer-encoding")
-        || h.get("content-length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .is_some_and(|n| n > 0)
-}
-
 type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
-/// actix's payload is tied to its worker thread; reqwest wants a `Send` stream. A small task
-/// on the worker reads the payload into a channel of depth 4 (back-pressure both ways).
-fn bridge(mut payload: actix_web::dev::Payload) -> ByteStream {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    actix_web::rt::spawn(async move {
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()));
-            let stop = chunk.is_err();
-            if tx.send(chunk).await.is_err() || stop {
-                break;
+/// The data frames of a body as a stream (trailers are not forwarded).
+fn data_stream<B>(body: B) -> ByteStream
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Box::pin(futures_util::stream::unfold(body, |mut body| async move {
+        loop {
+            match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                None => return None,
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Some((Ok(data), body));
+                    }
+                }
+                Some(Err(e)) => return Some((Err(std::io::Error::other(e)), body)),
             }
         }
-    });
-    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }))
+    }))
 }
 
 enum Buffered {
@@ -617,15 +764,15 @@ enum Buffered {
     Failed,
 }
 
-async fn buffer(payload: web::Payload, cap: usize) -> Buffered {
-    let mut payload = payload.into_inner();
+async fn buffer(body: Incoming, cap: usize) -> Buffered {
+    let mut stream = data_stream(body);
     let mut buf = Vec::new();
-    while let Some(chunk) = payload.next().await {
+    while let Some(chunk) = stream.next().await {
         let Ok(chunk) = chunk else { return Buffered::Failed };
         buf.extend_from_slice(&chunk);
         if buf.len() > cap {
             let head = futures_util::stream::once(async move { Ok(Bytes::from(buf)) });
-            return Buffered::TooLarge(Box::pin(head.chain(bridge(payload))));
+            return Buffered::TooLarge(Box::pin(head.chain(stream)));
         }
     }
     Buffered::Whole(Bytes::from(buf))
@@ -638,43 +785,96 @@ struct Tee {
     cap: usize,
     over: bool,
     status: u16,
+    /// Bytes still to come, when the response has a `Content-Length`.
+    remaining: Option<u64>,
 }
 
-/// A request body on its way upstream: none, whole (a shadowed request's), or streamed.
-pub(crate) enum ReqBody {
-    Empty,
+impl Tee {
+    /// Hands the copy to the shadow comparison (once).
+    fn finish(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let body = (!self.over).then(|| Bytes::from(std::mem::take(&mut self.buf)));
+            let _ = tx.send(Outcome { status: self.status, body });
+        }
+    }
+}
+
+/// A request body on its way upstream: the client's as it came, none, whole (a shadowed
+/// request's), or streamed (a shadowed request's over the cap).
+pub enum ReqBody {
+    Incoming(Incoming),
     Full(Option<Bytes>),
     Stream(ByteStream),
 }
 
 impl hyper::body::Body for ReqBody {
     type Data = Bytes;
-    type Error = std::io::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            ReqBody::Empty => Poll::Ready(None),
-            ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(hyper::body::Frame::data(b)))),
-            ReqBody::Stream(s) => s.as_mut().poll_next(cx).map(|c| c.map(|c| c.map(hyper::body::Frame::data))),
+            ReqBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ReqBody::Stream(s) => s.as_mut().poll_next(cx).map(|c| c.map(|c| c.map(Frame::data).map_err(Into::into))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ReqBody::Empty => true,
+            ReqBody::Incoming(b) => b.is_end_stream(),
             ReqBody::Full(b) => b.is_none(),
             ReqBody::Stream(_) => false,
         }
     }
 
-    fn size_hint(&self) -> hyper::body::SizeHint {
+    fn size_hint(&self) -> SizeHint {
         match self {
-            ReqBody::Empty => hyper::body::SizeHint::with_exact(0),
-            ReqBody::Full(b) => hyper::body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            ReqBody::Stream(_) => hyper::body::SizeHint::default(),
+            ReqBody::Incoming(b) => b.size_hint(),
+            ReqBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ReqBody::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// A response body on its way to the client: a proxy error's, a platform endpoint's, or an
+/// upstream's (relayed, with its permit, read timeout and shadow tee).
+pub enum RespBody {
+    Full(Option<Bytes>),
+    Plain(Incoming),
+    Relay(Relay),
+}
+
+impl hyper::body::Body for RespBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            RespBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            RespBody::Plain(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RespBody::Relay(r) => r.poll_data(cx).map(|c| c.map(|c| c.map(Frame::data).map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RespBody::Full(b) => b.is_none(),
+            RespBody::Plain(b) => b.is_end_stream(),
+            RespBody::Relay(r) => match &r.inner {
+                UpstreamBody::Hyper(b) => b.is_end_stream() && r.tee.as_ref().is_none_or(|t| t.tx.is_none()),
+                UpstreamBody::Reqwest(_) => false,
+            },
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RespBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            RespBody::Plain(b) => b.size_hint(),
+            RespBody::Relay(r) => match &r.inner {
+                UpstreamBody::Hyper(b) => b.size_hint(),
+                UpstreamBody::Reqwest(_) => SizeHint::default(),
+            },
         }
     }
 }
@@ -689,28 +889,45 @@ enum SendError {
 /// An upstream's response body: from the hyper client (plain http upstreams), or from reqwest
 /// (https upstreams, which need its TLS set-up).
 enum UpstreamBody {
-    Hyper(hyper::body::Incoming),
-    Reqwest(Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>),
+    Hyper(Incoming),
+    Reqwest(ByteStream),
 }
 
 /// Sends one request upstream and returns its response head and body. Plain-http upstreams
-/// (the usual in-cluster case) go through hyper-util's pooled client directly, without
-/// reqwest's URL parsing and layers; https upstreams go through reqwest (rustls with the
-/// platform's verifier).
+/// (the usual in-cluster case) go through the worker's pooled hyper-util client, the URI built
+/// from parts parsed when the table was loaded; https upstreams go through reqwest (rustls
+/// with the platform's verifier).
 async fn send(
-    state: &ProxyState,
-    method: http::Method,
-    url: String,
-    headers: http::HeaderMap,
+    w: &Worker,
+    mut head: http::request::Parts,
+    upstream: &Upstream,
+    path: Option<&str>,
+    client_uri: &http::Uri,
     body: ReqBody,
 ) -> Result<(http::response::Parts, UpstreamBody), SendError> {
-    if url.starts_with("http://") {
-        let Ok(uri) = http::Uri::try_from(url) else { return Err(SendError::Failed) };
-        let mut request = http::Request::new(body);
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
-        return match state.upstream.request(request).await {
+    let query = client_uri.query();
+    if let Some((authority, prefix)) = &upstream.plain {
+        let path_and_query = match (prefix.is_empty(), path) {
+            // The client's path and query, as they came (no parsing).
+            (true, None) => client_uri.path_and_query().cloned(),
+            _ => {
+                let p = path.unwrap_or(client_uri.path());
+                let mut s = String::with_capacity(prefix.len() + p.len() + query.map_or(0, |q| q.len() + 1));
+                s.push_str(prefix);
+                s.push_str(p);
+                if let Some(q) = query {
+                    s.push('?');
+                    s.push_str(q);
+                }
+                Some(http::uri::PathAndQuery::try_from(s).map_err(|_| SendError::Failed)?)
+            }
+        };
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(authority.clone());
+        uri.path_and_query = path_and_query;
+        head.uri = http::Uri::from_parts(uri).map_err(|_| SendError::Failed)?;
+        return match w.client.request(Request::from_parts(head, body)).await {
             Ok(resp) => {
                 let (parts, body) = resp.into_parts();
                 Ok((parts, UpstreamBody::Hyper(body)))
@@ -724,9 +941,17 @@ async fn send(
             Err(_) => Err(SendError::Failed),
         };
     }
-    let mut request = state.http.request(method, &url).headers(headers);
+    let url = format!(
+        "{}{}{}{}",
+        upstream.base,
+        path.unwrap_or(client_uri.path()),
+        if query.is_some() { "?" } else { "" },
+        query.unwrap_or("")
+    );
+    let mut request = w.state.http.request(head.method, &url).headers(head.headers);
     match body {
-        ReqBody::Empty => {}
+        ReqBody::Incoming(b) if b.is_end_stream() => {}
+        ReqBody::Incoming(b) => request = request.body(reqwest::Body::wrap_stream(data_stream(b))),
         ReqBody::Full(b) => request = request.body(b.unwrap_or_default()),
         ReqBody::Stream(s) => request = request.body(reqwest::Body::wrap_stream(s)),
     }
@@ -734,8 +959,7 @@ async fn send(
         Ok(r) => {
             let r = http::Response::from(r);
             let (parts, body) = r.into_parts();
-            let stream = http_body_stream(body);
-            Ok((parts, UpstreamBody::Reqwest(stream)))
+            Ok((parts, UpstreamBody::Reqwest(data_stream(body))))
         }
         Err(e) if e.is_timeout() => Err(SendError::ConnectTimeout),
         Err(e) if e.is_connect() => Err(SendError::Connect),
@@ -743,27 +967,10 @@ async fn send(
     }
 }
 
-fn http_body_stream(body: reqwest::Body) -> Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>> {
-    use hyper::body::Body as _;
-    Box::pin(futures_util::stream::unfold(body, |mut body| async move {
-        loop {
-            match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-                None => return None,
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        return Some((Ok(data), body));
-                    }
-                }
-                Some(Err(e)) => return Some((Err(e), body)),
-            }
-        }
-    }))
-}
-
 /// The upstream body on its way to the client; holds the upstream's in-flight permit until
 /// the body is done (or the client goes away). A pause longer than `read_timeout` while
 /// reading it ends the body with an error (the client's connection is aborted).
-struct Relay {
+pub struct Relay {
     inner: UpstreamBody,
     tee: Option<Tee>,
     read_timeout: Duration,
@@ -776,7 +983,6 @@ impl Relay {
     fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, std::io::Error>>> {
         match &mut self.inner {
             UpstreamBody::Hyper(body) => loop {
-                use hyper::body::Body as _;
                 match Pin::new(&mut *body).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Ok(data) = frame.into_data() {
@@ -789,46 +995,44 @@ impl Relay {
                     Poll::Pending => return Poll::Pending,
                 }
             },
-            UpstreamBody::Reqwest(s) => s.as_mut().poll_next(cx).map(|c| c.map(|c| c.map_err(std::io::Error::other))),
+            UpstreamBody::Reqwest(s) => s.as_mut().poll_next(cx),
         }
     }
-}
 
-impl Stream for Relay {
-    type Item = Result<Bytes, std::io::Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        let polled = this.poll_inner(cx);
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        let polled = self.poll_inner(cx);
         match &polled {
             Poll::Ready(Some(Ok(chunk))) => {
-                if let Some((armed, _)) = this.pause.as_mut() {
+                if let Some((armed, _)) = self.pause.as_mut() {
                     *armed = false;
                 }
-                if let Some(t) = this.tee.as_mut()
-                    && !t.over
-                {
-                    if t.buf.len() + chunk.len() > t.cap {
-                        t.over = true;
-                        t.buf = Vec::new();
-                    } else {
-                        t.buf.extend_from_slice(chunk);
+                if let Some(t) = self.tee.as_mut() {
+                    if !t.over {
+                        if t.buf.len() + chunk.len() > t.cap {
+                            t.over = true;
+                            t.buf = Vec::new();
+                        } else {
+                            t.buf.extend_from_slice(chunk);
+                        }
+                    }
+                    if let Some(r) = t.remaining.as_mut() {
+                        *r = r.saturating_sub(chunk.len() as u64);
+                        if *r == 0 {
+                            t.finish();
+                        }
                     }
                 }
             }
             Poll::Ready(None) => {
-                if let Some(mut t) = this.tee.take()
-                    && let Some(tx) = t.tx.take()
-                {
-                    let body = (!t.over).then(|| Bytes::from(std::mem::take(&mut t.buf)));
-                    let _ = tx.send(Outcome { status: t.status, body });
+                if let Some(t) = self.tee.as_mut() {
+                    t.finish();
                 }
             }
             Poll::Ready(Some(Err(_))) => {}
             Poll::Pending => {
-                let deadline = tokio::time::Instant::now() + this.read_timeout;
+                let deadline = tokio::time::Instant::now() + self.read_timeout;
                 let (armed, sleep) =
-                    this.pause.get_or_insert_with(|| (false, Box::pin(tokio::time::sleep_until(deadline))));
+                    self.pause.get_or_insert_with(|| (false, Box::pin(tokio::time::sleep_until(deadline))));
                 if !*armed {
                     sleep.as_mut().reset(deadline);
                     *armed = true;
@@ -860,6 +1064,28 @@ mod tests {
         {
             assert!(!has_dot_segment(p), "{p}");
         }
+    }
+
+    #[test]
+    fn present_bits_follow_the_name_lists() {
+        assert_eq!(HOP_BY_HOP.map(|n| n.as_str().to_string()), HOP_BY_HOP_NAMES.map(str::to_string));
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), HeaderValue::from_static("x"));
+            h.insert(http::header::HOST, HeaderValue::from_static("h"));
+            assert_eq!(present(&h), 1 << i, "{name}");
+        }
+        for (i, name) in FORWARDING.iter().enumerate() {
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), HeaderValue::from_static("x"));
+            assert_eq!(present(&h), 1 << (9 + i), "{name}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(http::header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert(HeaderName::from_static("x-secret"), HeaderValue::from_static("s"));
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["content-type"]);
     }
 
     #[test]

@@ -6,16 +6,18 @@
 //! (loopback). The binary only loads config and calls [`run`]; tests call [`start`] on port 0.
 
 mod admin;
+mod deadline;
 mod forward;
 mod identity;
+mod listener;
 mod metrics;
-mod routes;
 mod shadow;
 pub mod standin;
 mod store;
 pub mod table;
 
 use actix_web::{App, HttpServer, web};
+use http::HeaderMap;
 use queue_platform::bootstrap::ServiceSettings;
 use queue_platform::config::{ConfigError, ServerConfig, TelemetryConfig, TokensConfig, Validate};
 use queue_platform::{Platform, Running, Signals};
@@ -284,8 +286,10 @@ struct ApiDoc;
 /// What every request handler reaches.
 pub struct ProxyState {
     tables: TableStore,
-    /// Plain-http upstreams: hyper-util's pooled keep-alive client, used directly.
-    upstream: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, forward::ReqBody>,
+    /// For each worker's pooled keep-alive client (plain-http upstreams).
+    connect_timeout: Duration,
+    pool_idle_timeout: Duration,
+    pool_max_idle_per_host: usize,
     /// https upstreams (rustls with the platform verifier) and shadow copies.
     http: reqwest::Client,
     /// Longest pause while reading an upstream's body.
@@ -301,11 +305,24 @@ pub struct ProxyState {
 }
 
 impl ProxyState {
+    /// A pooled keep-alive client for plain-http upstreams (one per worker thread: a pooled
+    /// connection is driven by the thread that opened it).
+    fn upstream_client(&self) -> listener::UpstreamClient {
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(self.connect_timeout));
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .pool_max_idle_per_host(self.pool_max_idle_per_host)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector)
+    }
+
     /// The key a canary cohort hashes: the validated user (or tenant), else the tenant
     /// header, else the client address.
-    async fn cohort_key(&self, req: &actix_web::HttpRequest, cohort: Cohort, client: Option<IpAddr>) -> String {
+    async fn cohort_key(&self, headers: &HeaderMap, cohort: Cohort, client: Option<IpAddr>) -> String {
         if cohort != Cohort::Client {
-            let identity = match (&self.identity, session_token(req, &self.cookie)) {
+            let identity = match (&self.identity, session_token(headers, &self.cookie)) {
                 (Some(ic), Some(token)) => ic.identify(&self.platform, &token).await,
                 _ => None,
             };
@@ -314,9 +331,9 @@ impl ProxyState {
             {
                 return format!("user:{u}");
             }
-            let tenant = identity.and_then(|i| i.tenant_id).or_else(|| {
-                req.headers().get(self.tenant_header.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string)
-            });
+            let tenant = identity
+                .and_then(|i| i.tenant_id)
+                .or_else(|| headers.get(self.tenant_header.as_str()).and_then(|v| v.to_str().ok()).map(str::to_string));
             if let Some(t) = tenant.filter(|t| !t.is_empty()) {
                 return format!("tenant:{t}");
             }
@@ -325,16 +342,16 @@ impl ProxyState {
     }
 }
 
-fn session_token(req: &actix_web::HttpRequest, cookie: &str) -> Option<String> {
-    let from_cookie = req
-        .headers()
+fn session_token(headers: &HeaderMap, cookie: &str) -> Option<String> {
+    let from_cookie = headers
         .get_all("cookie")
+        .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|c| c.trim().strip_prefix(cookie).and_then(|r| r.strip_prefix('=')).map(str::to_string));
     from_cookie
         .or_else(|| {
-            req.headers()
+            headers
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
@@ -369,14 +386,6 @@ pub async fn start(config: ProxyConfig, signals: Signals) -> anyhow::Result<Star
         .no_proxy()
         .tcp_nodelay(true)
         .build()?;
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_millis(f.connect_timeout_ms)));
-    let upstream = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(f.pool_idle_timeout_secs))
-        .pool_max_idle_per_host(f.pool_max_idle_per_host)
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .build(connector);
     let (shadow, shadow_task) =
         Shadow::start(config.shadow.queue, config.shadow.concurrency, http.clone(), metrics.clone());
     let identity = match &config.identity.auth_url {
@@ -389,7 +398,9 @@ pub async fn start(config: ProxyConfig, signals: Signals) -> anyhow::Result<Star
     };
     let state = web::Data::new(ProxyState {
         tables,
-        upstream,
+        connect_timeout: Duration::from_millis(f.connect_timeout_ms),
+        pool_idle_timeout: Duration::from_secs(f.pool_idle_timeout_secs),
+        pool_max_idle_per_host: f.pool_max_idle_per_host,
         http,
         read_timeout: Duration::from_millis(f.read_timeout_ms),
         shadow,
@@ -417,7 +428,7 @@ pub async fn start(config: ProxyConfig, signals: Signals) -> anyhow::Result<Star
     let admin_addr = *admin.addrs().first().ok_or_else(|| anyhow::anyhow!("admin bound no address"))?;
     let admin = admin.run();
 
-    let mut running = routes::serve(platform, &config.server, signals, state.clone())?;
+    let mut running = listener::serve(platform, &config.server, signals, state.clone().into_inner())?;
     tracing::info!(%admin_addr, "admin listening on http://{admin_addr}");
     // Dropping a started actix server stops it: aborting this task (when the public server
     // stops) stops the admin listener.

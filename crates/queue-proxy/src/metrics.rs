@@ -2,7 +2,10 @@
 //! beside the per-endpoint ones). Every series carries the route table's version: a version is a
 //! content hash, so the number of series grows with distinct tables, not with reloads.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use std::sync::OnceLock;
+
+use crate::table::{Side, Table};
 
 #[derive(Clone)]
 pub struct ProxyMetrics {
@@ -76,18 +79,6 @@ impl ProxyMetrics {
         }
     }
 
-    pub fn observe(&self, route: &str, side: &str, status: u16, version: &str, seconds: f64) {
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        self.requests.with_label_values(&[route, side, class, version]).inc();
-        self.latency.with_label_values(&[route, side, version]).observe(seconds);
-    }
-
     pub fn upstream_error(&self, route: &str, side: &str, kind: &str, version: &str) {
         self.upstream_errors.with_label_values(&[route, side, kind, version]).inc();
     }
@@ -95,5 +86,63 @@ impl ProxyMetrics {
     pub fn table_in_force(&self, version: &str, phase: u8) {
         self.table.reset();
         self.table.with_label_values(&[version, &phase.to_string()]).set(1);
+    }
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// One route and side's series under one table version, each looked up (label values hashed)
+/// the first time it is used instead of on every request. A series appears in `/metrics` only
+/// once it has been used, as with `with_label_values` per request.
+#[derive(Default)]
+struct SideSeries {
+    requests: [OnceLock<IntCounter>; 5],
+    latency: OnceLock<Histogram>,
+}
+
+/// A loaded table's metric handles: per route (by position) and side, plus the default route.
+pub struct TableMetrics {
+    routes: Vec<[SideSeries; 2]>,
+    default: SideSeries,
+}
+
+impl TableMetrics {
+    pub fn new(table: &Table) -> Self {
+        Self { routes: table.routes.iter().map(|_| Default::default()).collect(), default: SideSeries::default() }
+    }
+
+    /// Counts a forwarded request and its time to the response headers. `route` is the route's
+    /// index and name, or `None` for the default route (`name` "default").
+    #[allow(clippy::too_many_arguments)]
+    pub fn observe(
+        &self,
+        m: &ProxyMetrics,
+        route: Option<usize>,
+        name: &str,
+        side: Side,
+        status: u16,
+        version: &str,
+        seconds: f64,
+    ) {
+        let series = match route.and_then(|i| self.routes.get(i)) {
+            Some(sides) => &sides[side as usize],
+            None => &self.default,
+        };
+        let class = class_index(status);
+        let side = side.as_str();
+        series.requests[class]
+            .get_or_init(|| m.requests.with_label_values(&[name, side, CLASSES[class], version]))
+            .inc();
+        series.latency.get_or_init(|| m.latency.with_label_values(&[name, side, version])).observe(seconds);
     }
 }

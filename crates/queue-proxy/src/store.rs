@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::metrics::ProxyMetrics;
+use crate::metrics::{ProxyMetrics, TableMetrics};
 use crate::table::{Table, TableError};
 
 /// A table and where it came from.
@@ -24,6 +24,8 @@ pub struct Loaded {
     pub generation: u64,
     pub trigger: &'static str,
     pub loaded_at: chrono::DateTime<chrono::Utc>,
+    /// This table's metric handles, looked up once per route and side.
+    pub metrics: TableMetrics,
 }
 
 /// What a change did.
@@ -86,7 +88,13 @@ impl TableStore {
             None => (Table::empty(), None),
         };
         metrics.table_in_force(&table.version, table.phase);
-        let loaded = Loaded { table, generation: 1, trigger: "startup", loaded_at: chrono::Utc::now() };
+        let loaded = Loaded {
+            metrics: TableMetrics::new(&table),
+            table,
+            generation: 1,
+            trigger: "startup",
+            loaded_at: chrono::Utc::now(),
+        };
         Ok(Self {
             current: ArcSwap::from_pointee(loaded),
             inner: Mutex::new(Inner { history: Vec::new(), file_hash, generation: 1 }),
@@ -161,8 +169,10 @@ impl TableStore {
         let old = self.current();
         inner.generation += 1;
         let persisted = self.persist(&mut inner, &previous.table.source);
+        let table = Table::parse(&previous.table.source).map_err(ChangeError::Invalid)?;
         let loaded = Loaded {
-            table: Table::parse(&previous.table.source).map_err(ChangeError::Invalid)?,
+            metrics: TableMetrics::new(&table),
+            table,
             generation: inner.generation,
             trigger: "rollback",
             loaded_at: chrono::Utc::now(),
@@ -198,7 +208,13 @@ impl TableStore {
         if inner.history.len() > self.history_len {
             inner.history.remove(0);
         }
-        let loaded = Loaded { table, generation: inner.generation, trigger, loaded_at: chrono::Utc::now() };
+        let loaded = Loaded {
+            metrics: TableMetrics::new(&table),
+            table,
+            generation: inner.generation,
+            trigger,
+            loaded_at: chrono::Utc::now(),
+        };
         Ok(self.swap(loaded, &old, persisted))
     }
 

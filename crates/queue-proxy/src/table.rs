@@ -187,6 +187,20 @@ pub struct Upstream {
     /// Requests in flight to this upstream under this table (a full one answers 503).
     #[serde(skip)]
     pub in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+    /// For a plain-http base: its authority and path prefix, parsed once (the forwarding path
+    /// builds the upstream URI from parts instead of parsing a URL per request).
+    #[serde(skip)]
+    pub plain: Option<(http::uri::Authority, String)>,
+}
+
+/// A plain-http base URL's authority and path prefix (`None` for https or an unusual URL).
+fn plain_parts(base: &str) -> Option<(http::uri::Authority, String)> {
+    let rest = base.strip_prefix("http://")?;
+    let (authority, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.contains('@') {
+        return None;
+    }
+    Some((authority.parse().ok()?, prefix.to_string()))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -251,6 +265,8 @@ pub struct Table {
 /// How a request matched: the route and the captured pattern segments.
 pub struct Match<'t> {
     pub route: &'t Route,
+    /// The route's position in the table (for its cached metric handles).
+    pub index: usize,
     captures: Vec<(String, String)>,
 }
 
@@ -332,6 +348,7 @@ impl Table {
                     Upstream {
                         name: name.clone(),
                         side,
+                        plain: plain_parts(&base),
                         base,
                         response_timeout: Duration::from_millis(u.response_timeout_ms),
                         response_timeout_ms: u.response_timeout_ms,
@@ -481,12 +498,12 @@ impl Table {
 
     /// The first route (in file order) whose path and methods match.
     pub fn find(&self, method: &str, path: &str) -> Option<Match<'_>> {
-        self.routes.iter().find_map(|route| {
+        self.routes.iter().enumerate().find_map(|(index, route)| {
             if !route.methods.is_empty() && !route.methods.iter().any(|m| m == method) {
                 return None;
             }
             let captures = route.matcher.matches(path)?;
-            Some(Match { route, captures })
+            Some(Match { route, index, captures })
         })
     }
 

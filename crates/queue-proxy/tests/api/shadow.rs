@@ -52,7 +52,10 @@ async fn differences_are_found_and_reported_and_the_primary_answer_is_unchanged(
     assert_eq!(sample["differences"], json!(["/path"]), "the rewritten path differs: {sample}");
     assert_eq!((sample["primary_status"].as_u64(), sample["shadow_status"].as_u64()), (Some(200), Some(200)));
     assert_eq!(sample["shadow_side"], "queue");
-    assert_eq!(sample["path"], "/api/v1/auth/backup-codes/0", "no query string in samples");
+    // Shadow copies finish concurrently: the first sample is one of the ten, without its query.
+    let path = sample["path"].as_str().expect("path");
+    let n = path.strip_prefix("/api/v1/auth/backup-codes/").expect("a sampled request");
+    assert!(n.parse::<u32>().is_ok_and(|n| n < 10), "no query string in samples: {path}");
     assert!(sample.get("body").is_none(), "samples carry no values");
 
     // Ignoring the path too, the two sides agree.

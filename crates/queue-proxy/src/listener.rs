@@ -1,0 +1,202 @@
+//! The public listener: hyper's HTTP/1 server on `server.workers` threads, each with its own
+//! single-threaded tokio runtime, all accepting on the same socket (docs/proxy.md, ADR 0007).
+//!
+//! Forwarded requests are served here directly, with the `http` 1.x types the upstream client
+//! uses: the request's head and body go upstream as they came (no header conversions, the body
+//! not re-streamed), and the upstream's body comes back the same way. The platform endpoints
+//! (`/healthz`, `/readyz`, `/metrics`, `/.well-known/jwks.json`, `/openapi.json`,
+//! `/internal/v1/caller`) stay queue-platform's actix code: that app listens on a loopback port
+//! of its own and this listener relays exactly those paths to it.
+//!
+//! Connection tasks are plain `tokio::spawn`s on the worker's current-thread runtime, not a
+//! `LocalSet`: a `LocalSet` task woken by I/O wakes the runtime's `block_on` future, which
+//! writes the runtime's eventfd (a system call on about every third request under load).
+//!
+//! Each worker thread has its own pooled upstream client, so a keep-alive connection to an
+//! upstream is driven by the thread that uses it (no cross-thread wake-ups per request).
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use queue_platform::config::ServerConfig;
+use queue_platform::{Platform, Running, Signals};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+use crate::deadline::Deadlines;
+use crate::{ProxyState, forward};
+
+/// Slowloris protection: a client has this long to send a request's head (also how long an
+/// idle keep-alive connection stays open), as actix's `client_request_timeout` did.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The paths queue-platform's app serves; every other path is forwarded.
+pub const PLATFORM_PATHS: [&str; 6] =
+    ["/healthz", "/readyz", "/metrics", "/.well-known/jwks.json", "/openapi.json", "/internal/v1/caller"];
+
+/// The upstream client: hyper-util's pooled keep-alive client for plain-http upstreams.
+pub type UpstreamClient =
+    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, forward::ReqBody>;
+
+/// What a worker thread's requests reach.
+pub struct Worker {
+    pub state: Arc<ProxyState>,
+    pub client: UpstreamClient,
+    /// `http://127.0.0.1:port`: queue-platform's app, for the platform endpoints.
+    pub internal: http::uri::Authority,
+    /// The response deadlines of this worker's requests (one timer between them).
+    pub deadlines: Deadlines,
+}
+
+/// Stops the workers when dropped (the public server's `tasks` hold it, and are aborted when
+/// the server stops) or when [`Stop::stop`] is called.
+struct Stop(watch::Sender<bool>);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// Binds the public listener, starts queue-platform's app on loopback and the workers. The
+/// returned `Running` is the platform app's server (its handle stops everything) with `addr`
+/// the public address.
+pub fn serve(
+    platform: Arc<Platform>,
+    config: &ServerConfig,
+    signals: Signals,
+    state: Arc<ProxyState>,
+) -> anyhow::Result<Running> {
+    let listener = std::net::TcpListener::bind(config.listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+
+    // The platform endpoints: queue-platform's own app, on loopback, one worker (they are rare).
+    let internal_config =
+        ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), workers: Some(1), ..config.clone() };
+    let mut running = queue_platform::server::serve(platform, &internal_config, Signals::Ignore, |_| {})?;
+    let internal: http::uri::Authority = running.addr.to_string().parse()?;
+    running.addr = addr;
+
+    let workers = config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Each worker holds a clone until it has drained its connections.
+    let (drained_tx, mut drained_rx) = mpsc::channel::<()>(1);
+    let grace = Duration::from_secs(config.shutdown_timeout_secs);
+    for i in 0..workers {
+        let listener = listener.try_clone()?;
+        let state = state.clone();
+        let stop = stop_rx.clone();
+        let drained = drained_tx.clone();
+        let internal = internal.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new().name(format!("queue-proxy-{i}")).spawn(move || {
+            runtime.block_on(async move {
+                if let Err(e) = worker(listener, state, internal, stop, grace).await {
+                    tracing::error!(error = %e, "public listener worker failed");
+                }
+                drop(drained);
+            });
+        })?;
+    }
+    drop(drained_tx);
+    let stop = Stop(stop_tx);
+    tracing::info!(service = crate::NAME, %addr, workers, "listening on http://{addr}");
+
+    if signals == Signals::Handle {
+        // SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to
+        // `server.shutdown_timeout_secs`), then stop the platform app, which ends `wait()`.
+        let handle = running.handle();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        running.tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("stopping: draining the public listener");
+            let _ = stop.0.send(true);
+            let _ = tokio::time::timeout(grace + Duration::from_secs(1), drained_rx.recv()).await;
+            handle.stop(true).await;
+            drop(stop);
+        }));
+    } else {
+        running.tasks.push(tokio::spawn(async move {
+            let _stop = stop;
+            std::future::pending::<()>().await;
+        }));
+    }
+    Ok(running)
+}
+
+/// One worker: accepts until told to stop, then lets its connections finish their requests
+/// (up to `grace`).
+async fn worker(
+    listener: std::net::TcpListener,
+    state: Arc<ProxyState>,
+    internal: http::uri::Authority,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let client = state.upstream_client();
+    let deadlines = Deadlines::default();
+    tokio::spawn(deadlines.timer());
+    let worker = Arc::new(Worker { state, client, internal, deadlines });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // Larger heads than the proxy's limit are refused by hyper (431) before they are parsed
+        // whole; heads under it but over `max_header_bytes` get the proxy's JSON 431.
+        // (hyper's default of at most 100 headers stays: setting it moves the parser's header
+        // array from the stack to the heap.)
+        .max_buf_size((worker.state.max_header_bytes + 8 * 1024).max(8 * 1024));
+    let http = Arc::new(http);
+    // Each connection holds a clone; `recv` answers `None` once they are all gone.
+    let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and the like: wait a little instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let worker = worker.clone();
+        let http = http.clone();
+        let mut stop = stop.clone();
+        let open = open_tx.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let worker = worker.clone();
+                async move { Ok::<_, std::convert::Infallible>(forward::handle(&worker, req, peer).await) }
+            });
+            let conn = http.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => break,
+                    _ = stop.wait_for(|s| *s), if !stopping => {
+                        stopping = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    drop(open_tx);
+    let _ = tokio::time::timeout(grace, open_rx.recv()).await;
+    Ok(())
+}
