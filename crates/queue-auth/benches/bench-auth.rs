@@ -24,7 +24,21 @@ use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, 
 const CLIENTS: usize = 64;
 
 async fn post(client: &reqwest::Client, url: &str, bearer: Option<&str>, body: &Value) -> anyhow::Result<Value> {
+    post_from(client, url, bearer, body, None).await
+}
+
+/// [`post`] on behalf of the client at `ip` (in `X-Forwarded-For`, as the proxy sends it).
+async fn post_from(
+    client: &reqwest::Client,
+    url: &str,
+    bearer: Option<&str>,
+    body: &Value,
+    ip: Option<&str>,
+) -> anyhow::Result<Value> {
     let mut r = client.post(url).json(body);
+    if let Some(ip) = ip {
+        r = r.header("x-forwarded-for", ip);
+    }
     if let Some(b) = bearer {
         r = r.bearer_auth(b);
     }
@@ -50,6 +64,9 @@ async fn main() -> anyhow::Result<()> {
     let mut config = AuthConfig::new(base, pepper);
     config.mailer.dev_dir = dir.path().join("mail");
     config.limits.per_ip_attempts = i32::MAX;
+    // As deployed: behind the proxy, which names each client in X-Forwarded-For (the logins
+    // below come from 64 different addresses, not all from one).
+    config.auth.trusted_proxies = vec![std::net::IpAddr::from([127, 0, 0, 1])];
     let origin = Url::parse("http://localhost:8080")?;
 
     // The service on a runtime of its own, as in a deployment.
@@ -156,18 +173,22 @@ async fn main() -> anyhow::Result<()> {
         let (c, a, b, o) = (c.clone(), a.clone(), b.clone(), o.clone());
         async move {
             let email = a[i].lock().map_err(|_| anyhow::anyhow!("lock"))?.0.clone();
+            let ip = format!("10.0.{}.{}", i / 256, i % 256);
+            let ip = Some(ip.as_str());
             let start =
-                post(&c, &format!("{b}/api/v1/auth/webauthn/login/start"), None, &json!({"email": email})).await?;
+                post_from(&c, &format!("{b}/api/v1/auth/webauthn/login/start"), None, &json!({"email": email}), ip)
+                    .await?;
             let rcr: RequestChallengeResponse = serde_json::from_value(start["options"].clone())?;
             let cred = {
                 let mut g = a[i].lock().map_err(|_| anyhow::anyhow!("lock"))?;
                 g.1.do_authentication(o, rcr).map_err(|e| anyhow::anyhow!("{e:?}"))?
             };
-            let done = post(
+            let done = post_from(
                 &c,
                 &format!("{b}/api/v1/auth/webauthn/login/finish"),
                 None,
                 &json!({"ceremony_id": start["ceremony_id"], "credential": cred}),
+                ip,
             )
             .await?;
             anyhow::ensure!(done["session"]["token"].is_string(), "{done}");
@@ -202,7 +223,8 @@ async fn main() -> anyhow::Result<()> {
     let body = format!(
         "## Auth (`make bench-auth`)\n\n{machine}; {seconds} s per run; {CLIENTS} concurrent clients over loopback HTTP; \
 durable PostgreSQL (fsync on) on the same machine; service, load generator and PostgreSQL share the cores; \
-validations driven by wrk (`-t1 -c{CLIENTS}`), logins by clients in the bench process (which also sign).\n\n\
+validations driven by wrk (`-t1 -c{CLIENTS}`), logins by clients in the bench process (which also sign), \
+each from its own address (`X-Forwarded-For` from a trusted proxy, as deployed behind queue-proxy).\n\n\
 | what | per second | p50 | p99 |\n|---|---|---|---|\n\
 | session validations (`POST /internal/v1/sessions/validate`, service token) | {:.0} | {:.2} ms | {:.2} ms |\n\
 | passkey logins (start + client-side signature + finish, a session minted) | {:.0} | {:.2} ms | {:.2} ms |\n\

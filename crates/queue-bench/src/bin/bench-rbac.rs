@@ -120,7 +120,8 @@ async fn main() -> anyhow::Result<()> {
     let (audit_addr, audit_handle) = serve_on_own_runtime(move || queue_audit::run(audit_config, Signals::Ignore))?;
 
     let mut base = queue_testkit::service_config("rbac", &cluster.url("bench"), &keys);
-    base.server.workers = None;
+    // BENCH_RBAC_WORKERS: the service's HTTP workers (default: one per core).
+    base.server.workers = std::env::var("BENCH_RBAC_WORKERS").ok().and_then(|s| s.parse().ok());
     base.database.pool_size = 32;
     let rbac_config = RbacConfig::new(base, url::Url::parse(&format!("http://{audit_addr}"))?);
     let mut uncached_config = rbac_config.clone();
