@@ -18,7 +18,10 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     b
 }
 
-/// A 256-bit random token as text (base64url, 43 characters).
+/// The length of every token [`new_token`] makes; any other length cannot be one of ours.
+pub const TOKEN_LEN: usize = 43;
+
+/// A 256-bit random token as text (base64url, [`TOKEN_LEN`] characters).
 pub fn new_token() -> Zeroizing<String> {
     Zeroizing::new(URL_SAFE_NO_PAD.encode(random_bytes::<32>()))
 }
@@ -134,7 +137,7 @@ mod tests {
         let n = normalise_backup_code(&b.to_uppercase()).expect("normalises");
         assert_eq!(n.as_str(), b.replace('-', ""));
         assert!(normalise_backup_code("short").is_none());
-        assert_eq!(new_token().len(), 43);
+        assert_eq!(new_token().len(), TOKEN_LEN);
     }
 
     #[test]

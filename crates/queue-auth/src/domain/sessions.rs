@@ -163,8 +163,8 @@ pub async fn validate(
     now: DateTime<Utc>,
     token: &str,
 ) -> Result<Option<Session>> {
-    // A token is 43 base64url characters; anything else cannot match, so skip the query.
-    if token.len() != 43 {
+    // A token of another length cannot match, so skip the query.
+    if token.len() != super::crypto::TOKEN_LEN {
         return Ok(None);
     }
     let found = validate_hashes(conn, cfg, now, &[token_hash(token)]).await?;

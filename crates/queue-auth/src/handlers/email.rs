@@ -79,7 +79,7 @@ pub async fn confirm(
             }
             Proof::Code { email: &email, code: c }
         }
-        (None, None, Some(t)) if t.len() == 43 => Proof::Link { token: t },
+        (None, None, Some(t)) if t.len() == crate::domain::crypto::TOKEN_LEN => Proof::Link { token: t },
         (None, None, Some(_)) => return Err(email::refused()),
         _ => return Err(ApiError::invalid("body", "give `email` and `code`, or `token`")),
     };

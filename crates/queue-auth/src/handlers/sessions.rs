@@ -155,10 +155,10 @@ pub async fn validate(
     _caller: ServiceCaller,
     body: web::Json<ValidateRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    // A token is 43 base64url characters; anything else cannot match, so skip the query. Only
+    // A token of another length cannot match, so skip the query. Only
     // the hash goes on to the (coalescing) validator; the token itself is dropped here.
     let body = body.into_inner();
-    let found = if body.token.len() == 43 {
+    let found = if body.token.len() == crate::domain::crypto::TOKEN_LEN {
         let hash = sessions::token_hash(&body.token);
         drop(body);
         state.validator.validate(hash).await?
