@@ -103,8 +103,8 @@ pub struct ChainConfig {
     /// The most events appended in one transaction.
     pub max_batch: usize,
     /// Writer tasks (each owns a share of the tenants and commits one transaction at a time,
-    /// holding the events of several tenants). One by default: on 2 cores fewer, larger commits
-    /// win (docs/audit-service.md, "Group commit").
+    /// holding the events of several tenants). Two by default: while one writer waits on its
+    /// commit the other works (docs/audit-service.md, "Group commit").
     pub writers: usize,
     /// The largest payload, in bytes of canonical JSON.
     pub max_payload_bytes: usize,
@@ -116,7 +116,7 @@ impl Default for ChainConfig {
             checkpoint_every: 1000,
             checkpoint_interval_secs: 30,
             max_batch: 500,
-            writers: 1,
+            writers: 2,
             max_payload_bytes: 16 * 1024,
         }
     }

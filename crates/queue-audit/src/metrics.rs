@@ -7,6 +7,7 @@ pub struct AuditMetrics {
     appended: IntCounter,
     batch_size: Histogram,
     commit_seconds: Histogram,
+    retried_batches: IntCounter,
     verify_runs: IntCounterVec,
     verified_events: IntCounter,
     rate_limited: IntCounterVec,
@@ -26,6 +27,11 @@ impl AuditMetrics {
                 "Time of one group-commit transaction",
             ))
             .expect("metric"),
+            retried_batches: IntCounter::new(
+                "audit_append_retried_batches_total",
+                "Group commits rolled back and done again because an event id was stored already (a retry)",
+            )
+            .expect("metric"),
             verify_runs: IntCounterVec::new(
                 Opts::new("audit_verify_runs_total", "Chain verifications by result"),
                 &["result"],
@@ -42,6 +48,7 @@ impl AuditMetrics {
         let _ = registry.register(Box::new(m.appended.clone()));
         let _ = registry.register(Box::new(m.batch_size.clone()));
         let _ = registry.register(Box::new(m.commit_seconds.clone()));
+        let _ = registry.register(Box::new(m.retried_batches.clone()));
         let _ = registry.register(Box::new(m.verify_runs.clone()));
         let _ = registry.register(Box::new(m.verified_events.clone()));
         let _ = registry.register(Box::new(m.rate_limited.clone()));
@@ -52,6 +59,11 @@ impl AuditMetrics {
         self.appended.inc_by(events as u64);
         self.batch_size.observe(events as f64);
         self.commit_seconds.observe(seconds);
+    }
+
+    /// A batch held an id stored already: rolled back, and done again looking ids up first.
+    pub fn observe_retry_probe(&self) {
+        self.retried_batches.inc();
     }
 
     pub fn observe_verify(&self, ok: bool, events: i64) {

@@ -103,6 +103,47 @@ impl Db {
     }
 }
 
+/// A hand-written statement (`diesel::sql_query`) that PostgreSQL prepares once per connection.
+///
+/// diesel treats every `sql_query` as unsafe to cache, because its text could be built at run
+/// time. diesel-async then prepares it afresh on each use: one more round trip, a parse and a
+/// plan, and the prepare holds the connection's statement cache lock, so statements sent
+/// together in one pipeline wait for each other's prepares. Wrapping a statement whose text is
+/// a constant marks it cacheable: the cache key is its text and bind types, so the statement is
+/// prepared on its first use on a connection and only bound and executed after that.
+///
+/// Only for constant SQL text: every distinct text stays in the connection's cache.
+pub fn prepared<Q>(query: Q) -> Prepared<Q> {
+    Prepared(query)
+}
+
+/// See [`prepared`].
+#[derive(Debug, Clone, Copy)]
+#[must_use = "queries are only executed when loaded or executed"]
+pub struct Prepared<Q>(Q);
+
+impl<Q: diesel::query_builder::QueryFragment<diesel::pg::Pg>> diesel::query_builder::QueryFragment<diesel::pg::Pg>
+    for Prepared<Q>
+{
+    fn walk_ast<'b>(&'b self, pass: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>) -> diesel::QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &diesel::pg::Pg) -> diesel::QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<Q> diesel::query_builder::QueryId for Prepared<Q> {
+    type QueryId = ();
+    // No static id: the cache is keyed by the statement's text and bind types.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: diesel::query_builder::Query> diesel::query_builder::Query for Prepared<Q> {
+    type SqlType = Q::SqlType;
+}
+
 fn deadpool_runtime() -> deadpool::Runtime {
     deadpool::Runtime::Tokio1
 }

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::domain::chain::{self, ChainedFields, hex};
 use crate::domain::keyring::KeyRing;
-use queue_platform::db::Db;
+use queue_platform::db::{Db, prepared};
 
 /// An event as the writer received it, validated.
 #[derive(Debug, Clone)]
@@ -167,7 +167,18 @@ async fn writer(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Job>) {
 
 async fn commit_and_reply(inner: &Inner, jobs: Vec<Job>) {
     let started = std::time::Instant::now();
-    match commit(inner, &jobs).await {
+    // First without looking for stored ids (retries are rare); if one turns out stored, the
+    // transaction rolled back whole and the batch goes again, this time looking.
+    let mut attempt = commit(inner, &jobs, Probe::Optimistic).await;
+    if matches!(attempt, Ok(Attempt::SeenBefore)) {
+        inner.metrics.observe_retry_probe();
+        attempt = commit(inner, &jobs, Probe::Look).await;
+    }
+    let attempt = attempt.and_then(|a| match a {
+        Attempt::Done(results, heads) => Ok((results, heads)),
+        Attempt::SeenBefore => Err(AppendError::Internal(anyhow::anyhow!("an id seen twice while looking"))),
+    });
+    match attempt {
         Ok((results, heads)) => {
             let events: usize = results.iter().filter_map(|r| r.as_ref().ok()).map(Vec::len).sum();
             inner.metrics.observe_batch(events, started.elapsed().as_secs_f64());
@@ -195,7 +206,9 @@ async fn commit_and_reply(inner: &Inner, jobs: Vec<Job>) {
 
 /// Sets the tenant for row-level security for the rest of the transaction.
 pub async fn set_tenant(conn: &mut diesel_async::AsyncPgConnection, tenant: &str) -> Result<(), diesel::result::Error> {
-    diesel::sql_query("SELECT set_config('queue.tenant_id', $1, true)").bind::<Text, _>(tenant).execute(conn).await?;
+    prepared(diesel::sql_query("SELECT set_config('queue.tenant_id', $1, true)").bind::<Text, _>(tenant))
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -226,7 +239,7 @@ struct KnownRow {
 }
 
 /// The new rows of one transaction, column by column: inserted with one `unnest` statement
-/// whose text never changes, so PostgreSQL plans it once per connection.
+/// whose text never changes, prepared once per connection ([`prepared`]).
 #[derive(Default)]
 struct Columns<'a> {
     tenant_id: Vec<&'a str>,
@@ -260,11 +273,31 @@ type Stored = (i64, Vec<u8>, [u8; 32]);
 
 type JobResults = Vec<Result<Vec<Appended>, AppendError>>;
 
+/// Whether a transaction first looks up which of its ids are stored already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// Assume none is: a stored one makes the insert fail on the (tenant, event id) index, and
+    /// the whole transaction rolls back ([`Attempt::SeenBefore`]).
+    Optimistic,
+    /// Look them up first, and answer stored ids with their stored `{seq, mac}`.
+    Look,
+}
+
+enum Attempt {
+    /// Committed (or, for a batch with nothing new, nothing to commit).
+    Done(JobResults, Vec<(String, i64)>),
+    /// Optimistic only: an id of the batch is stored already; nothing was written.
+    SeenBefore,
+}
+
+/// The unique index on (tenant_id, event_id).
+const EVENT_ID_INDEX: &str = "customer_audit_events_event_id";
+
 /// One transaction for all `jobs`, whatever their tenants; each job is atomic on its own (a
 /// conflicting job adds nothing, the others go ahead). Returns each job's result and the new
 /// head seq of every tenant that moved.
-#[tracing::instrument(name = "audit.append_batch", skip_all, fields(jobs = jobs.len()))]
-async fn commit(inner: &Inner, jobs: &[Job]) -> Result<(JobResults, Vec<(String, i64)>), AppendError> {
+#[tracing::instrument(name = "audit.append_batch", skip_all, fields(jobs = jobs.len(), probe = ?probe))]
+async fn commit(inner: &Inner, jobs: &[Job], probe: Probe) -> Result<Attempt, AppendError> {
     let mut conn = inner.db.conn().await.map_err(|e| AppendError::Unavailable(e.to_string()))?;
     // Tenants in sorted order: heads are created and locked in this order on every replica.
     let tenants: Vec<&str> = {
@@ -284,37 +317,50 @@ async fn commit(inner: &Inner, jobs: &[Job]) -> Result<(JobResults, Vec<(String,
     let c: &mut diesel_async::AsyncPgConnection = &mut conn;
     let outcome = async {
         // One round trip: begin, admit this transaction's tenants past row-level security, make
-        // sure their heads exist, lock them (reading the newest key epoch on the way), and find
-        // which ids are already stored.
+        // sure their heads exist, lock them (reading the newest key epoch on the way), and (when
+        // looking) find which ids are already stored.
         let shared: &diesel_async::AsyncPgConnection = c;
-        let begin = diesel::sql_query("BEGIN").execute(&mut &*shared);
-        let set = diesel::sql_query("SELECT set_config('queue.writer_tenants', $1, true)")
-            .bind::<Text, _>(&tenant_list)
-            .execute(&mut &*shared);
-        let ensure = diesel::sql_query(
-            "INSERT INTO audit.chain_heads (tenant_id, seq, mac) \
+        let begin = prepared(diesel::sql_query("BEGIN")).execute(&mut &*shared);
+        let set = prepared(
+            diesel::sql_query("SELECT set_config('queue.writer_tenants', $1, true)").bind::<Text, _>(&tenant_list),
+        )
+        .execute(&mut &*shared);
+        let ensure = prepared(
+            diesel::sql_query(
+                "INSERT INTO audit.chain_heads (tenant_id, seq, mac) \
              SELECT t, 0, g FROM unnest($1::text[], $2::bytea[]) AS x(t, g) ORDER BY t \
              ON CONFLICT (tenant_id) DO NOTHING",
+            )
+            .bind::<Array<Text>, _>(&tenants)
+            .bind::<Array<Bytea>, _>(&geneses),
         )
-        .bind::<Array<Text>, _>(&tenants)
-        .bind::<Array<Bytea>, _>(&geneses)
         .execute(&mut &*shared);
-        let lock = diesel::sql_query(
-            "SELECT h.tenant_id, h.seq, h.mac, (SELECT max(epoch) FROM audit.keys) AS epoch \
+        let lock = prepared(
+            diesel::sql_query(
+                "SELECT h.tenant_id, h.seq, h.mac, (SELECT max(epoch) FROM audit.keys) AS epoch \
              FROM audit.chain_heads h WHERE h.tenant_id = ANY($1) ORDER BY h.tenant_id FOR UPDATE OF h",
+            )
+            .bind::<Array<Text>, _>(&tenants),
         )
-        .bind::<Array<Text>, _>(&tenants)
         .load::<HeadRow>(&mut &*shared);
         // A join on the (tenant_id, event_id) index: one index probe per id, however long the
         // chains (`tenant_id = $1 AND event_id = ANY($2)` was planned as a scan of the tenant).
-        let known_query = diesel::sql_query(
-            "SELECT e.tenant_id, e.event_id, e.seq, e.mac, e.request_digest \
-             FROM unnest($1::text[], $2::uuid[]) AS x(t, id) \
-             JOIN audit.customer_audit_events e ON e.tenant_id = x.t AND e.event_id = x.id",
-        )
-        .bind::<Array<Text>, _>(&id_tenants)
-        .bind::<Array<diesel::sql_types::Uuid>, _>(&ids)
-        .load::<KnownRow>(&mut &*shared);
+        // Not prepared: it is rare, and planned for the arrays at hand (a cached generic plan,
+        // made while the table was small, scanned it whole as it grew).
+        let known_query = async {
+            if probe == Probe::Optimistic {
+                return Ok(Vec::new());
+            }
+            diesel::sql_query(
+                "SELECT e.tenant_id, e.event_id, e.seq, e.mac, e.request_digest \
+                 FROM unnest($1::text[], $2::uuid[]) AS x(t, id) \
+                 JOIN audit.customer_audit_events e ON e.tenant_id = x.t AND e.event_id = x.id",
+            )
+            .bind::<Array<Text>, _>(&id_tenants)
+            .bind::<Array<diesel::sql_types::Uuid>, _>(&ids)
+            .load::<KnownRow>(&mut &*shared)
+            .await
+        };
         // join, not try_join: every statement sent is waited for before anything else happens.
         let (begun, set, ensured, heads, existing) = futures_util::join!(begin, set, ensure, lock, known_query);
         begun?;
@@ -381,7 +427,7 @@ async fn commit(inner: &Inner, jobs: &[Job]) -> Result<(JobResults, Vec<(String,
                 *seq += 1;
                 let fields =
                     ChainedFields { seq: *seq, recorded_at: &recorded, key_id: epoch, ..e.fields(&id, &occurred) };
-                let mac = chain::mac(key.bytes(), prev, &chain::canonical(&fields));
+                let mac = chain::mac(key.mac_key(), prev, &chain::canonical(&fields));
                 cols.tenant_id.push(&e.tenant_id);
                 cols.seq.push(*seq);
                 cols.event_id.push(e.event_id);
@@ -409,52 +455,64 @@ async fn commit(inner: &Inner, jobs: &[Job]) -> Result<(JobResults, Vec<(String,
             .map(|(t, (s, m))| (t, s, m))
             .collect();
         if moved.is_empty() {
-            diesel::sql_query("COMMIT").execute(c).await?;
-            return Ok((results, Vec::new()));
+            prepared(diesel::sql_query("COMMIT")).execute(c).await?;
+            return Ok(Attempt::Done(results, Vec::new()));
         }
         // One more round trip: the rows and the new heads, pipelined.
         let shared: &diesel_async::AsyncPgConnection = c;
-        let insert = diesel::sql_query(INSERT_EVENTS)
-            .bind::<Array<Text>, _>(&cols.tenant_id)
-            .bind::<Array<BigInt>, _>(&cols.seq)
-            .bind::<Array<diesel::sql_types::Uuid>, _>(&cols.event_id)
-            .bind::<Array<Text>, _>(&cols.actor_type)
-            .bind::<Array<Text>, _>(&cols.actor_id)
-            .bind::<Array<Text>, _>(&cols.action)
-            .bind::<Array<Text>, _>(&cols.target_type)
-            .bind::<Array<Text>, _>(&cols.target_id)
-            .bind::<Array<Timestamptz>, _>(&cols.occurred_at)
-            .bind::<Array<Nullable<Text>>, _>(&cols.ip)
-            .bind::<Array<Nullable<Text>>, _>(&cols.user_agent)
-            .bind::<Array<Nullable<Text>>, _>(&cols.trace_id)
-            .bind::<Array<Text>, _>(&cols.payload_canonical)
-            .bind::<Array<Bytea>, _>(&cols.request_digest)
-            .bind::<Array<Bytea>, _>(&cols.prev_mac)
-            .bind::<Array<Bytea>, _>(&cols.mac)
-            .bind::<Timestamptz, _>(recorded_at)
-            .bind::<Integer, _>(epoch)
-            .execute(&mut &*shared);
+        let insert = prepared(
+            diesel::sql_query(INSERT_EVENTS)
+                .bind::<Array<Text>, _>(&cols.tenant_id)
+                .bind::<Array<BigInt>, _>(&cols.seq)
+                .bind::<Array<diesel::sql_types::Uuid>, _>(&cols.event_id)
+                .bind::<Array<Text>, _>(&cols.actor_type)
+                .bind::<Array<Text>, _>(&cols.actor_id)
+                .bind::<Array<Text>, _>(&cols.action)
+                .bind::<Array<Text>, _>(&cols.target_type)
+                .bind::<Array<Text>, _>(&cols.target_id)
+                .bind::<Array<Timestamptz>, _>(&cols.occurred_at)
+                .bind::<Array<Nullable<Text>>, _>(&cols.ip)
+                .bind::<Array<Nullable<Text>>, _>(&cols.user_agent)
+                .bind::<Array<Nullable<Text>>, _>(&cols.trace_id)
+                .bind::<Array<Text>, _>(&cols.payload_canonical)
+                .bind::<Array<Bytea>, _>(&cols.request_digest)
+                .bind::<Array<Bytea>, _>(&cols.prev_mac)
+                .bind::<Array<Bytea>, _>(&cols.mac)
+                .bind::<Timestamptz, _>(recorded_at)
+                .bind::<Integer, _>(epoch),
+        )
+        .execute(&mut &*shared);
         let head_tenants: Vec<&str> = moved.iter().map(|m| m.0).collect();
         let head_seqs: Vec<i64> = moved.iter().map(|m| m.1).collect();
         let head_macs: Vec<&[u8]> = moved.iter().map(|m| m.2.as_slice()).collect();
-        let move_heads = diesel::sql_query(
-            "UPDATE audit.chain_heads h SET seq = v.s, mac = v.m, updated_at = $4 \
+        let move_heads = prepared(
+            diesel::sql_query(
+                "UPDATE audit.chain_heads h SET seq = v.s, mac = v.m, updated_at = $4 \
              FROM unnest($1::text[], $2::int8[], $3::bytea[]) AS v(t, s, m) WHERE h.tenant_id = v.t",
+            )
+            .bind::<Array<Text>, _>(&head_tenants)
+            .bind::<Array<BigInt>, _>(&head_seqs)
+            .bind::<Array<Bytea>, _>(&head_macs)
+            .bind::<Timestamptz, _>(recorded_at),
         )
-        .bind::<Array<Text>, _>(&head_tenants)
-        .bind::<Array<BigInt>, _>(&head_seqs)
-        .bind::<Array<Bytea>, _>(&head_macs)
-        .bind::<Timestamptz, _>(recorded_at)
         .execute(&mut &*shared);
-        let commit = diesel::sql_query("COMMIT").execute(&mut &*shared);
+        let commit = prepared(diesel::sql_query("COMMIT")).execute(&mut &*shared);
         let (inserted, moved_heads, committed) = futures_util::join!(insert, move_heads, commit);
+        if probe == Probe::Optimistic
+            && let Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info)) =
+                &inserted
+            && info.constraint_name() == Some(EVENT_ID_INDEX)
+        {
+            // The COMMIT after the failed insert rolled everything back.
+            return Ok(Attempt::SeenBefore);
+        }
         inserted?;
         moved_heads?;
         committed?;
-        Ok((results, moved.into_iter().map(|(t, s, _)| (t.to_string(), s)).collect()))
+        Ok(Attempt::Done(results, moved.into_iter().map(|(t, s, _)| (t.to_string(), s)).collect()))
     }
     .await;
-    if outcome.is_err() {
+    if !matches!(outcome, Ok(Attempt::Done(..))) {
         // End whatever is open (after a failed pipeline, COMMIT has already rolled back and this
         // only warns); a connection that cannot even do that is broken and not reused.
         let _ = diesel::sql_query("ROLLBACK").execute(&mut conn).await;

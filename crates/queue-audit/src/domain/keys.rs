@@ -43,15 +43,22 @@ pub enum KeyError {
 pub struct DataKey {
     pub epoch: i32,
     key: Zeroizing<[u8; 32]>,
+    mac: crate::domain::chain::MacKey,
 }
 
 impl DataKey {
     pub fn new(epoch: i32, key: Zeroizing<[u8; 32]>) -> Self {
-        Self { epoch, key }
+        let mac = crate::domain::chain::MacKey::new(&key);
+        Self { epoch, key, mac }
     }
 
     pub fn bytes(&self) -> &[u8; 32] {
         &self.key
+    }
+
+    /// The key ready to MAC with (see [`crate::domain::chain::MacKey`]).
+    pub fn mac_key(&self) -> &crate::domain::chain::MacKey {
+        &self.mac
     }
 }
 

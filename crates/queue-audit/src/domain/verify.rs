@@ -226,7 +226,7 @@ impl ChainWalker {
 /// Whether `e.mac` is the MAC of `e` over its stored `prev_mac` (false without a key).
 fn mac_ok(keys: &HashMap<i32, Arc<DataKey>>, e: &EventRecord) -> bool {
     keys.get(&e.key_id)
-        .is_some_and(|k| chain::mac_matches(k.bytes(), &e.prev_mac, &chain::canonical(&e.fields()), &e.mac))
+        .is_some_and(|k| chain::mac_matches(k.mac_key(), &e.prev_mac, &chain::canonical(&e.fields()), &e.mac))
 }
 
 /// [`mac_ok`] for every event, on all cores: each MAC depends only on its own row (the links

@@ -30,6 +30,22 @@ async fn the_same_id_returns_the_first_result_and_other_content_conflicts() {
     let (s, body) = a.write(&changed).await;
     assert_eq!(s, 409, "{body}");
     assert_eq!(a.verify("t1").await["verified_through_seq"], 1, "nothing added");
+    // A stored id in a batch with a new one: the optimistic transaction rolls back on the
+    // (tenant, id) index and goes again looking ids up; the stored one keeps its seq.
+    let fresh = event("t1", 2);
+    let (s, body) = a.app.post_json_as("/api/v1/audit/events/batch", &a.writer(), &json!({"events": [e, fresh]})).await;
+    assert_eq!(s.as_u16(), 201, "{body}");
+    assert_eq!(body["results"][0], first, "{body}");
+    assert_eq!(body["results"][1]["seq"], 2, "{body}");
+    let metrics = reqwest::get(a.app.url("/metrics")).await.expect("metrics").text().await.expect("text");
+    let retried = metrics
+        .lines()
+        .find(|l| l.starts_with("queue_audit_append_retried_batches_total"))
+        .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok());
+    // The repeated write, the conflicting one and this batch each went the second way.
+    assert_eq!(retried, Some(3.0), "{metrics}");
+    let report = a.verify("t1").await;
+    assert_eq!((report["ok"].as_bool(), report["events"].as_i64()), (Some(true), Some(2)), "{report}");
 }
 
 #[tokio::test]

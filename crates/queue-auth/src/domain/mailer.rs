@@ -230,13 +230,14 @@ impl MailRelay {
     /// Claims and sends one due intent; `false` when none is due.
     pub async fn send_one(&self) -> anyhow::Result<bool> {
         let mut conn = self.db.conn().await?;
-        let claimed: Option<Claimed> = diesel::sql_query(
+        // Prepared once per connection: the outbox is polled every couple of seconds.
+        let claimed: Option<Claimed> = queue_platform::db::prepared(diesel::sql_query(
             "UPDATE auth.mail_intents SET claimed_until = now() + interval '2 minutes', attempts = attempts + 1 \
              WHERE id = (SELECT id FROM auth.mail_intents WHERE sent_at IS NULL AND failed_at IS NULL \
                AND next_attempt_at <= now() AND (claimed_until IS NULL OR claimed_until < now()) \
                ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
              RETURNING id, recipient, subject, text_body, attempts",
-        )
+        ))
         .get_result(&mut conn)
         .await
         .map(Some)

@@ -207,14 +207,16 @@ pub async fn validate_hashes(
     if !due.is_empty() {
         use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
         // Conditional: of many concurrent validations, one writes; the others see 0 rows.
-        let slid: Vec<Slid> = diesel::sql_query(
-            "UPDATE auth.queue_sessions SET last_seen_at = $1, idle_expires_at = LEAST($2, absolute_expires_at) \
-             WHERE id = ANY($3) AND last_seen_at <= $4 AND revoked_at IS NULL RETURNING id",
+        let slid: Vec<Slid> = queue_platform::db::prepared(
+            diesel::sql_query(
+                "UPDATE auth.queue_sessions SET last_seen_at = $1, idle_expires_at = LEAST($2, absolute_expires_at) \
+                 WHERE id = ANY($3) AND last_seen_at <= $4 AND revoked_at IS NULL RETURNING id",
+            )
+            .bind::<Timestamptz, _>(now)
+            .bind::<Timestamptz, _>(now + Duration::seconds(cfg.idle_timeout_secs))
+            .bind::<Array<SqlUuid>, _>(&due)
+            .bind::<Timestamptz, _>(now - interval),
         )
-        .bind::<Timestamptz, _>(now)
-        .bind::<Timestamptz, _>(now + Duration::seconds(cfg.idle_timeout_secs))
-        .bind::<Array<SqlUuid>, _>(&due)
-        .bind::<Timestamptz, _>(now - interval)
         .load(conn)
         .await?;
         let slid: HashSet<Uuid> = slid.into_iter().map(|s| s.id).collect();
