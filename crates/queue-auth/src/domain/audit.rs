@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel::ExpressionMethods;
 use diesel_async::RunQueryDsl;
 use queue_audit_client::{AuditEvent, Party};
+use queue_platform::db::prepared;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -46,8 +47,7 @@ pub async fn record(conn: &mut Conn, now: DateTime<Utc>, info: &RequestInfo, e: 
         payload: e.payload,
     };
     let json = serde_json::to_value(&event).map_err(|e| super::Error::Api(queue_platform::ApiError::internal(e)))?;
-    diesel::insert_into(audit_outbox::table)
-        .values((audit_outbox::id.eq(id), audit_outbox::event.eq(json)))
+    prepared(diesel::insert_into(audit_outbox::table).values((audit_outbox::id.eq(id), audit_outbox::event.eq(json))))
         .execute(conn)
         .await?;
     Ok(id)

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use queue_platform::ApiError;
+use queue_platform::db::prepared;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -35,25 +36,29 @@ pub async fn generate(
     let codes: Vec<Zeroizing<String>> = (0..COUNT).map(|_| crypto::backup_code()).collect();
     let set_id = Uuid::new_v4();
     conn.transaction::<_, super::Error, _>(async |conn| {
-        let voided = diesel::update(
-            bc::table.filter(bc::user_id.eq(s.user_id)).filter(bc::used_at.is_null()).filter(bc::voided_at.is_null()),
+        let voided = prepared(
+            diesel::update(
+                bc::table
+                    .filter(bc::user_id.eq(s.user_id))
+                    .filter(bc::used_at.is_null())
+                    .filter(bc::voided_at.is_null()),
+            )
+            .set(bc::voided_at.eq(now)),
         )
-        .set(bc::voided_at.eq(now))
         .execute(conn)
         .await?;
         for code in &codes {
             let n =
                 crypto::normalise_backup_code(code).ok_or_else(|| ApiError::internal(anyhow::anyhow!("bad code")))?;
-            diesel::insert_into(bc::table)
-                .values((
-                    bc::id.eq(Uuid::new_v4()),
-                    bc::user_id.eq(s.user_id),
-                    bc::set_id.eq(set_id),
-                    bc::code_hash.eq(mac(pepper, s.user_id, &n)),
-                    bc::created_at.eq(now),
-                ))
-                .execute(conn)
-                .await?;
+            prepared(diesel::insert_into(bc::table).values((
+                bc::id.eq(Uuid::new_v4()),
+                bc::user_id.eq(s.user_id),
+                bc::set_id.eq(set_id),
+                bc::code_hash.eq(mac(pepper, s.user_id, &n)),
+                bc::created_at.eq(now),
+            )))
+            .execute(conn)
+            .await?;
         }
         audit::record(
             conn,
@@ -103,15 +108,17 @@ pub async fn redeem(
     let hash = mac(pepper, user.id, &n);
     conn.transaction::<_, super::Error, _>(async |conn| {
         // The conditional UPDATE is the whole concurrency story: one row, one winner.
-        let used: Option<Uuid> = diesel::update(
-            bc::table
-                .filter(bc::user_id.eq(user.id))
-                .filter(bc::code_hash.eq(&hash))
-                .filter(bc::used_at.is_null())
-                .filter(bc::voided_at.is_null()),
+        let used: Option<Uuid> = prepared(
+            diesel::update(
+                bc::table
+                    .filter(bc::user_id.eq(user.id))
+                    .filter(bc::code_hash.eq(&hash))
+                    .filter(bc::used_at.is_null())
+                    .filter(bc::voided_at.is_null()),
+            )
+            .set(bc::used_at.eq(now))
+            .returning(bc::id),
         )
-        .set(bc::used_at.eq(now))
-        .returning(bc::id)
         .get_result(conn)
         .await
         .optional()?;

@@ -5,6 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use queue_platform::ApiError;
+use queue_platform::db::prepared;
 use uuid::Uuid;
 
 use super::audit::{self, Event};
@@ -72,19 +73,18 @@ pub async fn send(
     let link = crypto::new_token();
     let id = Uuid::new_v4();
     conn.transaction::<_, super::Error, _>(async |conn| {
-        diesel::insert_into(ev::table)
-            .values((
-                ev::id.eq(id),
-                ev::tenant_id.eq(tenant),
-                ev::email.eq(email.as_str()),
-                ev::code_hash.eq(code_mac(pepper, tenant, email.as_str(), &code)),
-                ev::link_hash.eq(pepper.mac(LINK, link.as_bytes())),
-                ev::created_at.eq(now),
-                ev::expires_at.eq(now + Duration::seconds(cfg.code_ttl_secs)),
-                ev::ip.eq(&info.ip),
-            ))
-            .execute(conn)
-            .await?;
+        prepared(diesel::insert_into(ev::table).values((
+            ev::id.eq(id),
+            ev::tenant_id.eq(tenant),
+            ev::email.eq(email.as_str()),
+            ev::code_hash.eq(code_mac(pepper, tenant, email.as_str(), &code)),
+            ev::link_hash.eq(pepper.mac(LINK, link.as_bytes())),
+            ev::created_at.eq(now),
+            ev::expires_at.eq(now + Duration::seconds(cfg.code_ttl_secs)),
+            ev::ip.eq(&info.ip),
+        )))
+        .execute(conn)
+        .await?;
         let minutes = cfg.code_ttl_secs / 60;
         let mut url = cfg.link_base_url.clone();
         url.query_pairs_mut().append_pair("token", &link);
@@ -197,13 +197,16 @@ pub async fn confirm(
                 Proof::Link { .. } => true,
             };
             if !ok {
-                diesel::update(ev::table.find(p.id)).set(ev::attempts.eq(ev::attempts + 1)).execute(conn).await?;
+                prepared(diesel::update(ev::table.find(p.id)).set(ev::attempts.eq(ev::attempts + 1)))
+                    .execute(conn)
+                    .await?;
                 return Ok(Outcome::WrongCode(p.email));
             }
-            diesel::update(ev::table.find(p.id))
-                .set((ev::consumed_at.eq(now), ev::attempts.eq(ev::attempts + 1)))
-                .execute(conn)
-                .await?;
+            prepared(
+                diesel::update(ev::table.find(p.id)).set((ev::consumed_at.eq(now), ev::attempts.eq(ev::attempts + 1))),
+            )
+            .execute(conn)
+            .await?;
             let email = EmailAddress::parse(&p.email)?;
             let (user, created) = users::create_or_get(
                 conn,

@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
 use diesel_async::RunQueryDsl;
 use queue_platform::ApiError;
+use queue_platform::db::prepared;
 
 use super::audit::{self, Event};
 use super::{Conn, RequestInfo, Result};
@@ -104,14 +105,16 @@ pub async fn hit(
 ) -> Result<()> {
     let stale = now - window;
     // Resets the window when it has passed, else adds one; atomically.
-    let k: Counter = diesel::insert_into(c::table)
-        .values((c::bucket.eq(bucket), c::subject.eq(subject), c::window_start.eq(now), c::hits.eq(1)))
-        .on_conflict((c::bucket, c::subject))
-        .do_update()
-        .set((c::hits.eq(reset_or("hits + 1", "1", stale)), c::window_start.eq(reset_or_ts(stale))))
-        .returning(Counter::as_returning())
-        .get_result(conn)
-        .await?;
+    let k: Counter = prepared(
+        diesel::insert_into(c::table)
+            .values((c::bucket.eq(bucket), c::subject.eq(subject), c::window_start.eq(now), c::hits.eq(1)))
+            .on_conflict((c::bucket, c::subject))
+            .do_update()
+            .set((c::hits.eq(reset_or("hits + 1", "1", stale)), c::window_start.eq(reset_or_ts(stale))))
+            .returning(Counter::as_returning()),
+    )
+    .get_result(conn)
+    .await?;
     if k.hits > cap {
         return Err(retry_after(now, k.window_start + window).into());
     }
@@ -131,30 +134,35 @@ pub async fn failure(
     subject: &str,
 ) -> Result<()> {
     let stale = now - Duration::seconds(cfg.window_secs);
-    let k: Counter = diesel::insert_into(c::table)
-        .values((
-            c::bucket.eq(bucket),
-            c::subject.eq(subject),
-            c::window_start.eq(now),
-            c::failures.eq(1),
-            c::last_failure.eq(now),
-        ))
-        .on_conflict((c::bucket, c::subject))
-        .do_update()
-        .set((
-            c::failures.eq(reset_or("failures + 1", "1", stale)),
-            c::window_start.eq(reset_or_ts(stale)),
-            c::last_failure.eq(now),
-        ))
-        .returning(Counter::as_returning())
-        .get_result(conn)
-        .await?;
+    let k: Counter = prepared(
+        diesel::insert_into(c::table)
+            .values((
+                c::bucket.eq(bucket),
+                c::subject.eq(subject),
+                c::window_start.eq(now),
+                c::failures.eq(1),
+                c::last_failure.eq(now),
+            ))
+            .on_conflict((c::bucket, c::subject))
+            .do_update()
+            .set((
+                c::failures.eq(reset_or("failures + 1", "1", stale)),
+                c::window_start.eq(reset_or_ts(stale)),
+                c::last_failure.eq(now),
+            ))
+            .returning(Counter::as_returning()),
+    )
+    .get_result(conn)
+    .await?;
     if k.failures >= thresholds(cfg, bucket).1 && k.locked_until.is_none_or(|u| u <= now) {
         let until = now + Duration::seconds(cfg.lockout_secs);
-        diesel::update(c::table.find((bucket, subject)))
-            .set((c::locked_until.eq(until), c::failures.eq(0), c::window_start.eq(now)))
-            .execute(conn)
-            .await?;
+        prepared(diesel::update(c::table.find((bucket, subject))).set((
+            c::locked_until.eq(until),
+            c::failures.eq(0),
+            c::window_start.eq(now),
+        )))
+        .execute(conn)
+        .await?;
         audit::record(
             conn,
             now,
@@ -173,12 +181,29 @@ pub async fn failure(
 }
 
 /// A success clears the subject's failures.
+/// [`success`] for two subjects at once (one statement): a login clears its address and its
+/// account together.
+pub async fn success_both(conn: &mut Conn, first: (&str, &str), second: (&str, &str)) -> Result<()> {
+    use diesel::BoolExpressionMethods;
+    let one = c::bucket.eq(first.0).and(c::subject.eq(first.1));
+    let other = c::bucket.eq(second.0).and(c::subject.eq(second.1));
+    prepared(
+        diesel::update(c::table.filter(one.or(other)).filter(c::failures.gt(0)))
+            .set((c::failures.eq(0), c::last_failure.eq(None::<DateTime<Utc>>))),
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub async fn success(conn: &mut Conn, bucket: &str, subject: &str) -> Result<()> {
     // Conditional: the common case (no failures) writes nothing.
-    diesel::update(c::table.find((bucket, subject)).filter(c::failures.gt(0)))
-        .set((c::failures.eq(0), c::last_failure.eq(None::<DateTime<Utc>>)))
-        .execute(conn)
-        .await?;
+    prepared(
+        diesel::update(c::table.find((bucket, subject)).filter(c::failures.gt(0)))
+            .set((c::failures.eq(0), c::last_failure.eq(None::<DateTime<Utc>>))),
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use diesel::sql_types::{Integer, Text, Uuid as SqlUuid};
 use diesel::{ExpressionMethods, QueryDsl};
 use diesel_async::RunQueryDsl;
 use queue_platform::db::Db;
+use queue_platform::db::prepared;
 use queue_platform::http_client::HttpClient;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -83,15 +84,14 @@ impl Composer {
 
     /// Adds an intent in the caller's transaction.
     pub async fn queue(&self, conn: &mut Conn, id: Uuid, to: &str, subject: &str, body: &str) -> Result<()> {
-        diesel::insert_into(mi::table)
-            .values((
-                mi::id.eq(id),
-                mi::recipient.eq(to),
-                mi::subject.eq(subject),
-                mi::text_body.eq(self.seal(id, body)),
-            ))
-            .execute(conn)
-            .await?;
+        prepared(diesel::insert_into(mi::table).values((
+            mi::id.eq(id),
+            mi::recipient.eq(to),
+            mi::subject.eq(subject),
+            mi::text_body.eq(self.seal(id, body)),
+        )))
+        .execute(conn)
+        .await?;
         Ok(())
     }
 }
@@ -231,7 +231,7 @@ impl MailRelay {
     pub async fn send_one(&self) -> anyhow::Result<bool> {
         let mut conn = self.db.conn().await?;
         // Prepared once per connection: the outbox is polled every couple of seconds.
-        let claimed: Option<Claimed> = queue_platform::db::prepared(diesel::sql_query(
+        let claimed: Option<Claimed> = prepared(diesel::sql_query(
             "UPDATE auth.mail_intents SET claimed_until = now() + interval '2 minutes', attempts = attempts + 1 \
              WHERE id = (SELECT id FROM auth.mail_intents WHERE sent_at IS NULL AND failed_at IS NULL \
                AND next_attempt_at <= now() AND (claimed_until IS NULL OR claimed_until < now()) \
@@ -283,18 +283,17 @@ impl MailRelay {
         error: Option<&str>,
     ) -> diesel::QueryResult<()> {
         let now: DateTime<Utc> = Utc::now();
-        diesel::update(mi::table.find(id))
-            .set((
-                mi::text_body.eq(""),
-                mi::claimed_until.eq(None::<DateTime<Utc>>),
-                mi::sent_at.eq(message_id.map(|_| now)),
-                mi::failed_at.eq(error.map(|_| now)),
-                mi::provider.eq(self.mailer.name()),
-                mi::provider_message_id.eq(message_id),
-                mi::last_error.eq(error),
-            ))
-            .execute(conn)
-            .await?;
+        prepared(diesel::update(mi::table.find(id)).set((
+            mi::text_body.eq(""),
+            mi::claimed_until.eq(None::<DateTime<Utc>>),
+            mi::sent_at.eq(message_id.map(|_| now)),
+            mi::failed_at.eq(error.map(|_| now)),
+            mi::provider.eq(self.mailer.name()),
+            mi::provider_message_id.eq(message_id),
+            mi::last_error.eq(error),
+        )))
+        .execute(conn)
+        .await?;
         Ok(())
     }
 }

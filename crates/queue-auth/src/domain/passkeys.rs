@@ -7,6 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use queue_platform::ApiError;
+use queue_platform::db::prepared;
 use serde::Serialize;
 use uuid::Uuid;
 use webauthn_rs::prelude::{
@@ -76,20 +77,23 @@ async fn store_ceremony(
     state: serde_json::Value,
 ) -> Result<Uuid> {
     let id = Uuid::new_v4();
-    // Expired ceremonies are swept as new ones start (cheap: indexed, usually nothing).
-    diesel::delete(wc::table.filter(wc::expires_at.lt(now))).execute(conn).await?;
-    diesel::insert_into(wc::table)
-        .values((
-            wc::id.eq(id),
-            wc::kind.eq(kind),
-            wc::user_id.eq(user_id),
-            wc::session_id.eq(session_id),
-            wc::state.eq(state),
-            wc::created_at.eq(now),
-            wc::expires_at.eq(now + Duration::seconds(ttl)),
-        ))
-        .execute(conn)
-        .await?;
+    // Expired ceremonies are swept by one start in 16 (drawn from the new id's random bits): a
+    // statement saved on most logins, and what is left expired stays a handful of rows, refused
+    // when used (indexed on expires_at).
+    if id.as_bytes()[0] & 0x0f == 0 {
+        diesel::delete(wc::table.filter(wc::expires_at.lt(now))).execute(conn).await?;
+    }
+    prepared(diesel::insert_into(wc::table).values((
+        wc::id.eq(id),
+        wc::kind.eq(kind),
+        wc::user_id.eq(user_id),
+        wc::session_id.eq(session_id),
+        wc::state.eq(state),
+        wc::created_at.eq(now),
+        wc::expires_at.eq(now + Duration::seconds(ttl)),
+    )))
+    .execute(conn)
+    .await?;
     Ok(id)
 }
 
@@ -188,20 +192,22 @@ pub async fn register_finish(
             .map_err(|e| bad_credential(format!("registration refused: {e}")))?;
         let id = Uuid::new_v4();
         let cred_id: Vec<u8> = AsRef::<[u8]>::as_ref(passkey.cred_id()).to_vec();
-        let inserted = diesel::insert_into(pk::table)
-            .values((
-                pk::id.eq(id),
-                pk::user_id.eq(session.user_id),
-                pk::cred_id.eq(&cred_id),
-                pk::passkey.eq(to_json(&passkey)?),
-                pk::sign_count.eq(0i64),
-                pk::name.eq(name.trim()),
-                pk::created_at.eq(now),
-            ))
-            .on_conflict(pk::cred_id)
-            .do_nothing()
-            .execute(conn)
-            .await?;
+        let inserted = prepared(
+            diesel::insert_into(pk::table)
+                .values((
+                    pk::id.eq(id),
+                    pk::user_id.eq(session.user_id),
+                    pk::cred_id.eq(&cred_id),
+                    pk::passkey.eq(to_json(&passkey)?),
+                    pk::sign_count.eq(0i64),
+                    pk::name.eq(name.trim()),
+                    pk::created_at.eq(now),
+                ))
+                .on_conflict(pk::cred_id)
+                .do_nothing(),
+        )
+        .execute(conn)
+        .await?;
         if inserted == 0 {
             return Err(ApiError::Conflict("this passkey is already registered".into()).into());
         }
@@ -283,21 +289,32 @@ pub async fn login_start(
 }
 
 /// The outcome of a login finish, for the caller's audit and limits.
-pub enum LoginOutcome {
-    Ok { user: User, passkey_id: Uuid },
-    Failed { user_id: Option<Uuid>, tenant_id: Option<String>, reason: String },
+pub enum LoginOutcome<T> {
+    /// With what `then` made of the login (a session).
+    Ok {
+        user: User,
+        passkey_id: Uuid,
+        then: T,
+    },
+    Failed {
+        user_id: Option<Uuid>,
+        tenant_id: Option<String>,
+        reason: String,
+    },
 }
 
-/// Verifies an assertion against the ceremony; on success bumps the counter and last use.
+/// Verifies an assertion against the ceremony; on success bumps the counter and last use and
+/// runs `then` (minting the session) in the same transaction: one commit for the whole login.
 #[tracing::instrument(skip_all)]
-pub async fn login_finish(
+pub async fn login_finish<T: Send>(
     conn: &mut Conn,
     wa: &Webauthn,
     now: DateTime<Utc>,
     info: &RequestInfo,
     ceremony_id: Uuid,
     credential: serde_json::Value,
-) -> Result<LoginOutcome> {
+    then: impl for<'c> FnOnce(&'c mut Conn, &'c User) -> futures_util::future::BoxFuture<'c, Result<T>> + Send,
+) -> Result<LoginOutcome<T>> {
     let credential: PublicKeyCredential = serde_json::from_value(credential)
         .map_err(|e| bad_credential(format!("not an authentication response: {e}")))?;
     conn.transaction::<_, super::Error, _>(async |conn| {
@@ -355,10 +372,13 @@ pub async fn login_finish(
             return Ok(fail(Some(row.user_id), "counter_regressed"));
         }
         passkey.update_credential(&result);
-        diesel::update(pk::table.find(row.id))
-            .set((pk::passkey.eq(to_json(&passkey)?), pk::sign_count.eq(counter), pk::last_used_at.eq(now)))
-            .execute(conn)
-            .await?;
+        prepared(diesel::update(pk::table.find(row.id)).set((
+            pk::passkey.eq(to_json(&passkey)?),
+            pk::sign_count.eq(counter),
+            pk::last_used_at.eq(now),
+        )))
+        .execute(conn)
+        .await?;
         let Some(user) = users::get(conn, row.user_id).await?.filter(|u| u.status == "active") else {
             return Ok(fail(Some(row.user_id), "user disabled"));
         };
@@ -375,7 +395,8 @@ pub async fn login_finish(
             },
         )
         .await?;
-        Ok(LoginOutcome::Ok { user, passkey_id: row.id })
+        let then = then(conn, &user).await?;
+        Ok(LoginOutcome::Ok { user, passkey_id: row.id, then })
     })
     .await
 }
@@ -393,12 +414,14 @@ pub async fn rename(
         return Err(ApiError::invalid("name", "1 to 100 printable characters").into());
     }
     conn.transaction::<_, super::Error, _>(async |conn| {
-        let row: Option<Row> = diesel::update(pk::table.find(id).filter(pk::user_id.eq(s.user_id)))
-            .set(pk::name.eq(name.trim()))
-            .returning(Row::as_returning())
-            .get_result(conn)
-            .await
-            .optional()?;
+        let row: Option<Row> = prepared(
+            diesel::update(pk::table.find(id).filter(pk::user_id.eq(s.user_id)))
+                .set(pk::name.eq(name.trim()))
+                .returning(Row::as_returning()),
+        )
+        .get_result(conn)
+        .await
+        .optional()?;
         let row = row.ok_or_else(|| ApiError::NotFound("no such passkey".into()))?;
         audit::record(
             conn,

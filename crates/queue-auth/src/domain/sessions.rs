@@ -5,6 +5,7 @@
 use chrono::{DateTime, Duration, Utc};
 use diesel::{BoolExpressionMethods, ExpressionMethods, QueryDsl, SelectableHelper};
 use diesel_async::RunQueryDsl;
+use queue_platform::db::prepared;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
@@ -122,23 +123,26 @@ pub async fn create(
     let absolute = now + Duration::seconds(lifetime);
     let idle = (now + Duration::seconds(cfg.idle_timeout_secs)).min(absolute);
     let id = Uuid::new_v4();
-    let row = diesel::insert_into(queue_sessions::table)
-        .values((
-            queue_sessions::id.eq(id),
-            queue_sessions::token_hash.eq(token_hash(&token)),
-            queue_sessions::user_id.eq(user_id),
-            queue_sessions::tenant_id.eq(tenant_id),
-            queue_sessions::kind.eq(kind.as_str()),
-            queue_sessions::created_at.eq(now),
-            queue_sessions::last_seen_at.eq(now),
-            queue_sessions::idle_expires_at.eq(idle),
-            queue_sessions::absolute_expires_at.eq(absolute),
-            queue_sessions::ip.eq(&info.ip),
-            queue_sessions::user_agent.eq(info.user_agent.as_ref().map(|u| u.chars().take(512).collect::<String>())),
-        ))
-        .returning(Row::as_returning())
-        .get_result(conn)
-        .await?;
+    let row = prepared(
+        diesel::insert_into(queue_sessions::table)
+            .values((
+                queue_sessions::id.eq(id),
+                queue_sessions::token_hash.eq(token_hash(&token)),
+                queue_sessions::user_id.eq(user_id),
+                queue_sessions::tenant_id.eq(tenant_id),
+                queue_sessions::kind.eq(kind.as_str()),
+                queue_sessions::created_at.eq(now),
+                queue_sessions::last_seen_at.eq(now),
+                queue_sessions::idle_expires_at.eq(idle),
+                queue_sessions::absolute_expires_at.eq(absolute),
+                queue_sessions::ip.eq(&info.ip),
+                queue_sessions::user_agent
+                    .eq(info.user_agent.as_ref().map(|u| u.chars().take(512).collect::<String>())),
+            ))
+            .returning(Row::as_returning()),
+    )
+    .get_result(conn)
+    .await?;
     audit::record(
         conn,
         now,
@@ -207,7 +211,7 @@ pub async fn validate_hashes(
     if !due.is_empty() {
         use diesel::sql_types::{Array, Timestamptz, Uuid as SqlUuid};
         // Conditional: of many concurrent validations, one writes; the others see 0 rows.
-        let slid: Vec<Slid> = queue_platform::db::prepared(
+        let slid: Vec<Slid> = prepared(
             diesel::sql_query(
                 "UPDATE auth.queue_sessions SET last_seen_at = $1, idle_expires_at = LEAST($2, absolute_expires_at) \
                  WHERE id = ANY($3) AND last_seen_at <= $4 AND revoked_at IS NULL RETURNING id",
@@ -263,22 +267,21 @@ pub async fn revoke(
     let set = (queue_sessions::revoked_at.eq(now), queue_sessions::revoked_reason.eq(reason));
     let (n, target) = match which {
         Which::One(id) => (
-            diesel::update(queue_sessions::table.filter(mine).filter(queue_sessions::id.eq(id)))
-                .set(set)
+            prepared(diesel::update(queue_sessions::table.filter(mine).filter(queue_sessions::id.eq(id))).set(set))
                 .execute(conn)
                 .await?,
             id.to_string(),
         ),
         Which::AllBut(keep) => (
-            diesel::update(queue_sessions::table.filter(mine).filter(queue_sessions::id.ne(keep)))
-                .set(set)
+            prepared(diesel::update(queue_sessions::table.filter(mine).filter(queue_sessions::id.ne(keep))).set(set))
                 .execute(conn)
                 .await?,
             format!("all-but:{keep}"),
         ),
-        Which::All => {
-            (diesel::update(queue_sessions::table.filter(mine)).set(set).execute(conn).await?, "all".to_string())
-        }
+        Which::All => (
+            prepared(diesel::update(queue_sessions::table.filter(mine)).set(set)).execute(conn).await?,
+            "all".to_string(),
+        ),
     };
     if n > 0 {
         audit::record(

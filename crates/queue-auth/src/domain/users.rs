@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
 use diesel_async::RunQueryDsl;
 use queue_platform::ApiError;
+use queue_platform::db::prepared;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -97,23 +98,25 @@ pub async fn create_or_get(
     new: NewUser<'_>,
 ) -> Result<(User, bool)> {
     let id = Uuid::new_v4();
-    let inserted = diesel::insert_into(users::table)
-        .values((
-            users::id.eq(id),
-            users::tenant_id.eq(new.tenant_id),
-            users::email.eq(new.email.as_str()),
-            users::email_verified_at.eq(new.verified_at),
-            users::display_name.eq(new.display_name),
-            users::status.eq("active"),
-            users::created_at.eq(now),
-            users::updated_at.eq(now),
-        ))
-        .on_conflict((users::tenant_id, users::email))
-        .do_nothing()
-        .returning(User::as_returning())
-        .get_result(conn)
-        .await
-        .optional()?;
+    let inserted = prepared(
+        diesel::insert_into(users::table)
+            .values((
+                users::id.eq(id),
+                users::tenant_id.eq(new.tenant_id),
+                users::email.eq(new.email.as_str()),
+                users::email_verified_at.eq(new.verified_at),
+                users::display_name.eq(new.display_name),
+                users::status.eq("active"),
+                users::created_at.eq(now),
+                users::updated_at.eq(now),
+            ))
+            .on_conflict((users::tenant_id, users::email))
+            .do_nothing()
+            .returning(User::as_returning()),
+    )
+    .get_result(conn)
+    .await
+    .optional()?;
     match inserted {
         Some(user) => {
             audit::record(
@@ -142,9 +145,11 @@ pub async fn create_or_get(
 
 /// Marks the address verified (first time only).
 pub async fn mark_verified(conn: &mut Conn, id: Uuid, now: DateTime<Utc>) -> Result<()> {
-    diesel::update(users::table.find(id).filter(users::email_verified_at.is_null()))
-        .set((users::email_verified_at.eq(now), users::updated_at.eq(now)))
-        .execute(conn)
-        .await?;
+    prepared(
+        diesel::update(users::table.find(id).filter(users::email_verified_at.is_null()))
+            .set((users::email_verified_at.eq(now), users::updated_at.eq(now))),
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }

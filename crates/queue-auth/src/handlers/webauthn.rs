@@ -93,29 +93,30 @@ pub async fn login_start(
     let mut conn = state.conn().await?;
     if let Some(ip) = &info.ip {
         limits::check(&mut conn, lim, now, "login_ip", ip).await?;
-        limits::hit(
-            &mut conn,
-            now,
-            "login_start_ip",
-            ip,
-            lim.per_ip_attempts,
-            chrono::Duration::seconds(lim.window_secs),
-        )
-        .await?;
     }
     if let Some(e) = &email {
         limits::check(&mut conn, lim, now, "login_account", &limits::account(&tenant, e.as_str())).await?;
     }
-    let (id, rcr) = passkeys::login_start(
-        &mut conn,
-        &state.webauthn,
-        &state.pepper,
-        state.config.webauthn.ceremony_ttl_secs,
-        now,
-        &tenant,
-        email.as_ref(),
-    )
-    .await?;
+    // One transaction, one commit: the attempt counted against the address and the ceremony
+    // stored. Past the cap, the count (already over it) and the ceremony both roll back.
+    let (id, rcr) = conn
+        .transaction::<_, Error, _>(async |conn| {
+            if let Some(ip) = &info.ip {
+                let window = chrono::Duration::seconds(lim.window_secs);
+                limits::hit(conn, now, "login_start_ip", ip, lim.per_ip_attempts, window).await?;
+            }
+            passkeys::login_start(
+                conn,
+                &state.webauthn,
+                &state.pepper,
+                state.config.webauthn.ceremony_ttl_secs,
+                now,
+                &tenant,
+                email.as_ref(),
+            )
+            .await
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"ceremony_id": id, "options": rcr})))
 }
 
@@ -144,20 +145,31 @@ pub async fn login_finish(
     if let Some(ip) = &info.ip {
         limits::check(&mut conn, lim, now, "login_ip", ip).await?;
     }
-    let outcome =
-        passkeys::login_finish(&mut conn, &state.webauthn, now, &info, body.ceremony_id, body.credential).await?;
+    // The session is minted in the login's own transaction (one commit for the whole finish).
+    let (minter, minter_info) = (state.clone(), info.clone());
+    let outcome = passkeys::login_finish(
+        &mut conn,
+        &state.webauthn,
+        now,
+        &info,
+        body.ceremony_id,
+        body.credential,
+        move |conn, user| {
+            let (user_id, tenant) = (user.id, user.tenant_id.clone());
+            Box::pin(async move {
+                let cfg = &minter.config.sessions;
+                sessions::create(conn, cfg, now, &minter_info, user_id, &tenant, Kind::Full).await
+            })
+        },
+    )
+    .await?;
     match outcome {
-        LoginOutcome::Ok { user, .. } => {
-            let cfg = &state.config.sessions;
-            let minted = conn
-                .transaction::<_, Error, _>(async |conn| {
-                    sessions::create(conn, cfg, now, &info, user.id, &user.tenant_id, Kind::Full).await
-                })
-                .await?;
-            if let Some(ip) = &info.ip {
-                limits::success(&mut conn, "login_ip", ip).await?;
+        LoginOutcome::Ok { user, then: minted, .. } => {
+            let account = limits::account(&user.tenant_id, &user.email);
+            match &info.ip {
+                Some(ip) => limits::success_both(&mut conn, ("login_ip", ip), ("login_account", &account)).await?,
+                None => limits::success(&mut conn, "login_account", &account).await?,
             }
-            limits::success(&mut conn, "login_account", &limits::account(&user.tenant_id, &user.email)).await?;
             state.committed();
             Ok(super::session_response(&state, minted, serde_json::json!({})))
         }

@@ -308,3 +308,55 @@ async fn rename_and_remove_but_never_the_last_way_in() {
     assert_eq!(s, 409);
     assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.passkeys_shadow WHERE operation = 'DELETE'").await, 1);
 }
+
+/// The finish is one transaction: when the session cannot be minted, the ceremony is not
+/// consumed, the counter does not move, no `auth.passkey.used` is recorded — and the same
+/// assertion then finishes once the fault is gone.
+#[tokio::test]
+async fn a_login_that_fails_half_way_leaves_nothing_behind() {
+    let auth = Auth::start().await;
+    let (_, mut key) = auth.signed_in("halfway@example.com").await;
+    let used = "SELECT count(*) AS n FROM auth.audit_outbox WHERE event->>'action' = 'auth.passkey.used'";
+    let (used_before, count_before) =
+        (auth.scalar(used).await, auth.scalar("SELECT sign_count AS n FROM auth.passkeys").await);
+    auth.exec(
+        "CREATE FUNCTION auth.test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           RAISE EXCEPTION 'refused for the test'; END $$;
+         CREATE TRIGGER test_refuse BEFORE INSERT ON auth.queue_sessions
+           FOR EACH ROW EXECUTE FUNCTION auth.test_refuse();",
+    )
+    .await;
+    let (ceremony, cred) = auth.assertion(Some("halfway@example.com"), &mut key).await;
+    let finish = json!({"ceremony_id": ceremony, "credential": cred});
+    let (s, body) = auth.post("/api/v1/auth/webauthn/login/finish", None, &finish).await;
+    assert_eq!(s, 500, "{body}");
+    assert_eq!(
+        auth.scalar("SELECT count(*) AS n FROM auth.webauthn_ceremonies").await,
+        1,
+        "the ceremony is still there"
+    );
+    assert_eq!(
+        auth.scalar("SELECT sign_count AS n FROM auth.passkeys").await,
+        count_before,
+        "the counter did not move"
+    );
+    assert_eq!(auth.scalar(used).await, used_before, "no use recorded");
+    auth.exec("DROP TRIGGER test_refuse ON auth.queue_sessions").await;
+    let (s, body) = auth.post("/api/v1/auth/webauthn/login/finish", None, &finish).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(body["session"]["token"].is_string(), "{body}");
+    assert_eq!(auth.scalar(used).await, used_before + 1);
+}
+
+/// A start refused by the per-address cap stores no ceremony.
+#[tokio::test]
+async fn a_start_over_the_address_cap_stores_nothing() {
+    let auth = Auth::start_with(|c| c.limits.per_ip_attempts = 2).await;
+    for _ in 0..2 {
+        let (s, v) = auth.post("/api/v1/auth/webauthn/login/start", None, &json!({})).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (s, v) = auth.post("/api/v1/auth/webauthn/login/start", None, &json!({})).await;
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.webauthn_ceremonies").await, 2);
+}
