@@ -70,7 +70,35 @@ fn reset_or_ts(
 
 /// Refuses (429) a subject that is locked out or inside its progressive delay.
 pub async fn check(conn: &mut Conn, cfg: &LimitsConfig, now: DateTime<Utc>, bucket: &str, subject: &str) -> Result<()> {
-    let Some(k) = load(conn, bucket, subject).await? else { return Ok(()) };
+    let k = load(conn, bucket, subject).await?;
+    admit(cfg, now, bucket, k.as_ref())
+}
+
+/// [`check`] for two subjects with one statement (a login start checks its address and its
+/// account); refused if either is.
+pub async fn check_both(
+    conn: &mut Conn,
+    cfg: &LimitsConfig,
+    now: DateTime<Utc>,
+    first: (&str, &str),
+    second: (&str, &str),
+) -> Result<()> {
+    use diesel::BoolExpressionMethods;
+    let one = c::bucket.eq(first.0).and(c::subject.eq(first.1));
+    let other = c::bucket.eq(second.0).and(c::subject.eq(second.1));
+    let rows: Vec<(String, String, Counter)> =
+        c::table.filter(one.or(other)).select((c::bucket, c::subject, Counter::as_select())).load(conn).await?;
+    for (bucket, subject) in [first, second] {
+        let k = rows.iter().find(|(b, s, _)| b == bucket && s == subject).map(|(_, _, k)| k);
+        admit(cfg, now, bucket, k)?;
+    }
+    Ok(())
+}
+
+/// Whether a subject with counter `k` may try now: `429` with `Retry-After` while it is locked
+/// or its delay after failures has not passed.
+fn admit(cfg: &LimitsConfig, now: DateTime<Utc>, bucket: &str, k: Option<&Counter>) -> Result<()> {
+    let Some(k) = k else { return Ok(()) };
     if let Some(until) = k.locked_until
         && until > now
     {

@@ -4,7 +4,7 @@
 //! ceremony once; a counter that does not go up is refused and audited.
 
 use chrono::{DateTime, Duration, Utc};
-use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use diesel::{ExpressionMethods, NullableExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use queue_platform::ApiError;
 use queue_platform::db::prepared;
@@ -20,7 +20,7 @@ use super::crypto::Pepper;
 use super::sessions::Session;
 use super::users::{self, EmailAddress, User};
 use super::{Conn, RequestInfo, Result};
-use crate::db::schema::{passkeys as pk, webauthn_ceremonies as wc};
+use crate::db::schema::{passkeys as pk, users as user_rows, webauthn_ceremonies as wc};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CredentialInfo {
@@ -250,13 +250,17 @@ pub async fn login_start(
         let id = store_ceremony(conn, now, ttl, "discoverable", None, None, to_json(&state)?).await?;
         return Ok((id, to_json(&rcr)?));
     };
-    let user = users::find_by_email(conn, tenant, email).await?.filter(|u| u.status == "active");
+    // The user and their passkeys in one statement (a row per passkey, or one with none).
+    let rows: Vec<(User, Option<serde_json::Value>)> = user_rows::table
+        .left_join(pk::table)
+        .filter(user_rows::tenant_id.eq(tenant))
+        .filter(user_rows::email.eq(email.as_str()))
+        .select((User::as_select(), pk::passkey.nullable()))
+        .load(conn)
+        .await?;
+    let user = rows.iter().next().map(|(u, _)| u.clone()).filter(|u| u.status == "active");
     let passkeys: Vec<Passkey> = match &user {
-        Some(u) => {
-            let rows: Vec<serde_json::Value> =
-                pk::table.filter(pk::user_id.eq(u.id)).select(pk::passkey).load(conn).await?;
-            rows.into_iter().map(json).collect::<Result<_>>()?
-        }
+        Some(_) => rows.into_iter().filter_map(|(_, p)| p).map(json).collect::<Result<_>>()?,
         None => Vec::new(),
     };
     if let (Some(u), false) = (&user, passkeys.is_empty()) {

@@ -91,11 +91,12 @@ pub async fn login_start(
     let info = info(&req);
     let lim = &state.config.limits;
     let mut conn = state.conn().await?;
-    if let Some(ip) = &info.ip {
-        limits::check(&mut conn, lim, now, "login_ip", ip).await?;
-    }
-    if let Some(e) = &email {
-        limits::check(&mut conn, lim, now, "login_account", &limits::account(&tenant, e.as_str())).await?;
+    let account = email.as_ref().map(|e| limits::account(&tenant, e.as_str()));
+    match (&info.ip, &account) {
+        (Some(ip), Some(a)) => limits::check_both(&mut conn, lim, now, ("login_ip", ip), ("login_account", a)).await?,
+        (Some(ip), None) => limits::check(&mut conn, lim, now, "login_ip", ip).await?,
+        (None, Some(a)) => limits::check(&mut conn, lim, now, "login_account", a).await?,
+        (None, None) => {}
     }
     // One transaction, one commit: the attempt counted against the address and the ceremony
     // stored. Past the cap, the count (already over it) and the ceremony both roll back.
