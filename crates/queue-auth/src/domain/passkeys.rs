@@ -258,7 +258,7 @@ pub async fn login_start(
         .select((User::as_select(), pk::passkey.nullable()))
         .load(conn)
         .await?;
-    let user = rows.iter().next().map(|(u, _)| u.clone()).filter(|u| u.status == "active");
+    let user = rows.as_slice().first().map(|(u, _)| u.clone()).filter(|u| u.status == "active");
     let passkeys: Vec<Passkey> = match &user {
         Some(_) => rows.into_iter().filter_map(|(_, p)| p).map(json).collect::<Result<_>>()?,
         None => Vec::new(),
