@@ -206,8 +206,12 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let per_batch = 100u64;
-    let batched =
-        queue_bench::wrk(&format!("{url}/api/v1/rbac/check/batch"), &wrk_script(&token, per_batch, 0), clients, duration)?;
+    let batched = queue_bench::wrk(
+        &format!("{url}/api/v1/rbac/check/batch"),
+        &wrk_script(&token, per_batch, 0),
+        clients,
+        duration,
+    )?;
     let batched = Figures { ops: batched.ops * per_batch, ..batched };
     println!(
         "  batch checks ({per_batch}/req): {:>9.0} checks/s  p50 {:.2} ms  p99 {:.2} ms",
