@@ -232,3 +232,45 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_event() {
         assert_eq!(report["events"].as_i64(), Some(stored.len() as i64));
     }
 }
+
+/// `queue_platform::db::prepared`: the statement is prepared once on the connection and reused;
+/// a plain `sql_query` is prepared for one use and closed again.
+#[tokio::test]
+async fn prepared_statements_are_prepared_once_per_connection() {
+    use diesel::sql_types::{BigInt, Text};
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct N {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let db = TestDb::new(&[queue_audit::MIGRATIONS]).await;
+    let mut conn = db.conn().await;
+    // The patterns are split so that these counting statements (prepared too, while they run)
+    // do not match themselves.
+    let count = "SELECT count(*) AS n FROM pg_prepared_statements WHERE statement LIKE '%queue_prepared' || '_probe%'";
+    for round in 0..3 {
+        let got: N = queue_platform::db::prepared(
+            diesel::sql_query("SELECT length($1)::int8 AS n /* queue_prepared_probe */").bind::<Text, _>("four"),
+        )
+        .get_result(&mut conn)
+        .await
+        .expect("prepared");
+        assert_eq!(got.n, 4);
+        let plain: N = diesel::sql_query("SELECT length($1)::int8 AS n /* queue_plain_probe */")
+            .bind::<Text, _>("three")
+            .get_result(&mut conn)
+            .await
+            .expect("plain");
+        assert_eq!(plain.n, 5);
+        let held: N = diesel::sql_query(count).get_result(&mut conn).await.expect("count");
+        assert_eq!(held.n, 1, "round {round}: one prepared statement, reused");
+        let plain_held: N = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_prepared_statements WHERE statement LIKE '%queue_plain' || '_probe%'",
+        )
+        .get_result(&mut conn)
+        .await
+        .expect("count");
+        assert_eq!(plain_held.n, 0, "round {round}: the plain one is not kept");
+    }
+}
