@@ -103,16 +103,18 @@ impl Db {
     }
 }
 
-/// A hand-written statement (`diesel::sql_query`) that PostgreSQL prepares once per connection.
+/// A statement that PostgreSQL prepares once per connection, though diesel would not cache it.
 ///
-/// diesel treats every `sql_query` as unsafe to cache, because its text could be built at run
-/// time. diesel-async then prepares it afresh on each use: one more round trip, a parse and a
-/// plan, and the prepare holds the connection's statement cache lock, so statements sent
-/// together in one pipeline wait for each other's prepares. Wrapping a statement whose text is
-/// a constant marks it cacheable: the cache key is its text and bind types, so the statement is
-/// prepared on its first use on a connection and only bound and executed after that.
+/// diesel treats hand-written SQL (`sql_query`), every `UPDATE`, upserts and `INSERT`s with
+/// optional columns as unsafe to cache, because their text can vary with the values.
+/// diesel-async then prepares them afresh on each use: one more round trip, a parse and a plan,
+/// and the prepare holds the connection's statement cache lock, so statements sent together in
+/// one pipeline wait for each other's prepares. Wrapped, the statement is cached under its final
+/// text and bind types (a text that does vary is still correct: one entry per text), prepared on
+/// its first use on a connection and only bound and executed after that.
 ///
-/// Only for constant SQL text: every distinct text stays in the connection's cache.
+/// Only where the text has few forms: every distinct text stays in the connection's cache
+/// (docs/adr/0002-async-diesel-pool.md, addendum).
 pub fn prepared<Q>(query: Q) -> Prepared<Q> {
     Prepared(query)
 }

@@ -119,13 +119,13 @@ struct IssuerState {
 /// verification are kept.
 const CACHE_MAX: usize = 10_000;
 
+/// The tokens whose keyed hash is one value, each with its verification.
+type Bucket = Vec<(Box<[u8]>, VerifiedToken)>;
+
 /// The verified-token cache: found by a keyed hash of the token's text (SipHash with a random
 /// key per process, so nobody can aim at a bucket), then compared in full in constant time.
 /// SHA-256 of every token (without SHA instructions, ~10 % of a check's CPU in rbac) bought
 /// nothing more: the text is compared whole either way.
-/// The tokens whose keyed hash is one value, each with its verification.
-type Bucket = Vec<(Box<[u8]>, VerifiedToken)>;
-
 #[derive(Default)]
 struct Verified {
     hasher: std::collections::hash_map::RandomState,

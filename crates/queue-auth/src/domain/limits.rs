@@ -41,6 +41,14 @@ fn retry_after(now: DateTime<Utc>, until: DateTime<Utc>) -> ApiError {
     ApiError::TooManyRequests { retry_after_secs: secs }
 }
 
+/// `(bucket, subject)` is one of these two.
+type IsSubject<'a> = diesel::dsl::And<diesel::dsl::Eq<c::bucket, &'a str>, diesel::dsl::Eq<c::subject, &'a str>>;
+fn either<'a>(first: (&'a str, &'a str), second: (&'a str, &'a str)) -> diesel::dsl::Or<IsSubject<'a>, IsSubject<'a>> {
+    use diesel::BoolExpressionMethods;
+    let is = |(bucket, subject): (&'a str, &'a str)| c::bucket.eq(bucket).and(c::subject.eq(subject));
+    is(first).or(is(second))
+}
+
 async fn load(conn: &mut Conn, bucket: &str, subject: &str) -> Result<Option<Counter>> {
     Ok(c::table.find((bucket, subject)).select(Counter::as_select()).first(conn).await.optional()?)
 }
@@ -83,11 +91,8 @@ pub async fn check_both(
     first: (&str, &str),
     second: (&str, &str),
 ) -> Result<()> {
-    use diesel::BoolExpressionMethods;
-    let one = c::bucket.eq(first.0).and(c::subject.eq(first.1));
-    let other = c::bucket.eq(second.0).and(c::subject.eq(second.1));
     let rows: Vec<(String, String, Counter)> =
-        c::table.filter(one.or(other)).select((c::bucket, c::subject, Counter::as_select())).load(conn).await?;
+        c::table.filter(either(first, second)).select((c::bucket, c::subject, Counter::as_select())).load(conn).await?;
     for (bucket, subject) in [first, second] {
         let k = rows.iter().find(|(b, s, _)| b == bucket && s == subject).map(|(_, _, k)| k);
         admit(cfg, now, bucket, k)?;
@@ -208,15 +213,11 @@ pub async fn failure(
     Ok(())
 }
 
-/// A success clears the subject's failures.
 /// [`success`] for two subjects at once (one statement): a login clears its address and its
 /// account together.
 pub async fn success_both(conn: &mut Conn, first: (&str, &str), second: (&str, &str)) -> Result<()> {
-    use diesel::BoolExpressionMethods;
-    let one = c::bucket.eq(first.0).and(c::subject.eq(first.1));
-    let other = c::bucket.eq(second.0).and(c::subject.eq(second.1));
     prepared(
-        diesel::update(c::table.filter(one.or(other)).filter(c::failures.gt(0)))
+        diesel::update(c::table.filter(either(first, second)).filter(c::failures.gt(0)))
             .set((c::failures.eq(0), c::last_failure.eq(None::<DateTime<Utc>>))),
     )
     .execute(conn)
@@ -224,6 +225,7 @@ pub async fn success_both(conn: &mut Conn, first: (&str, &str), second: (&str, &
     Ok(())
 }
 
+/// A success clears the subject's failures.
 pub async fn success(conn: &mut Conn, bucket: &str, subject: &str) -> Result<()> {
     // Conditional: the common case (no failures) writes nothing.
     prepared(
