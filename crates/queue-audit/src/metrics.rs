@@ -8,6 +8,7 @@ pub struct AuditMetrics {
     batch_size: Histogram,
     commit_seconds: Histogram,
     retried_batches: IntCounter,
+    stale_heads: IntCounter,
     verify_runs: IntCounterVec,
     verified_events: IntCounter,
     rate_limited: IntCounterVec,
@@ -32,6 +33,12 @@ impl AuditMetrics {
                 "Group commits rolled back and done again because an event id was stored already (a retry)",
             )
             .expect("metric"),
+            stale_heads: IntCounter::new(
+                "audit_append_stale_heads_total",
+                "Group commits rolled back and done again because a remembered chain head or key epoch was out of \
+                 date (another replica appended to the tenant, or a key was rotated)",
+            )
+            .expect("metric"),
             verify_runs: IntCounterVec::new(
                 Opts::new("audit_verify_runs_total", "Chain verifications by result"),
                 &["result"],
@@ -49,6 +56,7 @@ impl AuditMetrics {
         let _ = registry.register(Box::new(m.batch_size.clone()));
         let _ = registry.register(Box::new(m.commit_seconds.clone()));
         let _ = registry.register(Box::new(m.retried_batches.clone()));
+        let _ = registry.register(Box::new(m.stale_heads.clone()));
         let _ = registry.register(Box::new(m.verify_runs.clone()));
         let _ = registry.register(Box::new(m.verified_events.clone()));
         let _ = registry.register(Box::new(m.rate_limited.clone()));
@@ -64,6 +72,12 @@ impl AuditMetrics {
     /// A batch held an id stored already: rolled back, and done again looking ids up first.
     pub fn observe_retry_probe(&self) {
         self.retried_batches.inc();
+    }
+
+    /// A batch chained from a remembered head that had moved (or an old key epoch): rolled
+    /// back, and done again reading the heads first.
+    pub fn observe_stale_heads(&self) {
+        self.stale_heads.inc();
     }
 
     pub fn observe_verify(&self, ok: bool, events: i64) {

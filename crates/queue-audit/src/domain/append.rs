@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::domain::chain::{self, ChainedFields, hex};
 use crate::domain::keyring::KeyRing;
-use queue_platform::db::{Db, prepared};
+use queue_platform::db::{Db, Prepared, prepared};
 
 /// An event as the writer received it, validated.
 #[derive(Debug, Clone)]
@@ -148,7 +148,47 @@ fn shard(tenant: &str, shards: usize) -> usize {
     (h.finish() % shards as u64) as usize
 }
 
+/// What a writer remembers of the chains it extends: each tenant's head as its own last commit
+/// left it, and the newest data key epoch it saw. A transaction whose tenants are all
+/// remembered chains from here without reading the heads first (one round trip instead of
+/// two). If a head has moved since (another replica appended: the new rows' seqs are taken) or
+/// the epoch is no longer the newest (a rotation), nothing is written ([`APPEND`]); then
+/// everything is forgotten and the batch goes again the long way.
+#[derive(Default)]
+struct Remembered {
+    epoch: Option<i32>,
+    heads: HashMap<String, (i64, Vec<u8>)>,
+}
+
+/// Past this many tenants a writer forgets them all and starts over (about 100 bytes each).
+const REMEMBERED_TENANTS: usize = 100_000;
+
+impl Remembered {
+    fn forget(&mut self) {
+        self.epoch = None;
+        self.heads.clear();
+    }
+
+    /// The heads and epoch of a batch, if every one of its tenants is remembered.
+    fn chains<'a>(&self, tenants: &[&'a str]) -> Option<(i32, Chains<'a>)> {
+        let epoch = self.epoch?;
+        let chains = tenants.iter().map(|t| self.heads.get(*t).map(|h| (*t, h.clone()))).collect::<Option<_>>()?;
+        Some((epoch, chains))
+    }
+
+    fn learn(&mut self, epoch: i32, heads: Vec<Head>) {
+        if self.epoch != Some(epoch) || self.heads.len() + heads.len() > REMEMBERED_TENANTS {
+            self.forget();
+        }
+        self.epoch = Some(epoch);
+        for h in heads {
+            self.heads.insert(h.tenant, (h.seq, h.mac));
+        }
+    }
+}
+
 async fn writer(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut remembered = Remembered::default();
     while let Some(first) = rx.recv().await {
         let mut n = first.events.len();
         let mut jobs = vec![first];
@@ -161,35 +201,51 @@ async fn writer(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_and_reply(&inner, jobs).await;
+        commit_and_reply(&inner, &mut remembered, jobs).await;
     }
 }
 
-async fn commit_and_reply(inner: &Inner, jobs: Vec<Job>) {
+async fn commit_and_reply(inner: &Inner, remembered: &mut Remembered, jobs: Vec<Job>) {
     let started = std::time::Instant::now();
     // First without looking for stored ids (retries are rare); if one turns out stored, the
-    // transaction rolled back whole and the batch goes again, this time looking.
-    let mut attempt = commit(inner, &jobs, Probe::Optimistic).await;
-    if matches!(attempt, Ok(Attempt::SeenBefore)) {
-        inner.metrics.observe_retry_probe();
-        attempt = commit(inner, &jobs, Probe::Look).await;
+    // transaction rolled back whole and the batch goes again, this time looking. A stale
+    // remembered head also rolls back whole, and the batch goes again reading the heads.
+    let mut probe = Probe::Optimistic;
+    let mut attempt = commit(inner, remembered, &jobs, probe).await;
+    for _ in 0..4 {
+        match attempt {
+            Ok(Attempt::SeenBefore) => {
+                inner.metrics.observe_retry_probe();
+                probe = Probe::Look;
+            }
+            Ok(Attempt::Stale) => {
+                inner.metrics.observe_stale_heads();
+                remembered.forget();
+            }
+            _ => break,
+        }
+        attempt = commit(inner, remembered, &jobs, probe).await;
     }
     let attempt = attempt.and_then(|a| match a {
-        Attempt::Done(results, heads) => Ok((results, heads)),
-        Attempt::SeenBefore => Err(AppendError::Internal(anyhow::anyhow!("an id seen twice while looking"))),
+        Attempt::Done(done) => Ok(done),
+        Attempt::SeenBefore | Attempt::Stale => {
+            Err(AppendError::Internal(anyhow::anyhow!("the heads kept moving or an id was seen twice while looking")))
+        }
     });
     match attempt {
-        Ok((results, heads)) => {
+        Ok(Done { results, epoch, heads }) => {
             let events: usize = results.iter().filter_map(|r| r.as_ref().ok()).map(Vec::len).sum();
             inner.metrics.observe_batch(events, started.elapsed().as_secs_f64());
-            for (tenant, seq) in heads {
-                let _ = inner.committed.send((tenant, seq));
+            for h in heads.iter().filter(|h| h.moved) {
+                let _ = inner.committed.send((h.tenant.clone(), h.seq));
             }
+            remembered.learn(epoch, heads);
             for (job, result) in jobs.into_iter().zip(results) {
                 let _ = job.reply.send(result);
             }
         }
         Err(e) => {
+            remembered.forget();
             tracing::error!(jobs = jobs.len(), error = %e, "append transaction failed");
             let unavailable = matches!(e, AppendError::Unavailable(_));
             for job in jobs {
@@ -260,13 +316,27 @@ struct Columns<'a> {
     mac: Vec<Vec<u8>>,
 }
 
-const INSERT_EVENTS: &str = "INSERT INTO audit.customer_audit_events (tenant_id, seq, event_id, actor_type, actor_id, \
-     action, target_type, target_id, occurred_at, recorded_at, ip, user_agent, trace_id, payload_canonical, \
-     request_digest, prev_mac, mac, key_id) \
-     SELECT t, s, e, aty, aid, act, tty, tid, occ, $17, ip, ua, tr, p, d, pm, m, $18 \
-     FROM unnest($1::text[], $2::int8[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
-                 $9::timestamptz[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bytea[], $15::bytea[], \
-                 $16::bytea[]) AS x(t, s, e, aty, aid, act, tty, tid, occ, ip, ua, tr, p, d, pm, m)";
+/// Inserts the rows and moves the heads, as one statement whose text never changes. Both happen
+/// only if `$18` is still the newest data key epoch (one snapshot for the whole statement, so a
+/// rotation cannot fall between them); otherwise neither does, and the statement moves no head.
+/// A row whose `(tenant, seq)` is taken — another replica extended the chain since this batch
+/// read or remembered its head — fails the statement on the primary key.
+const APPEND: &str = "WITH added AS ( \
+       INSERT INTO audit.customer_audit_events (tenant_id, seq, event_id, actor_type, actor_id, action, target_type, \
+         target_id, occurred_at, recorded_at, ip, user_agent, trace_id, payload_canonical, request_digest, prev_mac, \
+         mac, key_id) \
+       SELECT t, s, e, aty, aid, act, tty, tid, occ, $17, ip, ua, tr, p, d, pm, m, $18 \
+       FROM unnest($1::text[], $2::int8[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+                   $9::timestamptz[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bytea[], $15::bytea[], \
+                   $16::bytea[]) AS x(t, s, e, aty, aid, act, tty, tid, occ, ip, ua, tr, p, d, pm, m) \
+       WHERE $18 = (SELECT max(epoch) FROM audit.keys) \
+       RETURNING 1) \
+     UPDATE audit.chain_heads h SET seq = v.s, mac = v.m, updated_at = $17 \
+     FROM unnest($19::text[], $20::int8[], $21::bytea[]) AS v(t, s, m) \
+     WHERE h.tenant_id = v.t AND EXISTS (SELECT 1 FROM added)";
+
+/// The primary key on (tenant_id, seq).
+const SEQ_INDEX: &str = "customer_audit_events_pkey";
 
 /// What is stored of an event: seq, mac and request digest.
 type Stored = (i64, Vec<u8>, [u8; 32]);
@@ -285,19 +355,43 @@ enum Probe {
 
 enum Attempt {
     /// Committed (or, for a batch with nothing new, nothing to commit).
-    Done(JobResults, Vec<(String, i64)>),
+    Done(Done),
     /// Optimistic only: an id of the batch is stored already; nothing was written.
     SeenBefore,
+    /// A head had moved since it was read or remembered, or the key epoch was not the newest
+    /// ([`APPEND`]); nothing was written.
+    Stale,
+}
+
+struct Done {
+    results: JobResults,
+    /// The data key epoch the new events were chained under.
+    epoch: i32,
+    /// The head of every tenant of the batch after the commit.
+    heads: Vec<Head>,
+}
+
+struct Head {
+    tenant: String,
+    seq: i64,
+    mac: Vec<u8>,
+    /// Whether this transaction extended the chain.
+    moved: bool,
 }
 
 /// The unique index on (tenant_id, event_id).
 const EVENT_ID_INDEX: &str = "customer_audit_events_event_id";
 
 /// One transaction for all `jobs`, whatever their tenants; each job is atomic on its own (a
-/// conflicting job adds nothing, the others go ahead). Returns each job's result and the new
-/// head seq of every tenant that moved.
+/// conflicting job adds nothing, the others go ahead). Returns each job's result and the head
+/// of every tenant of the batch.
+///
+/// When every tenant's head is remembered (and no stored ids are looked for), the transaction
+/// is one pipelined round trip: begin, admit the tenants past row-level security, insert the
+/// rows and move the heads ([`APPEND`]), commit. Otherwise two: first the heads are created if
+/// missing and locked, then the rest.
 #[tracing::instrument(name = "audit.append_batch", skip_all, fields(jobs = jobs.len(), probe = ?probe))]
-async fn commit(inner: &Inner, jobs: &[Job], probe: Probe) -> Result<Attempt, AppendError> {
+async fn commit(inner: &Inner, remembered: &Remembered, jobs: &[Job], probe: Probe) -> Result<Attempt, AppendError> {
     let mut conn = inner.db.conn().await.map_err(|e| AppendError::Unavailable(e.to_string()))?;
     // Tenants in sorted order: heads are created and locked in this order on every replica.
     let tenants: Vec<&str> = {
@@ -306,81 +400,19 @@ async fn commit(inner: &Inner, jobs: &[Job], probe: Probe) -> Result<Attempt, Ap
         t.dedup();
         t
     };
-    let geneses: Vec<Vec<u8>> = tenants.iter().map(|t| chain::genesis(t).to_vec()).collect();
-    // Every (tenant, id) of the batch, as two parallel arrays.
-    let (id_tenants, ids): (Vec<&str>, Vec<Uuid>) =
-        jobs.iter().flat_map(|j| j.events.iter().map(|e| (j.tenant.as_str(), e.event_id))).unzip();
     let tenant_list = tenants.join(",");
+    let remembered = if probe == Probe::Optimistic { remembered.chains(&tenants) } else { None };
+    let warm = remembered.is_some();
     // The transaction is opened and committed by hand so that BEGIN and COMMIT ride in the
-    // pipelines: two round trips in all. Pipelined statements run in order; after an error
-    // PostgreSQL refuses the rest of the transaction and turns its COMMIT into a rollback.
+    // pipelines. Pipelined statements run in order; after an error PostgreSQL refuses the rest
+    // of the transaction and turns its COMMIT into a rollback.
     let c: &mut diesel_async::AsyncPgConnection = &mut conn;
     let outcome = async {
-        // One round trip: begin, admit this transaction's tenants past row-level security, make
-        // sure their heads exist, lock them (reading the newest key epoch on the way), and (when
-        // looking) find which ids are already stored.
-        let shared: &diesel_async::AsyncPgConnection = c;
-        let begin = prepared(diesel::sql_query("BEGIN")).execute(&mut &*shared);
-        let set = prepared(
-            diesel::sql_query("SELECT set_config('queue.writer_tenants', $1, true)").bind::<Text, _>(&tenant_list),
-        )
-        .execute(&mut &*shared);
-        let ensure = prepared(
-            diesel::sql_query(
-                "INSERT INTO audit.chain_heads (tenant_id, seq, mac) \
-             SELECT t, 0, g FROM unnest($1::text[], $2::bytea[]) AS x(t, g) ORDER BY t \
-             ON CONFLICT (tenant_id) DO NOTHING",
-            )
-            .bind::<Array<Text>, _>(&tenants)
-            .bind::<Array<Bytea>, _>(&geneses),
-        )
-        .execute(&mut &*shared);
-        let lock = prepared(
-            diesel::sql_query(
-                "SELECT h.tenant_id, h.seq, h.mac, (SELECT max(epoch) FROM audit.keys) AS epoch \
-             FROM audit.chain_heads h WHERE h.tenant_id = ANY($1) ORDER BY h.tenant_id FOR UPDATE OF h",
-            )
-            .bind::<Array<Text>, _>(&tenants),
-        )
-        .load::<HeadRow>(&mut &*shared);
-        // A join on the (tenant_id, event_id) index: one index probe per id, however long the
-        // chains (`tenant_id = $1 AND event_id = ANY($2)` was planned as a scan of the tenant).
-        // Not prepared: it is rare, and planned for the arrays at hand (a cached generic plan,
-        // made while the table was small, scanned it whole as it grew).
-        let known_query = async {
-            if probe == Probe::Optimistic {
-                return Ok(Vec::new());
-            }
-            diesel::sql_query(
-                "SELECT e.tenant_id, e.event_id, e.seq, e.mac, e.request_digest \
-                 FROM unnest($1::text[], $2::uuid[]) AS x(t, id) \
-                 JOIN audit.customer_audit_events e ON e.tenant_id = x.t AND e.event_id = x.id",
-            )
-            .bind::<Array<Text>, _>(&id_tenants)
-            .bind::<Array<diesel::sql_types::Uuid>, _>(&ids)
-            .load::<KnownRow>(&mut &*shared)
-            .await
+        let (epoch, mut chains, existing) = match remembered {
+            Some((epoch, chains)) => (epoch, chains, Vec::new()),
+            None => read_heads(c, &tenants, &tenant_list, jobs, probe).await?,
         };
-        // join, not try_join: every statement sent is waited for before anything else happens.
-        let (begun, set, ensured, heads, existing) = futures_util::join!(begin, set, ensure, lock, known_query);
-        begun?;
-        set?;
-        ensured?;
-        let (heads, existing) = (heads?, existing?);
-        let epoch = heads
-            .iter()
-            .find_map(|h| h.epoch)
-            .ok_or_else(|| AppendError::Internal(anyhow::anyhow!("no audit data key")))?;
         let key = inner.keys.get(c, epoch).await?;
-        // tenant -> (seq, mac) of its head as this transaction extends it.
-        let mut chains: BTreeMap<&str, (i64, Vec<u8>)> = BTreeMap::new();
-        for h in heads {
-            let t = tenants
-                .iter()
-                .find(|t| **t == h.tenant_id)
-                .ok_or_else(|| AppendError::Internal(anyhow::anyhow!("head of an unexpected tenant")))?;
-            chains.insert(t, (h.seq, h.mac));
-        }
         let start: BTreeMap<&str, i64> = chains.iter().map(|(t, (s, _))| (*t, *s)).collect();
         // (tenant, id) -> (seq, mac, digest), for events stored before and those added here.
         let mut known: HashMap<(String, Uuid), Stored> = existing
@@ -449,19 +481,33 @@ async fn commit(inner: &Inner, jobs: &[Job], probe: Probe) -> Result<Attempt, Ap
             }
             results.push(Ok(out));
         }
-        let moved: Vec<(&str, i64, Vec<u8>)> = chains
+        let heads: Vec<Head> = chains
             .into_iter()
-            .filter(|(t, (s, _))| start.get(t).is_some_and(|s0| s0 != s))
-            .map(|(t, (s, m))| (t, s, m))
+            .map(|(t, (seq, mac))| Head { tenant: t.to_string(), seq, mac, moved: start.get(t) != Some(&seq) })
             .collect();
+        let moved: Vec<&Head> = heads.iter().filter(|h| h.moved).collect();
         if moved.is_empty() {
+            // Only a batch of stored ids (looked up, so the transaction is open).
             prepared(diesel::sql_query("COMMIT")).execute(c).await?;
-            return Ok(Attempt::Done(results, Vec::new()));
+            return Ok(Attempt::Done(Done { results, epoch, heads }));
         }
-        // One more round trip: the rows and the new heads, pipelined.
+        // The rows and the heads in one statement, then the commit: one pipelined round trip
+        // (with the begin when the heads were remembered).
+        let head_tenants: Vec<&str> = moved.iter().map(|h| h.tenant.as_str()).collect();
+        let head_seqs: Vec<i64> = moved.iter().map(|h| h.seq).collect();
+        let head_macs: Vec<&[u8]> = moved.iter().map(|h| h.mac.as_slice()).collect();
         let shared: &diesel_async::AsyncPgConnection = c;
-        let insert = prepared(
-            diesel::sql_query(INSERT_EVENTS)
+        let opened = async {
+            if warm {
+                let (begun, admitted) =
+                    futures_util::join!(begin().execute(&mut &*shared), admit(&tenant_list).execute(&mut &*shared));
+                begun?;
+                admitted?;
+            }
+            Ok::<_, diesel::result::Error>(())
+        };
+        let append = prepared(
+            diesel::sql_query(APPEND)
                 .bind::<Array<Text>, _>(&cols.tenant_id)
                 .bind::<Array<BigInt>, _>(&cols.seq)
                 .bind::<Array<diesel::sql_types::Uuid>, _>(&cols.event_id)
@@ -479,37 +525,39 @@ async fn commit(inner: &Inner, jobs: &[Job], probe: Probe) -> Result<Attempt, Ap
                 .bind::<Array<Bytea>, _>(&cols.prev_mac)
                 .bind::<Array<Bytea>, _>(&cols.mac)
                 .bind::<Timestamptz, _>(recorded_at)
-                .bind::<Integer, _>(epoch),
-        )
-        .execute(&mut &*shared);
-        let head_tenants: Vec<&str> = moved.iter().map(|m| m.0).collect();
-        let head_seqs: Vec<i64> = moved.iter().map(|m| m.1).collect();
-        let head_macs: Vec<&[u8]> = moved.iter().map(|m| m.2.as_slice()).collect();
-        let move_heads = prepared(
-            diesel::sql_query(
-                "UPDATE audit.chain_heads h SET seq = v.s, mac = v.m, updated_at = $4 \
-             FROM unnest($1::text[], $2::int8[], $3::bytea[]) AS v(t, s, m) WHERE h.tenant_id = v.t",
-            )
-            .bind::<Array<Text>, _>(&head_tenants)
-            .bind::<Array<BigInt>, _>(&head_seqs)
-            .bind::<Array<Bytea>, _>(&head_macs)
-            .bind::<Timestamptz, _>(recorded_at),
+                .bind::<Integer, _>(epoch)
+                .bind::<Array<Text>, _>(&head_tenants)
+                .bind::<Array<BigInt>, _>(&head_seqs)
+                .bind::<Array<Bytea>, _>(&head_macs),
         )
         .execute(&mut &*shared);
         let commit = prepared(diesel::sql_query("COMMIT")).execute(&mut &*shared);
-        let (inserted, moved_heads, committed) = futures_util::join!(insert, move_heads, commit);
-        if probe == Probe::Optimistic
-            && let Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info)) =
-                &inserted
-            && info.constraint_name() == Some(EVENT_ID_INDEX)
+        // join, not try_join: every statement sent is waited for before anything else happens.
+        let (opened, appended, committed) = futures_util::join!(opened, append, commit);
+        opened?;
+        // After a failed statement the pipelined COMMIT rolled everything back.
+        if let Err(diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, info)) =
+            &appended
         {
-            // The COMMIT after the failed insert rolled everything back.
-            return Ok(Attempt::SeenBefore);
+            match info.constraint_name() {
+                Some(EVENT_ID_INDEX) if probe == Probe::Optimistic => return Ok(Attempt::SeenBefore),
+                Some(SEQ_INDEX) => return Ok(Attempt::Stale),
+                _ => {}
+            }
         }
-        inserted?;
-        moved_heads?;
+        let heads_moved = appended?;
         committed?;
-        Ok(Attempt::Done(results, moved.into_iter().map(|(t, s, _)| (t.to_string(), s)).collect()))
+        if heads_moved == 0 {
+            // The epoch was not the newest: nothing was written.
+            return Ok(Attempt::Stale);
+        }
+        if heads_moved != moved.len() {
+            // Rows went in but a head row is missing: cannot happen while heads are only ever
+            // created (never deleted); said loudly, and the heads are read again next time.
+            tracing::error!(moved = heads_moved, expected = moved.len(), "chain heads missing after an append");
+            return Err(AppendError::Internal(anyhow::anyhow!("chain heads missing")));
+        }
+        Ok(Attempt::Done(Done { results, epoch, heads }))
     }
     .await;
     if !matches!(outcome, Ok(Attempt::Done(..))) {
@@ -518,4 +566,96 @@ async fn commit(inner: &Inner, jobs: &[Job], probe: Probe) -> Result<Attempt, Ap
         let _ = diesel::sql_query("ROLLBACK").execute(&mut conn).await;
     }
     outcome
+}
+
+fn begin() -> Prepared<diesel::query_builder::SqlQuery> {
+    prepared(diesel::sql_query("BEGIN"))
+}
+
+/// Admits the transaction's tenants (a comma-separated list) past row-level security.
+fn admit(
+    tenant_list: &str,
+) -> impl diesel::query_builder::QueryFragment<diesel::pg::Pg> + diesel::query_builder::QueryId + Send + '_ {
+    prepared(diesel::sql_query("SELECT set_config('queue.writer_tenants', $1, true)").bind::<Text, _>(tenant_list))
+}
+
+/// The heads a batch starts from, read and locked: tenant -> (seq, mac).
+type Chains<'a> = BTreeMap<&'a str, (i64, Vec<u8>)>;
+
+/// The first round trip of a batch whose heads are not all remembered: begin, admit the tenants
+/// past row-level security, make sure their heads exist, lock them (reading the newest key
+/// epoch on the way), and (when looking) find which ids are already stored.
+async fn read_heads<'a>(
+    c: &mut diesel_async::AsyncPgConnection,
+    tenants: &[&'a str],
+    tenant_list: &str,
+    jobs: &[Job],
+    probe: Probe,
+) -> Result<(i32, Chains<'a>, Vec<KnownRow>), AppendError> {
+    let geneses: Vec<Vec<u8>> = tenants.iter().map(|t| chain::genesis(t).to_vec()).collect();
+    // Every (tenant, id) of the batch, as two parallel arrays.
+    let (id_tenants, ids): (Vec<&str>, Vec<Uuid>) =
+        jobs.iter().flat_map(|j| j.events.iter().map(|e| (j.tenant.as_str(), e.event_id))).unzip();
+    let shared: &diesel_async::AsyncPgConnection = c;
+    let ensure = prepared(
+        diesel::sql_query(
+            "INSERT INTO audit.chain_heads (tenant_id, seq, mac) \
+             SELECT t, 0, g FROM unnest($1::text[], $2::bytea[]) AS x(t, g) ORDER BY t \
+             ON CONFLICT (tenant_id) DO NOTHING",
+        )
+        .bind::<Array<Text>, _>(tenants)
+        .bind::<Array<Bytea>, _>(&geneses),
+    )
+    .execute(&mut &*shared);
+    let lock = prepared(
+        diesel::sql_query(
+            "SELECT h.tenant_id, h.seq, h.mac, (SELECT max(epoch) FROM audit.keys) AS epoch \
+             FROM audit.chain_heads h WHERE h.tenant_id = ANY($1) ORDER BY h.tenant_id FOR UPDATE OF h",
+        )
+        .bind::<Array<Text>, _>(tenants),
+    )
+    .load::<HeadRow>(&mut &*shared);
+    // A join on the (tenant_id, event_id) index: one index probe per id, however long the
+    // chains (`tenant_id = $1 AND event_id = ANY($2)` was planned as a scan of the tenant).
+    // Not prepared: it is rare, and planned for the arrays at hand (a cached generic plan,
+    // made while the table was small, scanned it whole as it grew).
+    let known_query = async {
+        if probe == Probe::Optimistic {
+            return Ok(Vec::new());
+        }
+        diesel::sql_query(
+            "SELECT e.tenant_id, e.event_id, e.seq, e.mac, e.request_digest \
+             FROM unnest($1::text[], $2::uuid[]) AS x(t, id) \
+             JOIN audit.customer_audit_events e ON e.tenant_id = x.t AND e.event_id = x.id",
+        )
+        .bind::<Array<Text>, _>(&id_tenants)
+        .bind::<Array<diesel::sql_types::Uuid>, _>(&ids)
+        .load::<KnownRow>(&mut &*shared)
+        .await
+    };
+    // join, not try_join: every statement sent is waited for before anything else happens.
+    let (begun, admitted, ensured, heads, existing) = futures_util::join!(
+        begin().execute(&mut &*shared),
+        admit(tenant_list).execute(&mut &*shared),
+        ensure,
+        lock,
+        known_query
+    );
+    begun?;
+    admitted?;
+    ensured?;
+    let (heads, existing) = (heads?, existing?);
+    let epoch = heads
+        .iter()
+        .find_map(|h| h.epoch)
+        .ok_or_else(|| AppendError::Internal(anyhow::anyhow!("no audit data key")))?;
+    let mut chains = BTreeMap::new();
+    for h in heads {
+        let t = tenants
+            .iter()
+            .find(|t| **t == h.tenant_id)
+            .ok_or_else(|| AppendError::Internal(anyhow::anyhow!("head of an unexpected tenant")))?;
+        chains.insert(*t, (h.seq, h.mac));
+    }
+    Ok((epoch, chains, existing))
 }

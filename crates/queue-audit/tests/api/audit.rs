@@ -297,7 +297,57 @@ async fn key_rotation_mid_stream_verifies_across_epochs() {
     let epochs: Vec<i64> =
         page["events"].as_array().expect("events").iter().map(|e| e["key_id"].as_i64().expect("key")).collect();
     assert_eq!(epochs, vec![1, 1, 1, 2, 2, 2]);
+    // The writer had chained from memory under epoch 1: its first batch after the rotation
+    // wrote nothing and went again with the new epoch.
+    assert_eq!(counter(&a.app.url(""), "queue_audit_append_stale_heads_total").await, 1.0);
     assert_eq!(a.verify("t1").await["ok"], true);
+}
+
+/// A counter from a service's /metrics (0 when it has not been touched yet).
+async fn counter(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics")).await.expect("metrics").text().await.expect("text");
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// Two replicas on one database append to the same tenant in turn. Each writer chains from the
+/// head it remembers; after the other replica wrote, that head is stale: the new rows' seqs are
+/// taken, the batch rolls back whole and goes again reading the heads. One gap-free chain.
+#[tokio::test]
+async fn two_replicas_appending_to_one_tenant_keep_one_chain() {
+    let a = Audit::start().await;
+    let running = queue_audit::run(a.config.clone(), queue_platform::Signals::Ignore).await.expect("second replica");
+    let b = format!("http://{}", running.addr);
+    let b_handle = running.handle();
+    tokio::spawn(running.wait());
+    let client = reqwest::Client::new();
+    for i in 0..10 {
+        let (s, v) = a.write(&event("t1", 2 * i)).await;
+        assert_eq!((s, v["seq"].as_i64()), (201, Some(2 * i as i64 + 1)), "{v}");
+        let r = client
+            .post(format!("{b}/api/v1/audit/events"))
+            .bearer_auth(a.writer())
+            .json(&event("t1", 2 * i + 1))
+            .send()
+            .await
+            .expect("write on the second replica");
+        assert_eq!(r.status(), 201);
+        let v: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(v["seq"].as_i64(), Some(2 * i as i64 + 2), "{v}");
+    }
+    let report = a.verify("t1").await;
+    assert_eq!((report["ok"].as_bool(), report["events"].as_i64()), (Some(true), Some(20)), "{report}");
+    // The first write on each replica read the head (nothing remembered yet); every later one
+    // found its remembered head moved by the other replica.
+    let name = "queue_audit_append_stale_heads_total";
+    assert_eq!(counter(&a.app.url(""), name).await, 9.0);
+    assert_eq!(counter(&b, name).await, 9.0);
+    // A replica that was not disturbed chains from memory: no more stale batches.
+    a.write_n("t1", 3).await;
+    assert_eq!(counter(&a.app.url(""), name).await, 10.0, "one stale batch after b's last write, then none");
+    b_handle.stop(true).await;
 }
 
 #[tokio::test]

@@ -139,6 +139,25 @@ async fn main() -> anyhow::Result<()> {
         cluster.psql("bench", "SELECT pg_stat_statements_reset()")?;
         Ok(())
     };
+    // BENCH_QUICK: only the 16-tenant run (after a 2 s warm-up), with CPU per event; for
+    // comparing two builds back to back on a noisy machine. Writes nothing.
+    if std::env::var("BENCH_QUICK").is_ok() {
+        queue_bench::wrk(&events_url, &wrk_script(&token, 16), n, Duration::from_secs(2))?;
+        let (me0, pg0) = queue_bench::cpu_seconds();
+        let f = single(16, n)?;
+        let (me1, pg1) = queue_bench::cpu_seconds();
+        let events = f.per_sec() * seconds as f64;
+        println!(
+            "  quick: 16 tenants {:.0} events/s p50 {:.2} ms p99 {:.2} ms; CPU per event: service {:.1} µs, postgres {:.1} µs",
+            f.per_sec(),
+            f.p50_ms,
+            f.p99_ms,
+            (me1 - me0) / events * 1e6,
+            (pg1 - pg0) / events * 1e6
+        );
+        handle.stop(true).await;
+        return Ok(());
+    }
     let one = single(1, n)?;
     diag("1 tenant").await;
     top_statements("1 tenant")?;
