@@ -22,6 +22,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::ProxyState;
 use crate::listener::{PLATFORM_PATHS, Worker};
+use crate::pool::SendError;
 use crate::shadow::{Job, Outcome};
 use crate::store::Loaded;
 use crate::table::{Cohort, Reason, Side, Upstream, bucket, in_percent};
@@ -123,23 +124,22 @@ fn trace_headers(h: &HeaderMap) -> actix_web::http::header::HeaderMap {
 /// its own request span, metrics and `x-trace-id`.
 async fn platform(w: &Worker, req: Request<Incoming>) -> Response<RespBody> {
     let (mut parts, body) = req.into_parts();
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(http::uri::Scheme::HTTP);
-    uri.authority = Some(w.internal.clone());
-    uri.path_and_query = parts.uri.path_and_query().cloned();
-    let Ok(uri) = http::Uri::from_parts(uri) else {
+    let Some(path_and_query) = parts.uri.path_and_query().cloned() else {
         return error(StatusCode::BAD_REQUEST, "bad_request", "invalid request target", "proxy", "-", "none", "-");
     };
-    parts.uri = uri;
+    parts.uri = path_and_query.into();
     strip_hop_by_hop(&mut parts.headers);
-    match w.client.request(Request::from_parts(parts, ReqBody::Incoming(body))).await {
+    if !parts.headers.contains_key(http::header::HOST) {
+        parts.headers.insert(http::header::HOST, host_value(&w.internal));
+    }
+    match w.pool.send(&w.internal, Request::from_parts(parts, ReqBody::Incoming(body))).await {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, RespBody::Plain(body))
         }
         Err(e) => {
-            tracing::error!(error = %e, "the platform endpoints' listener did not answer");
+            tracing::error!(error = ?e, "the platform endpoints' listener did not answer");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -836,6 +836,11 @@ impl hyper::body::Body for ReqBody {
     }
 }
 
+/// An authority as a `Host` value (an authority is always a valid header value).
+fn host_value(authority: &http::uri::Authority) -> HeaderValue {
+    HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static("localhost"))
+}
+
 /// A response body on its way to the client: a proxy error's, a platform endpoint's, or an
 /// upstream's (relayed, with its permit, read timeout and shadow tee).
 pub enum RespBody {
@@ -879,13 +884,6 @@ impl hyper::body::Body for RespBody {
     }
 }
 
-/// Why a request did not get response headers from its upstream.
-enum SendError {
-    ConnectTimeout,
-    Connect,
-    Failed,
-}
-
 /// An upstream's response body: from the hyper client (plain http upstreams), or from reqwest
 /// (https upstreams, which need its TLS set-up).
 enum UpstreamBody {
@@ -894,9 +892,9 @@ enum UpstreamBody {
 }
 
 /// Sends one request upstream and returns its response head and body. Plain-http upstreams
-/// (the usual in-cluster case) go through the worker's pooled hyper-util client, the URI built
-/// from parts parsed when the table was loaded; https upstreams go through reqwest (rustls
-/// with the platform's verifier).
+/// (the usual in-cluster case) go through the worker's connection pool (pool.rs), in origin
+/// form with the prefix parsed when the table was loaded; https upstreams go through reqwest
+/// (rustls with the platform's verifier).
 async fn send(
     w: &Worker,
     mut head: http::request::Parts,
@@ -922,24 +920,17 @@ async fn send(
                 Some(http::uri::PathAndQuery::try_from(s).map_err(|_| SendError::Failed)?)
             }
         };
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(http::uri::Scheme::HTTP);
-        uri.authority = Some(authority.clone());
-        uri.path_and_query = path_and_query;
-        head.uri = http::Uri::from_parts(uri).map_err(|_| SendError::Failed)?;
-        return match w.client.request(Request::from_parts(head, body)).await {
-            Ok(resp) => {
-                let (parts, body) = resp.into_parts();
-                Ok((parts, UpstreamBody::Hyper(body)))
-            }
-            Err(e) if e.is_connect() => {
-                let timed_out = std::iter::successors(std::error::Error::source(&e), |s| s.source()).any(|s| {
-                    s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-                });
-                Err(if timed_out { SendError::ConnectTimeout } else { SendError::Connect })
-            }
-            Err(_) => Err(SendError::Failed),
+        head.uri = match path_and_query {
+            Some(pq) => pq.into(),
+            None => http::Uri::from_static("/"),
         };
+        // An HTTP/1.0 client may send no Host; HTTP/1.1 upstreams need one.
+        if !head.headers.contains_key(http::header::HOST) {
+            head.headers.insert(http::header::HOST, host_value(authority));
+        }
+        let resp = w.pool.send(authority, Request::from_parts(head, body)).await?;
+        let (parts, body) = resp.into_parts();
+        return Ok((parts, UpstreamBody::Hyper(body)));
     }
     let url = format!(
         "{}{}{}{}",

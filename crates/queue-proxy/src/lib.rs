@@ -11,6 +11,7 @@ mod forward;
 mod identity;
 mod listener;
 mod metrics;
+mod pool;
 mod shadow;
 pub mod standin;
 mod store;
@@ -286,7 +287,7 @@ struct ApiDoc;
 /// What every request handler reaches.
 pub struct ProxyState {
     tables: TableStore,
-    /// For each worker's pooled keep-alive client (plain-http upstreams).
+    /// For each worker's pool of keep-alive connections (plain-http upstreams).
     connect_timeout: Duration,
     pool_idle_timeout: Duration,
     pool_max_idle_per_host: usize,
@@ -305,17 +306,10 @@ pub struct ProxyState {
 }
 
 impl ProxyState {
-    /// A pooled keep-alive client for plain-http upstreams (one per worker thread: a pooled
-    /// connection is driven by the thread that opened it).
-    fn upstream_client(&self) -> listener::UpstreamClient {
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(self.connect_timeout));
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(self.pool_idle_timeout)
-            .pool_max_idle_per_host(self.pool_max_idle_per_host)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(connector)
+    /// A pool of keep-alive connections to plain-http upstreams (one per worker thread: a
+    /// pooled connection is driven by the thread that opened it).
+    fn upstream_pool(&self) -> pool::Pool {
+        pool::Pool::new(self.connect_timeout, self.pool_idle_timeout, self.pool_max_idle_per_host)
     }
 
     /// The key a canary cohort hashes: the validated user (or tenant), else the tenant

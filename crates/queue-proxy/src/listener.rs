@@ -12,8 +12,9 @@
 //! `LocalSet`: a `LocalSet` task woken by I/O wakes the runtime's `block_on` future, which
 //! writes the runtime's eventfd (a system call on about every third request under load).
 //!
-//! Each worker thread has its own pooled upstream client, so a keep-alive connection to an
-//! upstream is driven by the thread that uses it (no cross-thread wake-ups per request).
+//! Each worker thread has its own pool of upstream connections (pool.rs), so a keep-alive
+//! connection to an upstream is driven by the thread that uses it (no cross-thread wake-ups per
+//! request).
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -25,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::deadline::Deadlines;
+use crate::pool::Pool;
 use crate::{ProxyState, forward};
 
 /// Slowloris protection: a client has this long to send a request's head (also how long an
@@ -35,14 +37,11 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const PLATFORM_PATHS: [&str; 6] =
     ["/healthz", "/readyz", "/metrics", "/.well-known/jwks.json", "/openapi.json", "/internal/v1/caller"];
 
-/// The upstream client: hyper-util's pooled keep-alive client for plain-http upstreams.
-pub type UpstreamClient =
-    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, forward::ReqBody>;
-
 /// What a worker thread's requests reach.
 pub struct Worker {
     pub state: Arc<ProxyState>,
-    pub client: UpstreamClient,
+    /// Keep-alive connections to plain-http upstreams (and the platform app), this worker's own.
+    pub pool: Arc<Pool>,
     /// `http://127.0.0.1:port`: queue-platform's app, for the platform endpoints.
     pub internal: http::uri::Authority,
     /// The response deadlines of this worker's requests (one timer between them).
@@ -141,10 +140,11 @@ async fn worker(
     grace: Duration,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let client = state.upstream_client();
+    let pool = Arc::new(state.upstream_pool());
+    tokio::spawn(pool.clone().sweeper(Duration::from_secs(1)));
     let deadlines = Deadlines::default();
     tokio::spawn(deadlines.timer());
-    let worker = Arc::new(Worker { state, client, internal, deadlines });
+    let worker = Arc::new(Worker { state, pool, internal, deadlines });
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
