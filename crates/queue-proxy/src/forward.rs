@@ -530,38 +530,7 @@ fn request_id(headers: &HeaderMap) -> String {
                 && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
         })
         .map(str::to_string)
-        .unwrap_or_else(new_request_id)
-}
-
-/// A new request id: 32 hex digits, unique without a system call per request. Each worker
-/// thread draws a random 64-bit prefix once; the suffix is a bijective mix (splitmix64) of a
-/// per-thread counter, so ids never repeat within a thread and differ across threads and
-/// restarts. Not a secret: nothing is authorised by a request id.
-fn new_request_id() -> String {
-    use std::cell::Cell;
-    thread_local! {
-        static STATE: Cell<(u64, u64)> = Cell::new({
-            let r = uuid::Uuid::new_v4().as_u128();
-            ((r >> 64) as u64, r as u64)
-        });
-    }
-    let (prefix, counter) = STATE.with(|s| {
-        let (p, c) = s.get();
-        s.set((p, c.wrapping_add(1)));
-        (p, c)
-    });
-    let mut z = counter.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^= z >> 31;
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        let word = if i < 16 { prefix } else { z };
-        let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
-        *b = b"0123456789abcdef"[nibble as usize];
-    }
-    // Hex digits: always UTF-8.
-    String::from_utf8(out.to_vec()).unwrap_or_default()
+        .unwrap_or_else(queue_platform::telemetry::new_id)
 }
 
 /// The client's address: the peer, or — when the peer is a trusted proxy — the right-most
@@ -1077,15 +1046,6 @@ mod tests {
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["content-type"]);
-    }
-
-    #[test]
-    fn new_request_ids_are_32_hex_digits_and_distinct() {
-        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| new_request_id()).collect();
-        assert_eq!(ids.len(), 10_000);
-        assert!(ids.iter().all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())));
-        let other = std::thread::spawn(new_request_id).join().expect("thread");
-        assert!(!ids.contains(&other));
     }
 
     #[test]
