@@ -135,10 +135,9 @@ pub fn new_id() -> String {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
     let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        let word = if i < 16 { prefix } else { z };
-        let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
-        *b = b"0123456789abcdef"[nibble as usize];
+    for (i, byte) in prefix.to_be_bytes().into_iter().chain(z.to_be_bytes()).enumerate() {
+        out[2 * i] = b"0123456789abcdef"[(byte >> 4) as usize];
+        out[2 * i + 1] = b"0123456789abcdef"[(byte & 0xf) as usize];
     }
     // Hex digits: always UTF-8.
     String::from_utf8(out.to_vec()).unwrap_or_default()

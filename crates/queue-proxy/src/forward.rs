@@ -26,6 +26,7 @@ use crate::pool::SendError;
 use crate::shadow::{Job, Outcome};
 use crate::store::Loaded;
 use crate::table::{Cohort, Reason, Side, Upstream, bucket, in_percent};
+use crate::upstream::UpBody;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded in either direction.
 /// `connection` first: [`strip_hop_by_hop`] reads its tokens.
@@ -42,7 +43,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// [`HOP_BY_HOP`] as text (comparing with a `HeaderName` looks its text up first).
-const HOP_BY_HOP_NAMES: [&str; 9] = [
+pub const HOP_BY_HOP_NAMES: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -132,9 +133,8 @@ async fn platform(w: &Worker, req: Request<Incoming>) -> Response<RespBody> {
     if !parts.headers.contains_key(http::header::HOST) {
         parts.headers.insert(http::header::HOST, host_value(&w.internal));
     }
-    match w.pool.send(&w.internal, Request::from_parts(parts, ReqBody::Incoming(body))).await {
-        Ok(resp) => {
-            let (mut parts, body) = resp.into_parts();
+    match w.pool.send(&w.internal, parts, ReqBody::Incoming(body)).await {
+        Ok((mut parts, body)) => {
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, RespBody::Plain(body))
         }
@@ -814,7 +814,7 @@ fn host_value(authority: &http::uri::Authority) -> HeaderValue {
 /// upstream's (relayed, with its permit, read timeout and shadow tee).
 pub enum RespBody {
     Full(Option<Bytes>),
-    Plain(Incoming),
+    Plain(UpBody),
     Relay(Relay),
 }
 
@@ -835,7 +835,7 @@ impl hyper::body::Body for RespBody {
             RespBody::Full(b) => b.is_none(),
             RespBody::Plain(b) => b.is_end_stream(),
             RespBody::Relay(r) => match &r.inner {
-                UpstreamBody::Hyper(b) => b.is_end_stream() && r.tee.as_ref().is_none_or(|t| t.tx.is_none()),
+                UpstreamBody::Direct(b) => b.is_end_stream() && r.tee.as_ref().is_none_or(|t| t.tx.is_none()),
                 UpstreamBody::Reqwest(_) => false,
             },
         }
@@ -846,7 +846,7 @@ impl hyper::body::Body for RespBody {
             RespBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             RespBody::Plain(b) => b.size_hint(),
             RespBody::Relay(r) => match &r.inner {
-                UpstreamBody::Hyper(b) => b.size_hint(),
+                UpstreamBody::Direct(b) => b.size_hint(),
                 UpstreamBody::Reqwest(_) => SizeHint::default(),
             },
         }
@@ -856,7 +856,7 @@ impl hyper::body::Body for RespBody {
 /// An upstream's response body: from the hyper client (plain http upstreams), or from reqwest
 /// (https upstreams, which need its TLS set-up).
 enum UpstreamBody {
-    Hyper(Incoming),
+    Direct(UpBody),
     Reqwest(ByteStream),
 }
 
@@ -897,9 +897,8 @@ async fn send(
         if !head.headers.contains_key(http::header::HOST) {
             head.headers.insert(http::header::HOST, host_value(authority));
         }
-        let resp = w.pool.send(authority, Request::from_parts(head, body)).await?;
-        let (parts, body) = resp.into_parts();
-        return Ok((parts, UpstreamBody::Hyper(body)));
+        let (parts, body) = w.pool.send(authority, head, body).await?;
+        return Ok((parts, UpstreamBody::Direct(body)));
     }
     let url = format!(
         "{}{}{}{}",
@@ -942,7 +941,7 @@ pub struct Relay {
 impl Relay {
     fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, std::io::Error>>> {
         match &mut self.inner {
-            UpstreamBody::Hyper(body) => loop {
+            UpstreamBody::Direct(body) => loop {
                 match Pin::new(&mut *body).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Ok(data) = frame.into_data() {

@@ -16,6 +16,7 @@ mod shadow;
 pub mod standin;
 mod store;
 pub mod table;
+mod upstream;
 
 use actix_web::{App, HttpServer, web};
 use http::HeaderMap;
