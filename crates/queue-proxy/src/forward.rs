@@ -43,7 +43,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// [`HOP_BY_HOP`] as text (comparing with a `HeaderName` looks its text up first).
-pub const HOP_BY_HOP_NAMES: [&str; 9] = [
+pub(crate) const HOP_BY_HOP_NAMES: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",

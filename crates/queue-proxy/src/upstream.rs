@@ -21,7 +21,7 @@ use std::task::{Context, Poll, ready};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::forward::{HOP_BY_HOP_NAMES, ReqBody};
+use crate::forward::ReqBody;
 use crate::pool::Pool;
 
 /// The longest response head accepted from an upstream.
@@ -245,9 +245,13 @@ fn parse_head(
     head_request: bool,
 ) -> Result<Option<(http::response::Parts, Framing, bool)>, ExchangeError> {
     let bad = |what: &str| ExchangeError::Failed(format!("invalid response from the upstream: {what}"));
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut slots);
-    let len = match res.parse(buf) {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    // Slots left uninitialised (httparse writes those it uses): no 3 KiB of zeroing per head.
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, &mut slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(bad(&e.to_string())),
@@ -256,43 +260,56 @@ fn parse_head(
     let status = StatusCode::from_u16(code).map_err(|_| bad("status"))?;
     let version = if res.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
     let raw = &*res.headers;
-    let named = |n: &'static str| raw.iter().filter(move |h| h.name.eq_ignore_ascii_case(n));
+    // One pass over the names (compared by length first): which fields frame the body or are
+    // hop-by-hop.
+    let mut class = [Field::Other; MAX_HEADERS];
+    let (mut has_te, mut has_cl, mut has_connection) = (false, false, false);
+    for (h, c) in raw.iter().zip(class.iter_mut()) {
+        *c = Field::of(h.name);
+        has_te |= *c == Field::TransferEncoding;
+        has_cl |= *c == Field::ContentLength;
+        has_connection |= *c == Field::Connection;
+    }
+    let fields = || raw.iter().zip(class.iter().copied());
+    let values = move |want: Field| {
+        fields().filter(move |(_, c)| *c == want).map(|(h, _)| std::str::from_utf8(h.value).unwrap_or("\u{0}"))
+    };
 
     // Keep-alive, and the names `Connection` lists (hop-by-hop for this message).
     let mut keep_alive = version == Version::HTTP_11;
     let mut listed: Vec<&str> = Vec::new();
-    for token in named("connection").flat_map(|h| std::str::from_utf8(h.value).unwrap_or("").split(',')).map(str::trim)
-    {
-        if token.eq_ignore_ascii_case("close") {
-            keep_alive = false;
-        } else if token.eq_ignore_ascii_case("keep-alive") {
-            keep_alive |= version == Version::HTTP_10;
-        } else if !token.is_empty() {
-            listed.push(token);
+    if has_connection {
+        for token in values(Field::Connection).flat_map(|v| v.split(',')).map(str::trim) {
+            if token.eq_ignore_ascii_case("close") {
+                keep_alive = false;
+            } else if token.eq_ignore_ascii_case("keep-alive") {
+                keep_alive |= version == Version::HTTP_10;
+            } else if !token.is_empty() {
+                listed.push(token);
+            }
         }
     }
     let no_body = head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let has_te = named("transfer-encoding").next().is_some();
-    let has_cl = named("content-length").next().is_some();
     let framing = if no_body {
         Framing::Length(0)
     } else if has_te {
         if has_cl {
             return Err(bad("both Transfer-Encoding and Content-Length"));
         }
-        let last = named("transfer-encoding")
-            .flat_map(|h| std::str::from_utf8(h.value).unwrap_or("").split(','))
+        let last = values(Field::TransferEncoding)
+            .flat_map(|v| v.split(','))
             .map(str::trim)
             .rfind(|t| !t.is_empty())
             .unwrap_or("");
         if last.eq_ignore_ascii_case("chunked") { Framing::Chunked(Chunk::Size) } else { Framing::Close }
     } else if has_cl {
-        let mut lengths = named("content-length")
-            .flat_map(|h| std::str::from_utf8(h.value).unwrap_or("x").split(','))
-            .map(|v| v.trim().parse::<u64>().ok().filter(|_| v.trim().bytes().all(|b| b.is_ascii_digit())));
+        let mut lengths = values(Field::ContentLength)
+            .flat_map(|v| v.split(','))
+            .map(|v| v.trim())
+            .map(|v| v.parse::<u64>().ok().filter(|_| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())));
         let first = lengths.next().flatten().ok_or_else(|| bad("Content-Length"))?;
         if lengths.any(|l| l != Some(first)) {
             return Err(bad("differing Content-Lengths"));
@@ -309,8 +326,8 @@ fn parse_head(
     let bytes = Bytes::copy_from_slice(&buf[..len]);
     let base = buf.as_ptr() as usize;
     let mut headers = HeaderMap::with_capacity(raw.len());
-    for h in raw {
-        if HOP_BY_HOP_NAMES.iter().chain(listed.iter()).any(|n| h.name.eq_ignore_ascii_case(n)) {
+    for (h, c) in fields() {
+        if c.hop_by_hop() || listed.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
             continue;
         }
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("header name"))?;
@@ -325,6 +342,40 @@ fn parse_head(
     parts.version = version;
     parts.headers = headers;
     Ok(Some((parts, framing, keep_alive)))
+}
+
+/// What a response field is to the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Other,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// Another hop-by-hop field (RFC 9110 §7.6.1): `keep-alive`, `te`, `trailer`, `upgrade`,
+    /// `proxy-*`.
+    HopByHop,
+}
+
+impl Field {
+    fn of(name: &str) -> Self {
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        match name.len() {
+            14 if is("content-length") => Self::ContentLength,
+            17 if is("transfer-encoding") => Self::TransferEncoding,
+            10 if is("connection") => Self::Connection,
+            10 if is("keep-alive") => Self::HopByHop,
+            2 if is("te") => Self::HopByHop,
+            7 if is("trailer") || is("upgrade") => Self::HopByHop,
+            16 if is("proxy-connection") => Self::HopByHop,
+            18 if is("proxy-authenticate") => Self::HopByHop,
+            19 if is("proxy-authorization") => Self::HopByHop,
+            _ => Self::Other,
+        }
+    }
+
+    fn hop_by_hop(self) -> bool {
+        matches!(self, Self::TransferEncoding | Self::Connection | Self::HopByHop)
+    }
 }
 
 /// An upstream's response body, read from its connection as it is polled. When the body is
@@ -562,6 +613,17 @@ mod tests {
         // A HEAD answer has no body whatever its Content-Length says.
         let (_, f, _) = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).unwrap().unwrap();
         assert_eq!(f, Framing::Length(0));
+    }
+
+    #[test]
+    fn fields_are_classified_like_the_hop_by_hop_list() {
+        for name in crate::forward::HOP_BY_HOP_NAMES {
+            assert!(Field::of(name).hop_by_hop(), "{name}");
+            assert!(Field::of(&name.to_ascii_uppercase()).hop_by_hop(), "{name}");
+        }
+        for name in ["content-length", "content-type", "x-connection", "tee", "date"] {
+            assert!(!Field::of(name).hop_by_hop(), "{name}");
+        }
     }
 
     #[test]
