@@ -130,9 +130,6 @@ async fn platform(w: &Worker, req: Request<Incoming>) -> Response<RespBody> {
     };
     parts.uri = path_and_query.into();
     strip_hop_by_hop(&mut parts.headers);
-    if !parts.headers.contains_key(http::header::HOST) {
-        parts.headers.insert(http::header::HOST, host_value(&w.internal));
-    }
     match w.pool.send(&w.internal, parts, ReqBody::Incoming(body)).await {
         Ok((mut parts, body)) => {
             strip_hop_by_hop(&mut parts.headers);
@@ -805,11 +802,6 @@ impl hyper::body::Body for ReqBody {
     }
 }
 
-/// An authority as a `Host` value (an authority is always a valid header value).
-fn host_value(authority: &http::uri::Authority) -> HeaderValue {
-    HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static("localhost"))
-}
-
 /// A response body on its way to the client: a proxy error's, a platform endpoint's, or an
 /// upstream's (relayed, with its permit, read timeout and shadow tee).
 pub enum RespBody {
@@ -893,10 +885,7 @@ async fn send(
             Some(pq) => pq.into(),
             None => http::Uri::from_static("/"),
         };
-        // An HTTP/1.0 client may send no Host; HTTP/1.1 upstreams need one.
-        if !head.headers.contains_key(http::header::HOST) {
-            head.headers.insert(http::header::HOST, host_value(authority));
-        }
+        // `Host` is the upstream's authority, written by the pool's exchange (upstream.rs).
         let (parts, body) = w.pool.send(authority, head, body).await?;
         return Ok((parts, UpstreamBody::Direct(body)));
     }

@@ -52,7 +52,7 @@ impl Pool {
         Self { idle: Mutex::new(Vec::new()), connect_timeout, idle_timeout, max_idle }
     }
 
-    /// Sends the request (origin-form URI, `Host` set) to `authority` and returns the response
+    /// Sends the request (origin-form URI; `Host` becomes `authority`) to `authority` and returns the response
     /// head with its body, which reads from the connection as it is polled and hands the
     /// connection back when it is complete. A kept connection that the upstream closed just
     /// before the request (nothing came back at all) is replaced by a new one and the request

@@ -122,7 +122,8 @@ enum Chunk {
     Trailers,
 }
 
-/// Sends the request and reads the response head; the body is returned to be polled.
+/// Sends the request (with `Host` set to `authority`, whatever the head holds) and reads the
+/// response head; the body is returned to be polled.
 /// `reusable` is whether the connection may go back to the pool when the body is done.
 pub async fn exchange(
     mut conn: Conn,
@@ -144,9 +145,12 @@ pub async fn exchange(
     out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(head.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    // Always the upstream's authority (the client's `Host` travels as `X-Forwarded-Host`).
+    out.extend_from_slice(authority.as_str().as_bytes());
+    out.extend_from_slice(b"\r\n");
     for (name, value) in &head.headers {
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == http::header::HOST {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
