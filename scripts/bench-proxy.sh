@@ -3,14 +3,14 @@
 # upstream (an nginx serving a 1 KiB JSON file), under the same wrk load (keep-alive). Prints
 # requests/s, p50/p99, the latency each proxy adds over going direct, and each proxy's RSS and
 # CPU; writes the figures to docs/benchmarks.md (section bench-proxy).
-#   DURATION=10 CONNS=32 WORKERS=1 ROUNDS=2 scripts/bench-proxy.sh
+#   DURATION=10 CONNS=32 WORKERS=1 ROUNDS=3 scripts/bench-proxy.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION="${DURATION:-10}"
 CONNS="${CONNS:-32}"
 WORKERS="${WORKERS:-1}"
-ROUNDS="${ROUNDS:-2}"
+ROUNDS="${ROUNDS:-3}"
 
 scripts/bench-deps.sh
 
