@@ -26,9 +26,10 @@ use crate::upstream::{Conn, ExchangeError, UpBody, exchange};
 pub enum SendError {
     /// The upstream did not accept a connection within the connect timeout.
     ConnectTimeout,
-    /// The upstream could not be connected to (refused, unreachable, not an HTTP/1 server).
+    /// The upstream could not be connected to (refused, unreachable).
     Connect,
-    /// The connection failed after the request went out (reset, closed, invalid response).
+    /// The exchange failed after the connection was made (reset, closed, an invalid or
+    /// ambiguous response).
     Failed,
 }
 
@@ -232,7 +233,7 @@ mod tests {
         let pool = pool(Duration::from_secs(60));
         for _ in 0..3 {
             assert_eq!(fetch(&pool, &authority).await, Ok("ok".to_string()));
-            // Let the connection task see the close.
+            // The upstream answered with `Connection: close`; give it a moment to close.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3, "a new connection for each request");
