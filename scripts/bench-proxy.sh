@@ -3,19 +3,27 @@
 # upstream (an nginx serving a 1 KiB JSON file), under the same wrk load (keep-alive). Prints
 # requests/s, p50/p99, the latency each proxy adds over going direct, and each proxy's RSS and
 # CPU; writes the figures to docs/benchmarks.md (section bench-proxy).
-#   DURATION=10 CONNS=32 WORKERS=1 ROUNDS=3 scripts/bench-proxy.sh
+#   DURATION=10 CONNS=32 WORKERS=1 ROUNDS=4 PROFILE=release scripts/bench-proxy.sh
+# PROFILE=release (the default) measures the binary that ships (deploy/Dockerfile builds
+# `--release`: thin LTO); PROFILE=bench rebuilds quicker while working on the proxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION="${DURATION:-10}"
 CONNS="${CONNS:-32}"
 WORKERS="${WORKERS:-1}"
-ROUNDS="${ROUNDS:-3}"
+ROUNDS="${ROUNDS:-4}"   # even: the two proxies take turns going first
+PROFILE="${PROFILE:-release}"
+case "$PROFILE" in
+  release) PROFILE_DESC="release profile as shipped: thin LTO" ;;
+  bench) PROFILE_DESC="bench profile: no LTO" ;;
+  *) echo "bench-proxy: PROFILE must be release or bench, not '$PROFILE'" >&2; exit 2 ;;
+esac
 
 scripts/bench-deps.sh
 
-cargo build --profile bench -p queue-proxy --bin queue-proxy
-BIN="$PWD/target/release/queue-proxy"
+cargo build --profile "$PROFILE" -p queue-proxy --bin queue-proxy
+BIN="$PWD/target/release/queue-proxy"   # both profiles write to target/release
 
 WORK="$(mktemp -d)"
 chmod 755 "$WORK"
@@ -129,15 +137,17 @@ run() { # name port
 }
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-echo "bench-proxy: $ROUNDS rounds of ${DURATION}s, wrk -t1 -c$CONNS, 1 KiB responses; $WORKERS worker(s) each:" \
+echo "bench-proxy: queue-proxy built with the $PROFILE profile; $ROUNDS rounds of ${DURATION}s, wrk -t1 -c$CONNS, 1 KiB responses; $WORKERS worker(s) each:" \
   "nginx worker_processes $WORKERS, queue-proxy server.workers $WORKERS; $(nproc) cores shared by wrk, both proxies," \
   "the upstream and anything else running (load average $LOAD_BEFORE)"
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r"
   run direct "$UP"
-  run nginx "$NGX"
-  run queue-proxy "$QP"
+  # The order alternates: whichever goes first in a round tends to meet a quieter machine.
+  if [ $((r % 2)) = 1 ]; then run nginx "$NGX"; run queue-proxy "$QP"; else run queue-proxy "$QP"; run nginx "$NGX"; fi
 done
+RATIOS="$(python3 -c "import sys; q, n = (list(map(float, a.split())) for a in sys.argv[1:]); print(' '.join(f'{a / b:.2f}' for a, b in zip(q, n)))" "${RPS[queue-proxy]}" "${RPS[nginx]}")"
+echo "queue-proxy / nginx requests/s, round by round: $RATIOS"
 
 mean() { python3 -c "import sys; v=[float(x) for x in sys.argv[1].split()]; print(sum(v)/len(v))" "$1"; }
 table="$(
@@ -166,9 +176,10 @@ section="$(cat <<EOF
 
 Run $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($cpu). One upstream (nginx serving a 1 KiB JSON
 file over keep-alive); in front of it nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') (\`proxy_pass\`, upstream keepalive 256,
-access log off) and queue-proxy (bench profile, route table with one route, log level warn),
+access log off) and queue-proxy ($PROFILE_DESC, route table with one route, log level warn),
 each with the same $WORKERS worker(s) (nginx \`worker_processes $WORKERS\`, queue-proxy \`server.workers = $WORKERS\`).
-Load: \`wrk -t1 -c$CONNS\` keep-alive, ${DURATION} s after a 2 s warm-up, $ROUNDS rounds (means shown).
+Load: \`wrk -t1 -c$CONNS\` keep-alive, ${DURATION} s after a 2 s warm-up, $ROUNDS rounds (means shown; the
+two proxies take turns going first). queue-proxy / nginx requests/s, round by round: $RATIOS.
 **wrk, both proxies and the upstream share the same $(nproc) cores** with whatever else runs (load average
 $LOAD_BEFORE before the run, $(cut -d' ' -f1-3 /proc/loadavg) after), so requests/s is bounded by the whole
 machine rather than by one proxy; CPU µs per request is the steadier comparison. "Added" is the

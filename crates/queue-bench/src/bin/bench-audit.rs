@@ -146,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
         let (me0, pg0) = queue_bench::cpu_seconds();
         let f = single(16, n)?;
         let (me1, pg1) = queue_bench::cpu_seconds();
+        diag("quick").await;
         let events = f.per_sec() * seconds as f64;
         println!(
             "  quick: 16 tenants {:.0} events/s p50 {:.2} ms p99 {:.2} ms; CPU per event: service {:.1} µs, postgres {:.1} µs",
