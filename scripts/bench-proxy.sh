@@ -137,7 +137,7 @@ run() { # name port
 }
 
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-echo "bench-proxy: queue-proxy built with the $PROFILE profile; $ROUNDS rounds of ${DURATION}s, wrk -t1 -c$CONNS, 1 KiB responses; $WORKERS worker(s) each:" \
+echo "bench-proxy: queue-proxy from the $PROFILE_DESC; $ROUNDS rounds of ${DURATION}s, wrk -t1 -c$CONNS, 1 KiB responses; $WORKERS worker(s) each:" \
   "nginx worker_processes $WORKERS, queue-proxy server.workers $WORKERS; $(nproc) cores shared by wrk, both proxies," \
   "the upstream and anything else running (load average $LOAD_BEFORE)"
 for r in $(seq 1 "$ROUNDS"); do
