@@ -42,7 +42,7 @@ def problem(where: Path | str, message: str) -> None:
 OPTIONAL = {
     "server": {"workers", "shutdown_timeout_secs", "max_body_bytes"},
     "database": {"timeout_secs"},
-    "telemetry": {"format", "level", "otlp_endpoint"},
+    "telemetry": {"format", "level", "otlp_endpoint", "trusted_peers"},
     "tokens": {"previous_public_keys", "leeway_secs", "jwks_refresh_secs", "jwks_refetch_min_secs"},
 }
 
@@ -119,6 +119,13 @@ def check_config(where: str, text: str, service: str, target: str) -> None:
     expected = sorted((set(SERVICES) - {service}) | {LEGACY_ISSUER})
     if sorted(issuers) != expected:
         problem(where, f"trusted issuers are {sorted(issuers)}, expected {expected}")
+
+    # Behind the proxy, auth must believe its X-Forwarded-For: else every client counts as the
+    # proxy and one client's flood locks everybody out (docs/configuration.md, "Client addresses").
+    if service == "auth":
+        proxies = (cfg.get("auth") or {}).get("trusted_proxies")
+        if not isinstance(proxies, list) or not proxies or not all(isinstance(p, str) for p in proxies):
+            problem(where, "auth.trusted_proxies must list the proxy's addresses (CIDRs)")
 
 
 # ------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
     config.limits.per_ip_attempts = i32::MAX;
     // As deployed: behind the proxy, which names each client in X-Forwarded-For (the logins
     // below come from 64 different addresses, not all from one).
-    config.auth.trusted_proxies = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+    config.auth.trusted_proxies = queue_platform::net::TrustedNetworks::parse(&["127.0.0.1"]).expect("valid");
     let origin = Url::parse("http://localhost:8080")?;
 
     // The service on a runtime of its own, as in a deployment.

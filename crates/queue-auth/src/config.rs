@@ -3,6 +3,7 @@
 
 use queue_platform::bootstrap::ServiceSettings;
 use queue_platform::config::{ConfigError, DatabaseConfig, ServerConfig, TelemetryConfig, TokensConfig, Validate};
+use queue_platform::net::TrustedNetworks;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -44,9 +45,11 @@ pub struct GeneralConfig {
     pub provisioners: Vec<String>,
     /// Issuers allowed to validate sessions (`POST /internal/v1/sessions/validate`).
     pub validators: Vec<String>,
-    /// Peers (e.g. the proxy) whose `X-Forwarded-For` names the client; from anyone else the
-    /// header is ignored and the TCP peer is the client.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Proxies (CIDRs or addresses; the queue-proxy's, any load balancer's) whose
+    /// `X-Forwarded-For` is believed: the client is the right-most address in it that is not one
+    /// of them (`queue_platform::net`). From any other peer the header is ignored and the TCP
+    /// peer is the client. Empty: every request behind a proxy counts as the proxy's.
+    pub trusted_proxies: TrustedNetworks,
 }
 
 impl Default for GeneralConfig {
@@ -56,7 +59,7 @@ impl Default for GeneralConfig {
             pepper_file: "var/keys/auth-pepper.key".into(),
             provisioners: vec!["raptor".into()],
             validators: vec!["proxy".into(), "rbac".into(), "audit".into(), "raptor".into()],
-            trusted_proxies: Vec::new(),
+            trusted_proxies: TrustedNetworks::none(),
         }
     }
 }

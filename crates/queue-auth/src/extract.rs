@@ -60,20 +60,19 @@ impl FromRequest for SessionUser {
     }
 }
 
-/// The client's address and user agent. The address is the TCP peer, unless the peer is a
-/// configured trusted proxy: then the last `X-Forwarded-For` entry (the one that proxy added).
+/// The client's address and user agent. The address is the TCP peer, unless the peer is in
+/// `auth.trusted_proxies`: then the right-most `X-Forwarded-For` address that is not a trusted
+/// proxy (`queue_platform::net::TrustedNetworks::client_ip`), so a client behind the proxy is
+/// itself, and a forged header from anyone is never believed.
 pub fn info(req: &HttpRequest) -> RequestInfo {
-    let peer = req.peer_addr().map(|a| a.ip());
-    let trusted =
-        req.app_data::<web::Data<AuthState>>().map(|s| s.config.auth.trusted_proxies.clone()).unwrap_or_default();
-    let forwarded = || {
-        let h = req.headers().get("x-forwarded-for")?.to_str().ok()?;
-        h.rsplit(',').next()?.trim().parse::<std::net::IpAddr>().ok()
-    };
-    let ip = match peer {
-        Some(p) if trusted.contains(&p) => forwarded().or(Some(p)),
-        other => other,
-    };
+    let state = req.app_data::<web::Data<AuthState>>();
+    let ip = req.peer_addr().map(|peer| match state {
+        Some(s) => s.config.auth.trusted_proxies.client_ip(
+            peer.ip(),
+            req.headers().get_all("x-forwarded-for").map(actix_web::http::header::HeaderValue::as_bytes),
+        ),
+        None => peer.ip(),
+    });
     RequestInfo {
         ip: ip.map(|i| i.to_string()),
         user_agent: req

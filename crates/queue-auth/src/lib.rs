@@ -93,7 +93,7 @@ pub async fn run_with_clock(config: AuthConfig, signals: Signals, clock: Arc<dyn
     let pepper = domain::crypto::Pepper::load(&config.auth.pepper_file).map_err(|e| anyhow::anyhow!(e))?;
     let webauthn = webauthn(&config.webauthn)?;
     let db = Db::with_role(&config.database, Some(APP_ROLE))?;
-    let platform = Platform::new(NAME, Some(db.clone()), &config.tokens, ApiDoc::openapi())?;
+    let platform = Platform::new(NAME, Some(db.clone()), &config.tokens, &config.telemetry, ApiDoc::openapi())?;
     let mail = domain::mailer::Composer::new(&pepper);
     let mut tasks = Vec::new();
 

@@ -105,6 +105,6 @@ where
         tracing::info!(schema = schema.schema, ?applied, "migrations applied");
     }
     let db = crate::db::Db::new(&config.database)?;
-    let platform = crate::Platform::new(name, Some(db), &config.tokens, openapi)?;
+    let platform = crate::Platform::new(name, Some(db), &config.tokens, &config.telemetry, openapi)?;
     crate::server::serve(platform, &config.server, signals, routes)
 }

@@ -312,6 +312,12 @@ pub struct TelemetryConfig {
     /// when this is set.
     #[serde(default)]
     pub otlp_endpoint: Option<url::Url>,
+    /// Peers (CIDRs or addresses) whose incoming `traceparent` a request continues; from anyone
+    /// else it starts a new trace, so a client cannot choose the trace id its requests (and the
+    /// audit events they write) are filed under. Default: loopback only. Deployments list the
+    /// networks the other services and the proxy call from.
+    #[serde(default = "crate::net::TrustedNetworks::loopback")]
+    pub trusted_peers: crate::net::TrustedNetworks,
 }
 
 fn default_level() -> String {
@@ -320,7 +326,12 @@ fn default_level() -> String {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Json, level: default_level(), otlp_endpoint: None }
+        Self {
+            format: LogFormat::Json,
+            level: default_level(),
+            otlp_endpoint: None,
+            trusted_peers: crate::net::TrustedNetworks::loopback(),
+        }
     }
 }
 
@@ -561,6 +572,22 @@ mod tests {
             assert_eq!(e.key, key, "{var}={value}: {e}");
             assert!(!e.to_string().contains('\n'));
         }
+    }
+
+    #[test]
+    fn trusted_peers_take_cidrs_and_a_bad_one_names_the_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c: ServiceConfig = load(None, &Env(base_env(dir.path()))).expect("valid");
+        assert_eq!(c.telemetry.trusted_peers, crate::net::TrustedNetworks::loopback(), "loopback by default");
+        let mut env = base_env(dir.path());
+        env.push(("QUEUE_TELEMETRY__TRUSTED_PEERS".into(), r#"["10.0.0.0/8", "fd00::1"]"#.into()));
+        let c: ServiceConfig = load(None, &Env(env)).expect("valid");
+        assert!(c.telemetry.trusted_peers.contains("10.1.2.3".parse().expect("ip")));
+        let mut env = base_env(dir.path());
+        env.push(("QUEUE_TELEMETRY__TRUSTED_PEERS".into(), r#"["10.0.0.0/40"]"#.into()));
+        let e = load::<ServiceConfig>(None, &Env(env)).expect_err("a bad CIDR");
+        assert_eq!(e.key, "telemetry.trusted_peers", "{e}");
+        assert!(e.message.contains("`10.0.0.0/40` is not a CIDR network"), "{e}");
     }
 
     #[test]

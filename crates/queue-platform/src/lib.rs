@@ -1,6 +1,7 @@
 //! What every Queue service shares: typed config, the database pool and migrations, telemetry,
 //! health and metrics endpoints, the error policy, service-token authentication for routes, and
-//! the bootstrap that turns a config into a running server.
+//! the bootstrap that turns a config into a running server, and who the client is behind
+//! proxies (`net`).
 
 pub mod bootstrap;
 pub mod config;
@@ -8,6 +9,7 @@ pub mod db;
 pub mod error;
 pub mod http_client;
 pub mod metrics;
+pub mod net;
 pub mod server;
 pub mod service_auth;
 pub mod sessions;

@@ -17,11 +17,12 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use utoipa::OpenApi;
 
-use crate::config::{ServerConfig, TokensConfig};
+use crate::config::{ServerConfig, TelemetryConfig, TokensConfig};
 use crate::db::Db;
 use crate::error::{self, ApiError};
 use crate::http_client::HttpClient;
 use crate::metrics::Metrics;
+use crate::net::TrustedNetworks;
 use crate::service_auth::{ServiceCaller, ServicePolicy};
 use crate::telemetry;
 
@@ -75,6 +76,8 @@ pub struct Platform {
     pub metrics: Metrics,
     pub tokens: Tokens,
     pub http: HttpClient,
+    /// Peers whose incoming `traceparent` is continued (`telemetry.trusted_peers`).
+    pub trace_peers: TrustedNetworks,
     openapi: String,
 }
 
@@ -83,13 +86,15 @@ impl Platform {
         name: &'static str,
         db: Option<Db>,
         tokens_config: &TokensConfig,
+        telemetry: &TelemetryConfig,
         mut openapi: utoipa::openapi::OpenApi,
     ) -> anyhow::Result<Arc<Self>> {
         let http = HttpClient::new();
         let tokens = Tokens::from_config(tokens_config, &http)?;
         openapi.merge(PlatformApi::openapi());
         let openapi = serde_json::to_string(&openapi)?;
-        Ok(Arc::new(Self { name, db, metrics: Metrics::new(name), tokens, http, openapi }))
+        let trace_peers = telemetry.trusted_peers.clone();
+        Ok(Arc::new(Self { name, db, metrics: Metrics::new(name), tokens, http, trace_peers, openapi }))
     }
 
     /// The database; services that have one call this.
@@ -192,8 +197,9 @@ where
 }
 
 /// A span per request with method, route, status, latency and trace id; the trace continues
-/// an incoming `traceparent`; metrics per route; `x-trace-id` on the response. Public so a
-/// service that serves its own `App` (queue-proxy) can apply it to the platform endpoints.
+/// an incoming `traceparent` when the TCP peer is in `telemetry.trusted_peers` (else it starts a
+/// new one); metrics per route; `x-trace-id` on the response. Public so a service that serves
+/// its own `App` (queue-proxy) can apply it to the platform endpoints.
 pub async fn trace_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -211,7 +217,15 @@ pub async fn trace_requests(
         trace_id = tracing::field::Empty,
         caller = tracing::field::Empty,
     );
-    let parent = telemetry::extract_parent(req.headers());
+    let platform = req.app_data::<web::Data<Platform>>().cloned();
+    let peer_trusted = match (req.peer_addr(), &platform) {
+        (Some(peer), Some(p)) => p.trace_peers.contains(peer.ip()),
+        _ => false,
+    };
+    // A client's `traceparent` would let it pick the trace id its requests (and the audit events
+    // they write) are filed under: only trusted peers' context is continued.
+    let parent =
+        if peer_trusted { telemetry::extract_parent(req.headers()) } else { opentelemetry::Context::new() };
     let incoming = telemetry::trace_id_in(&parent);
     let _ = span.set_parent(parent);
     let trace_id = telemetry::trace_id_of(&span)
@@ -222,7 +236,6 @@ pub async fn trace_requests(
         .unwrap_or_else(telemetry::new_id);
     span.record("trace_id", trace_id.as_str());
     req.extensions_mut().insert(RequestTraceId(trace_id.clone()));
-    let platform = req.app_data::<web::Data<Platform>>().cloned();
 
     let result = next.call(req).instrument(span.clone()).await;
 

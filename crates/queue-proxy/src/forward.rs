@@ -65,6 +65,10 @@ const FORWARDING: [HeaderName; 5] = [
     HeaderName::from_static("x-queue-shadow"),
 ];
 
+/// W3C trace context (believed only from trusted proxies).
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
 pub const REQUEST_ID: &str = "x-request-id";
 const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static(REQUEST_ID);
 
@@ -93,16 +97,20 @@ struct ShadowPlan<'t> {
 /// app, everything else is forwarded.
 pub async fn handle(w: &Worker, req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
     if PLATFORM_PATHS.contains(&req.uri().path()) {
-        return platform(w, req).await;
+        return platform(w, req, peer.ip()).await;
     }
     // Forwarded requests skip the platform's per-request span and metrics (the proxy records
-    // its own per route). With tracing on, this span continues the client's `traceparent` and
-    // becomes the upstream's parent; otherwise it is disabled and costs nothing.
+    // its own per route). With tracing on, this span becomes the upstream's parent; it
+    // continues the client's `traceparent` only from a trusted proxy (else a client could pick
+    // the trace its requests, and the audit events they cause, are filed under). Otherwise it
+    // is disabled and costs nothing.
     let span = tracing::info_span!("proxy.forward", otel.kind = "server", http.method = %req.method());
     if span.is_disabled() {
         return forward(w, req, peer.ip()).await;
     }
-    let _ = span.set_parent(queue_platform::telemetry::extract_parent(&trace_headers(req.headers())));
+    if w.state.trusted_proxies.contains(peer.ip()) {
+        let _ = span.set_parent(queue_platform::telemetry::extract_parent(&trace_headers(req.headers())));
+    }
     forward(w, req, peer.ip()).instrument(span).await
 }
 
@@ -122,14 +130,18 @@ fn trace_headers(h: &HeaderMap) -> actix_web::http::header::HeaderMap {
 }
 
 /// A platform endpoint: relayed to queue-platform's app on its loopback listener, which adds
-/// its own request span, metrics and `x-trace-id`.
-async fn platform(w: &Worker, req: Request<Incoming>) -> Response<RespBody> {
+/// its own request span, metrics and `x-trace-id`. That listener's peer is always the proxy
+/// itself, so an untrusted client's trace context is dropped here.
+async fn platform(w: &Worker, req: Request<Incoming>, peer: IpAddr) -> Response<RespBody> {
     let (mut parts, body) = req.into_parts();
     let Some(path_and_query) = parts.uri.path_and_query().cloned() else {
         return error(StatusCode::BAD_REQUEST, "bad_request", "invalid request target", "proxy", "-", "none", "-");
     };
     parts.uri = path_and_query.into();
     strip_hop_by_hop(&mut parts.headers);
+    if !w.state.trusted_proxies.contains(peer) {
+        strip_trace_context(&mut parts.headers);
+    }
     match w.pool.send(&w.internal, parts, ReqBody::Incoming(body)).await {
         Ok((mut parts, body)) => {
             strip_hop_by_hop(&mut parts.headers);
@@ -163,8 +175,8 @@ async fn forward(w: &Worker, req: Request<Incoming>, peer: IpAddr) -> Response<R
     let client_method = head.method.clone();
     let method = client_method.as_str();
     let request_id = request_id(&head.headers);
-    let trusted_peer = state.trusted_proxies.contains(&peer);
-    let client_ip = client_ip(&head.headers, peer, trusted_peer, &state.trusted_proxies);
+    let trusted_peer = state.trusted_proxies.contains(peer);
+    let client_ip = state.trusted_proxies.client_ip(peer, head.headers.get_all(&FORWARDING[0]).iter().map(|v| v.as_bytes()));
     if has_dot_segment(path) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -530,22 +542,10 @@ fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(queue_platform::telemetry::new_id)
 }
 
-/// The client's address: the peer, or — when the peer is a trusted proxy — the right-most
-/// address in `X-Forwarded-For` that is not itself a trusted proxy.
-fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted_peer: bool, trusted: &[IpAddr]) -> IpAddr {
-    if trusted_peer {
-        let chain: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse().ok())
-            .collect();
-        if let Some(ip) = chain.iter().rev().find(|ip| !trusted.contains(ip)) {
-            return *ip;
-        }
-    }
-    peer
+/// Removes `traceparent` and `tracestate`: an untrusted client's trace context goes no further.
+fn strip_trace_context(h: &mut HeaderMap) {
+    h.remove(TRACEPARENT);
+    h.remove(TRACESTATE);
 }
 
 /// The header names listed in `Connection` (lower-cased), other than the hop-by-hop ones
@@ -654,8 +654,11 @@ fn upstream_headers(h: &mut HeaderMap, request_id: &HeaderValue, peer: IpAddr, t
         h.insert(FORWARDING[2].clone(), v);
     }
     h.insert(REQUEST_ID_HEADER, request_id.clone());
-    // The proxy's own span becomes the parent when tracing is on; else the incoming
-    // `traceparent` (copied above) passes through unchanged.
+    // A trusted proxy's trace context passes on (under the proxy's own span when tracing is
+    // on); an untrusted client's never does: the upstream would continue it.
+    if !trusted_peer {
+        strip_trace_context(h);
+    }
     if tracing_on {
         queue_platform::telemetry::inject_current(h);
     }

@@ -22,6 +22,7 @@ use actix_web::{App, HttpServer, web};
 use http::HeaderMap;
 use queue_platform::bootstrap::ServiceSettings;
 use queue_platform::config::{ConfigError, ServerConfig, TelemetryConfig, TokensConfig, Validate};
+use queue_platform::net::TrustedNetworks;
 use queue_platform::{Platform, Running, Signals};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -118,10 +119,12 @@ pub struct ForwardingConfig {
     pub pool_idle_timeout_secs: u64,
     #[serde(default = "default_idle_per_host")]
     pub pool_max_idle_per_host: usize,
-    /// Peers whose `X-Forwarded-*` headers are believed (a load balancer in front). Others'
-    /// are replaced.
+    /// Peers (CIDRs or addresses: a load balancer or ingress in front) whose `X-Forwarded-*`
+    /// headers are believed and extended, and whose `traceparent` is continued. Others'
+    /// forwarding headers are replaced and their trace context dropped. The client is the
+    /// right-most `X-Forwarded-For` address that is not one of these (`queue_platform::net`).
     #[serde(default)]
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: TrustedNetworks,
     /// Largest total size of a request's header names and values; larger answers 431.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
@@ -151,7 +154,7 @@ impl Default for ForwardingConfig {
             read_timeout_ms: default_read_timeout(),
             pool_idle_timeout_secs: default_idle(),
             pool_max_idle_per_host: default_idle_per_host(),
-            trusted_proxies: Vec::new(),
+            trusted_proxies: TrustedNetworks::none(),
             max_header_bytes: default_max_header_bytes(),
         }
     }
@@ -300,7 +303,7 @@ pub struct ProxyState {
     identity: Option<IdentityClient>,
     metrics: ProxyMetrics,
     platform: Arc<Platform>,
-    trusted_proxies: Vec<IpAddr>,
+    trusted_proxies: TrustedNetworks,
     max_header_bytes: usize,
     cookie: String,
     tenant_header: String,
@@ -314,7 +317,7 @@ impl ProxyState {
     }
 
     /// The key a canary cohort hashes: the validated user (or tenant), else the tenant
-    /// header, else the client address.
+    /// header, else the client address (an IPv6 client by its /64, which one host controls).
     async fn cohort_key(&self, headers: &HeaderMap, cohort: Cohort, client: Option<IpAddr>) -> String {
         if cohort != Cohort::Client {
             let identity = match (&self.identity, session_token(headers, &self.cookie)) {
@@ -333,7 +336,7 @@ impl ProxyState {
                 return format!("tenant:{t}");
             }
         }
-        format!("client:{}", client.map(|c| c.to_string()).unwrap_or_default())
+        format!("client:{}", client.map(queue_platform::net::limit_key).unwrap_or_default())
     }
 }
 
@@ -367,7 +370,7 @@ pub async fn run(config: ProxyConfig, signals: Signals) -> anyhow::Result<Runnin
 
 /// Starts both listeners and the background tasks (table watch, SIGHUP, shadow dispatcher).
 pub async fn start(config: ProxyConfig, signals: Signals) -> anyhow::Result<Started> {
-    let platform = Platform::new(NAME, None, &config.tokens, ApiDoc::openapi())?;
+    let platform = Platform::new(NAME, None, &config.tokens, &config.telemetry, ApiDoc::openapi())?;
     let metrics = ProxyMetrics::new(platform.metrics.registry());
     let tables = TableStore::open(config.routing.table.clone(), config.routing.history, metrics.clone())
         .map_err(|e| anyhow::anyhow!("routing.table: {e}"))?;

@@ -57,7 +57,7 @@ pub async fn send(
         }
     }
     let day = Duration::days(1);
-    if let Some(ip) = &info.ip {
+    if let Some(ip) = &info.ip_key() {
         limits::hit(conn, now, "email_send_ip", ip, cfg.daily_cap_per_ip, day).await?;
     }
     limits::hit(
@@ -157,7 +157,7 @@ pub async fn confirm(
     tenant: &str,
     proof: Proof<'_>,
 ) -> Result<Confirmed> {
-    if let Some(ip) = &info.ip {
+    if let Some(ip) = &info.ip_key() {
         limits::check(conn, limits_cfg, now, "email_confirm_ip", ip).await?;
     }
     if let Proof::Code { email, .. } = &proof {
@@ -251,7 +251,7 @@ pub async fn confirm(
             if let Some(a) = account {
                 limits::failure(conn, limits_cfg, now, info, tenant, "email_confirm_account", &a).await?;
             }
-            if let Some(ip) = &info.ip {
+            if let Some(ip) = &info.ip_key() {
                 limits::failure(conn, limits_cfg, now, info, tenant, "email_confirm_ip", ip).await?;
             }
             Err(refused().into())

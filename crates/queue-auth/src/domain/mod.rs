@@ -55,7 +55,16 @@ impl From<Error> for ApiError {
 /// Who is asking, for audit events and abuse limits.
 #[derive(Debug, Clone, Default)]
 pub struct RequestInfo {
+    /// The client's address (`extract::info`): what audit events and sessions record.
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub trace_id: Option<String>,
+}
+
+impl RequestInfo {
+    /// The subject per-IP limits count by: the client's address, an IPv6 one by its /64 (one
+    /// host can use any address of its /64, so counting addresses would not limit it).
+    pub fn ip_key(&self) -> Option<String> {
+        self.ip.as_deref()?.parse().ok().map(queue_platform::net::limit_key)
+    }
 }

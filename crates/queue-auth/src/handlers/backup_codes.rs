@@ -89,7 +89,7 @@ pub async fn redeem(
     let lim = &state.config.limits;
     let account = limits::account(&tenant, email.as_str());
     let mut conn = state.conn().await?;
-    if let Some(ip) = &info.ip {
+    if let Some(ip) = &info.ip_key() {
         limits::check(&mut conn, lim, now, "redeem_ip", ip).await?;
     }
     limits::check(&mut conn, lim, now, "redeem_account", &account).await?;
@@ -109,7 +109,7 @@ pub async fn redeem(
                 },
             )
             .await?;
-            if let Some(ip) = &info.ip {
+            if let Some(ip) = &info.ip_key() {
                 limits::failure(conn, lim, now, &info, &tenant, "redeem_ip", ip).await?;
             }
             limits::failure(conn, lim, now, &info, &tenant, "redeem_account", &account).await

@@ -92,7 +92,7 @@ pub async fn login_start(
     let lim = &state.config.limits;
     let mut conn = state.conn().await?;
     let account = email.as_ref().map(|e| limits::account(&tenant, e.as_str()));
-    match (&info.ip, &account) {
+    match (&info.ip_key(), &account) {
         (Some(ip), Some(a)) => limits::check_both(&mut conn, lim, now, ("login_ip", ip), ("login_account", a)).await?,
         (Some(ip), None) => limits::check(&mut conn, lim, now, "login_ip", ip).await?,
         (None, Some(a)) => limits::check(&mut conn, lim, now, "login_account", a).await?,
@@ -102,7 +102,7 @@ pub async fn login_start(
     // stored. Past the cap, the count (already over it) and the ceremony both roll back.
     let (id, rcr) = conn
         .transaction::<_, Error, _>(async |conn| {
-            if let Some(ip) = &info.ip {
+            if let Some(ip) = &info.ip_key() {
                 let window = chrono::Duration::seconds(lim.window_secs);
                 limits::hit(conn, now, "login_start_ip", ip, lim.per_ip_attempts, window).await?;
             }
@@ -143,7 +143,7 @@ pub async fn login_finish(
     let info = info(&req);
     let lim = &state.config.limits;
     let mut conn = state.conn().await?;
-    if let Some(ip) = &info.ip {
+    if let Some(ip) = &info.ip_key() {
         limits::check(&mut conn, lim, now, "login_ip", ip).await?;
     }
     // The session is minted in the login's own transaction (one commit for the whole finish).
@@ -167,7 +167,7 @@ pub async fn login_finish(
     match outcome {
         LoginOutcome::Ok { user, then: minted, .. } => {
             let account = limits::account(&user.tenant_id, &user.email);
-            match &info.ip {
+            match &info.ip_key() {
                 Some(ip) => limits::success_both(&mut conn, ("login_ip", ip), ("login_account", &account)).await?,
                 None => limits::success(&mut conn, "login_account", &account).await?,
             }
@@ -197,7 +197,7 @@ pub async fn login_finish(
                     },
                 )
                 .await?;
-                if let Some(ip) = &info.ip {
+                if let Some(ip) = &info.ip_key() {
                     limits::failure(conn, lim, now, &info, &tenant, "login_ip", ip).await?;
                 }
                 if let Some(u) = &u {

@@ -3,6 +3,7 @@
 
 mod audit_relay;
 mod backup_codes;
+mod client_ip;
 mod email;
 mod limits;
 mod pages;

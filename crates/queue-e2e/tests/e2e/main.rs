@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod browser;
+mod flood;
 mod cutover;
 mod replicas;
 mod support;

@@ -113,13 +113,21 @@ pub struct Options {
     pub replicas: usize,
     /// Export spans to an OTLP collector stand-in.
     pub otlp: bool,
+    /// More lines for auth's `[limits]` table.
+    pub auth_limits: &'static str,
+    /// The proxy's `forwarding.trusted_proxies` (a TOML array). Default: none, as shipped in
+    /// deploy/local/proxy.toml.
+    pub proxy_trusted_proxies: &'static str,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { replicas: 1, otlp: false }
+        Self { replicas: 1, otlp: false, auth_limits: "", proxy_trusted_proxies: "[]" }
     }
 }
+
+/// auth's `auth.trusted_proxies` as shipped in deploy/local/auth.toml: the proxy on loopback.
+pub const LOCAL_TRUSTED_PROXIES: &str = r#"["127.0.0.0/8", "::1"]"#;
 
 /// Everything a test talks to. Dropping it stops every process (and then drops the database).
 pub struct Stack {
@@ -226,6 +234,7 @@ default_tenant = "default"
 pepper_file = {pepper}
 provisioners = ["raptor"]
 validators = ["proxy", "rbac", "audit", "raptor"]
+trusted_proxies = {trusted_proxies}
 
 [webauthn]
 rp_id = "localhost"
@@ -242,6 +251,7 @@ dev_dir = {mail}
 [limits]
 lockout_after_failures = 4
 delay_after_failures = 100
+{auth_limits}
 
 [audit]
 url = "{audit}"
@@ -254,6 +264,8 @@ auth_backup_codes = true
             pepper = toml_str(&pepper),
             mail = toml_str(&mail_dir),
             audit = audit.base_url,
+            trusted_proxies = LOCAL_TRUSTED_PROXIES,
+            auth_limits = opts.auth_limits,
         );
         let auth_cfg = write("auth", auth_cfg);
         let mut rbac = Vec::new();
@@ -321,9 +333,10 @@ pinned = "queue"
         .expect("route table");
         let admin_addr = format!("127.0.0.1:{}", free_port());
         let proxy_cfg = format!(
-            "{}\n[admin]\nlisten = \"{admin_addr}\"\n\n[routing]\ntable = {}\n",
+            "{}\n[admin]\nlisten = \"{admin_addr}\"\n\n[routing]\ntable = {}\n\n[forwarding]\ntrusted_proxies = {}\n",
             common("proxy", None, &keys, otlp.as_ref()),
-            toml_str(&table)
+            toml_str(&table),
+            opts.proxy_trusted_proxies,
         );
         let proxy_env = env(&write("proxy", proxy_cfg));
         let refs: Vec<(&str, &str)> = proxy_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

@@ -59,3 +59,44 @@ async fn a_grant_through_the_proxy_has_spans_from_proxy_rbac_and_audit_in_one_tr
     }
     assert!(!otlp.exported_trace("proxy", &direct), "the proxy has no span in a trace it never saw");
 }
+
+/// A grant through the proxy from a client whose connections come from `ip`, with `traceparent`;
+/// the trace id rbac answered with and the grant's audit event id.
+async fn grant_from(stack: &Stack, ip: [u8; 4], principal: &str, traceparent: &str) -> (String, serde_json::Value) {
+    let client = reqwest::Client::builder().local_address(std::net::IpAddr::from(ip)).build().expect("client");
+    let body = serde_json::json!({"principal_id": principal, "role": "agent",
+                                  "scope": {"type": "tenant", "tenant_id": "TP"}, "reason": "e2e"});
+    let r = client
+        .post(format!("{}/api/v1/rbac/grants", stack.proxy.base_url))
+        .bearer_auth(stack.rbac_admin())
+        .header("traceparent", traceparent)
+        .json(&body)
+        .send()
+        .await
+        .expect("grant");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let trace = r.headers().get("x-trace-id").and_then(|v| v.to_str().ok()).expect("x-trace-id").to_string();
+    let grant: serde_json::Value = r.json().await.expect("json");
+    (trace, grant["audit_event_id"].clone())
+}
+
+/// Item 8 of issue 16: a client cannot choose the trace its requests (and the audit events they
+/// cause) are filed under. Here 127.0.0.1 plays a load balancer in front of the proxy
+/// (`forwarding.trusted_proxies`); 127.0.0.2 is an ordinary client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_continues_a_traceparent_only_from_a_trusted_proxy() {
+    let stack = Stack::start(Options { proxy_trusted_proxies: r#"["127.0.0.1"]"#, ..Options::default() }).await;
+    let trusted = "0af7651916cd43dd8448eb211c80319c";
+    let (trace, _) = grant_from(&stack, [127, 0, 0, 1], "from-lb", &format!("00-{trusted}-b7ad6b7169203331-01")).await;
+    assert_eq!(trace, trusted, "the load balancer's trace runs on through the proxy and rbac");
+
+    let chosen = "feedfacefeedfacefeedfacefeedface";
+    let (trace, event_id) =
+        grant_from(&stack, [127, 0, 0, 2], "from-client", &format!("00-{chosen}-b7ad6b7169203331-01")).await;
+    assert_eq!(trace.len(), 32, "{trace}");
+    assert_ne!(trace, chosen, "a client's traceparent starts a new trace at the proxy");
+    let events = stack.audit_events("TP").await;
+    let event = events.iter().find(|e| e["id"] == event_id).unwrap_or_else(|| panic!("{event_id} in {events:?}"));
+    assert_eq!(event["trace_id"], trace.as_str(), "the audit event is filed under the proxy's trace: {event}");
+    assert!(!events.iter().any(|e| e["trace_id"] == chosen), "nothing under the client's chosen trace");
+}

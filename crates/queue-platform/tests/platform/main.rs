@@ -2,7 +2,7 @@
 //! the JSON error policy, trace context in and out, metrics.
 
 use actix_web::{HttpResponse, web};
-use queue_platform::config::{ServerConfig, TokensConfig, TrustedIssuerConfig};
+use queue_platform::config::{ServerConfig, TelemetryConfig, TokensConfig, TrustedIssuerConfig};
 use queue_platform::{Platform, ServiceCaller, ServicePolicy, Signals};
 use queue_svc_token::{Minter, SigningKey, generate_ed25519_pem};
 use serde_json::Value;
@@ -84,9 +84,14 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with(TelemetryConfig::default()).await
+}
+
+async fn start_with(telemetry: TelemetryConfig) -> Server {
     let world = World::new();
-    let platform = Platform::new("queue-test", None, &world.tokens_config(), utoipa::openapi::OpenApi::default())
-        .expect("platform");
+    let platform =
+        Platform::new("queue-test", None, &world.tokens_config(), &telemetry, utoipa::openapi::OpenApi::default())
+            .expect("platform");
     let config = ServerConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         public_url: None,
@@ -221,6 +226,35 @@ async fn an_incoming_traceparent_names_the_trace_and_a_missing_one_starts_a_new_
     let fresh = r.headers().get("x-trace-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     assert_eq!(fresh.len(), 32);
     assert_ne!(fresh, trace);
+}
+
+/// The trace id a request from `local` (the client socket's address) with `traceparent` ends up in.
+async fn trace_of(s: &Server, local: [u8; 4], traceparent: &str) -> String {
+    let client = reqwest::Client::builder().local_address(std::net::IpAddr::from(local)).build().expect("client");
+    let r = client.get(format!("{}/healthz", s.base)).header("traceparent", traceparent).send().await.expect("send");
+    assert_eq!(r.status(), 200);
+    r.headers().get("x-trace-id").and_then(|v| v.to_str().ok()).expect("x-trace-id").to_string()
+}
+
+#[tokio::test]
+async fn a_traceparent_is_continued_only_from_a_trusted_peer() {
+    let telemetry = TelemetryConfig {
+        trusted_peers: queue_platform::net::TrustedNetworks::parse(&["127.0.0.1"]).expect("valid"),
+        ..TelemetryConfig::default()
+    };
+    let s = start_with(telemetry).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let tp = format!("00-{trace}-00f067aa0ba902b7-01");
+    assert_eq!(trace_of(&s, [127, 0, 0, 1], &tp).await, trace, "a trusted peer's trace is continued");
+    let fresh = trace_of(&s, [127, 0, 0, 2], &tp).await;
+    assert_eq!(fresh.len(), 32);
+    assert_ne!(fresh, trace, "an untrusted peer's traceparent starts a new trace");
+
+    // Nobody trusted: not even loopback.
+    let telemetry =
+        TelemetryConfig { trusted_peers: queue_platform::net::TrustedNetworks::none(), ..TelemetryConfig::default() };
+    let s = start_with(telemetry).await;
+    assert_ne!(trace_of(&s, [127, 0, 0, 1], &tp).await, trace);
 }
 
 #[tokio::test]

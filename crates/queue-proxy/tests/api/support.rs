@@ -155,7 +155,7 @@ pub struct Options {
     pub auth_url: Option<String>,
     pub shadow_queue: usize,
     pub shadow_concurrency: usize,
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: queue_platform::net::TrustedNetworks,
     /// `forwarding.read_timeout_ms`.
     pub read_timeout_ms: u64,
 }
@@ -167,7 +167,7 @@ impl Default for Options {
             auth_url: None,
             shadow_queue: 64,
             shadow_concurrency: 4,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: queue_platform::net::TrustedNetworks::none(),
             read_timeout_ms: ForwardingConfig::default().read_timeout_ms,
         }
     }
