@@ -194,7 +194,11 @@ fn refused(e: ChangeError) -> ApiError {
     }
 }
 
-async fn reload(state: web::Data<ProxyState>, caller: ServiceCaller, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+async fn reload(
+    state: web::Data<ProxyState>,
+    caller: ServiceCaller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     change(&state, &caller, &req, || state.tables.plan_reload()).await
 }
 
@@ -213,7 +217,11 @@ async fn phase(
     change(&state, &caller, &req, || state.tables.plan_phase(body.phase)).await
 }
 
-async fn rollback(state: web::Data<ProxyState>, caller: ServiceCaller, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+async fn rollback(
+    state: web::Data<ProxyState>,
+    caller: ServiceCaller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     change(&state, &caller, &req, || state.tables.plan_rollback()).await
 }
 

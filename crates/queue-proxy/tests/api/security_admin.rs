@@ -298,7 +298,13 @@ async fn each_admin_change_is_audited_first_and_refused_while_audit_is_down() {
     let events = audit.events.lock().expect("lock").clone();
     let summary: Vec<(String, Value, Value)> = events
         .iter()
-        .map(|e| (e["action"].as_str().unwrap_or("").to_string(), e["payload"]["from"]["phase"].clone(), e["payload"]["to"]["phase"].clone()))
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or("").to_string(),
+                e["payload"]["from"]["phase"].clone(),
+                e["payload"]["to"]["phase"].clone(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,

@@ -222,15 +222,7 @@ impl Proxy {
         let addr = started.running.addr;
         let handle = started.running.handle();
         tokio::spawn(started.running.wait());
-        Proxy {
-            addr,
-            admin: started.admin_addr,
-            table: path,
-            client: reqwest::Client::new(),
-            keys,
-            _dir: dir,
-            handle,
-        }
+        Proxy { addr, admin: started.admin_addr, table: path, client: reqwest::Client::new(), keys, _dir: dir, handle }
     }
 
     pub fn url(&self, path: &str) -> String {

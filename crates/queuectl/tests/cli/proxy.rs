@@ -90,7 +90,8 @@ async fn status_phase_and_rollback_through_the_admin_api() {
     assert!(out.contains("proxy_table_info"), "{out}");
 
     // Without the operator's key, or as a service that is no operator: refused, nothing changes.
-    let missing = [("QUEUE_PROXY_ADMIN_URL", admin.clone()), ("QUEUE_OPERATOR_KEY", "/nonexistent/operator.pem".into())];
+    let missing =
+        [("QUEUE_PROXY_ADMIN_URL", admin.clone()), ("QUEUE_OPERATOR_KEY", "/nonexistent/operator.pem".into())];
     let (code, _, err) = run(&["proxy", "phase", "2"], &missing).await;
     assert_eq!(code, 1);
     assert!(err.contains("cannot read the signing key"), "{err}");
@@ -145,10 +146,16 @@ async fn phase_reload_and_rollback_are_events_in_the_real_audit_log() {
     let reader = audit.token("raptor", &["audit:read"]);
     let (status, body) = audit.get_json_as("/api/v1/audit/events?tenant_id=_platform", &reader).await;
     assert_eq!(status, 200, "{body}");
-    let events: Vec<&Value> =
-        body["events"].as_array().expect("events").iter().filter(|e| e["action"].as_str().is_some_and(|a| a.starts_with("proxy."))).collect();
-    let summary: Vec<(&str, &Value, &Value)> =
-        events.iter().map(|e| (e["action"].as_str().unwrap_or(""), &e["payload"]["from"]["phase"], &e["payload"]["to"]["phase"])).collect();
+    let events: Vec<&Value> = body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["action"].as_str().is_some_and(|a| a.starts_with("proxy.")))
+        .collect();
+    let summary: Vec<(&str, &Value, &Value)> = events
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap_or(""), &e["payload"]["from"]["phase"], &e["payload"]["to"]["phase"]))
+        .collect();
     assert_eq!(
         summary,
         vec![
