@@ -81,7 +81,7 @@ say "Queue is running"
 for s in proxy auth rbac audit; do
   printf '  %-6s http://127.0.0.1:%s   (health /healthz, ready /readyz, keys /.well-known/jwks.json, log var/log/%s.log)\n' "$s" "${PORT[$s]}" "$s"
 done
-printf '  %-6s %s\n' "admin" "http://127.0.0.1:9080/admin/routes   (proxy admin, loopback; queuectl proxy status|phase N|rollback)"
+printf '  %-6s %s\n' "admin" "http://127.0.0.1:9080/admin/routes   (proxy admin, loopback, operator token: queuectl proxy status|phase N|rollback|reload|metrics)"
 printf '  %-6s %s\n' "legacy" "http://127.0.0.1:8090   (stand-in for Raptor, echoes requests; log var/log/legacy-standin.log)"
 printf '  %-6s %s\n' "db" "$DATABASE_URL"
 echo "  try: curl -H \"Authorization: Bearer \$($BIN/queuectl token mint --iss raptor --aud audit --scope audit:write)\" http://127.0.0.1:8083/internal/v1/caller"

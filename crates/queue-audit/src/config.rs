@@ -137,7 +137,8 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            writers: vec!["auth".into(), "rbac".into(), "raptor".into()],
+            // proxy: its admin changes (`proxy.*`: phase, reload, rollback).
+            writers: vec!["auth".into(), "rbac".into(), "raptor".into(), "proxy".into()],
             readers: vec!["rbac".into(), "raptor".into()],
             per_caller_rps: 5_000,
             per_caller_burst: 10_000,

@@ -97,6 +97,12 @@ impl Platform {
         Ok(Arc::new(Self { name, db, metrics: Metrics::new(name), tokens, http, trace_peers, openapi }))
     }
 
+    /// This service's OpenAPI document (JSON), for a listener that serves it elsewhere than
+    /// the platform endpoints (queue-proxy's admin listener).
+    pub fn openapi(&self) -> &str {
+        &self.openapi
+    }
+
     /// The database; services that have one call this.
     pub fn db(&self) -> Result<&Db, ApiError> {
         self.db.as_ref().ok_or_else(|| ApiError::internal(anyhow::anyhow!("{} has no database", self.name)))

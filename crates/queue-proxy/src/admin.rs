@@ -1,23 +1,113 @@
 //! The admin listener (loopback by default): the table in force, reload, phase, rollback, the
-//! shadow report. Handlers are thin: they call the [`TableStore`](crate::store::TableStore) or
-//! the shadow report and map the result.
+//! shadow report, and the proxy's own metrics and OpenAPI document. Handlers are thin: they call
+//! the [`TableStore`](crate::store::TableStore) or the shadow report and map the result.
+//!
+//! Locked three ways (docs/proxy.md, "The admin API"):
+//! * [`refuse_browsers`] runs before anything else: a request with an `Origin`, a
+//!   `Sec-Fetch-Site` other than `none`, or a `Host` that is not this listener's is refused, so
+//!   a web page open on an operator's machine (CSRF, DNS rebinding) reaches nothing;
+//! * every endpoint but `/healthz` takes a service token for this proxy with scope
+//!   `proxy:admin` from a configured operator issuer (`admin.issuers`);
+//! * a phase change, reload or rollback is written to the audit service first (who, from what
+//!   table to what); if that write fails the change is refused with 503 and nothing changes.
 
-use actix_web::{HttpResponse, web};
-use queue_platform::ApiError;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{HttpRequest, HttpResponse, web};
+use queue_audit_client::{AuditEvent, Party};
+use queue_platform::{ApiError, ServiceCaller, ServicePolicy};
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::ProxyState;
-use crate::store::{Change, ChangeError};
+use crate::store::{Change, ChangeError, Plan, PlanKind};
 use crate::table::{Route, Side};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/admin/routes", web::get().to(routes))
-        .route("/admin/reload", web::post().to(reload))
-        .route("/admin/phase", web::post().to(phase))
-        .route("/admin/rollback", web::post().to(rollback))
-        .route("/admin/shadow", web::get().to(shadow))
-        .route("/healthz", web::get().to(healthz))
-        .route("/metrics", web::get().to(metrics));
+/// The scope every admin endpoint (but `/healthz`) requires.
+pub const ADMIN_SCOPE: &str = "proxy:admin";
+
+/// The audit-log tenant of the proxy's events: they belong to no tenant (as rbac's global
+/// changes).
+const AUDIT_TENANT: &str = "_platform";
+
+pub fn configure(issuers: Vec<String>) -> impl Fn(&mut web::ServiceConfig) + Clone {
+    move |cfg| {
+        let issuers: Vec<&str> = issuers.iter().map(String::as_str).collect();
+        let policy = || ServicePolicy::issuers(&issuers).scope(ADMIN_SCOPE).data();
+        cfg.service(web::resource("/admin/routes").app_data(policy()).get(routes))
+            .service(web::resource("/admin/reload").app_data(policy()).post(reload))
+            .service(web::resource("/admin/phase").app_data(policy()).post(phase))
+            .service(web::resource("/admin/rollback").app_data(policy()).post(rollback))
+            .service(web::resource("/admin/shadow").app_data(policy()).get(shadow))
+            .service(web::resource("/metrics").app_data(policy()).get(metrics))
+            .service(web::resource("/openapi.json").app_data(policy()).get(openapi))
+            // Open for probes: it says only that the process is up.
+            .route("/healthz", web::get().to(healthz));
+    }
+}
+
+/// The host names the admin listener answers to (lowercase, without port).
+pub struct AdminGuard {
+    hosts: Vec<String>,
+}
+
+impl AdminGuard {
+    /// Loopback's names, the bound address and the configured `admin.hosts`.
+    pub fn new(bound: SocketAddr, configured: &[String]) -> Self {
+        let own = match bound {
+            SocketAddr::V4(a) => a.ip().to_string(),
+            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+        };
+        let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "[::1]"].iter().map(|h| h.to_string()).collect();
+        hosts.push(own);
+        hosts.extend(configured.iter().map(|h| h.to_ascii_lowercase()));
+        Self { hosts }
+    }
+
+    /// Why a request is refused, if it is shaped like a browser's or names a foreign host.
+    fn refusal(&self, req: &ServiceRequest) -> Option<&'static str> {
+        let headers = req.headers();
+        if headers.contains_key(actix_web::http::header::ORIGIN) {
+            return Some("the admin API refuses browser requests (an Origin header was sent)");
+        }
+        if let Some(site) = headers.get("sec-fetch-site")
+            && site.as_bytes() != b"none"
+        {
+            return Some("the admin API refuses browser requests (Sec-Fetch-Site is not `none`)");
+        }
+        let host = headers.get(actix_web::http::header::HOST).and_then(|h| h.to_str().ok());
+        match host.map(host_name) {
+            Some(name) if self.hosts.iter().any(|h| h.eq_ignore_ascii_case(name)) => None,
+            _ => Some("the admin API answers only to its own host names (Host refused)"),
+        }
+    }
+}
+
+/// `name` of `name[:port]` (IPv6 literals keep their brackets).
+fn host_name(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+/// Refuses browser-shaped requests and foreign `Host`s with 403 before routing, tokens or
+/// bodies are looked at.
+pub async fn refuse_browsers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let refusal = match req.app_data::<web::Data<AdminGuard>>() {
+        Some(guard) => guard.refusal(&req),
+        None => Some("the admin API has no host list; refusing"),
+    };
+    if let Some(reason) = refusal {
+        tracing::info!(path = req.path(), reason, "admin request refused");
+        return Err(ApiError::Forbidden(reason.into()).into());
+    }
+    next.call(req).await
 }
 
 #[derive(Serialize)]
@@ -52,7 +142,7 @@ struct HistoryEntry {
     trigger: &'static str,
 }
 
-async fn routes(state: web::Data<ProxyState>) -> HttpResponse {
+async fn routes(state: web::Data<ProxyState>, _caller: ServiceCaller) -> HttpResponse {
     let loaded = state.tables.current();
     let t = &loaded.table;
     let view = TableView {
@@ -93,18 +183,23 @@ async fn routes(state: web::Data<ProxyState>) -> HttpResponse {
 }
 
 fn answer(result: Result<Change, ChangeError>) -> Result<HttpResponse, ApiError> {
-    match result {
-        Ok(c) => Ok(HttpResponse::Ok().json(c)),
-        Err(ChangeError::Invalid(e)) => {
-            Err(ApiError::invalid(e.key.clone(), format!("{e}; the table in force is unchanged")))
-        }
-        Err(ChangeError::Conflict(m)) => Err(ApiError::Conflict(m)),
-        Err(ChangeError::Io(m)) => Err(ApiError::Unavailable(m)),
+    result.map(|c| HttpResponse::Ok().json(c)).map_err(refused)
+}
+
+fn refused(e: ChangeError) -> ApiError {
+    match e {
+        ChangeError::Invalid(e) => ApiError::invalid(e.key.clone(), format!("{e}; the table in force is unchanged")),
+        ChangeError::Conflict(m) => ApiError::Conflict(m),
+        ChangeError::Io(m) => ApiError::Unavailable(m),
     }
 }
 
-async fn reload(state: web::Data<ProxyState>) -> Result<HttpResponse, ApiError> {
-    answer(state.tables.reload("admin"))
+async fn reload(
+    state: web::Data<ProxyState>,
+    caller: ServiceCaller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    change(&state, &caller, &req, || state.tables.plan_reload()).await
 }
 
 #[derive(Deserialize)]
@@ -113,15 +208,118 @@ struct PhaseRequest {
     phase: u8,
 }
 
-async fn phase(state: web::Data<ProxyState>, body: web::Json<PhaseRequest>) -> Result<HttpResponse, ApiError> {
-    answer(state.tables.set_phase(body.phase))
+async fn phase(
+    state: web::Data<ProxyState>,
+    caller: ServiceCaller,
+    req: HttpRequest,
+    body: web::Json<PhaseRequest>,
+) -> Result<HttpResponse, ApiError> {
+    change(&state, &caller, &req, || state.tables.plan_phase(body.phase)).await
 }
 
-async fn rollback(state: web::Data<ProxyState>) -> Result<HttpResponse, ApiError> {
-    answer(state.tables.rollback())
+async fn rollback(
+    state: web::Data<ProxyState>,
+    caller: ServiceCaller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    change(&state, &caller, &req, || state.tables.plan_rollback()).await
 }
 
-async fn shadow(state: web::Data<ProxyState>) -> HttpResponse {
+/// Plans the change, writes its audit event, then applies it: one admin change at a time, and
+/// none without its audit record. A plan that changes nothing is answered without an event.
+async fn change(
+    state: &ProxyState,
+    caller: &ServiceCaller,
+    req: &HttpRequest,
+    plan: impl FnOnce() -> Result<Plan, ChangeError>,
+) -> Result<HttpResponse, ApiError> {
+    let _one_at_a_time = state.admin_changes.lock().await;
+    let plan = plan().map_err(refused)?;
+    if plan.is_noop() && plan.kind() != PlanKind::Rollback {
+        return answer(state.tables.apply(&plan));
+    }
+    let event = audit_event(&plan, caller, req);
+    if let Some(audit) = &state.audit
+        && let Err(e) = audit.append(&event).await
+    {
+        tracing::warn!(error = %e, action = %event.action, "pre-write audit failed; the table in force is unchanged");
+        return Err(ApiError::Unavailable(
+            "the audit service did not record the change, so nothing was changed".into(),
+        ));
+    }
+    let result = state.tables.apply(&plan);
+    if result.is_err()
+        && let Some(audit) = &state.audit
+    {
+        compensate(audit.clone(), &event);
+    }
+    answer(result)
+}
+
+fn action(kind: PlanKind) -> &'static str {
+    match kind {
+        PlanKind::Phase => "proxy.phase.changed",
+        PlanKind::Reload => "proxy.table.reloaded",
+        PlanKind::Rollback => "proxy.table.rolled_back",
+    }
+}
+
+/// Who (the token's issuer and id), from what table and phase to what.
+fn audit_event(plan: &Plan, caller: &ServiceCaller, req: &HttpRequest) -> AuditEvent {
+    let claims = &caller.0.claims;
+    AuditEvent {
+        id: uuid::Uuid::new_v4(),
+        tenant_id: AUDIT_TENANT.into(),
+        actor: Party::new("service", caller.issuer()),
+        action: action(plan.kind()).into(),
+        target: Party::new("route_table", plan.to_version.clone()),
+        occurred_at: chrono::Utc::now(),
+        ip: req.peer_addr().map(|a| a.ip().to_string()),
+        user_agent: req
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(256).collect()),
+        trace_id: None,
+        payload: serde_json::json!({
+            "from": { "version": plan.from_version, "phase": plan.from_phase, "generation": plan.from_generation },
+            "to": { "version": plan.to_version, "phase": plan.to_phase },
+            "token_id": claims.jti,
+        }),
+    }
+}
+
+/// Records that a change whose event was written did not apply (the table changed in between).
+/// A few retries in the background; the event id makes them idempotent.
+fn compensate(audit: queue_audit_client::AuditClient, announced: &AuditEvent) {
+    let event = AuditEvent {
+        id: uuid::Uuid::new_v4(),
+        action: "proxy.change.aborted".into(),
+        occurred_at: chrono::Utc::now(),
+        payload: serde_json::json!({
+            "aborted_event_id": announced.id,
+            "note": "the change this event announced was not applied",
+        }),
+        ..announced.clone()
+    };
+    tokio::spawn(async move {
+        let mut wait = Duration::from_millis(200);
+        for _ in 0..8 {
+            match audit.append(&event).await {
+                Ok(_) => return,
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "compensating audit event not delivered yet");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+                Err(_) => break,
+            }
+        }
+        tracing::error!(event_id = %event.id, "compensating audit event could not be delivered");
+    });
+}
+
+async fn shadow(state: web::Data<ProxyState>, _caller: ServiceCaller) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "routes": state.shadow.report() }))
 }
 
@@ -129,6 +327,12 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok", "service": "queue-proxy-admin"}))
 }
 
-async fn metrics(state: web::Data<ProxyState>) -> HttpResponse {
+/// The proxy's own metrics: here only, never on the front door.
+async fn metrics(state: web::Data<ProxyState>, _caller: ServiceCaller) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.platform.metrics.render())
+}
+
+/// The proxy's OpenAPI document: here only, never on the front door.
+async fn openapi(state: web::Data<ProxyState>, _caller: ServiceCaller) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(state.platform.openapi().to_string())
 }

@@ -2,8 +2,10 @@
 //! Queue service according to the migration phase in its route table (docs/proxy.md), with
 //! sticky canaries, shadow comparison, safe reloads and one-step rollback. It owns no database.
 //!
-//! Two listeners: the public one (forwarding, plus the platform endpoints) and the admin one
-//! (loopback). The binary only loads config and calls [`run`]; tests call [`start`] on port 0.
+//! Two listeners: the public one (forwarding, plus the platform endpoints a peer needs: health,
+//! readiness, JWKS) and the admin one (loopback, service token, no browsers; also the proxy's
+//! own metrics and OpenAPI document). The binary only loads config and calls [`run`]; tests
+//! call [`start`] on port 0.
 
 mod admin;
 mod deadline;
@@ -59,24 +61,61 @@ pub struct ProxyConfig {
     pub identity: IdentityConfig,
     #[serde(default)]
     pub shadow: ShadowConfig,
+    /// Absent: admin changes are applied without an audit record (a warning at start-up says
+    /// so). Every shipped config sets it.
+    #[serde(default)]
+    pub audit: Option<AuditLink>,
 }
 
+/// The admin listener. Every endpoint but `/healthz` takes a service token (audience this
+/// proxy, scope `proxy:admin`) from one of `issuers`; requests shaped like a browser's (an
+/// `Origin`, a `Sec-Fetch-Site` other than `none`, a `Host` that is not this listener's) are
+/// refused first, so a web page on an operator's machine can neither drive it nor read it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// The admin API has no authentication of its own: it must listen on loopback.
+    /// Loopback only: the admin API is for operators on the machine (SSH tunnel, kubectl
+    /// port-forward), never for the network.
     #[serde(default = "default_admin_listen")]
     pub listen: SocketAddr,
+    /// The issuers whose tokens may call the admin API (each must be in `tokens.trusted`).
+    /// `queuectl proxy …` mints them from the operator's key.
+    #[serde(default = "default_admin_issuers")]
+    pub issuers: Vec<String>,
+    /// Host names (without port) the admin API answers to besides `localhost`, `127.0.0.1`,
+    /// `[::1]` and the listen address; any other `Host` is refused (DNS rebinding).
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 fn default_admin_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9080))
 }
 
+fn default_admin_issuers() -> Vec<String> {
+    vec!["operator".into()]
+}
+
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: default_admin_listen() }
+        Self { listen: default_admin_listen(), issuers: default_admin_issuers(), hosts: Vec::new() }
     }
+}
+
+/// The audit service, which records every phase change, reload and rollback made through the
+/// admin API before it applies (pre-write: no audit record, no change).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLink {
+    /// Base URL, e.g. `http://127.0.0.1:8083`.
+    pub url: url::Url,
+    /// How long the audit write may take before the change is refused with 503.
+    #[serde(default = "default_audit_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_audit_timeout() -> u64 {
+    2_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -239,9 +278,20 @@ impl Validate for ProxyConfig {
         if !self.admin.listen.ip().is_loopback() {
             return Err(ConfigError::new(
                 "admin.listen",
-                "must be a loopback address: the admin API has no authentication of its own \
+                "must be a loopback address: the admin API is for operators on the machine \
                  (reach it through an SSH tunnel or kubectl port-forward)",
             ));
+        }
+        if let Some(h) = self.admin.hosts.iter().find(|h| h.is_empty() || h.contains([':', '/', ' '])) {
+            return Err(ConfigError::new("admin.hosts", format!("`{h}` is not a host name (give names without port)")));
+        }
+        if let Some(a) = &self.audit {
+            if !matches!(a.url.scheme(), "http" | "https") {
+                return Err(ConfigError::new("audit.url", "must be an http or https URL"));
+            }
+            if !(50..=60_000).contains(&a.timeout_ms) {
+                return Err(ConfigError::new("audit.timeout_ms", "must be between 50 and 60000"));
+            }
         }
         if let Some(p) = &self.routing.table {
             let text = std::fs::read_to_string(p)
@@ -307,6 +357,10 @@ pub struct ProxyState {
     max_header_bytes: usize,
     cookie: String,
     tenant_header: String,
+    /// Where admin changes are recorded before they apply; `None` when `[audit]` is absent.
+    audit: Option<queue_audit_client::AuditClient>,
+    /// One admin change at a time, from its plan through its audit write to its swap.
+    admin_changes: tokio::sync::Mutex<()>,
 }
 
 impl ProxyState {
@@ -409,21 +463,48 @@ pub async fn start(config: ProxyConfig, signals: Signals) -> anyhow::Result<Star
         max_header_bytes: config.forwarding.max_header_bytes,
         cookie: config.identity.cookie.clone(),
         tenant_header: config.identity.tenant_header.to_ascii_lowercase(),
+        audit: config.audit.as_ref().map(|a| {
+            queue_audit_client::AuditClient::new(
+                platform.http.clone(),
+                a.url.clone(),
+                Arc::new(platform.tokens.minter.clone()),
+            )
+            .with_timeout(Duration::from_millis(a.timeout_ms))
+        }),
+        admin_changes: tokio::sync::Mutex::new(()),
     });
+    // Not a config error: a proxy nobody may administer still forwards (and its admin API
+    // refuses every token, failing closed).
+    for i in config.admin.issuers.iter().filter(|i| !config.tokens.trusted.iter().any(|t| &t.issuer == *i)) {
+        tracing::warn!(issuer = %i, "admin.issuers names an issuer not in tokens.trusted: its tokens cannot verify");
+    }
+    if config.audit.is_none() {
+        tracing::warn!("no [audit] configured: admin phase changes, reloads and rollbacks are not audited");
+    }
 
     let admin_state = state.clone();
+    let admin_platform = web::Data::from(platform.clone());
+    let admin_issuers = config.admin.issuers.clone();
+    // Bound first: the admin guard's allowed hosts include the address actually bound.
+    let admin_listener = std::net::TcpListener::bind(config.admin.listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (admin.listen): {e}", config.admin.listen))?;
+    admin_listener.set_nonblocking(true)?;
+    let admin_addr = admin_listener.local_addr()?;
+    let guard = web::Data::new(admin::AdminGuard::new(admin_addr, &config.admin.hosts));
     let admin = HttpServer::new(move || {
         App::new()
             .app_data(admin_state.clone())
+            .app_data(admin_platform.clone())
+            .app_data(guard.clone())
             .app_data(web::JsonConfig::default().limit(4096).error_handler(queue_platform::error::json_error_handler))
-            .configure(admin::configure)
+            .configure(admin::configure(admin_issuers.clone()))
             .default_service(web::to(queue_platform::error::not_found))
+            .wrap(actix_web::middleware::from_fn(admin::refuse_browsers))
     })
     .workers(1)
     .disable_signals()
-    .bind(config.admin.listen)
+    .listen(admin_listener)
     .map_err(|e| anyhow::anyhow!("cannot listen on {} (admin.listen): {e}", config.admin.listen))?;
-    let admin_addr = *admin.addrs().first().ok_or_else(|| anyhow::anyhow!("admin bound no address"))?;
     let admin = admin.run();
 
     let mut running = listener::serve(platform, &config.server, signals, state.clone().into_inner())?;

@@ -4,9 +4,9 @@
 //! Forwarded requests are served here directly, with the `http` 1.x types the upstream client
 //! uses: the request's head and body go upstream as they came (no header conversions, the body
 //! not re-streamed), and the upstream's body comes back the same way. The platform endpoints
-//! (`/healthz`, `/readyz`, `/metrics`, `/.well-known/jwks.json`, `/openapi.json`,
-//! `/internal/v1/caller`) stay queue-platform's actix code: that app listens on a loopback port
-//! of its own and this listener relays exactly those paths to it.
+//! (`/healthz`, `/readyz`, `/.well-known/jwks.json`, `/internal/v1/caller`) stay
+//! queue-platform's actix code: that app listens on a loopback port of its own and this listener
+//! relays exactly those paths to it ([`PLATFORM_PATHS`]).
 //!
 //! Connection tasks are plain `tokio::spawn`s on the worker's current-thread runtime, not a
 //! `LocalSet`: a `LocalSet` task woken by I/O wakes the runtime's `block_on` future, which
@@ -33,9 +33,11 @@ use crate::{ProxyState, forward};
 /// idle keep-alive connection stays open), as actix's `client_request_timeout` did.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The paths queue-platform's app serves; every other path is forwarded.
-pub const PLATFORM_PATHS: [&str; 6] =
-    ["/healthz", "/readyz", "/metrics", "/.well-known/jwks.json", "/openapi.json", "/internal/v1/caller"];
+/// The paths queue-platform's app serves; every other path is forwarded. Not `/metrics` nor
+/// `/openapi.json`: the proxy's own metrics and API document are for operators and are served
+/// by the admin listener only (behind its token); on the front door those paths go through the
+/// route table like any other.
+pub const PLATFORM_PATHS: [&str; 4] = ["/healthz", "/readyz", "/.well-known/jwks.json", "/internal/v1/caller"];
 
 /// What a worker thread's requests reach.
 pub struct Worker {

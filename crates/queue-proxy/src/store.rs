@@ -57,6 +57,47 @@ impl std::fmt::Display for ChangeError {
     }
 }
 
+/// A change checked but not yet in force: what the admin API audits before it applies it.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    kind: PlanKind,
+    text: String,
+    pub from_version: String,
+    pub from_phase: u8,
+    pub from_generation: u64,
+    pub to_version: String,
+    pub to_phase: u8,
+}
+
+impl Plan {
+    /// Installing it would leave the table in force as it is.
+    pub fn is_noop(&self) -> bool {
+        self.from_version == self.to_version
+    }
+
+    pub fn kind(&self) -> PlanKind {
+        self.kind
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanKind {
+    Reload,
+    Phase,
+    Rollback,
+}
+
+impl PlanKind {
+    /// The metric label (and log trigger) of the change.
+    fn trigger(self) -> &'static str {
+        match self {
+            PlanKind::Reload => "admin",
+            PlanKind::Phase => "phase",
+            PlanKind::Rollback => "rollback",
+        }
+    }
+}
+
 struct Inner {
     history: Vec<Arc<Loaded>>,
     /// Hash of the file content last read or written, so the watcher reacts to edits only
@@ -149,27 +190,85 @@ impl TableStore {
         Some(result)
     }
 
-    /// The current table with another phase; written back to the file.
-    pub fn set_phase(&self, phase: u8) -> Result<Change, ChangeError> {
+    /// What a phase change would install: the current table with another phase. Nothing
+    /// changes until [`TableStore::apply`].
+    pub fn plan_phase(&self, phase: u8) -> Result<Plan, ChangeError> {
+        let current = self.current();
+        let text = current.table.source_with_phase(phase).map_err(ChangeError::Invalid)?;
+        self.plan(PlanKind::Phase, &current, text)
+    }
+
+    /// What `POST /admin/reload` would install: the file as it is now.
+    pub fn plan_reload(&self) -> Result<Plan, ChangeError> {
+        let path =
+            self.path.as_ref().ok_or_else(|| ChangeError::Conflict("the proxy runs without a table file".into()))?;
+        let text = read(path)?;
+        self.plan(PlanKind::Reload, &self.current(), text)
+    }
+
+    /// What a rollback would install: the previous table.
+    pub fn plan_rollback(&self) -> Result<Plan, ChangeError> {
+        let current = self.current();
+        let previous = self.lock().history.last().map(|p| p.table.source.clone());
+        let Some(text) = previous else {
+            let e = ChangeError::Conflict("there is no previous table to roll back to".into());
+            self.count("rollback", &Err(ChangeError::Conflict(e.to_string())));
+            return Err(e);
+        };
+        self.plan(PlanKind::Rollback, &current, text)
+    }
+
+    fn plan(&self, kind: PlanKind, current: &Loaded, text: String) -> Result<Plan, ChangeError> {
+        let table = Table::parse(&text).map_err(|e| {
+            let err = Err(ChangeError::Invalid(e.clone()));
+            self.count(kind.trigger(), &err);
+            ChangeError::Invalid(e)
+        })?;
+        Ok(Plan {
+            kind,
+            text,
+            from_version: current.table.version.clone(),
+            from_phase: current.table.phase,
+            from_generation: current.generation,
+            to_version: table.version,
+            to_phase: table.phase,
+        })
+    }
+
+    /// Installs a plan, if the table in force is still the one it was made from (a file
+    /// change or SIGHUP in between: 409, nothing changes).
+    pub fn apply(&self, plan: &Plan) -> Result<Change, ChangeError> {
         let mut inner = self.lock();
-        let text = self.current().table.source_with_phase(phase).map_err(ChangeError::Invalid)?;
-        let result = self.install(&mut inner, &text, "phase", true);
-        self.count("phase", &result);
+        let trigger = plan.kind.trigger();
+        if self.current().table.version != plan.from_version {
+            let e = Err(ChangeError::Conflict("the table in force changed meanwhile; nothing was changed".into()));
+            self.count(trigger, &e);
+            return e;
+        }
+        let result = match plan.kind {
+            PlanKind::Reload => {
+                inner.file_hash = Some(hash(plan.text.as_bytes()));
+                self.install(&mut inner, &plan.text, "admin", false)
+            }
+            PlanKind::Phase => self.install(&mut inner, &plan.text, "phase", true),
+            PlanKind::Rollback => self.roll_back(&mut inner, &plan.to_version),
+        };
+        self.count(trigger, &result);
         result
     }
 
     /// Back to the previous table (the one just replaced is discarded); written back to the file.
-    pub fn rollback(&self) -> Result<Change, ChangeError> {
-        let mut inner = self.lock();
+    fn roll_back(&self, inner: &mut Inner, expected: &str) -> Result<Change, ChangeError> {
+        if inner.history.last().is_none_or(|p| p.table.version != expected) {
+            return Err(ChangeError::Conflict("the table history changed meanwhile; nothing was changed".into()));
+        }
         let Some(previous) = inner.history.pop() else {
-            let e = Err(ChangeError::Conflict("there is no previous table to roll back to".into()));
-            self.count("rollback", &e);
-            return e;
+            return Err(ChangeError::Conflict("there is no previous table to roll back to".into()));
         };
         let old = self.current();
-        inner.generation += 1;
-        let persisted = self.persist(&mut inner, &previous.table.source);
         let table = Table::parse(&previous.table.source).map_err(ChangeError::Invalid)?;
+        inner.generation += 1;
+        let persisted = self.persist(inner, &previous.table.source);
         let loaded = Loaded {
             metrics: TableMetrics::new(&table),
             table,
@@ -177,10 +276,7 @@ impl TableStore {
             trigger: "rollback",
             loaded_at: chrono::Utc::now(),
         };
-        let change = self.swap(loaded, &old, persisted);
-        let result = Ok(change);
-        self.count("rollback", &result);
-        result
+        Ok(self.swap(loaded, &old, persisted))
     }
 
     fn install(

@@ -4,8 +4,9 @@ use queue_svc_token::{Minter, SigningKey, generate_ed25519_pem};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The identities a test world knows: the four services and the legacy app.
-pub const IDENTITIES: [&str; 5] = ["auth", "rbac", "audit", "proxy", "raptor"];
+/// The identities a test world knows: the four services, the legacy app, and the operator
+/// (whose tokens drive the proxy's admin API, as `queuectl proxy …` mints them).
+pub const IDENTITIES: [&str; 6] = ["auth", "rbac", "audit", "proxy", "raptor", "operator"];
 
 /// Clones share the directory (services of one test world trust each other's keys).
 #[derive(Clone)]

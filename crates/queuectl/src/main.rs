@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-/// Identities that `keys init` creates: the four services and the legacy app.
-const DEV_IDENTITIES: [&str; 5] = ["auth", "rbac", "audit", "proxy", "raptor"];
+/// Identities that `keys init` creates: the four services, the legacy app, and the operator
+/// (whose key `queuectl proxy …` mints admin tokens with).
+const DEV_IDENTITIES: [&str; 6] = ["auth", "rbac", "audit", "proxy", "raptor", "operator"];
 
 #[derive(Parser)]
 #[command(name = "queuectl", version, about = "Operate Queue: migrate schemas, manage keys, mint service tokens.")]
@@ -34,14 +35,50 @@ enum Command {
     /// RBAC: reconcile the shadow tables with the audit log.
     #[command(subcommand)]
     Rbac(RbacCommand),
-    /// The proxy's route table, through its admin API: status, phase N, rollback, reload, shadow.
+    /// The proxy's route table, through its admin API: status, phase N, rollback, reload, shadow,
+    /// metrics. Each call carries a service token (scope proxy:admin) minted from the operator's key.
     Proxy {
         /// The proxy's admin listener.
         #[arg(long, env = "QUEUE_PROXY_ADMIN_URL", default_value = "http://127.0.0.1:9080", global = true)]
         admin_url: String,
+        #[command(flatten)]
+        auth: ProxyAuth,
         #[command(subcommand)]
         command: ProxyCommand,
     },
+}
+
+/// How `queuectl proxy …` authenticates: a token minted per call from the operator's key, or
+/// one given ready-made.
+#[derive(Args)]
+pub(crate) struct ProxyAuth {
+    /// The operator identity the token is issued as (one of the proxy's `admin.issuers`); its
+    /// key is `<keys-dir>/<iss>.pem` unless --key is given.
+    #[arg(long, env = "QUEUE_OPERATOR", default_value = "operator", global = true)]
+    iss: String,
+    /// The operator's signing key (PKCS#8 PEM).
+    #[arg(long, env = "QUEUE_OPERATOR_KEY", global = true)]
+    key: Option<PathBuf>,
+    #[arg(long, default_value = "var/keys", global = true)]
+    keys_dir: PathBuf,
+    /// The proxy's identity (its `tokens.issuer`): the token's audience.
+    #[arg(long, env = "QUEUE_PROXY_AUDIENCE", default_value = "proxy", global = true)]
+    aud: String,
+    /// A ready token (scope proxy:admin, audience the proxy) instead of minting one.
+    #[arg(long, env = "QUEUE_PROXY_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ProxyAuth {
+    /// The bearer token for one admin call (60 s, scope `proxy:admin`).
+    pub(crate) fn bearer(&self) -> anyhow::Result<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.trim().to_string());
+        }
+        let key = self.key.clone().unwrap_or_else(|| self.keys_dir.join(format!("{}.pem", self.iss)));
+        let minter = minter(&self.iss, &key)?;
+        Ok(minter.mint(&self.aud, &["proxy:admin"], DEFAULT_TTL_SECS)?)
+    }
 }
 
 #[derive(Subcommand)]
@@ -71,6 +108,8 @@ enum ProxyCommand {
     Reload,
     /// The shadow comparison report: match rates and samples of differences per route.
     Shadow,
+    /// The proxy's own Prometheus metrics (served on the admin listener only).
+    Metrics,
 }
 
 #[derive(Args)]
@@ -172,7 +211,7 @@ fn main() -> ExitCode {
         }
         Command::Audit(cmd) => audit::run(cmd),
         Command::Rbac(RbacCommand::Reconcile { database_url }) => rbac_reconcile(&database_url),
-        Command::Proxy { admin_url, command } => proxy::run(&admin_url, command),
+        Command::Proxy { admin_url, auth, command } => proxy::run(&admin_url, &auth, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -275,11 +314,16 @@ fn mint(iss: &str, aud: &str, scopes: &[String], ttl: u64, key: PathBuf) -> anyh
     if ttl == 0 || ttl > MAX_TTL_SECS {
         anyhow::bail!("--ttl must be between 1 and {MAX_TTL_SECS} seconds");
     }
-    let pem = std::fs::read_to_string(&key)
-        .with_context(|| format!("cannot read the signing key {} (run `queuectl keys init`?)", key.display()))?;
-    let signing = SigningKey::from_pem(&pem).with_context(|| format!("{} is not an Ed25519 key", key.display()))?;
     let scopes: Vec<&str> = scopes.iter().flat_map(|s| s.split_whitespace()).collect();
-    let token = Minter::new(iss, Arc::new(signing)).mint(aud, &scopes, ttl)?;
+    let token = minter(iss, &key)?.mint(aud, &scopes, ttl)?;
     println!("{token}");
     Ok(())
+}
+
+/// A minter for `iss` with the key at `key`.
+fn minter(iss: &str, key: &Path) -> anyhow::Result<Minter> {
+    let pem = std::fs::read_to_string(key)
+        .with_context(|| format!("cannot read the signing key {} (run `queuectl keys init`?)", key.display()))?;
+    let signing = SigningKey::from_pem(&pem).with_context(|| format!("{} is not an Ed25519 key", key.display()))?;
+    Ok(Minter::new(iss, Arc::new(signing)))
 }

@@ -1,12 +1,15 @@
 //! `queuectl proxy …`: the proxy's admin API (loopback, `admin.listen`) from the command line:
-//! the table in force, a phase change, a rollback, a reload, the shadow report.
+//! the table in force, a phase change, a rollback, a reload, the shadow report, the metrics.
+//! Every call carries a fresh service token (scope `proxy:admin`, audience the proxy) minted
+//! from the operator's key, or the one given with `--token`.
 
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::ProxyCommand;
+use crate::{ProxyAuth, ProxyCommand};
 
-pub fn run(admin_url: &str, cmd: ProxyCommand) -> anyhow::Result<()> {
+pub fn run(admin_url: &str, auth: &ProxyAuth, cmd: ProxyCommand) -> anyhow::Result<()> {
+    let token = auth.bearer()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?;
@@ -19,13 +22,18 @@ pub fn run(admin_url: &str, cmd: ProxyCommand) -> anyhow::Result<()> {
             ProxyCommand::Rollback => (reqwest::Method::POST, "/admin/rollback", None),
             ProxyCommand::Reload => (reqwest::Method::POST, "/admin/reload", None),
             ProxyCommand::Shadow => (reqwest::Method::GET, "/admin/shadow", None),
+            ProxyCommand::Metrics => (reqwest::Method::GET, "/metrics", None),
         };
-        let mut req = client.request(method, format!("{base}{path}"));
+        let mut req = client.request(method, format!("{base}{path}")).bearer_auth(&token);
         if let Some(b) = body {
             req = req.json(&b);
         }
         let resp = req.send().await.with_context(|| format!("cannot reach the proxy's admin API at {base}"))?;
         let status = resp.status();
+        if matches!(cmd, ProxyCommand::Metrics) && status.is_success() {
+            print!("{}", resp.text().await.context("reading the metrics")?);
+            return Ok(());
+        }
         let body: Value = resp.json().await.context("the admin API did not answer JSON")?;
         if !status.is_success() {
             let msg = body["error"]["message"].as_str().unwrap_or("no message");
@@ -34,7 +42,7 @@ pub fn run(admin_url: &str, cmd: ProxyCommand) -> anyhow::Result<()> {
         match cmd {
             ProxyCommand::Status => print_status(&body),
             ProxyCommand::Phase { .. } | ProxyCommand::Rollback | ProxyCommand::Reload => print_change(&body),
-            ProxyCommand::Shadow => println!("{}", serde_json::to_string_pretty(&body)?),
+            ProxyCommand::Shadow | ProxyCommand::Metrics => println!("{}", serde_json::to_string_pretty(&body)?),
         }
         Ok(())
     })

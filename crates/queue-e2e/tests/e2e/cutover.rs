@@ -53,6 +53,31 @@ async fn phase_2_moves_backup_codes_to_queue_rollback_returns_them_and_grants_ar
     // Rollback: the previous table (phase 1) comes back; legacy serves the paths again.
     let back = stack.admin_post("/admin/rollback", &json!({})).await;
     assert_eq!(back["phase"], 1, "{back}");
+    // Both admin changes were written to the audit log first: who, from what table to what.
+    let proxy_events: Vec<Value> = stack
+        .audit_events("_platform")
+        .await
+        .into_iter()
+        .filter(|e| e["action"].as_str().is_some_and(|a| a.starts_with("proxy.")))
+        .collect();
+    let seen: Vec<(&str, &str, &Value, &Value)> = proxy_events
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or(""),
+                e["actor"]["id"].as_str().unwrap_or(""),
+                &e["payload"]["from"]["phase"],
+                &e["payload"]["to"]["phase"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("proxy.phase.changed", "operator", &json!(1), &json!(2)),
+            ("proxy.table.rolled_back", "operator", &json!(2), &json!(1)),
+        ]
+    );
     let recovery = redeemed["session"]["token"].as_str().expect("token");
     let (s, v) = stack.get(&proxy, CODES, Some(recovery)).await;
     assert_eq!(s, StatusCode::OK, "{v}");

@@ -333,10 +333,11 @@ pinned = "queue"
         .expect("route table");
         let admin_addr = format!("127.0.0.1:{}", free_port());
         let proxy_cfg = format!(
-            "{}\n[admin]\nlisten = \"{admin_addr}\"\n\n[routing]\ntable = {}\n\n[forwarding]\ntrusted_proxies = {}\n",
+            "{}\n[admin]\nlisten = \"{admin_addr}\"\n\n[routing]\ntable = {}\n\n[forwarding]\ntrusted_proxies = {}\n\n[audit]\nurl = \"{}\"\n",
             common("proxy", None, &keys, otlp.as_ref()),
             toml_str(&table),
             opts.proxy_trusted_proxies,
+            audit.base_url
         );
         let proxy_env = env(&write("proxy", proxy_cfg));
         let refs: Vec<(&str, &str)> = proxy_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -515,9 +516,10 @@ pinned = "queue"
         v
     }
 
-    /// The proxy's admin API.
+    /// The proxy's admin API, with an operator's token (as `queuectl proxy …` mints it).
     pub async fn admin_post(&self, path: &str, body: &Value) -> Value {
-        let (s, v) = self.post(&self.admin, path, None, body).await;
+        let token = self.keys.token("operator", "proxy", &["proxy:admin"]);
+        let (s, v) = self.post(&self.admin, path, Some(&token), body).await;
         assert_eq!(s, StatusCode::OK, "{path}: {v}");
         v
     }

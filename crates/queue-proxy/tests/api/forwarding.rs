@@ -152,7 +152,7 @@ async fn upstream_failures_are_json_naming_the_side_and_other_routes_keep_servin
     assert_eq!((status.as_u16(), echo["server"].as_str()), (200, Some("raptor")));
     let (status, health) = p.get("/healthz").await;
     assert_eq!(status, 200, "{health}");
-    let metrics = p.client.get(p.admin_url("/metrics")).send().await.expect("m").text().await.expect("text");
+    let metrics = p.admin_text("/metrics").await;
     assert!(
         metrics.contains(
             "queue_proxy_upstream_errors_total{kind=\"upstream_unavailable\",route=\"backup-codes\",side=\"queue\""

@@ -90,12 +90,23 @@ async fn sighup_reloads_and_access_log_lines_carry_the_table_version() {
     std::fs::write(&path, table(1, &legacy.url(), &auth.url(), "")).expect("write");
     let key = keys.private("proxy").display().to_string();
     let table_path = path.display().to_string();
+    // The operator's key is trusted (a config file: the list is not an environment variable),
+    // so the test can read the metrics on the admin listener.
+    let config = dir.path().join("proxy.toml");
+    std::fs::write(
+        &config,
+        format!("[[tokens.trusted]]\nissuer = \"operator\"\npublic_key = \"{}\"\n", keys.public("operator").display()),
+    )
+    .expect("config");
+    let config = config.display().to_string();
+    let admin = format!("127.0.0.1:{}", queue_testkit::process::free_port());
     let mut proc_ = ServiceProcess::start(
         env!("CARGO_BIN_EXE_queue-proxy"),
         &[
+            ("QUEUE_CONFIG", &config),
             ("QUEUE_TOKENS__ISSUER", "proxy"),
             ("QUEUE_TOKENS__SIGNING_KEY", &key),
-            ("QUEUE_ADMIN__LISTEN", "127.0.0.1:0"),
+            ("QUEUE_ADMIN__LISTEN", &admin),
             ("QUEUE_ROUTING__TABLE", &table_path),
             ("QUEUE_ROUTING__WATCH_INTERVAL_MS", "0"),
             ("QUEUE_TELEMETRY__FORMAT", "json"),
@@ -119,7 +130,15 @@ async fn sighup_reloads_and_access_log_lines_carry_the_table_version() {
         assert!(std::time::Instant::now() < deadline, "SIGHUP did not reload: {}", proc_.stderr());
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let metrics = get("/metrics").await.expect("metrics").text().await.expect("text");
+    let metrics = client
+        .get(format!("http://{admin}/metrics"))
+        .bearer_auth(keys.token("operator", "proxy", &["proxy:admin"]))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     assert_eq!(proc_.signal_and_wait("TERM").await, Some(0));
 
     let access: Vec<Value> = proc_

@@ -67,7 +67,7 @@ async fn differences_are_found_and_reported_and_the_primary_answer_is_unchanged(
     let r = report_for(&p, "backup-codes", 20).await;
     assert_eq!((r["compared"].as_u64(), r["matched"].as_u64()), (Some(20), Some(10)), "{r}");
     assert_eq!(r["match_rate"], 0.5);
-    let metrics = p.client.get(p.admin_url("/metrics")).send().await.expect("m").text().await.expect("text");
+    let metrics = p.admin_text("/metrics").await;
     assert!(
         metrics.contains("queue_proxy_shadow_comparisons_total{outcome=\"match\",route=\"backup-codes\""),
         "{metrics}"

@@ -20,6 +20,10 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    pub fn new(addr: SocketAddr, handle: ServerHandle) -> Self {
+        Self { addr, handle }
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -139,7 +143,7 @@ pub struct Proxy {
     pub admin: SocketAddr,
     pub table: PathBuf,
     pub client: reqwest::Client,
-    _keys: TestKeys,
+    pub keys: TestKeys,
     _dir: tempfile::TempDir,
     handle: ServerHandle,
 }
@@ -158,6 +162,10 @@ pub struct Options {
     pub trusted_proxies: queue_platform::net::TrustedNetworks,
     /// `forwarding.read_timeout_ms`.
     pub read_timeout_ms: u64,
+    /// `audit.url`: where admin changes are recorded first (absent: not audited).
+    pub audit_url: Option<String>,
+    /// `admin.hosts`.
+    pub admin_hosts: Vec<String>,
 }
 
 impl Default for Options {
@@ -169,6 +177,8 @@ impl Default for Options {
             shadow_concurrency: 4,
             trusted_proxies: queue_platform::net::TrustedNetworks::none(),
             read_timeout_ms: ForwardingConfig::default().read_timeout_ms,
+            audit_url: None,
+            admin_hosts: Vec::new(),
         }
     }
 }
@@ -188,7 +198,11 @@ impl Proxy {
             server: base.server,
             telemetry: base.telemetry,
             tokens: base.tokens,
-            admin: queue_proxy::AdminConfig { listen: "127.0.0.1:0".parse().expect("addr") },
+            admin: queue_proxy::AdminConfig {
+                listen: "127.0.0.1:0".parse().expect("addr"),
+                hosts: o.admin_hosts,
+                ..queue_proxy::AdminConfig::default()
+            },
             routing: RoutingConfig { table: Some(path.clone()), watch_interval_ms: o.watch_interval_ms, history: 10 },
             forwarding: ForwardingConfig {
                 trusted_proxies: o.trusted_proxies,
@@ -202,20 +216,13 @@ impl Proxy {
                 ..IdentityConfig::default()
             },
             shadow: ShadowConfig { queue: o.shadow_queue, concurrency: o.shadow_concurrency },
+            audit: o.audit_url.map(|u| queue_proxy::AuditLink { url: u.parse().expect("url"), timeout_ms: 2000 }),
         };
         let started = queue_proxy::start(config, queue_platform::Signals::Ignore).await.expect("proxy starts");
         let addr = started.running.addr;
         let handle = started.running.handle();
         tokio::spawn(started.running.wait());
-        Proxy {
-            addr,
-            admin: started.admin_addr,
-            table: path,
-            client: reqwest::Client::new(),
-            _keys: keys,
-            _dir: dir,
-            handle,
-        }
+        Proxy { addr, admin: started.admin_addr, table: path, client: reqwest::Client::new(), keys, _dir: dir, handle }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -232,14 +239,33 @@ impl Proxy {
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// An operator's admin token, as `queuectl proxy …` mints it.
+    pub fn admin_token(&self) -> String {
+        self.keys.token("operator", "proxy", &["proxy:admin"])
+    }
+
     pub async fn admin_get(&self, path: &str) -> (StatusCode, Value) {
-        let r = self.client.get(self.admin_url(path)).send().await.expect("request");
+        let r = self.client.get(self.admin_url(path)).bearer_auth(self.admin_token()).send().await.expect("request");
         let s = r.status();
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The admin listener's answer as text (the metrics).
+    pub async fn admin_text(&self, path: &str) -> String {
+        let r = self.client.get(self.admin_url(path)).bearer_auth(self.admin_token()).send().await.expect("request");
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.text().await.expect("text")
+    }
+
     pub async fn admin_post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let r = self.client.post(self.admin_url(path)).json(&body).send().await.expect("request");
+        let r = self
+            .client
+            .post(self.admin_url(path))
+            .bearer_auth(self.admin_token())
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
         let s = r.status();
         (s, r.json().await.unwrap_or(Value::Null))
     }

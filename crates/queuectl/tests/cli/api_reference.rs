@@ -131,17 +131,24 @@ async fn proxy_document() -> Value {
         server: base.server,
         telemetry: base.telemetry,
         tokens: base.tokens,
-        admin: AdminConfig { listen: "127.0.0.1:0".parse().expect("addr") },
+        admin: AdminConfig { listen: "127.0.0.1:0".parse().expect("addr"), ..AdminConfig::default() },
         routing: RoutingConfig { table: None, watch_interval_ms: 0, history: 10 },
         forwarding: Default::default(),
         identity: Default::default(),
         shadow: Default::default(),
+        audit: None,
     };
     let started = queue_proxy::start(config, Signals::Ignore).await.expect("proxy starts");
-    let addr = started.running.addr;
+    // The proxy's document is served on its admin listener only, to an operator's token.
+    let addr = started.admin_addr;
     let handle = started.running.handle();
     tokio::spawn(started.running.wait());
-    let response = reqwest::get(format!("http://{addr}/openapi.json")).await.expect("request");
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/openapi.json"))
+        .bearer_auth(keys.token("operator", "proxy", &["proxy:admin"]))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(response.status(), 200);
     let document = response.json().await.expect("json");
     handle.stop(true).await;
