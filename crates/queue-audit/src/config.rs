@@ -3,6 +3,7 @@
 use queue_platform::bootstrap::ServiceSettings;
 use queue_platform::config::{ConfigError, DatabaseConfig, ServerConfig, TelemetryConfig, TokensConfig, Validate};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -125,8 +126,9 @@ impl Default for ChainConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    /// Issuers allowed to write events (with scope `audit:write`).
-    pub writers: Vec<String>,
+    /// Issuers allowed to write events (with scope `audit:write`), each with the actions it owns:
+    /// exact names or `prefix.*` (`domain::writers`). Anything else is refused with 403.
+    pub writers: BTreeMap<String, Vec<String>>,
     /// Issuers allowed to read (with scope `audit:read`).
     pub readers: Vec<String>,
     /// Requests per second per calling service (token bucket), and its burst.
@@ -137,13 +139,22 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            // proxy: its admin changes (`proxy.*`: phase, reload, rollback).
-            writers: vec!["auth".into(), "rbac".into(), "raptor".into(), "proxy".into()],
+            writers: default_writers(),
             readers: vec!["rbac".into(), "raptor".into()],
             per_caller_rps: 5_000,
             per_caller_burst: 10_000,
         }
     }
+}
+
+/// What each service owns: auth its `auth.*` events, rbac its `rbac.*`, Raptor (the legacy
+/// app, ../shared/legacy/LEGACY.md) its own `raptor.*` events and the Console's tickets.
+/// Add a writer here (or in the config file) with the actions it owns, never more.
+pub fn default_writers() -> BTreeMap<String, Vec<String>> {
+    [("auth", &["auth.*"][..]), ("rbac", &["rbac.*"][..]), ("raptor", &["raptor.*", "ticket.*"][..]), ("proxy", &["proxy.*"][..])]
+        .into_iter()
+        .map(|(issuer, actions)| (issuer.to_string(), actions.iter().map(|a| a.to_string()).collect()))
+        .collect()
 }
 
 impl AuditConfig {
@@ -246,6 +257,8 @@ impl Validate for AuditConfig {
         if !(64..=1024 * 1024).contains(&c.max_payload_bytes) {
             return Err(ConfigError::new("chain.max_payload_bytes", "must be between 64 and 1048576"));
         }
+        crate::domain::writers::WriterPolicy::from_config(&self.limits.writers)
+            .map_err(|(issuer, message)| ConfigError::new(format!("limits.writers.{issuer}"), message))?;
         if self.limits.per_caller_rps == 0 || self.limits.per_caller_burst == 0 {
             return Err(ConfigError::new("limits.per_caller_rps", "rate and burst must be at least 1"));
         }

@@ -96,6 +96,8 @@ pub async fn run(config: AuditConfig, signals: Signals) -> anyhow::Result<Runnin
         limiter: ratelimit::RateLimiter::new(config.limits.per_caller_rps, config.limits.per_caller_burst),
         metrics,
         chain: config.chain.clone(),
+        writers: domain::writers::WriterPolicy::from_config(&config.limits.writers)
+            .map_err(|(issuer, e)| anyhow::anyhow!("limits.writers.{issuer}: {e}"))?,
         users: config.users.as_ref().map(reader::UserReads::new),
     });
     let table = routes::configure(config.limits.clone());

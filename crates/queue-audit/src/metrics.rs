@@ -12,6 +12,7 @@ pub struct AuditMetrics {
     verify_runs: IntCounterVec,
     verified_events: IntCounter,
     rate_limited: IntCounterVec,
+    forged_actions: IntCounterVec,
 }
 
 impl AuditMetrics {
@@ -51,6 +52,14 @@ impl AuditMetrics {
                 &["caller"],
             )
             .expect("metric"),
+            forged_actions: IntCounterVec::new(
+                Opts::new(
+                    "audit_refused_actions_total",
+                    "Writes refused because the writer does not own the action (limits.writers)",
+                ),
+                &["caller"],
+            )
+            .expect("metric"),
         };
         let _ = registry.register(Box::new(m.appended.clone()));
         let _ = registry.register(Box::new(m.batch_size.clone()));
@@ -60,6 +69,7 @@ impl AuditMetrics {
         let _ = registry.register(Box::new(m.verify_runs.clone()));
         let _ = registry.register(Box::new(m.verified_events.clone()));
         let _ = registry.register(Box::new(m.rate_limited.clone()));
+        let _ = registry.register(Box::new(m.forged_actions.clone()));
         m
     }
 
@@ -87,5 +97,10 @@ impl AuditMetrics {
 
     pub fn rate_limited(&self, caller: &str) {
         self.rate_limited.with_label_values(&[caller]).inc();
+    }
+
+    /// A writer tried an action it does not own.
+    pub fn forged_action(&self, caller: &str) {
+        self.forged_actions.with_label_values(&[caller]).inc();
     }
 }

@@ -9,7 +9,7 @@ use crate::handlers::{chain, events};
 
 pub fn configure(limits: LimitsConfig) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
     move |cfg| {
-        let writers: Vec<&str> = limits.writers.iter().map(String::as_str).collect();
+        let writers: Vec<&str> = limits.writers.keys().map(String::as_str).collect();
         let readers: Vec<&str> = limits.readers.iter().map(String::as_str).collect();
         let write = || ServicePolicy::issuers(&writers).scope("audit:write").data();
         let read = || ServicePolicy::issuers(&readers).scope("audit:read").data();

@@ -34,10 +34,20 @@ pub struct AuditLink {
     /// How long the pre-write audit call may take before the grant is refused with 503.
     #[serde(default = "default_audit_timeout")]
     pub timeout_ms: u64,
+    /// How long the compensating event of a change waits in the outbox (`rbac_audit_outbox`) for
+    /// the change to commit. If the change fails it is delivered at once; if the process dies
+    /// between the audit write and the change, it is delivered this long after it was held (by
+    /// any replica). Longer than `timeout_ms`, so a slow but live change is not aborted.
+    #[serde(default = "default_compensate_after")]
+    pub compensate_after_secs: u64,
 }
 
 fn default_audit_timeout() -> u64 {
     2_000
+}
+
+fn default_compensate_after() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -114,7 +124,11 @@ impl RbacConfig {
             database: base.database,
             telemetry: base.telemetry,
             tokens: base.tokens,
-            audit: AuditLink { url: audit_url, timeout_ms: default_audit_timeout() },
+            audit: AuditLink {
+                url: audit_url,
+                timeout_ms: default_audit_timeout(),
+                compensate_after_secs: default_compensate_after(),
+            },
             auth: None,
             callers: CallersConfig::default(),
             cache: CacheConfig::default(),
@@ -134,6 +148,14 @@ impl Validate for RbacConfig {
         }
         if !(50..=60_000).contains(&self.audit.timeout_ms) {
             return Err(ConfigError::new("audit.timeout_ms", "must be between 50 and 60000"));
+        }
+        if !(1..=3600).contains(&self.audit.compensate_after_secs)
+            || self.audit.compensate_after_secs.saturating_mul(1000) <= self.audit.timeout_ms
+        {
+            return Err(ConfigError::new(
+                "audit.compensate_after_secs",
+                "must be between 1 and 3600, and longer than audit.timeout_ms",
+            ));
         }
         if let Some(a) = &self.auth {
             if !matches!(a.url.scheme(), "http" | "https") {

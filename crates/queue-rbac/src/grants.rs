@@ -1,20 +1,27 @@
 //! Granting and revoking with pre-write audit (ADR-0055 in the seeds): the audit event, carrying
 //! the whole grant, is written to the audit service first; only when it is committed there is
 //! the change applied, in one transaction that also records which audit event it belongs to.
-//! If the audit write fails or times out: 503 and nothing changes. If the change fails after
-//! the audit write: a compensating event says so (retried in the background until delivered).
+//! If the audit write fails or times out: 503 and nothing changes.
+//!
+//! Nothing is lost on a crash (issue 16, item 9): *before* the audit write, the compensating
+//! event (`rbac.change.aborted`, naming the pre-written event) is committed to the outbox
+//! `rbac_audit_outbox`, held back for `audit.compensate_after_secs`. The change's transaction
+//! deletes it (claims it) and commits with it. If the change fails, the compensation is made due
+//! at once; if the process dies in between, it stays in the outbox and the relay delivers it
+//! when its hold ends, from whichever replica runs. A change whose compensation was already
+//! delivered (it took longer than the hold) finds nothing to claim and is not applied, so the log
+//! and the grants never disagree. docs/rbac-service.md, "Nothing lost on a crash".
 
 use chrono::{DateTime, SubsecRound, Utc};
 use diesel_async::AsyncConnection;
-use queue_audit_client::{AuditEvent, Party};
+use queue_audit_client::{AuditClientError, AuditEvent, Party};
 use queue_platform::ApiError;
 use serde_json::json;
-use std::time::Duration;
 use uuid::Uuid;
 
 use crate::caller::Caller;
 use crate::model::{Grant, Role, Scope, check_id, check_permission};
-use crate::state::RbacState;
+use crate::state::{Failpoint, RbacState};
 use crate::store;
 
 /// The audit-log tenant of platform-wide (global) changes.
@@ -52,35 +59,81 @@ fn db_down(e: impl std::fmt::Display) -> ApiError {
     ApiError::Unavailable("database unavailable".into())
 }
 
+/// How long a user's reach lasts: `None` while it does not end, `Some(E)` when it ends at E.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReachUntil {
+    Forever,
+    Until(DateTime<Utc>),
+}
+
 /// A user may only act within their own reach: every permission in `needed` held through an
-/// active grant whose scope contains `scope`.
-async fn require_reach(state: &RbacState, user: &str, scope: &Scope, needed: &[String]) -> Result<(), ApiError> {
+/// active grant whose scope contains `scope`. Returns when that reach ends: for each permission
+/// the latest expiry among the grants that give it there (none: forever), and the earliest of
+/// those over all permissions (the user stops holding the whole set then).
+async fn require_reach(
+    state: &RbacState,
+    user: &str,
+    scope: &Scope,
+    needed: &[String],
+) -> Result<ReachUntil, ApiError> {
     let revision = state.checker.sync().await.map_err(db_down)?;
     let grants = state.checker.grants_of(user, revision).await.map_err(db_down)?;
     let now = Utc::now();
+    let mut until = ReachUntil::Forever;
     for p in needed {
-        let held = grants.iter().any(|g| {
+        let covering = grants.iter().filter(|g| {
             g.expires_at.is_none_or(|e| e > now) && g.scope.contains(scope) && g.permissions.iter().any(|x| x == p)
         });
-        if !held {
+        let mut held: Option<ReachUntil> = None;
+        for g in covering {
+            let this = g.expires_at.map_or(ReachUntil::Forever, ReachUntil::Until);
+            held = Some(match (held, this) {
+                (Some(ReachUntil::Forever), _) | (_, ReachUntil::Forever) => ReachUntil::Forever,
+                (Some(ReachUntil::Until(a)), ReachUntil::Until(b)) => ReachUntil::Until(a.max(b)),
+                (None, t) => t,
+            });
+        }
+        let Some(held) = held else {
             return Err(ApiError::Forbidden(format!(
                 "you do not hold `{p}` at that scope, so you cannot grant or revoke it there"
             )));
-        }
+        };
+        until = match (until, held) {
+            (ReachUntil::Forever, t) | (t, ReachUntil::Forever) => t,
+            (ReachUntil::Until(a), ReachUntil::Until(b)) => ReachUntil::Until(a.min(b)),
+        };
     }
-    Ok(())
+    Ok(until)
+}
+
+/// A granter cannot give more time than they have: a grant made by a user whose own reach ends
+/// at E must itself expire by E (and so cannot be without expiry).
+fn check_expiry_cap(until: ReachUntil, requested: Option<DateTime<Utc>>) -> Result<(), ApiError> {
+    let ReachUntil::Until(cap) = until else { return Ok(()) };
+    let cap_text = cap.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    match requested {
+        None => Err(ApiError::Forbidden(format!(
+            "your own grant expires at {cap_text}: give an `expires_at` no later than that (a grant without expiry \
+             would outlast yours)"
+        ))),
+        Some(e) if e > cap => Err(ApiError::Forbidden(format!(
+            "`expires_at` is later than your own grant's expiry ({cap_text}): nobody grants for longer than they hold"
+        ))),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Who may change grants at `scope` for a role with `permissions`: a service with `rbac:grant`
 /// from the configured granters, or a user holding `rbac.grant` and every permission of the role
-/// at that scope (nobody grants beyond their own reach).
+/// at that scope (nobody grants beyond their own reach, in scope or in time: `expires_at` is
+/// the new grant's expiry, checked against the granter's own when granting).
 async fn authorize_change(
     state: &RbacState,
     caller: &Caller,
     scope: &Scope,
     role: &Role,
     principal: &str,
-    granting: bool,
+    granting: Option<Option<DateTime<Utc>>>,
 ) -> Result<(), ApiError> {
     match caller {
         Caller::Service(_) if caller.service_may(&state.callers.granters, "rbac:grant") => Ok(()),
@@ -88,34 +141,37 @@ async fn authorize_change(
             Err(ApiError::Forbidden(format!("service `{}` may not grant (needs scope rbac:grant)", t.issuer())))
         }
         Caller::User(u) => {
-            if granting && u.user_id == principal {
+            if granting.is_some() && u.user_id == principal {
                 return Err(ApiError::Forbidden("nobody can grant to themselves".into()));
             }
             let mut needed = vec!["rbac.grant".to_string()];
             needed.extend(role.permissions.iter().cloned());
-            require_reach(state, &u.user_id, scope, &needed).await
+            let until = require_reach(state, &u.user_id, scope, &needed).await?;
+            match granting {
+                Some(expires_at) => check_expiry_cap(until, expires_at),
+                None => Ok(()),
+            }
         }
     }
 }
 
-async fn prewrite(state: &RbacState, event: &AuditEvent) -> Result<(), ApiError> {
-    match state.audit.append(event).await {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            tracing::warn!(error = %e, action = %event.action, "pre-write audit failed; nothing changed");
-            state.metrics.change("audit_unavailable");
-            Err(ApiError::Unavailable("the audit service did not record the change, so nothing was changed".into()))
-        }
-    }
-}
+/// A compensating event held in the outbox for one pre-written change.
+struct Held(Uuid);
 
-/// Records in the audit log that a change whose event was written did not happen. Retried with
-/// backoff for up to an hour (the event id makes retries idempotent).
-fn compensate(state: &RbacState, tenant: String, actor: Party, target: Party, prewritten: Uuid, origin: &Origin) {
-    let audit = state.audit.clone();
+/// Commits the compensation of the event `prewritten` to the outbox, held back, before that
+/// event is written: from here on, whatever happens to this process, the audit log ends up
+/// saying either that the change happened or that it did not.
+async fn hold(
+    state: &RbacState,
+    tenant: &str,
+    actor: Party,
+    target: Party,
+    prewritten: Uuid,
+    origin: &Origin,
+) -> Result<Held, ApiError> {
     let event = AuditEvent {
         id: Uuid::new_v4(),
-        tenant_id: tenant,
+        tenant_id: tenant.to_string(),
         actor,
         action: "rbac.change.aborted".into(),
         target,
@@ -125,26 +181,69 @@ fn compensate(state: &RbacState, tenant: String, actor: Party, target: Party, pr
         trace_id: origin.trace_id.clone(),
         payload: json!({ "aborted_event_id": prewritten, "note": "the change this event announced was not applied" }),
     };
+    let body = serde_json::to_value(&event).map_err(|e| ApiError::internal(anyhow::anyhow!(e)))?;
+    let mut conn = state.db.conn().await.map_err(db_down)?;
+    store::hold_compensation(&mut conn, event.id, &body, state.compensate_after_secs).await.map_err(db_down)?;
+    Ok(Held(event.id))
+}
+
+/// The change did not happen: the compensation is due now. If even this fails (the database is
+/// gone), it is delivered when its hold ends.
+async fn release(state: &RbacState, held: &Held) {
     state.metrics.change("compensated");
-    tokio::spawn(async move {
-        let mut wait = Duration::from_millis(200);
-        let deadline = std::time::Instant::now() + Duration::from_secs(3600);
-        loop {
-            match audit.append(&event).await {
-                Ok(_) => return,
-                Err(e) if e.is_retryable() && std::time::Instant::now() < deadline => {
-                    tracing::warn!(error = %e, "compensating audit event not delivered yet");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(30));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, event_id = %event.id, aborted = %prewritten,
-                        "compensating audit event could not be delivered");
-                    return;
-                }
+    let released = match state.db.conn().await {
+        Ok(mut conn) => store::release_compensation(&mut conn, held.0).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = released {
+        tracing::warn!(error = %e, event_id = %held.0, "compensation stays held; the relay delivers it when the hold ends");
+    }
+    state.outbox.notify_one();
+}
+
+/// Writes the change's audit event and waits for its commit. On failure nothing is changed:
+/// a refused event was certainly not written, so its compensation is dropped; after a timeout or
+/// an outage it may have been, so the compensation is delivered (it says, truthfully, that the
+/// change announced by that event did not happen).
+async fn prewrite(state: &RbacState, event: &AuditEvent, held: &Held) -> Result<(), ApiError> {
+    match state.audit.append(event).await {
+        Ok(_) => {
+            if state.failpoint == Some(Failpoint::AbortAfterPrewrite) {
+                tracing::error!(event_id = %event.id, "RBAC_TEST_FAILPOINT: aborting after the audit write");
+                std::process::abort();
             }
+            Ok(())
         }
-    });
+        Err(e) => {
+            tracing::warn!(error = %e, action = %event.action, "pre-write audit failed; nothing changed");
+            state.metrics.change("audit_unavailable");
+            if matches!(e, AuditClientError::Rejected { .. }) {
+                if let Ok(mut conn) = state.db.conn().await
+                    && let Err(e) = store::drop_compensation(&mut conn, held.0).await
+                {
+                    tracing::warn!(error = %e, "cannot drop the compensation of a refused event");
+                }
+            } else {
+                release(state, held).await;
+            }
+            Err(ApiError::Unavailable("the audit service did not record the change, so nothing was changed".into()))
+        }
+    }
+}
+
+/// In the change's transaction: take the compensation out, or roll back if it is gone (then the
+/// audit log already says the change was aborted).
+async fn claim(c: &mut store::Conn, held: &Held) -> Result<(), diesel::result::Error> {
+    if store::claim_compensation(c, held.0).await? { Ok(()) } else { Err(diesel::result::Error::RollbackTransaction) }
+}
+
+fn apply_failed(e: diesel::result::Error) -> ApiError {
+    match e {
+        diesel::result::Error::RollbackTransaction => ApiError::Unavailable(
+            "the change was not applied: it took too long and the audit log records it as aborted".into(),
+        ),
+        e => db_down(e),
+    }
 }
 
 fn grant_json(g: &Grant) -> serde_json::Value {
@@ -175,7 +274,7 @@ pub async fn create(
     {
         return Err(ApiError::invalid("scope", "a tenant's own role can only be granted within that tenant"));
     }
-    authorize_change(state, caller, &req.scope, &role, &req.principal_id, true).await?;
+    authorize_change(state, caller, &req.scope, &role, &req.principal_id, Some(req.expires_at)).await?;
 
     let now = Utc::now().trunc_subsecs(6);
     let grant = Grant {
@@ -207,17 +306,19 @@ pub async fn create(
         trace_id: origin.trace_id.clone(),
         payload: json!({ "grant": grant_json(&grant), "permissions": role.permissions }),
     };
-    prewrite(state, &event).await?;
+    let held = hold(state, &tenant, caller.actor(), target, grant.audit_event_id, origin).await?;
+    prewrite(state, &event, &held).await?;
 
     let applied = async {
         let mut conn = state.db.conn().await.map_err(db_down)?;
         conn.transaction::<_, diesel::result::Error, _>(async |c| {
+            claim(c, &held).await?;
             store::insert_grant(c, &grant).await?;
             store::link_audit(c, grant.audit_event_id, &tenant, "rbac.grant.created").await?;
             store::revision(c).await
         })
         .await
-        .map_err(db_down)
+        .map_err(apply_failed)
     }
     .await;
     match applied {
@@ -227,7 +328,7 @@ pub async fn create(
             Ok((grant, revision))
         }
         Err(e) => {
-            compensate(state, tenant, caller.actor(), target, grant.audit_event_id, origin);
+            release(state, &held).await;
             Err(e)
         }
     }
@@ -250,7 +351,7 @@ pub async fn revoke(
     };
     // Authorize before saying anything about the grant's state.
     let role = role.ok_or_else(|| ApiError::internal(anyhow::anyhow!("grant {id} has no role")))?;
-    authorize_change(state, caller, &grant.scope, &role, &grant.principal_id, false).await?;
+    authorize_change(state, caller, &grant.scope, &role, &grant.principal_id, None).await?;
     if grant.revoked_at.is_some() {
         return Err(ApiError::Conflict(format!("grant {id} is already revoked")));
     }
@@ -274,7 +375,8 @@ pub async fn revoke(
         trace_id: origin.trace_id.clone(),
         payload: json!({ "grant": grant_json(&revoked) }),
     };
-    prewrite(state, &event).await?;
+    let held = hold(state, &tenant, caller.actor(), target, event_id, origin).await?;
+    prewrite(state, &event, &held).await?;
 
     let label = caller.label();
     let applied = async {
@@ -283,11 +385,12 @@ pub async fn revoke(
             if !store::revoke_grant(c, id, &label, reason.trim(), now, event_id).await? {
                 return Ok(None);
             }
+            claim(c, &held).await?;
             store::link_audit(c, event_id, &tenant, "rbac.grant.revoked").await?;
             store::revision(c).await.map(Some)
         })
         .await
-        .map_err(db_down)
+        .map_err(apply_failed)
     }
     .await;
     match applied {
@@ -297,11 +400,11 @@ pub async fn revoke(
             Ok((revoked, event_id, revision))
         }
         Ok(None) => {
-            compensate(state, tenant, caller.actor(), target, event_id, origin);
+            release(state, &held).await;
             Err(ApiError::Conflict(format!("grant {id} was revoked meanwhile")))
         }
         Err(e) => {
-            compensate(state, tenant, caller.actor(), target, event_id, origin);
+            release(state, &held).await;
             Err(e)
         }
     }
@@ -388,17 +491,19 @@ pub async fn create_role(
         trace_id: origin.trace_id.clone(),
         payload: json!({ "role": role }),
     };
-    prewrite(state, &event).await?;
+    let held = hold(state, &req.tenant_id, caller.actor(), target, event_id, origin).await?;
+    prewrite(state, &event, &held).await?;
     let created_by = caller.label();
     let applied = async {
         let mut conn = state.db.conn().await.map_err(db_down)?;
         conn.transaction::<_, diesel::result::Error, _>(async |c| {
+            claim(c, &held).await?;
             store::insert_role(c, &role, &created_by).await?;
             store::link_audit(c, event_id, &req.tenant_id, "rbac.role.created").await?;
             store::revision(c).await
         })
         .await
-        .map_err(db_down)
+        .map_err(apply_failed)
     }
     .await;
     match applied {
@@ -407,7 +512,7 @@ pub async fn create_role(
             Ok((role, revision))
         }
         Err(e) => {
-            compensate(state, req.tenant_id.clone(), caller.actor(), target, event_id, origin);
+            release(state, &held).await;
             Err(e)
         }
     }

@@ -176,17 +176,20 @@ pub struct RolesResponse {
     pub roles: Vec<Role>,
 }
 
-/// The built-in roles and a tenant's own.
+/// The built-in roles (any caller) and a tenant's own (only for who may read that tenant's
+/// grants: a tenant's custom roles say how it is organised, which is not another tenant's
+/// business).
 #[utoipa::path(get, path = "/api/v1/rbac/roles", tag = "rbac", params(RolesQuery),
-    security(("service_token" = []), ("session" = [])),
-    responses((status = 200, body = RolesResponse), (status = 401), (status = 503)))]
+    security(("service_token" = ["rbac:read"]), ("session" = [])),
+    responses((status = 200, body = RolesResponse), (status = 401), (status = 403), (status = 503)))]
 pub async fn roles(
     state: web::Data<RbacState>,
-    _caller: Caller,
+    caller: Caller,
     q: web::Query<RolesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(t) = &q.tenant_id {
         check_id("tenant_id", t)?;
+        authorize_read(&state, &caller, Some(&Scope::Tenant { tenant_id: t.clone() }), false).await?;
     }
     let mut conn = state.db.conn().await.map_err(db_down)?;
     let roles = store::roles(&mut conn, q.tenant_id.as_deref()).await.map_err(db_down)?;

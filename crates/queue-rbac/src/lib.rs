@@ -17,7 +17,7 @@ pub mod state;
 pub mod store;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use queue_audit_client::AuditClient;
+use queue_audit_client::{AuditClient, OutboxRelay, RelaySettings};
 use queue_platform::db::{Db, SchemaMigrations};
 use queue_platform::{Platform, Running, Signals};
 use std::sync::Arc;
@@ -74,6 +74,13 @@ pub async fn run(config: RbacConfig, signals: Signals) -> anyhow::Result<Running
     let minter = Arc::new(platform.tokens.minter.clone());
     let audit = AuditClient::new(platform.http.clone(), config.audit.url.clone(), minter)
         .with_timeout(Duration::from_millis(config.audit.timeout_ms));
+    // Compensating events go through the outbox, delivered by the relay auth uses too.
+    let relay = OutboxRelay::new(db.clone(), store::OUTBOX_TABLE, audit.clone(), RelaySettings::default());
+    let outbox = relay.waker();
+    let failpoint = state::Failpoint::from_env();
+    if let Some(f) = failpoint {
+        tracing::warn!(?f, "RBAC_TEST_FAILPOINT is set: this process will die on purpose (tests only)");
+    }
     let state = Arc::new(state::RbacState {
         db,
         checker,
@@ -84,6 +91,9 @@ pub async fn run(config: RbacConfig, signals: Signals) -> anyhow::Result<Running
             .map(|a| queue_platform::sessions::SessionValidator::new(a.url.clone(), a.session_cache_secs)),
         callers: config.callers.clone(),
         metrics,
+        outbox,
+        compensate_after_secs: config.audit.compensate_after_secs,
+        failpoint,
     });
     let expiry = expiry::spawn(state.clone(), Duration::from_secs(config.expiry.interval_secs));
     let data = actix_web::web::Data::from(state);
@@ -94,5 +104,6 @@ pub async fn run(config: RbacConfig, signals: Signals) -> anyhow::Result<Running
     running.tasks.push(listener);
     running.tasks.extend(lease);
     running.tasks.push(expiry);
+    running.tasks.push(relay.spawn());
     Ok(running)
 }

@@ -493,3 +493,58 @@ pub async fn replicas_behind(conn: &mut Conn, revision: i64) -> Result<i64, dies
     .await?;
     Ok(r.behind)
 }
+
+/// The outbox the audit relay delivers from (`queue_audit_client::OutboxRelay`).
+pub const OUTBOX_TABLE: &str = "rbac.rbac_audit_outbox";
+
+/// Holds a compensating event in the outbox, due only after `hold_secs` (committed on its own,
+/// before the change's audit event is written: if the change never commits, it is delivered).
+pub async fn hold_compensation(
+    conn: &mut Conn,
+    id: Uuid,
+    event: &serde_json::Value,
+    hold_secs: u64,
+) -> Result<(), diesel::result::Error> {
+    diesel::sql_query(
+        "INSERT INTO rbac.rbac_audit_outbox (id, event, next_attempt_at) \
+         VALUES ($1, $2, now() + $3 * interval '1 second')",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<diesel::sql_types::Jsonb, _>(event)
+    .bind::<BigInt, _>(i64::try_from(hold_secs).unwrap_or(i64::MAX))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// In the change's transaction: takes the held compensation out, so it commits (or not) with
+/// the change. False if it is gone or was delivered already: the audit log says the change was
+/// aborted, so it must not be applied. Waits while the relay is delivering it (row lock).
+pub async fn claim_compensation(conn: &mut Conn, id: Uuid) -> Result<bool, diesel::result::Error> {
+    let n = diesel::sql_query(
+        "DELETE FROM rbac.rbac_audit_outbox WHERE id = $1 AND delivered_at IS NULL AND failed_at IS NULL",
+    )
+    .bind::<SqlUuid, _>(id)
+    .execute(conn)
+    .await?;
+    Ok(n == 1)
+}
+
+/// The change did not happen: deliver its compensation now.
+pub async fn release_compensation(conn: &mut Conn, id: Uuid) -> Result<(), diesel::result::Error> {
+    diesel::sql_query("UPDATE rbac.rbac_audit_outbox SET next_attempt_at = now() WHERE id = $1 AND delivered_at IS NULL")
+        .bind::<SqlUuid, _>(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The change's audit event was certainly not written (the audit service refused it): nothing
+/// to compensate.
+pub async fn drop_compensation(conn: &mut Conn, id: Uuid) -> Result<(), diesel::result::Error> {
+    diesel::sql_query("DELETE FROM rbac.rbac_audit_outbox WHERE id = $1 AND delivered_at IS NULL")
+        .bind::<SqlUuid, _>(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -7,3 +7,4 @@ pub mod keyring;
 pub mod keys;
 pub mod read;
 pub mod verify;
+pub mod writers;

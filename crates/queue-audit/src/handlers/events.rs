@@ -28,6 +28,7 @@ pub async fn append(
 ) -> Result<HttpResponse, ApiError> {
     state.admit(&caller, 1)?;
     let event = parse_event(&body, "", state.chain.max_payload_bytes)?;
+    state.admit_action(&caller, "", &event.action)?;
     let tenant = event.tenant_id.clone();
     let mut out = state.appender.append(&tenant, vec![event]).await.map_err(map_append)?;
     let first = out.pop().ok_or_else(|| ApiError::internal(anyhow::anyhow!("append returned nothing")))?;
@@ -67,6 +68,10 @@ pub async fn append_batch(
     let tenant = events[0].tenant_id.clone();
     if let Some(i) = events.iter().position(|e| e.tenant_id != tenant) {
         return Err(ApiError::invalid(format!("events[{i}].tenant_id"), "a batch holds events of one tenant"));
+    }
+    // One foreign action refuses the whole batch: a batch is atomic.
+    for (i, e) in events.iter().enumerate() {
+        state.admit_action(&caller, &format!("events[{i}]."), &e.action)?;
     }
     let results = state.appender.append(&tenant, events).await.map_err(map_append)?;
     Ok(HttpResponse::Created().json(BatchResult { results }))

@@ -5,3 +5,4 @@ mod kms;
 mod platform;
 mod shadow;
 mod support;
+mod writers;

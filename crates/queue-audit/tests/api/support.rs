@@ -117,7 +117,7 @@ pub fn event(tenant: &str, i: usize) -> Value {
         "id": uuid::Uuid::new_v4().to_string(),
         "tenant_id": tenant,
         "actor": {"type": "user", "id": format!("u{i}")},
-        "action": "login.ok",
+        "action": "auth.login.ok",
         "target": {"type": "session", "id": format!("s{i}")},
         "occurred_at": "2026-11-22T10:00:00.123456Z",
         "ip": "127.0.0.1",

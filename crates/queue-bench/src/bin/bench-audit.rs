@@ -25,7 +25,7 @@ fn event(tenant: &str, n: u64) -> Value {
         "id": uuid::Uuid::new_v4().to_string(),
         "tenant_id": tenant,
         "actor": {"type": "user", "id": format!("user-{n}")},
-        "action": "session.validated",
+        "action": "auth.session.validated",
         "target": {"type": "session", "id": format!("s-{n}")},
         "occurred_at": chrono::Utc::now().to_rfc3339(),
         "ip": "127.0.0.1",
@@ -51,7 +51,7 @@ request = function()
   local id = string.format("%s-4%03x-8%03x-%04x%08x", prefix, math.random(0, 4095), math.random(0, 4095),
     math.floor(n / 4294967296) % 65536, n % 4294967296)
   local body = string.format('{{"id":"%s","tenant_id":"bench-%d-%d","actor":{{"type":"user","id":"user-%d"}},' ..
-    '"action":"session.validated","target":{{"type":"session","id":"s-%d"}},"occurred_at":"%s",' ..
+    '"action":"auth.session.validated","target":{{"type":"session","id":"s-%d"}},"occurred_at":"%s",' ..
     '"ip":"127.0.0.1","user_agent":"queue-bench","payload":{{"n":%d,"reason":"benchmark","ok":true}}}}',
     id, TENANTS, n % TENANTS, n, n, os.date("!%Y-%m-%dT%H:%M:%SZ"), n)
   return wrk.format(nil, nil, nil, body)

@@ -1,7 +1,9 @@
 //! queue-rbac against a real PostgreSQL and the real audit service, through real sockets.
 #![allow(clippy::unwrap_used)]
 
+mod outbox;
 mod platform;
 mod rbac;
+mod security;
 mod support;
 mod users;

@@ -1,0 +1,1 @@
+DROP TABLE rbac.rbac_audit_outbox;
