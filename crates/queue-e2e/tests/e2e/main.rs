@@ -7,4 +7,6 @@ mod browser;
 mod cutover;
 mod replicas;
 mod support;
+mod tenant_claim;
 mod traces;
+mod verify_link;
