@@ -124,6 +124,26 @@ function button(text, cls) {
   return b;
 }
 
+// ---- step-up ---------------------------------------------------------------------------------
+
+/** Runs `fn`; when the API answers `step_up_required` (adding a passkey or backup codes with a
+ * session whose last passkey check is older than a few minutes), asks for the passkey once
+ * (`/webauthn/reauth/…`) and runs `fn` again. */
+async function withStepUp(fn) {
+  try {
+    return await fn();
+  } catch (err) {
+    if (!(err instanceof ApiFailure && err.code === 'step_up_required')) throw err;
+    requireWebauthn();
+    const start = await api('POST', '/webauthn/reauth/start', {});
+    const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(start.options.publicKey);
+    const credential = await navigator.credentials.get({ publicKey });
+    if (!credential) throw new Error('No passkey was chosen.');
+    await api('POST', '/webauthn/reauth/finish', { ceremony_id: start.ceremony_id, credential: credential.toJSON() });
+    return await fn();
+  }
+}
+
 // ---- log in --------------------------------------------------------------------------------
 
 async function finishLogin(start, credential) {
@@ -194,9 +214,16 @@ function initVerify() {
   const params = new URLSearchParams(location.search);
   const token = params.get('token');
   if (token) {
-    // The link from the mail: confirm it at once, and drop the token from the address bar.
+    // The link from the mail: confirm only when the person clicks (never on load: a mail
+    // scanner or a prefetch opening the link must not use it), and drop the token from the
+    // address bar.
     history.replaceState(null, '', '/auth/verify');
-    busy(null, () => confirmed(api('POST', '/email/verification/confirm', { token })));
+    $('send-form').hidden = true;
+    $('link-form').hidden = false;
+    $('link-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      busy($('link-button'), () => confirmed(api('POST', '/email/verification/confirm', { token })));
+    });
   }
   let email = '';
   const send = () =>
@@ -229,8 +256,13 @@ function initVerify() {
 
 async function confirmed(pending) {
   const out = await pending;
+  $('link-form').hidden = true;
   if (out.session) {
     location.assign('/auth/enroll');
+  } else if (out.kept_session) {
+    $('send-form').hidden = true;
+    $('confirm-form').hidden = true;
+    ok('The address is verified. You are still signed in as before: this link did not change your session.');
   } else {
     $('send-form').hidden = true;
     $('confirm-form').hidden = true;
@@ -273,7 +305,7 @@ function initEnroll() {
     ev.preventDefault();
     busy($('enroll-button'), async () => {
       requireWebauthn();
-      const start = await api('POST', '/webauthn/register/start', {});
+      const start = await withStepUp(() => api('POST', '/webauthn/register/start', {}));
       const publicKey = PublicKeyCredential.parseCreationOptionsFromJSON(start.options.publicKey);
       const credential = await navigator.credentials.create({ publicKey });
       const name = $('passkey-name').value.trim() || undefined;
@@ -421,7 +453,7 @@ function initAccount() {
   );
   $('generate-codes-button').addEventListener('click', () =>
     busy($('generate-codes-button'), async () => {
-      const { codes } = await api('POST', '/backup-codes', {});
+      const { codes } = await withStepUp(() => api('POST', '/backup-codes', {}));
       const list = $('codes-list');
       list.replaceChildren(
         ...codes.map((c) => {

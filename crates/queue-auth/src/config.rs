@@ -75,6 +75,9 @@ pub struct SessionsConfig {
     pub last_seen_interval_secs: i64,
     /// Lifetime of enrollment and recovery sessions (they may only register a passkey).
     pub restricted_lifetime_secs: i64,
+    /// Step-up: adding a passkey or generating backup codes with a full session needs a passkey
+    /// assertion (the login, or a re-authentication) at most this long ago.
+    pub step_up_secs: i64,
     /// `Secure` on the cookie. Absent: on, unless every WebAuthn origin is http://localhost
     /// (local development over plain HTTP).
     #[serde(default)]
@@ -94,6 +97,7 @@ impl Default for SessionsConfig {
             absolute_lifetime_secs: 12 * 3600,
             last_seen_interval_secs: 60,
             restricted_lifetime_secs: 15 * 60,
+            step_up_secs: 5 * 60,
             cookie_secure: None,
             validation_workers: 4,
             validation_batch_max: 256,
@@ -315,6 +319,7 @@ impl Validate for AuthConfig {
         at_least("sessions.absolute_lifetime_secs", s.absolute_lifetime_secs, s.idle_timeout_secs)?;
         at_least("sessions.last_seen_interval_secs", s.last_seen_interval_secs, 1)?;
         at_least("sessions.restricted_lifetime_secs", s.restricted_lifetime_secs, 60)?;
+        at_least("sessions.step_up_secs", s.step_up_secs, 30)?;
         if !(1..=64).contains(&s.validation_workers) {
             return Err(ConfigError::new("sessions.validation_workers", "must be between 1 and 64"));
         }

@@ -58,6 +58,8 @@ User routes take a session token (cookie `queue_session` or `Authorization: Bear
         handlers::webauthn::register_finish,
         handlers::webauthn::login_start,
         handlers::webauthn::login_finish,
+        handlers::webauthn::reauth_start,
+        handlers::webauthn::reauth_finish,
         handlers::webauthn::list,
         handlers::webauthn::rename,
         handlers::webauthn::remove,

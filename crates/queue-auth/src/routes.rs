@@ -27,6 +27,8 @@ pub fn configure(general: GeneralConfig) -> impl Fn(&mut web::ServiceConfig) + C
         .route("/api/v1/auth/webauthn/register/finish", web::post().to(webauthn::register_finish))
         .route("/api/v1/auth/webauthn/login/start", web::post().to(webauthn::login_start))
         .route("/api/v1/auth/webauthn/login/finish", web::post().to(webauthn::login_finish))
+        .route("/api/v1/auth/webauthn/reauth/start", web::post().to(webauthn::reauth_start))
+        .route("/api/v1/auth/webauthn/reauth/finish", web::post().to(webauthn::reauth_finish))
         .route("/api/v1/auth/webauthn/credentials", web::get().to(webauthn::list))
         .service(
             web::resource("/api/v1/auth/webauthn/credentials/{id}")

@@ -16,6 +16,9 @@ pub enum ApiError {
     Unauthorized(String),
     /// 403: authenticated, but not allowed.
     Forbidden(String),
+    /// 403: allowed, but only after a fresh user verification (step-up: a passkey assertion
+    /// within the last few minutes). A distinct code, so a client knows to re-authenticate.
+    StepUpRequired(String),
     /// 404
     NotFound(String),
     /// 409: conflicts with the current state.
@@ -63,6 +66,7 @@ impl ApiError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::StepUpRequired(_) => (StatusCode::FORBIDDEN, "step_up_required"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -78,6 +82,7 @@ impl ApiError {
             Self::BadRequest(m)
             | Self::Unauthorized(m)
             | Self::Forbidden(m)
+            | Self::StepUpRequired(m)
             | Self::NotFound(m)
             | Self::Conflict(m)
             | Self::PayloadTooLarge(m)
@@ -192,6 +197,7 @@ mod tests {
             (ApiError::BadRequest("b".into()), 400, "bad_request"),
             (ApiError::Unauthorized("u".into()), 401, "unauthorized"),
             (ApiError::Forbidden("f".into()), 403, "forbidden"),
+            (ApiError::StepUpRequired("s".into()), 403, "step_up_required"),
             (ApiError::NotFound("n".into()), 404, "not_found"),
             (ApiError::Conflict("c".into()), 409, "conflict"),
             (ApiError::PayloadTooLarge("p".into()), 413, "payload_too_large"),

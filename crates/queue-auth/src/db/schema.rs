@@ -28,6 +28,7 @@ diesel::table! {
         revoked_reason -> Nullable<Text>,
         ip -> Nullable<Text>,
         user_agent -> Nullable<Text>,
+        verified_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -12,6 +12,8 @@ use zeroize::Zeroizing;
 
 use super::audit::{self, Event};
 use super::crypto::{self, Pepper};
+use super::mailer::Composer;
+use super::notify::{self, Notice};
 use super::sessions::Session;
 use super::users::{self, EmailAddress, User};
 use super::{Conn, RequestInfo, Result};
@@ -24,11 +26,13 @@ fn mac(pepper: &Pepper, user_id: Uuid, normalised: &str) -> Vec<u8> {
     pepper.mac(PURPOSE, format!("{user_id}\0{normalised}").as_bytes())
 }
 
-/// A new set for the session's user; the old set is void. Returns the codes (shown once).
+/// A new set for the session's user; the old set is void; the user is mailed. Returns the codes
+/// (shown once).
 #[tracing::instrument(skip_all)]
 pub async fn generate(
     conn: &mut Conn,
     pepper: &Pepper,
+    mail: &Composer,
     now: DateTime<Utc>,
     info: &RequestInfo,
     s: &Session,
@@ -73,6 +77,10 @@ pub async fn generate(
             },
         )
         .await?;
+        let user = users::get(conn, s.user_id)
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized("the session's user is gone".into()))?;
+        notify::queue(conn, mail, now, info, &user, Notice::BackupCodesGenerated).await?;
         Ok(())
     })
     .await?;
@@ -89,29 +97,40 @@ pub async fn remaining(conn: &mut Conn, user_id: Uuid) -> Result<i64> {
         .await?)
 }
 
+/// The user id an unknown (or disabled) address redeems against: stable per address, keyed by
+/// the pepper, and never a real user's, so the conditional UPDATE below matches nothing.
+fn decoy_user(pepper: &Pepper, tenant: &str, email: &EmailAddress) -> Uuid {
+    let m = pepper.mac("backup-code-decoy", format!("{tenant}\0{}", email.as_str()).as_bytes());
+    Uuid::from_bytes(m.get(..16).and_then(|b| b.try_into().ok()).unwrap_or([0; 16]))
+}
+
 /// Redeems a code; `None` for any failure (unknown address, wrong or used code), which the
-/// caller answers identically.
+/// caller answers identically. An unknown address takes the same path as a known one: the same
+/// HMAC, and the same transaction with the same conditional UPDATE, against a decoy user id
+/// (which matches no row), so neither the work, the statements nor the answer tell them apart.
+/// A success mails the user that a backup code recovered the account.
 #[tracing::instrument(skip_all)]
+#[allow(clippy::too_many_arguments)]
 pub async fn redeem(
     conn: &mut Conn,
     pepper: &Pepper,
+    mail: &Composer,
     now: DateTime<Utc>,
     info: &RequestInfo,
     tenant: &str,
     email: &EmailAddress,
     code: &str,
 ) -> Result<Option<User>> {
-    let Some(user) = users::find_by_email(conn, tenant, email).await?.filter(|u| u.status == "active") else {
-        return Ok(None);
-    };
+    let user = users::find_by_email(conn, tenant, email).await?.filter(|u| u.status == "active");
+    let subject = user.as_ref().map_or_else(|| decoy_user(pepper, tenant, email), |u| u.id);
     let Some(n) = crypto::normalise_backup_code(code) else { return Ok(None) };
-    let hash = mac(pepper, user.id, &n);
+    let hash = mac(pepper, subject, &n);
     conn.transaction::<_, super::Error, _>(async |conn| {
         // The conditional UPDATE is the whole concurrency story: one row, one winner.
         let used: Option<Uuid> = prepared(
             diesel::update(
                 bc::table
-                    .filter(bc::user_id.eq(user.id))
+                    .filter(bc::user_id.eq(subject))
                     .filter(bc::code_hash.eq(&hash))
                     .filter(bc::used_at.is_null())
                     .filter(bc::voided_at.is_null()),
@@ -122,7 +141,7 @@ pub async fn redeem(
         .get_result(conn)
         .await
         .optional()?;
-        let Some(id) = used else { return Ok(None) };
+        let (Some(id), Some(user)) = (used, user.as_ref()) else { return Ok(None) };
         audit::record(
             conn,
             now,
@@ -136,6 +155,8 @@ pub async fn redeem(
             },
         )
         .await?;
+        let remaining = remaining(conn, user.id).await?;
+        notify::queue(conn, mail, now, info, user, Notice::RecoveredWithBackupCode { remaining }).await?;
         Ok(Some(user.clone()))
     })
     .await

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::audit::{self, Event};
 use super::crypto::{self, Pepper};
-use super::users::{self, EmailAddress, NewUser, User};
+use super::users::{self, EmailAddress, User};
 use super::{Conn, RequestInfo, Result, limits, mailer};
 use crate::config::{EmailConfig, LimitsConfig};
 use crate::db::schema::email_verifications as ev;
@@ -27,9 +27,9 @@ pub fn refused() -> ApiError {
     ApiError::invalid("code", "the code or link is invalid or has expired")
 }
 
-/// Starts a verification: checks cooldown and daily caps, stores the hashes and the message
-/// intent (and its audit event) in one transaction. Known and unknown addresses take the same
-/// path.
+/// Starts a verification: checks cooldown and daily caps (keyed by the address alone), stores
+/// the hashes and the message intent (and its audit event) in one transaction. Known and
+/// unknown addresses take the same path. `tenant` is the default tenant: sign-up names none.
 #[tracing::instrument(skip_all)]
 #[allow(clippy::too_many_arguments)]
 pub async fn send(
@@ -42,8 +42,8 @@ pub async fn send(
     tenant: &str,
     email: &EmailAddress,
 ) -> Result<()> {
+    // The cooldown and the daily cap are the address's, whatever else the request says.
     let latest: Option<DateTime<Utc>> = ev::table
-        .filter(ev::tenant_id.eq(tenant))
         .filter(ev::email.eq(email.as_str()))
         .select(diesel::dsl::max(ev::created_at))
         .first(conn)
@@ -60,15 +60,8 @@ pub async fn send(
     if let Some(ip) = &info.ip_key() {
         limits::hit(conn, now, "email_send_ip", ip, cfg.daily_cap_per_ip, day).await?;
     }
-    limits::hit(
-        conn,
-        now,
-        "email_send_account",
-        &limits::account(tenant, email.as_str()),
-        cfg.daily_cap_per_address,
-        day,
-    )
-    .await?;
+    limits::hit(conn, now, "email_send_account", &limits::address(email.as_str()), cfg.daily_cap_per_address, day)
+        .await?;
     let code = crypto::numeric_code();
     let link = crypto::new_token();
     let id = Uuid::new_v4();
@@ -143,8 +136,10 @@ pub struct Confirmed {
     pub has_passkey: bool,
 }
 
-/// Checks the proof; on success consumes the verification, creates the user if new and marks
-/// the address verified, all in one transaction. Every failure answers [`refused`].
+/// Checks the proof; on success consumes the verification, finds the address's user (or creates
+/// one in `default_tenant`: [`users::for_verified_address`]) and marks the address verified,
+/// all in one transaction. Every failure answers [`refused`]. The tenant a verification row
+/// names never decides a membership.
 #[tracing::instrument(skip_all)]
 #[allow(clippy::too_many_arguments)]
 pub async fn confirm(
@@ -154,21 +149,21 @@ pub async fn confirm(
     pepper: &Pepper,
     now: DateTime<Utc>,
     info: &RequestInfo,
-    tenant: &str,
+    default_tenant: &str,
     proof: Proof<'_>,
 ) -> Result<Confirmed> {
+    let tenant = default_tenant;
     if let Some(ip) = &info.ip_key() {
         limits::check(conn, limits_cfg, now, "email_confirm_ip", ip).await?;
     }
     if let Proof::Code { email, .. } = &proof {
-        limits::check(conn, limits_cfg, now, "email_confirm_account", &limits::account(tenant, email.as_str())).await?;
+        limits::check(conn, limits_cfg, now, "email_confirm_account", &limits::address(email.as_str())).await?;
     }
     let outcome = conn
         .transaction::<_, super::Error, _>(async |conn| {
             let pending: Option<Pending> = match &proof {
                 Proof::Code { email, .. } => ev::table
                     .filter(ev::consumed_at.is_null())
-                    .filter(ev::tenant_id.eq(tenant))
                     .filter(ev::email.eq(email.as_str()))
                     .order(ev::created_at.desc())
                     .select(Pending::as_select())
@@ -208,14 +203,7 @@ pub async fn confirm(
             .execute(conn)
             .await?;
             let email = EmailAddress::parse(&p.email)?;
-            let (user, created) = users::create_or_get(
-                conn,
-                now,
-                info,
-                audit::anonymous(),
-                NewUser { tenant_id: &p.tenant_id, email: &email, display_name: None, verified_at: Some(now) },
-            )
-            .await?;
+            let (user, created) = users::for_verified_address(conn, now, info, default_tenant, &email).await?;
             if user.status != "active" {
                 return Ok(Outcome::Refused);
             }
@@ -225,7 +213,7 @@ pub async fn confirm(
                 now,
                 info,
                 Event {
-                    tenant_id: &p.tenant_id,
+                    tenant_id: &user.tenant_id,
                     actor: audit::user(user.id),
                     action: "auth.email.verified",
                     target: audit::user(user.id),
@@ -239,13 +227,13 @@ pub async fn confirm(
         .await?;
     match outcome {
         Outcome::Confirmed(c) => {
-            limits::success(conn, "email_confirm_account", &limits::account(tenant, &c.user.email)).await?;
+            limits::success(conn, "email_confirm_account", &limits::address(&c.user.email)).await?;
             Ok(c)
         }
         other => {
             let account = match (&other, &proof) {
-                (Outcome::WrongCode(email), _) => Some(limits::account(tenant, email)),
-                (_, Proof::Code { email, .. }) => Some(limits::account(tenant, email.as_str())),
+                (Outcome::WrongCode(email), _) => Some(limits::address(email)),
+                (_, Proof::Code { email, .. }) => Some(limits::address(email.as_str())),
                 _ => None,
             };
             if let Some(a) = account {

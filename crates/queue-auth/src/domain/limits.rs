@@ -237,6 +237,12 @@ pub async fn success(conn: &mut Conn, bucket: &str, subject: &str) -> Result<()>
     Ok(())
 }
 
+/// The address subject: the normalised email alone. Email verification (mail caps, cooldown,
+/// confirmation failures) keys on it, so nothing else a request says opens another counter.
+pub fn address(email: &str) -> String {
+    email.to_string()
+}
+
 /// The account subject: tenant and normalised email (whether or not such a user exists).
 pub fn account(tenant: &str, email: &str) -> String {
     format!("{tenant}/{email}")

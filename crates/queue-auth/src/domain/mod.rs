@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod email;
 pub mod limits;
 pub mod mailer;
+pub mod notify;
 pub mod passkeys;
 pub mod sessions;
 pub mod users;

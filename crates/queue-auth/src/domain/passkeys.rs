@@ -17,6 +17,8 @@ use webauthn_rs::prelude::{
 
 use super::audit::{self, Event};
 use super::crypto::Pepper;
+use super::mailer::Composer;
+use super::notify::{self, Notice};
 use super::sessions::Session;
 use super::users::{self, EmailAddress, User};
 use super::{Conn, RequestInfo, Result};
@@ -170,6 +172,7 @@ pub async fn register_finish(
     wa: &Webauthn,
     now: DateTime<Utc>,
     info: &RequestInfo,
+    mail: &Composer,
     session: &Session,
     ceremony_id: Uuid,
     credential: serde_json::Value,
@@ -224,6 +227,10 @@ pub async fn register_finish(
             },
         )
         .await?;
+        let user = users::get(conn, session.user_id)
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized("the session's user is gone".into()))?;
+        notify::queue(conn, mail, now, info, &user, Notice::PasskeyAdded { name: name.trim() }).await?;
         Ok(CredentialInfo { id, name: name.trim().to_string(), created_at: now, last_used_at: None })
     })
     .await
@@ -292,6 +299,46 @@ pub async fn login_start(
     Ok((id, options))
 }
 
+/// Starts a re-authentication (step-up) for a signed-in session: a challenge for the session
+/// user's own passkeys, bound to this session (only this session can finish it).
+#[tracing::instrument(skip_all)]
+pub async fn reauth_start(
+    conn: &mut Conn,
+    wa: &Webauthn,
+    ttl: i64,
+    now: DateTime<Utc>,
+    session: &Session,
+) -> Result<(Uuid, serde_json::Value)> {
+    let stored: Vec<serde_json::Value> =
+        pk::table.filter(pk::user_id.eq(session.user_id)).select(pk::passkey).load(conn).await?;
+    let passkeys: Vec<Passkey> = stored.into_iter().map(json).collect::<Result<_>>()?;
+    if passkeys.is_empty() {
+        return Err(ApiError::Conflict("this account has no passkey to verify with".into()).into());
+    }
+    let (rcr, state) = wa
+        .start_passkey_authentication(&passkeys)
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("cannot start authentication: {e}")))?;
+    let id = store_ceremony(conn, now, ttl, "reauth", Some(session.user_id), Some(session.id), to_json(&state)?).await?;
+    Ok((id, to_json(&rcr)?))
+}
+
+/// What an assertion is for: signing in (login, usernameless or decoy ceremonies), or
+/// re-authenticating the given session (a `reauth` ceremony that session started).
+#[derive(Clone, Copy)]
+pub enum Purpose {
+    Login,
+    Reauth { session_id: Uuid },
+}
+
+impl Purpose {
+    fn fits(self, c: &Ceremony) -> bool {
+        match self {
+            Self::Login => matches!(c.kind.as_str(), "login" | "discoverable" | "decoy"),
+            Self::Reauth { session_id } => c.kind == "reauth" && c.session_id == Some(session_id),
+        }
+    }
+}
+
 /// The outcome of a login finish, for the caller's audit and limits.
 pub enum LoginOutcome<T> {
     /// With what `then` made of the login (a session).
@@ -310,11 +357,13 @@ pub enum LoginOutcome<T> {
 /// Verifies an assertion against the ceremony; on success bumps the counter and last use and
 /// runs `then` (minting the session) in the same transaction: one commit for the whole login.
 #[tracing::instrument(skip_all)]
+#[allow(clippy::too_many_arguments)]
 pub async fn login_finish<T: Send>(
     conn: &mut Conn,
     wa: &Webauthn,
     now: DateTime<Utc>,
     info: &RequestInfo,
+    purpose: Purpose,
     ceremony_id: Uuid,
     credential: serde_json::Value,
     then: impl for<'c> FnOnce(&'c mut Conn, &'c User) -> futures_util::future::BoxFuture<'c, Result<T>> + Send,
@@ -323,6 +372,10 @@ pub async fn login_finish<T: Send>(
         .map_err(|e| bad_credential(format!("not an authentication response: {e}")))?;
     conn.transaction::<_, super::Error, _>(async |conn| {
         let c = take_ceremony(conn, now, ceremony_id).await?;
+        if !purpose.fits(&c) {
+            // Rolls back: the ceremony stays for the finish it belongs to.
+            return Err(ApiError::invalid("ceremony_id", "not a ceremony for this step").into());
+        }
         let cred_id: Vec<u8> = credential.get_credential_id().to_vec();
         let row: Option<Row> = pk::table
             .filter(pk::cred_id.eq(&cred_id))
@@ -339,7 +392,7 @@ pub async fn login_finish<T: Send>(
         let Some(row) = row else { return Ok(fail(c.user_id, "unknown credential")) };
         let mut passkey: Passkey = json(row.passkey.clone())?;
         let result = match c.kind.as_str() {
-            "login" => {
+            "login" | "reauth" => {
                 if c.user_id != Some(row.user_id) {
                     return Ok(fail(c.user_id, "credential of another user"));
                 }
@@ -395,7 +448,11 @@ pub async fn login_finish<T: Send>(
                 actor: audit::user(user.id),
                 action: "auth.passkey.used",
                 target: queue_audit_client::Party::new("passkey", row.id.to_string()),
-                payload: serde_json::json!({"counter": counter, "usernameless": c.kind == "discoverable"}),
+                payload: serde_json::json!({
+                    "counter": counter,
+                    "usernameless": c.kind == "discoverable",
+                    "reauth": c.kind == "reauth",
+                }),
             },
         )
         .await?;

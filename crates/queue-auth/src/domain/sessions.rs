@@ -60,6 +60,7 @@ struct Row {
     revoked_at: Option<DateTime<Utc>>,
     ip: Option<String>,
     user_agent: Option<String>,
+    verified_at: Option<DateTime<Utc>>,
 }
 
 /// A live session as the service sees it.
@@ -75,6 +76,9 @@ pub struct Session {
     pub absolute_expires_at: DateTime<Utc>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// When the user last proved presence with a passkey in this session (the login, or a
+    /// re-authentication); `None` for enrollment and recovery sessions.
+    pub verified_at: Option<DateTime<Utc>>,
 }
 
 impl From<Row> for Session {
@@ -90,6 +94,7 @@ impl From<Row> for Session {
             absolute_expires_at: r.absolute_expires_at,
             ip: r.ip,
             user_agent: r.user_agent,
+            verified_at: r.verified_at,
         }
     }
 }
@@ -104,7 +109,8 @@ pub fn token_hash(token: &str) -> Vec<u8> {
     crypto::sha256(token.as_bytes())
 }
 
-/// Creates a session of `kind` for the user.
+/// Creates a session of `kind` for the user. A full session comes from a passkey assertion made
+/// just now, so it starts verified (see [`require_recent_verification`]).
 #[tracing::instrument(skip_all)]
 pub async fn create(
     conn: &mut Conn,
@@ -138,6 +144,7 @@ pub async fn create(
                 queue_sessions::ip.eq(&info.ip),
                 queue_sessions::user_agent
                     .eq(info.user_agent.as_ref().map(|u| u.chars().take(512).collect::<String>())),
+                queue_sessions::verified_at.eq((kind == Kind::Full).then_some(now)),
             ))
             .returning(Row::as_returning()),
     )
@@ -194,17 +201,19 @@ pub async fn validate_hashes(
     let mut unique = hashes.to_vec();
     unique.sort_unstable();
     unique.dedup();
-    let rows: Vec<(Vec<u8>, Row)> = queue_sessions::table
+    // The tenant reported is the user's (their provisioned membership), read with the session:
+    // a session never carries a tenant of its own choosing.
+    let rows: Vec<(Vec<u8>, Row, String)> = queue_sessions::table
         .inner_join(users::table)
         .filter(queue_sessions::token_hash.eq_any(&unique))
         .filter(users::status.eq("active"))
-        .select((queue_sessions::token_hash, Row::as_select()))
+        .select((queue_sessions::token_hash, Row::as_select(), users::tenant_id))
         .load(conn)
         .await?;
     let mut live: HashMap<Vec<u8>, Session> = rows
         .into_iter()
-        .filter(|(_, r)| r.revoked_at.is_none() && now < r.idle_expires_at && now < r.absolute_expires_at)
-        .map(|(h, r)| (h, Session::from(r)))
+        .filter(|(_, r, _)| r.revoked_at.is_none() && now < r.idle_expires_at && now < r.absolute_expires_at)
+        .map(|(h, r, tenant)| (h, Session { tenant_id: tenant, ..Session::from(r) }))
         .collect();
     let interval = Duration::seconds(cfg.last_seen_interval_secs);
     let due: Vec<Uuid> = live.values().filter(|s| now - s.last_seen_at >= interval).map(|s| s.id).collect();
@@ -230,6 +239,34 @@ pub async fn validate_hashes(
         }
     }
     Ok(hashes.iter().map(|h| live.get(h).cloned()).collect())
+}
+
+/// Records a fresh user verification (a passkey assertion) on the session: step-up.
+pub async fn mark_verified(conn: &mut Conn, session_id: Uuid, now: DateTime<Utc>) -> Result<()> {
+    prepared(diesel::update(queue_sessions::table.find(session_id)).set(queue_sessions::verified_at.eq(now)))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Step-up: what makes an account yours (a new passkey, new backup codes) needs, from a full
+/// session, a passkey assertion within the last `window_secs` (the login, or
+/// `POST /api/v1/auth/webauthn/reauth/…`), so a stolen cookie cannot quietly add a way in.
+/// Enrollment and recovery sessions pass: registering their first or replacement passkey is
+/// what they are for (and they can do nothing else).
+pub fn require_recent_verification(s: &Session, now: DateTime<Utc>, window_secs: i64) -> Result<()> {
+    if s.kind != Kind::Full {
+        return Ok(());
+    }
+    match s.verified_at {
+        Some(t) if now - t <= Duration::seconds(window_secs) => Ok(()),
+        _ => Err(queue_platform::ApiError::StepUpRequired(format!(
+            "confirm it is you: verify with a passkey (POST /api/v1/auth/webauthn/reauth/start) within {} minutes \
+             before this",
+            window_secs / 60
+        ))
+        .into()),
+    }
 }
 
 /// The user's live sessions, newest first.

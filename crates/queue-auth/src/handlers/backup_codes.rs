@@ -26,7 +26,9 @@ pub struct NewCodes {
     pub remaining: usize,
 }
 
-/// Generate a new set of 10 codes (the old set becomes void).
+/// Generate a new set of 10 codes (the old set becomes void; the user is mailed). Needs a full
+/// session whose user verified with a passkey within `sessions.step_up_secs` (else 403
+/// `step_up_required`).
 #[utoipa::path(post, path = "/api/v1/auth/backup-codes", tag = "backup-codes",
     responses((status = 201, body = NewCodes), (status = 401), (status = 403), (status = 404)))]
 pub async fn generate(
@@ -36,8 +38,10 @@ pub async fn generate(
 ) -> Result<HttpResponse, ApiError> {
     enabled(&state)?;
     let s = user.require_full()?;
+    sessions::require_recent_verification(s, state.now(), state.config.sessions.step_up_secs)?;
     let mut conn = state.conn().await?;
-    let codes = backup_codes::generate(&mut conn, &state.pepper, state.now(), &info(&req), s).await?;
+    let codes = backup_codes::generate(&mut conn, &state.pepper, &state.mail, state.now(), &info(&req), s).await?;
+    state.mail.wake();
     state.committed();
     let codes: Vec<String> = codes.iter().map(|c| c.to_string()).collect();
     Ok(HttpResponse::Created()
@@ -68,8 +72,9 @@ pub struct Redeem {
     pub tenant_id: Option<String>,
 }
 
-/// Redeem a code: single use; returns a recovery session (may only register a passkey) and
-/// revokes the user's other sessions. Every failure answers the same.
+/// Redeem a code: single use; returns a recovery session (may only register a passkey),
+/// revokes the user's other sessions and mails the user. Every failure answers the same, by
+/// the same path (an unknown address redeems against a decoy).
 #[utoipa::path(post, path = "/api/v1/auth/backup-codes/redeem", tag = "backup-codes", request_body = Redeem,
     responses((status = 200, body = crate::handlers::SessionEnvelope), (status = 401), (status = 404), (status = 429)))]
 pub async fn redeem(
@@ -93,7 +98,8 @@ pub async fn redeem(
         limits::check(&mut conn, lim, now, "redeem_ip", ip).await?;
     }
     limits::check(&mut conn, lim, now, "redeem_account", &account).await?;
-    let user = backup_codes::redeem(&mut conn, &state.pepper, now, &info, &tenant, &email, &body.code).await?;
+    let user =
+        backup_codes::redeem(&mut conn, &state.pepper, &state.mail, now, &info, &tenant, &email, &body.code).await?;
     let Some(user) = user else {
         conn.transaction::<_, Error, _>(async |conn| {
             audit::record(
@@ -126,6 +132,7 @@ pub async fn redeem(
         })
         .await?;
     limits::success(&mut conn, "redeem_account", &account).await?;
+    state.mail.wake();
     state.committed();
     let remaining = backup_codes::remaining(&mut conn, user.id).await?;
     Ok(super::session_response(&state, minted, serde_json::json!({"remaining": remaining})))

@@ -3,19 +3,23 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use diesel_async::AsyncConnection;
 use queue_platform::ApiError;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::email::{self, Proof};
 use crate::domain::sessions::{self, Kind};
-use crate::domain::users::{self, EmailAddress};
-use crate::extract::info;
+use crate::domain::users::EmailAddress;
+use crate::extract::{info, session_token};
 use crate::state::AuthState;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
     pub email: String,
-    pub tenant_id: Option<String>,
+    /// Refused (400): sign-up names no tenant. Read only to answer it clearly.
+    #[serde(default)]
+    #[schema(ignore)]
+    pub tenant_id: Option<IgnoredAny>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -24,24 +28,33 @@ pub struct Accepted {
     pub status: &'static str,
 }
 
-fn tenant_of(state: &AuthState, t: &Option<String>) -> Result<String, ApiError> {
-    let t = t.clone().unwrap_or_else(|| state.config.auth.default_tenant.clone());
-    users::check_tenant(&t)?;
-    Ok(t)
+/// Tenant membership is given (provisioning by a service, an invitation), never taken: an
+/// anonymous sign-up that names a tenant is refused, and changes nothing.
+fn names_no_tenant(tenant_id: &Option<IgnoredAny>) -> Result<(), ApiError> {
+    match tenant_id {
+        None => Ok(()),
+        Some(_) => Err(ApiError::BadRequest(
+            "`tenant_id` is not accepted here: signing up names no tenant; a tenant membership is given by \
+             provisioning or an invitation"
+                .into(),
+        )),
+    }
 }
 
-/// Send a verification code and link. The same 202 whether or not the address is known.
+/// Send a verification code and link. The same 202 whether or not the address is known. Names
+/// no tenant: a `tenant_id` is refused (400).
 #[utoipa::path(post, path = "/api/v1/auth/email/verification", tag = "email", request_body = SendRequest,
-    responses((status = 202, body = Accepted), (status = 422), (status = 429)))]
+    responses((status = 202, body = Accepted), (status = 400, description = "`tenant_id` named: sign-up names no tenant"), (status = 422), (status = 429)))]
 pub async fn send(
     state: web::Data<AuthState>,
     req: HttpRequest,
     body: web::Json<SendRequest>,
 ) -> Result<HttpResponse, ApiError> {
+    names_no_tenant(&body.tenant_id)?;
     let email = EmailAddress::parse(&body.email)?;
-    let tenant = tenant_of(&state, &body.tenant_id)?;
+    let tenant = &state.config.auth.default_tenant;
     let mut conn = state.conn().await?;
-    email::send(&mut conn, &state.config.email, &state.pepper, &state.mail, state.now(), &info(&req), &tenant, &email)
+    email::send(&mut conn, &state.config.email, &state.pepper, &state.mail, state.now(), &info(&req), tenant, &email)
         .await?;
     state.mail.wake();
     state.committed();
@@ -56,20 +69,27 @@ pub struct ConfirmRequest {
     pub code: Option<String>,
     /// The link's token, instead of `email` + `code`.
     pub token: Option<String>,
-    pub tenant_id: Option<String>,
+    /// Refused (400): sign-up names no tenant. Read only to answer it clearly.
+    #[serde(default)]
+    #[schema(ignore)]
+    pub tenant_id: Option<IgnoredAny>,
 }
 
 /// Confirm with the code (or the link token): marks the address verified, creates the user if
-/// new, and returns an enrollment session (may only register a passkey). A user who already
-/// has a passkey gets no session: an email alone never replaces a passkey.
+/// new (in the default tenant: the address's provisioned user when there is one), and returns
+/// an enrollment session (may only register a passkey). No session is given to a user who
+/// already has a passkey (an email alone never replaces a passkey), nor when the request
+/// already holds a full session: a link never replaces the session a browser is signed in with
+/// (`kept_session: true`, no cookie).
 #[utoipa::path(post, path = "/api/v1/auth/email/verification/confirm", tag = "email", request_body = ConfirmRequest,
-    responses((status = 200, body = crate::handlers::SessionEnvelope), (status = 422), (status = 429)))]
+    responses((status = 200, body = crate::handlers::SessionEnvelope), (status = 400, description = "`tenant_id` named: sign-up names no tenant"), (status = 422), (status = 429)))]
 pub async fn confirm(
     state: web::Data<AuthState>,
     req: HttpRequest,
     body: web::Json<ConfirmRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant = tenant_of(&state, &body.tenant_id)?;
+    names_no_tenant(&body.tenant_id)?;
+    let tenant = &state.config.auth.default_tenant;
     let email;
     let proof = match (&body.email, &body.code, &body.token) {
         (Some(e), Some(c), None) => {
@@ -87,7 +107,7 @@ pub async fn confirm(
     let info = info(&req);
     let mut conn = state.conn().await?;
     let confirmed =
-        email::confirm(&mut conn, &state.config.email, &state.config.limits, &state.pepper, now, &info, &tenant, proof)
+        email::confirm(&mut conn, &state.config.email, &state.config.limits, &state.pepper, now, &info, tenant, proof)
             .await;
     state.committed();
     let confirmed = confirmed?;
@@ -95,6 +115,12 @@ pub async fn confirm(
     if confirmed.has_passkey {
         let mut extra = extra;
         extra["session"] = serde_json::Value::Null;
+        return Ok(HttpResponse::Ok().json(extra));
+    }
+    if signed_in(&state, &req, &mut conn).await? {
+        let mut extra = extra;
+        extra["session"] = serde_json::Value::Null;
+        extra["kept_session"] = true.into();
         return Ok(HttpResponse::Ok().json(extra));
     }
     let cfg = &state.config.sessions;
@@ -106,4 +132,12 @@ pub async fn confirm(
         .await?;
     state.committed();
     Ok(super::session_response(&state, minted, extra))
+}
+
+/// Whether the request carries a live full session (cookie or bearer): a verification must not
+/// sign that browser out of it (nor into another account).
+async fn signed_in(state: &AuthState, req: &HttpRequest, conn: &mut queue_platform::db::PgConn) -> Result<bool, ApiError> {
+    let Some(token) = session_token(req) else { return Ok(false) };
+    let live = sessions::validate(conn, &state.config.sessions, state.now(), &token).await?;
+    Ok(live.is_some_and(|s| s.kind == Kind::Full))
 }

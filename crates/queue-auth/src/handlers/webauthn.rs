@@ -6,17 +6,26 @@ use queue_platform::ApiError;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::domain::passkeys::{self, LoginOutcome};
+use crate::domain::passkeys::{self, LoginOutcome, Purpose};
 use crate::domain::sessions::{self, Kind};
 use crate::domain::users::{self, EmailAddress};
 use crate::domain::{Error, audit, limits};
 use crate::extract::{SessionUser, info};
 use crate::state::AuthState;
 
-/// Start registering a passkey (any session kind: full, enrollment or recovery).
+/// Step-up for adding a way in: a full session's passkey assertion must be recent.
+fn step_up(state: &AuthState, s: &sessions::Session) -> Result<(), ApiError> {
+    Ok(sessions::require_recent_verification(s, state.now(), state.config.sessions.step_up_secs)?)
+}
+
+/// Start registering a passkey: an enrollment or recovery session (their purpose), or a full
+/// session whose user verified with a passkey within `sessions.step_up_secs` (else 403
+/// `step_up_required`: re-authenticate first).
 #[utoipa::path(post, path = "/api/v1/auth/webauthn/register/start", tag = "webauthn",
-    responses((status = 200, description = "`{ceremony_id, options}`; options is the WebAuthn CreationChallengeResponse"), (status = 401)))]
+    responses((status = 200, description = "`{ceremony_id, options}`; options is the WebAuthn CreationChallengeResponse"), (status = 401),
+              (status = 403, description = "`step_up_required`: verify with a passkey first (`…/webauthn/reauth/start`)")))]
 pub async fn register_start(state: web::Data<AuthState>, user: SessionUser) -> Result<HttpResponse, ApiError> {
+    step_up(&state, &user.0)?;
     let mut conn = state.conn().await?;
     let u =
         users::get(&mut conn, user.0.user_id).await?.ok_or_else(|| ApiError::Unauthorized("no such user".into()))?;
@@ -42,15 +51,17 @@ pub struct RegisterFinish {
     pub name: Option<String>,
 }
 
-/// Finish registering: stores the passkey.
+/// Finish registering: stores the passkey and mails the user that a passkey was added. The
+/// same step-up as `register/start`.
 #[utoipa::path(post, path = "/api/v1/auth/webauthn/register/finish", tag = "webauthn", request_body = RegisterFinish,
-    responses((status = 201, body = crate::domain::passkeys::CredentialInfo), (status = 401), (status = 409), (status = 422)))]
+    responses((status = 201, body = crate::domain::passkeys::CredentialInfo), (status = 401), (status = 403), (status = 409), (status = 422)))]
 pub async fn register_finish(
     state: web::Data<AuthState>,
     user: SessionUser,
     req: HttpRequest,
     body: web::Json<RegisterFinish>,
 ) -> Result<HttpResponse, ApiError> {
+    step_up(&state, &user.0)?;
     let body = body.into_inner();
     let mut conn = state.conn().await?;
     let out = passkeys::register_finish(
@@ -58,12 +69,14 @@ pub async fn register_finish(
         &state.webauthn,
         state.now(),
         &info(&req),
+        &state.mail,
         &user.0,
         body.ceremony_id,
         body.credential,
         body.name,
     )
     .await?;
+    state.mail.wake();
     state.committed();
     Ok(HttpResponse::Created().json(out))
 }
@@ -153,6 +166,7 @@ pub async fn login_finish(
         &state.webauthn,
         now,
         &info,
+        Purpose::Login,
         body.ceremony_id,
         body.credential,
         move |conn, user| {
@@ -212,6 +226,78 @@ pub async fn login_finish(
                     )
                     .await?;
                 }
+                Ok(())
+            })
+            .await?;
+            state.committed();
+            Err(ApiError::Unauthorized("the passkey could not be verified".into()))
+        }
+    }
+}
+
+/// Start a re-authentication (step-up) with a full session: a challenge for the user's own
+/// passkeys, bound to this session.
+#[utoipa::path(post, path = "/api/v1/auth/webauthn/reauth/start", tag = "webauthn",
+    responses((status = 200, description = "`{ceremony_id, options}`; options is the WebAuthn RequestChallengeResponse"), (status = 401), (status = 403)))]
+pub async fn reauth_start(state: web::Data<AuthState>, user: SessionUser) -> Result<HttpResponse, ApiError> {
+    let s = user.require_full()?;
+    let mut conn = state.conn().await?;
+    let (id, rcr) =
+        passkeys::reauth_start(&mut conn, &state.webauthn, state.config.webauthn.ceremony_ttl_secs, state.now(), s)
+            .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"ceremony_id": id, "options": rcr})))
+}
+
+/// Finish a re-authentication: a verified assertion by one of the user's passkeys records a
+/// fresh user verification on this session (`verified_at`), which adding a passkey and
+/// generating backup codes need.
+#[utoipa::path(post, path = "/api/v1/auth/webauthn/reauth/finish", tag = "webauthn", request_body = LoginFinish,
+    responses((status = 200, description = "`{verified_at}`"), (status = 401), (status = 403), (status = 422)))]
+pub async fn reauth_finish(
+    state: web::Data<AuthState>,
+    user: SessionUser,
+    req: HttpRequest,
+    body: web::Json<LoginFinish>,
+) -> Result<HttpResponse, ApiError> {
+    let s = user.require_full()?.clone();
+    let body = body.into_inner();
+    let now = state.now();
+    let info = info(&req);
+    let mut conn = state.conn().await?;
+    let session_id = s.id;
+    let outcome = passkeys::login_finish(
+        &mut conn,
+        &state.webauthn,
+        now,
+        &info,
+        Purpose::Reauth { session_id },
+        body.ceremony_id,
+        body.credential,
+        move |conn, _user| Box::pin(async move { sessions::mark_verified(conn, session_id, now).await }),
+    )
+    .await?;
+    match outcome {
+        LoginOutcome::Ok { .. } => {
+            state.committed();
+            Ok(HttpResponse::Ok().json(serde_json::json!({"verified_at": now})))
+        }
+        LoginOutcome::Failed { reason, .. } => {
+            let action =
+                if reason == "counter_regressed" { "auth.passkey.counter_regressed" } else { "auth.login.failed" };
+            conn.transaction::<_, Error, _>(async |conn| {
+                audit::record(
+                    conn,
+                    now,
+                    &info,
+                    audit::Event {
+                        tenant_id: &s.tenant_id,
+                        actor: audit::user(s.user_id),
+                        action,
+                        target: audit::user(s.user_id),
+                        payload: serde_json::json!({"reason": reason, "method": "passkey_reauth"}),
+                    },
+                )
+                .await?;
                 Ok(())
             })
             .await?;

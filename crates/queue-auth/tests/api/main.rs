@@ -1,6 +1,7 @@
 //! queue-auth against a real PostgreSQL, through real sockets.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod account_security;
 mod audit_relay;
 mod backup_codes;
 mod client_ip;

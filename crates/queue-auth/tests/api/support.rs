@@ -104,14 +104,24 @@ impl Auth {
 
     /// The `n`th message (from 0) to `email`, waiting up to 10 s for the mail relay.
     pub async fn mail_to(&self, email: &str, n: usize) -> String {
+        self.mail_about(email, "", n).await
+    }
+
+    /// The `n`th message (from 0) to `email` whose subject contains `subject`, waiting up to
+    /// 10 s for the mail relay.
+    pub async fn mail_about(&self, email: &str, subject: &str, n: usize) -> String {
         for _ in 0..200 {
-            let mut all = self.mails_to(email);
+            let mut all: Vec<String> = self
+                .mails_to(email)
+                .into_iter()
+                .filter(|m| m.lines().any(|l| l.starts_with("Subject: ") && l.contains(subject)))
+                .collect();
             if all.len() > n {
                 return all.swap_remove(n);
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        panic!("no mail {n} to {email} within 10 s");
+        panic!("no mail {n} to {email} about {subject:?} within 10 s");
     }
 
     /// Sends a verification and reads the code from the message.
@@ -123,7 +133,7 @@ impl Auth {
     pub async fn request_code_n(&self, email: &str, n: usize) -> String {
         let (s, v) = self.post("/api/v1/auth/email/verification", None, &json!({"email": email})).await;
         assert_eq!(s, 202, "{v}");
-        let text = self.mail_to(email, n).await;
+        let text = self.mail_about(email, "verification code", n).await;
         code_in(&text)
     }
 

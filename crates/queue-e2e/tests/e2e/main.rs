@@ -8,4 +8,6 @@ mod flood;
 mod cutover;
 mod replicas;
 mod support;
+mod tenant_claim;
 mod traces;
+mod verify_link;
