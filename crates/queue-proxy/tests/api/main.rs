@@ -9,5 +9,6 @@ mod phases;
 mod process;
 mod reload;
 mod route_table;
+mod security_edge;
 mod shadow;
 mod support;
