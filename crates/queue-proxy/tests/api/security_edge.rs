@@ -86,7 +86,9 @@ async fn eleven_hundred_slow_clients_on_a_shadowed_route_do_not_starve_other_cli
         .buffer_unordered(100)
         .collect()
         .await;
-    wait_in_flight(&p, 1100.0).await;
+    // At least as many as Raptor has slots have reached the proxy (were they to take a slot
+    // each, none would be left).
+    wait_in_flight(&p, 1024.0).await;
 
     // Another client is answered normally, on the shadowed route and elsewhere.
     let other = client_from("127.0.0.2");
@@ -176,22 +178,33 @@ async fn a_client_that_stops_reading_gives_its_upstream_slot_back() {
     );
     stalled.write_all(head.as_bytes()).await.expect("head");
     stalled.write_all(&body).await.expect("body");
+    // Raptor's answer head has reached the proxy: from here the response holds the slot while
+    // its body goes to the client.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !metrics_text(&p).await.lines().any(|l| {
+        l.starts_with("queue_proxy_requests_total{")
+            && l.contains("route=\"backup-codes\"")
+            && l.contains("status=\"2xx\"")
+    }) {
+        assert!(Instant::now() < deadline, "the stalled client's request did not reach Raptor");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Raptor's one slot comes back once the write timeout ends the stalled connection.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut saw_overloaded = false;
     loop {
         let r = client_from("127.0.0.2").get(p.url("/api/v1/auth/backup-codes")).send().await.expect("get");
         if r.status() == 200 {
             break;
         }
         assert_eq!(r.status(), 503);
-        saw_overloaded = true;
         assert!(Instant::now() < deadline, "the stalled client kept Raptor's only slot");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("the stalled client held the slot for a while first: {saw_overloaded}");
     drop(stalled);
+}
+
+async fn metrics_text(p: &Proxy) -> String {
+    p.client.get(p.admin_url("/metrics")).send().await.expect("metrics").text().await.expect("text")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
