@@ -4,10 +4,19 @@
 //! kept or logged). When auth is not configured, slow or down, the cohort falls back to the
 //! tenant header and then the client address; a failure never fails the request, and after one
 //! the proxy stops asking for a few seconds so a down auth does not slow every request.
+//!
+//! The cache cannot be flushed from outside (issue 16, item 8): anyone can send a made-up
+//! `queue_session`, so auth's refusals are kept apart from valid sessions, in a bounded
+//! first-in-first-out list, and a made-up token can only push out another made-up token. Valid
+//! sessions (which a client cannot invent) are kept up to their own bound; when that is full,
+//! expired entries make room, and if none has expired the new answer is used but not kept —
+//! the cache is never emptied wholesale. While auth cannot answer (down, slow, or refusing the
+//! proxy), a session whose answer has expired but is still held keeps its identity, so a
+//! user's cohort does not flip to the fallback because someone made auth busy.
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,10 +38,75 @@ struct ValidateResponse {
     tenant_id: Option<String>,
 }
 
-const MAX_CACHE: usize = 100_000;
+type Key = [u8; 32];
 
 /// Validation answers by SHA-256 of the session token, with when they were fetched.
-type Cache = HashMap<[u8; 32], (Option<Identity>, Instant)>;
+struct Cache {
+    /// Valid sessions' identities.
+    valid: HashMap<Key, (Identity, Instant)>,
+    /// Tokens auth refused, and their order of arrival (the oldest goes first when full).
+    refused: HashMap<Key, Instant>,
+    refused_order: VecDeque<Key>,
+    max: usize,
+}
+
+/// A cache lookup: a fresh answer, or an expired identity kept for when auth cannot answer.
+enum Cached {
+    Fresh(Option<Identity>),
+    Stale(Identity),
+    Missing,
+}
+
+impl Cache {
+    fn new(max: usize) -> Self {
+        Self { valid: HashMap::new(), refused: HashMap::new(), refused_order: VecDeque::new(), max }
+    }
+
+    fn get(&self, key: &Key, now: Instant, ttl: Duration) -> Cached {
+        if let Some((id, at)) = self.valid.get(key) {
+            return if now.duration_since(*at) < ttl {
+                Cached::Fresh(Some(id.clone()))
+            } else {
+                Cached::Stale(id.clone())
+            };
+        }
+        match self.refused.get(key) {
+            Some(at) if now.duration_since(*at) < ttl => Cached::Fresh(None),
+            _ => Cached::Missing,
+        }
+    }
+
+    fn insert(&mut self, key: Key, answer: Option<Identity>, now: Instant, ttl: Duration) {
+        match answer {
+            Some(id) => {
+                self.refused.remove(&key);
+                if self.valid.len() >= self.max && !self.valid.contains_key(&key) {
+                    self.valid.retain(|_, (_, at)| now.duration_since(*at) < ttl);
+                    if self.valid.len() >= self.max {
+                        // Full of live sessions: this answer is used, not kept.
+                        return;
+                    }
+                }
+                self.valid.insert(key, (id, now));
+            }
+            None => {
+                // A session that ended is no longer a valid one.
+                self.valid.remove(&key);
+                if self.refused.insert(key, now).is_none() {
+                    self.refused_order.push_back(key);
+                }
+                while self.refused.len() > self.max {
+                    match self.refused_order.pop_front() {
+                        Some(old) => {
+                            self.refused.remove(&old);
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+}
 const TOKEN_TTL_SECS: u64 = 60;
 const BACKOFF: Duration = Duration::from_secs(5);
 
@@ -47,7 +121,7 @@ pub struct IdentityClient {
 }
 
 impl IdentityClient {
-    pub fn new(auth_url: &url::Url, timeout: Duration, ttl: Duration) -> anyhow::Result<Self> {
+    pub fn new(auth_url: &url::Url, timeout: Duration, ttl: Duration, cache_entries: usize) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(timeout)
             .timeout(timeout)
@@ -60,7 +134,7 @@ impl IdentityClient {
             http,
             timeout,
             ttl,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::new(cache_entries)),
             service_token: Mutex::new(None),
             backoff_until: Mutex::new(None),
         })
@@ -68,34 +142,26 @@ impl IdentityClient {
 
     /// The identity behind a session token; `None` when invalid or unknown.
     pub async fn identify(&self, platform: &Platform, session: &str) -> Option<Identity> {
-        let key: [u8; 32] = Sha256::digest(session.as_bytes()).into();
+        let key: Key = Sha256::digest(session.as_bytes()).into();
         let now = Instant::now();
-        if let Some((id, at)) = lock(&self.cache).get(&key)
-            && now.duration_since(*at) < self.ttl
-        {
-            return id.clone();
-        }
+        let stale = match lock(&self.cache).get(&key, now, self.ttl) {
+            Cached::Fresh(id) => return id,
+            Cached::Stale(id) => Some(id),
+            Cached::Missing => None,
+        };
         if lock(&self.backoff_until).is_some_and(|until| now < until) {
-            return None;
+            return stale;
         }
         match self.ask(platform, session).await {
             Ok(id) => {
-                let mut cache = lock(&self.cache);
-                if cache.len() >= MAX_CACHE {
-                    let ttl = self.ttl;
-                    cache.retain(|_, (_, at)| now.duration_since(*at) < ttl);
-                    if cache.len() >= MAX_CACHE {
-                        cache.clear();
-                    }
-                }
-                cache.insert(key, (id.clone(), now));
+                lock(&self.cache).insert(key, id.clone(), now, self.ttl);
                 id
             }
             Err(e) => {
                 tracing::warn!(error = %e, timeout_ms = self.timeout.as_millis() as u64,
                     "session validation failed; canary cohorts fall back to tenant or client address");
                 *lock(&self.backoff_until) = Some(now + BACKOFF);
-                None
+                stale
             }
         }
     }
@@ -135,4 +201,40 @@ impl IdentityClient {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(u: &str) -> Option<Identity> {
+        Some(Identity { user_id: Some(u.to_string()), tenant_id: None })
+    }
+
+    #[test]
+    fn refused_tokens_never_push_out_valid_sessions() {
+        let ttl = Duration::from_secs(60);
+        let now = Instant::now();
+        let mut c = Cache::new(4);
+        for i in 0..4u8 {
+            c.insert([i; 32], id(&format!("u{i}")), now, ttl);
+        }
+        for i in 10..=255u8 {
+            c.insert([i; 32], None, now, ttl);
+        }
+        assert_eq!(c.refused.len(), 4, "refusals are bounded");
+        assert_eq!(c.refused_order.len(), 4);
+        for i in 0..4u8 {
+            assert!(matches!(c.get(&[i; 32], now, ttl), Cached::Fresh(Some(_))), "user {i} kept");
+        }
+        // Full of live sessions: a fifth is answered but not kept, and nobody is evicted.
+        c.insert([5; 32], id("u5"), now, ttl);
+        assert!(matches!(c.get(&[5; 32], now, ttl), Cached::Missing));
+        assert_eq!(c.valid.len(), 4);
+        // Once entries expire they make room; an expired one is still there to fall back on.
+        let later = now + ttl + Duration::from_secs(1);
+        assert!(matches!(c.get(&[0; 32], later, ttl), Cached::Stale(_)));
+        c.insert([5; 32], id("u5"), later, ttl);
+        assert!(matches!(c.get(&[5; 32], later, ttl), Cached::Fresh(Some(_))));
+    }
 }

@@ -8,6 +8,8 @@
 //! call [`start`] on port 0.
 
 mod admin;
+mod canonical;
+mod clients;
 mod deadline;
 mod forward;
 mod identity;
@@ -167,6 +169,35 @@ pub struct ForwardingConfig {
     /// Largest total size of a request's header names and values; larger answers 431.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
+    /// Largest request body, in bytes; larger answers 413. A body is read whole before the
+    /// request takes an upstream slot, so a slow client never holds one.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// How long a client has to send a request's whole body, in ms, counted from its head;
+    /// later answers 408 and closes the connection.
+    #[serde(default = "default_client_body_timeout")]
+    pub client_body_timeout_ms: u64,
+    /// Longest pause while writing a response to a client, in ms (a client that stops reading);
+    /// longer closes the connection, which gives back the upstream slot.
+    #[serde(default = "default_client_write_timeout")]
+    pub client_write_timeout_ms: u64,
+    /// Requests one client (an address; IPv6 by /64) may have in flight at once; more answer
+    /// 429. The client is the address `trusted_proxies` says it is.
+    #[serde(default = "default_max_in_flight_per_client")]
+    pub max_in_flight_per_client: u32,
+}
+
+fn default_max_body_bytes() -> usize {
+    10 * 1024 * 1024
+}
+fn default_client_body_timeout() -> u64 {
+    15_000
+}
+fn default_client_write_timeout() -> u64 {
+    30_000
+}
+fn default_max_in_flight_per_client() -> u32 {
+    128
 }
 
 fn default_max_header_bytes() -> usize {
@@ -195,6 +226,10 @@ impl Default for ForwardingConfig {
             pool_max_idle_per_host: default_idle_per_host(),
             trusted_proxies: TrustedNetworks::none(),
             max_header_bytes: default_max_header_bytes(),
+            max_body_bytes: default_max_body_bytes(),
+            client_body_timeout_ms: default_client_body_timeout(),
+            client_write_timeout_ms: default_client_write_timeout(),
+            max_in_flight_per_client: default_max_in_flight_per_client(),
         }
     }
 }
@@ -217,6 +252,14 @@ pub struct IdentityConfig {
     /// The header naming the tenant, for tenant cohorts without a session.
     #[serde(default = "default_tenant_header")]
     pub tenant_header: String,
+    /// Validation answers kept for valid sessions, and (apart) for tokens auth refused. A full
+    /// cache of valid sessions takes no new ones until entries expire; it is never emptied.
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: usize,
+}
+
+fn default_cache_entries() -> usize {
+    100_000
 }
 
 fn default_identity_timeout() -> u64 {
@@ -240,6 +283,7 @@ impl Default for IdentityConfig {
             cache_secs: default_cache(),
             cookie: default_cookie(),
             tenant_header: default_tenant_header(),
+            cache_entries: default_cache_entries(),
         }
     }
 }
@@ -301,12 +345,23 @@ impl Validate for ProxyConfig {
         if !(1024..=1024 * 1024).contains(&self.forwarding.max_header_bytes) {
             return Err(ConfigError::new("forwarding.max_header_bytes", "must be between 1024 and 1048576"));
         }
+        if !(1024..=1024 * 1024 * 1024).contains(&self.forwarding.max_body_bytes) {
+            return Err(ConfigError::new("forwarding.max_body_bytes", "must be between 1024 and 1073741824"));
+        }
+        if !(1..=1_000_000).contains(&self.forwarding.max_in_flight_per_client) {
+            return Err(ConfigError::new("forwarding.max_in_flight_per_client", "must be between 1 and 1000000"));
+        }
+        if !(16..=10_000_000).contains(&self.identity.cache_entries) {
+            return Err(ConfigError::new("identity.cache_entries", "must be between 16 and 10000000"));
+        }
         if !(1..=100).contains(&self.routing.history) {
             return Err(ConfigError::new("routing.history", "must be between 1 and 100"));
         }
         for (key, v) in [
             ("forwarding.connect_timeout_ms", self.forwarding.connect_timeout_ms),
             ("forwarding.read_timeout_ms", self.forwarding.read_timeout_ms),
+            ("forwarding.client_body_timeout_ms", self.forwarding.client_body_timeout_ms),
+            ("forwarding.client_write_timeout_ms", self.forwarding.client_write_timeout_ms),
             ("identity.timeout_ms", self.identity.timeout_ms),
         ] {
             if !(1..=600_000).contains(&v) {
@@ -355,6 +410,13 @@ pub struct ProxyState {
     platform: Arc<Platform>,
     trusted_proxies: TrustedNetworks,
     max_header_bytes: usize,
+    /// Per-client cap on requests in flight (clients.rs).
+    clients: Arc<clients::ClientSlots>,
+    max_body_bytes: usize,
+    /// How long a client has to send a request's body, from its head.
+    client_body_timeout: Duration,
+    /// Longest pause while writing to a client (listener.rs).
+    client_write_timeout: Duration,
     cookie: String,
     tenant_header: String,
     /// Where admin changes are recorded before they apply; `None` when `[audit]` is absent.
@@ -445,9 +507,11 @@ pub async fn start(config: ProxyConfig, signals: Signals) -> anyhow::Result<Star
             u,
             Duration::from_millis(config.identity.timeout_ms),
             Duration::from_secs(config.identity.cache_secs),
+            config.identity.cache_entries,
         )?),
         None => None,
     };
+    let clients = clients::ClientSlots::new(f.max_in_flight_per_client, metrics.client_in_flight.clone());
     let state = web::Data::new(ProxyState {
         tables,
         connect_timeout: Duration::from_millis(f.connect_timeout_ms),
@@ -461,6 +525,10 @@ pub async fn start(config: ProxyConfig, signals: Signals) -> anyhow::Result<Star
         platform: platform.clone(),
         trusted_proxies: config.forwarding.trusted_proxies.clone(),
         max_header_bytes: config.forwarding.max_header_bytes,
+        clients,
+        max_body_bytes: f.max_body_bytes,
+        client_body_timeout: Duration::from_millis(f.client_body_timeout_ms),
+        client_write_timeout: Duration::from_millis(f.client_write_timeout_ms),
         cookie: config.identity.cookie.clone(),
         tenant_header: config.identity.tenant_header.to_ascii_lowercase(),
         audit: config.audit.as_ref().map(|a| {

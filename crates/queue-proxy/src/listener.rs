@@ -2,11 +2,11 @@
 //! single-threaded tokio runtime, all accepting on the same socket (docs/proxy.md, ADR 0007).
 //!
 //! Forwarded requests are served here directly, with the `http` 1.x types the upstream client
-//! uses: the request's head and body go upstream as they came (no header conversions, the body
-//! not re-streamed), and the upstream's body comes back the same way. The platform endpoints
-//! (`/healthz`, `/readyz`, `/.well-known/jwks.json`, `/internal/v1/caller`) stay
-//! queue-platform's actix code: that app listens on a loopback port of its own and this listener
-//! relays exactly those paths to it ([`PLATFORM_PATHS`]).
+//! uses: the request's head goes upstream as it came (no header conversions), its body read whole
+//! first (forward.rs: the slot rule), and the upstream's body comes back as it arrives. The
+//! platform endpoints (`/healthz`, `/readyz`, `/.well-known/jwks.json`, `/internal/v1/caller`)
+//! stay queue-platform's actix code: that app listens on a loopback port of its own and this
+//! listener relays exactly those paths to it ([`PLATFORM_PATHS`]).
 //!
 //! Connection tasks are plain `tokio::spawn`s on the worker's current-thread runtime, not a
 //! `LocalSet`: a `LocalSet` task woken by I/O wakes the runtime's `block_on` future, which
@@ -20,9 +20,13 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use queue_platform::config::ServerConfig;
 use queue_platform::{Platform, Running, Signals};
+use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, watch};
 
 use crate::deadline::Deadlines;
@@ -156,6 +160,7 @@ async fn worker(
         // array from the stack to the heap.)
         .max_buf_size((worker.state.max_header_bytes + 8 * 1024).max(8 * 1024));
     let http = Arc::new(http);
+    let write_timeout = worker.state.client_write_timeout;
     // Each connection holds a clone; `recv` answers `None` once they are all gone.
     let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
     loop {
@@ -182,7 +187,8 @@ async fn worker(
                 let worker = worker.clone();
                 async move { Ok::<_, std::convert::Infallible>(forward::handle(&worker, req, peer).await) }
             });
-            let conn = http.serve_connection(TokioIo::new(stream), service);
+            let io = WriteTimeout { inner: stream, timeout: write_timeout, pause: None };
+            let conn = http.serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             let mut stopping = false;
             loop {
@@ -201,4 +207,77 @@ async fn worker(
     drop(open_tx);
     let _ = tokio::time::timeout(grace, open_rx.recv()).await;
     Ok(())
+}
+
+/// A client connection whose writes may not stall longer than `timeout`: a client that stops
+/// reading its response would otherwise hold the response's upstream slot (and connection)
+/// for as long as it likes. A write that has waited that long fails, which ends the connection
+/// and drops the response body with its slot (issue 16, item 2). Reads pass through (the head
+/// has hyper's `header_read_timeout`, the body the proxy's `client_body_timeout_ms`).
+struct WriteTimeout<T> {
+    inner: T,
+    timeout: Duration,
+    /// Armed only while a write waits; reused across waits (no timer per write).
+    pause: Option<(bool, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl<T> WriteTimeout<T> {
+    /// Passes `polled` on, failing it once a wait has lasted `timeout`.
+    fn watch<R>(&mut self, cx: &mut Context<'_>, polled: Poll<std::io::Result<R>>) -> Poll<std::io::Result<R>> {
+        if polled.is_ready() {
+            if let Some((armed, _)) = self.pause.as_mut() {
+                *armed = false;
+            }
+            return polled;
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let (armed, sleep) = self.pause.get_or_insert_with(|| (false, Box::pin(tokio::time::sleep_until(deadline))));
+        if !*armed {
+            sleep.as_mut().reset(deadline);
+            *armed = true;
+        }
+        if sleep.as_mut().poll(cx).is_ready() {
+            let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "the client did not read its response in time");
+            return Poll::Ready(Err(e));
+        }
+        Poll::Pending
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteTimeout<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }

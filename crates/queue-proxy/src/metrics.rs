@@ -2,7 +2,9 @@
 //! beside the per-endpoint ones). Every series carries the route table's version: a version is a
 //! content hash, so the number of series grows with distinct tables, not with reloads.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use std::sync::OnceLock;
 
 use crate::table::{Side, Table};
@@ -16,6 +18,11 @@ pub struct ProxyMetrics {
     pub shadow_dropped: IntCounterVec,
     pub reloads: IntCounterVec,
     table: IntGaugeVec,
+    /// Requests from the arrival of their head to the end of their response, all clients.
+    pub client_in_flight: IntGauge,
+    /// The proxy's refusals of a client's request by kind (`too_many_requests`, `body_timeout`,
+    /// `body_too_large`, `bad_path`).
+    pub client_refusals: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -43,6 +50,12 @@ impl ProxyMetrics {
         )
         .expect("static metric definition");
         let _ = registry.register(Box::new(table.clone()));
+        let client_in_flight = IntGauge::new(
+            "proxy_client_requests_in_flight",
+            "Forwarded requests from the arrival of their head to the end of their response",
+        )
+        .expect("static metric definition");
+        let _ = registry.register(Box::new(client_in_flight.clone()));
         Self {
             requests: counter(
                 registry,
@@ -76,6 +89,13 @@ impl ProxyMetrics {
                 &["trigger", "result"],
             ),
             table,
+            client_in_flight,
+            client_refusals: counter(
+                registry,
+                "proxy_client_refusals_total",
+                "Requests the proxy refused before choosing an upstream, by kind",
+                &["kind"],
+            ),
         }
     }
 

@@ -53,7 +53,7 @@ async fn forwards_headers_and_bodies_like_a_reverse_proxy() {
     assert_eq!(echo["headers"]["x-request-id"], id.as_str());
     assert_eq!(id.len(), 32);
 
-    // A 3 MiB body goes through whole (streamed, not limited by the proxy's JSON limits).
+    // A 3 MiB body goes through whole (read before the upstream slot, under `max_body_bytes`).
     let big = vec![b'a'; 3 * 1024 * 1024];
     let r = p.client.post(p.url("/api/v1/auth/backup-codes/redeem")).body(big).send().await.expect("request");
     assert_eq!(r.status(), 200);

@@ -10,5 +10,6 @@ mod process;
 mod reload;
 mod route_table;
 mod security_admin;
+mod security_edge;
 mod shadow;
 mod support;

@@ -47,21 +47,30 @@ pub fn standin(name: &str, every_path: bool) -> Upstream {
 
 /// A stand-in of auth's `POST /internal/v1/sessions/validate`: a session token `sess-<user>`
 /// is valid for user `<user>`; it counts the calls and refuses calls without a bearer token.
+/// With `down` set it answers 503 to everything (auth overwhelmed or down), uncounted.
 pub struct AuthStandin {
     pub upstream: Upstream,
     pub calls: Arc<AtomicU64>,
+    pub down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub fn auth_standin() -> AuthStandin {
     let calls = Arc::new(AtomicU64::new(0));
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let c = calls.clone();
+    let d = down.clone();
     let server = HttpServer::new(move || {
         let c = c.clone();
+        let d = d.clone();
         App::new().route(
             "/internal/v1/sessions/validate",
             web::post().to(move |req: actix_web::HttpRequest, body: web::Json<Value>| {
                 let c = c.clone();
+                let d = d.clone();
                 async move {
+                    if d.load(Ordering::SeqCst) {
+                        return HttpResponse::ServiceUnavailable().finish();
+                    }
                     c.fetch_add(1, Ordering::SeqCst);
                     let bearer = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
                     if bearer.strip_prefix("Bearer ").is_none_or(|t| t.split('.').count() != 3) {
@@ -87,7 +96,7 @@ pub fn auth_standin() -> AuthStandin {
     let server = server.run();
     let handle = server.handle();
     tokio::spawn(server);
-    AuthStandin { upstream: Upstream { addr, handle }, calls }
+    AuthStandin { upstream: Upstream { addr, handle }, calls, down }
 }
 
 /// An upstream that holds every request until released: a shadow side that never answers.
@@ -166,6 +175,14 @@ pub struct Options {
     pub audit_url: Option<String>,
     /// `admin.hosts`.
     pub admin_hosts: Vec<String>,
+    /// `forwarding.client_body_timeout_ms`.
+    pub client_body_timeout_ms: u64,
+    /// `forwarding.client_write_timeout_ms`.
+    pub client_write_timeout_ms: u64,
+    /// `forwarding.max_in_flight_per_client`.
+    pub max_in_flight_per_client: u32,
+    /// `identity.cache_entries`.
+    pub identity_cache_entries: usize,
 }
 
 impl Default for Options {
@@ -179,6 +196,10 @@ impl Default for Options {
             read_timeout_ms: ForwardingConfig::default().read_timeout_ms,
             audit_url: None,
             admin_hosts: Vec::new(),
+            client_body_timeout_ms: ForwardingConfig::default().client_body_timeout_ms,
+            client_write_timeout_ms: ForwardingConfig::default().client_write_timeout_ms,
+            max_in_flight_per_client: ForwardingConfig::default().max_in_flight_per_client,
+            identity_cache_entries: IdentityConfig::default().cache_entries,
         }
     }
 }
@@ -207,12 +228,16 @@ impl Proxy {
             forwarding: ForwardingConfig {
                 trusted_proxies: o.trusted_proxies,
                 read_timeout_ms: o.read_timeout_ms,
+                client_body_timeout_ms: o.client_body_timeout_ms,
+                client_write_timeout_ms: o.client_write_timeout_ms,
+                max_in_flight_per_client: o.max_in_flight_per_client,
                 ..ForwardingConfig::default()
             },
             identity: IdentityConfig {
                 auth_url: o.auth_url.map(|u| u.parse().expect("url")),
                 timeout_ms: 2000,
                 cache_secs: 600,
+                cache_entries: o.identity_cache_entries,
                 ..IdentityConfig::default()
             },
             shadow: ShadowConfig { queue: o.shadow_queue, concurrency: o.shadow_concurrency },
@@ -268,6 +293,17 @@ impl Proxy {
             .expect("request");
         let s = r.status();
         (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A value of the proxy's own metrics (the admin listener's `/metrics`), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text =
+            self.client.get(self.admin_url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+        // `name{labels} value` (the registry adds the service's labels) or `name value`.
+        text.lines()
+            .filter(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with([' ', '{'])))
+            .find_map(|l| l.rsplit(' ').next())
+            .map_or(0.0, |v| v.trim().parse().expect("a number"))
     }
 
     pub async fn version(&self) -> String {
