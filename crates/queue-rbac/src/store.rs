@@ -532,10 +532,12 @@ pub async fn claim_compensation(conn: &mut Conn, id: Uuid) -> Result<bool, diese
 
 /// The change did not happen: deliver its compensation now.
 pub async fn release_compensation(conn: &mut Conn, id: Uuid) -> Result<(), diesel::result::Error> {
-    diesel::sql_query("UPDATE rbac.rbac_audit_outbox SET next_attempt_at = now() WHERE id = $1 AND delivered_at IS NULL")
-        .bind::<SqlUuid, _>(id)
-        .execute(conn)
-        .await?;
+    diesel::sql_query(
+        "UPDATE rbac.rbac_audit_outbox SET next_attempt_at = now() WHERE id = $1 AND delivered_at IS NULL",
+    )
+    .bind::<SqlUuid, _>(id)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -26,7 +26,9 @@ impl ActionPattern {
         let pattern = match raw.strip_suffix(".*") {
             Some(prefix) => {
                 if !action_chars(prefix) || prefix.ends_with('.') {
-                    return Err(format!("`{raw}`: the part before `.*` must be a non-empty action prefix (a-z, 0-9, . _ : -)"));
+                    return Err(format!(
+                        "`{raw}`: the part before `.*` must be a non-empty action prefix (a-z, 0-9, . _ : -)"
+                    ));
                 }
                 Self::Prefix(format!("{prefix}."))
             }

@@ -51,7 +51,8 @@ async fn each_writer_writes_only_its_own_actions_and_a_forged_one_changes_nothin
         assert!(message.contains(action) && message.contains(issuer), "the refusal says what and who: {v}");
     }
     // A batch with one foreign action among its own: the whole batch is refused.
-    let batch = json!({"events": [as_action("w", 20, "auth.session.created"), as_action("w", 21, "rbac.grant.revoked")]});
+    let batch =
+        json!({"events": [as_action("w", 20, "auth.session.created"), as_action("w", 21, "rbac.grant.revoked")]});
     let (s, v) = a.app.post_json_as("/api/v1/audit/events/batch", &token("auth"), &batch).await;
     assert_eq!(s.as_u16(), 403, "{v}");
     assert!(v["error"]["message"].as_str().unwrap_or_default().contains("events[1]."), "names the event: {v}");

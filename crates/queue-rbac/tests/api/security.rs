@@ -34,7 +34,8 @@ async fn a_granter_cannot_give_an_expiry_later_than_their_own_grants() {
     // Up to their own expiry is fine, also at a ticket of the tenant.
     let within = (own_expiry - chrono::Duration::minutes(1)).to_rfc3339();
     for (scope, expires_at) in [(tenant("A"), own.as_str()), (ticket("A", "3"), within.as_str())] {
-        let body = json!({"principal_id": bob, "role": "viewer", "scope": scope, "reason": "cap", "expires_at": expires_at});
+        let body =
+            json!({"principal_id": bob, "role": "viewer", "scope": scope, "reason": "cap", "expires_at": expires_at});
         let (s, v) = w.rbac.post_json_as("/api/v1/rbac/grants", &session, &body).await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
@@ -52,7 +53,8 @@ async fn another_tenants_roles_grants_and_principals_are_not_readable() {
     let (admin_a, session) = w.user("A", "admin@a.example").await;
     w.grant(&admin_a, "customer_admin", tenant("A"), None).await;
     // Tenant B's own organisation: a custom role, and people holding it.
-    let role = json!({"name": "b-secret-ops", "tenant_id": "B", "permissions": ["ticket.read"], "description": "B only"});
+    let role =
+        json!({"name": "b-secret-ops", "tenant_id": "B", "permissions": ["ticket.read"], "description": "B only"});
     let (s, v) = w.rbac.post_json_as("/api/v1/rbac/roles", &w.admin(), &role).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     w.grant("b-person", "b-secret-ops", tenant("B"), None).await;
