@@ -176,7 +176,8 @@ async fn forward(w: &Worker, req: Request<Incoming>, peer: IpAddr) -> Response<R
     let method = client_method.as_str();
     let request_id = request_id(&head.headers);
     let trusted_peer = state.trusted_proxies.contains(peer);
-    let client_ip = state.trusted_proxies.client_ip(peer, head.headers.get_all(&FORWARDING[0]).iter().map(|v| v.as_bytes()));
+    let client_ip =
+        state.trusted_proxies.client_ip(peer, head.headers.get_all(&FORWARDING[0]).iter().map(|v| v.as_bytes()));
     if has_dot_segment(path) {
         return error(
             StatusCode::BAD_REQUEST,
