@@ -104,10 +104,7 @@ pub fn limit_key(ip: IpAddr) -> String {
 /// obfuscated identifier, garbage) is `None`.
 fn parse_forwarded(entry: &str) -> Option<IpAddr> {
     let entry = entry.trim();
-    IpAddr::from_str(entry)
-        .or_else(|_| SocketAddr::from_str(entry).map(|s| s.ip()))
-        .ok()
-        .map(|ip| ip.to_canonical())
+    IpAddr::from_str(entry).or_else(|_| SocketAddr::from_str(entry).map(|s| s.ip())).ok().map(|ip| ip.to_canonical())
 }
 
 /// One config entry: `a.b.c.d/n`, `x::y/n`, or a bare address. A network with host bits set

@@ -230,8 +230,7 @@ pub async fn trace_requests(
     };
     // A client's `traceparent` would let it pick the trace id its requests (and the audit events
     // they write) are filed under: only trusted peers' context is continued.
-    let parent =
-        if peer_trusted { telemetry::extract_parent(req.headers()) } else { opentelemetry::Context::new() };
+    let parent = if peer_trusted { telemetry::extract_parent(req.headers()) } else { opentelemetry::Context::new() };
     let incoming = telemetry::trace_id_in(&parent);
     let _ = span.set_parent(parent);
     let trace_id = telemetry::trace_id_of(&span)

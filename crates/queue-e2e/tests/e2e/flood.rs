@@ -24,7 +24,13 @@ fn client_from(ip: [u8; 4]) -> reqwest::Client {
 }
 
 /// POSTs `body` to the proxy, with `X-Forwarded-For: xff` when given; the status and body.
-async fn post(stack: &Stack, client: &reqwest::Client, path: &str, body: &Value, xff: Option<&str>) -> (StatusCode, Value) {
+async fn post(
+    stack: &Stack,
+    client: &reqwest::Client,
+    path: &str,
+    body: &Value,
+    xff: Option<&str>,
+) -> (StatusCode, Value) {
     let mut r = client.post(format!("{}{path}", stack.proxy.base_url)).json(body);
     if let Some(x) = xff {
         r = r.header("x-forwarded-for", x);
@@ -54,16 +60,15 @@ async fn flood(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_clients_flood_through_the_proxy_limits_that_client_and_nobody_else() {
+async fn a_login_flood_through_the_proxy_limits_that_client_and_nobody_else() {
     let stack = Stack::start(Options { auth_limits: LIMITS, ..Options::default() }).await;
     let flooder = client_from([127, 0, 0, 2]);
     let bystander = client_from([127, 0, 0, 3]);
     let forger = client_from([127, 0, 0, 4]);
     let anonymous = |_| json!({});
-    let none = |_| None;
 
     // Passkey login starts (discoverable: no email, so only the client's address counts).
-    flood(&stack, &flooder, LOGIN_START, CAP, anonymous, none, StatusCode::OK).await;
+    flood(&stack, &flooder, LOGIN_START, CAP, anonymous, |_| None, StatusCode::OK).await;
     let (s, v) = post(&stack, &flooder, LOGIN_START, &json!({}), None).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "the flooder is limited: {v}");
     assert_eq!(v["error"]["code"], "rate_limited", "{v}");
@@ -75,7 +80,14 @@ async fn one_clients_flood_through_the_proxy_limits_that_client_and_nobody_else(
     flood(&stack, &forger, LOGIN_START, CAP, anonymous, forged, StatusCode::OK).await;
     let (s, v) = post(&stack, &forger, LOGIN_START, &json!({}), Some("192.0.2.77")).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "forging the header does not dodge the limit: {v}");
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_code_flood_through_the_proxy_locks_out_that_client_and_nobody_else() {
+    let stack = Stack::start(Options { auth_limits: LIMITS, ..Options::default() }).await;
+    let flooder = client_from([127, 0, 0, 2]);
+    let bystander = client_from([127, 0, 0, 3]);
+    let none = |_| None;
     // Email verification confirms with wrong codes, each for another address (so no account
     // limit is reached): the client's failures lock the client out, and only it.
     let wrong = |i: usize| json!({"email": format!("flood-{i}@example.com"), "code": "00000000"});

@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod browser;
-mod flood;
 mod cutover;
+mod flood;
 mod replicas;
 mod support;
 mod tenant_claim;
