@@ -29,6 +29,8 @@ async fn phase_2_moves_backup_codes_to_queue_rollback_returns_them_and_grants_ar
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_legacy(&v, CODES);
     assert_eq!(v["method"], "GET");
+    // Queue's session (a real one from auth, sent as a bearer) is not handed to the legacy side.
+    assert!(v["headers"].get("authorization").is_none(), "Queue's session reached legacy: {v}");
     let (s, v) = stack.post(&proxy, REDEEM, None, &json!({"email": email, "code": "0000-0000-00000"})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_legacy(&v, REDEEM);
