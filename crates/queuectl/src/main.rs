@@ -59,6 +59,7 @@ pub(crate) struct ProxyAuth {
     /// The operator's signing key (PKCS#8 PEM).
     #[arg(long, env = "QUEUE_OPERATOR_KEY", global = true)]
     key: Option<PathBuf>,
+    /// Where `<iss>.pem` is looked for when --key is not given.
     #[arg(long, default_value = "var/keys", global = true)]
     keys_dir: PathBuf,
     /// The proxy's identity (its `tokens.issuer`): the token's audience.
