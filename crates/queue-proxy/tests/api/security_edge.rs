@@ -204,7 +204,7 @@ async fn a_client_that_stops_reading_gives_its_upstream_slot_back() {
 }
 
 async fn metrics_text(p: &Proxy) -> String {
-    p.client.get(p.admin_url("/metrics")).send().await.expect("metrics").text().await.expect("text")
+    p.admin_text("/metrics").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
