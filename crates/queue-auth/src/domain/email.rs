@@ -43,11 +43,8 @@ pub async fn send(
     email: &EmailAddress,
 ) -> Result<()> {
     // The cooldown and the daily cap are the address's, whatever else the request says.
-    let latest: Option<DateTime<Utc>> = ev::table
-        .filter(ev::email.eq(email.as_str()))
-        .select(diesel::dsl::max(ev::created_at))
-        .first(conn)
-        .await?;
+    let latest: Option<DateTime<Utc>> =
+        ev::table.filter(ev::email.eq(email.as_str())).select(diesel::dsl::max(ev::created_at)).first(conn).await?;
     if let Some(t) = latest {
         let ready = t + Duration::seconds(cfg.resend_cooldown_secs);
         if ready > now {

@@ -318,7 +318,8 @@ pub async fn reauth_start(
     let (rcr, state) = wa
         .start_passkey_authentication(&passkeys)
         .map_err(|e| ApiError::internal(anyhow::anyhow!("cannot start authentication: {e}")))?;
-    let id = store_ceremony(conn, now, ttl, "reauth", Some(session.user_id), Some(session.id), to_json(&state)?).await?;
+    let id =
+        store_ceremony(conn, now, ttl, "reauth", Some(session.user_id), Some(session.id), to_json(&state)?).await?;
     Ok((id, to_json(&rcr)?))
 }
 

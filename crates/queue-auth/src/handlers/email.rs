@@ -136,7 +136,11 @@ pub async fn confirm(
 
 /// Whether the request carries a live full session (cookie or bearer): a verification must not
 /// sign that browser out of it (nor into another account).
-async fn signed_in(state: &AuthState, req: &HttpRequest, conn: &mut queue_platform::db::PgConn) -> Result<bool, ApiError> {
+async fn signed_in(
+    state: &AuthState,
+    req: &HttpRequest,
+    conn: &mut queue_platform::db::PgConn,
+) -> Result<bool, ApiError> {
     let Some(token) = session_token(req) else { return Ok(false) };
     let live = sessions::validate(conn, &state.config.sessions, state.now(), &token).await?;
     Ok(live.is_some_and(|s| s.kind == Kind::Full))

@@ -22,7 +22,11 @@ async fn reauth(auth: &Auth, token: &str, key: &mut SoftPasskey) -> (u16, Value)
     let rcr: RequestChallengeResponse = serde_json::from_value(v["options"].clone()).expect("options");
     let cred = key.do_authentication(origin(), rcr).expect("authenticator answers");
     let (s, v) = auth
-        .post("/api/v1/auth/webauthn/reauth/finish", Some(token), &json!({"ceremony_id": v["ceremony_id"], "credential": cred}))
+        .post(
+            "/api/v1/auth/webauthn/reauth/finish",
+            Some(token),
+            &json!({"ceremony_id": v["ceremony_id"], "credential": cred}),
+        )
         .await;
     (s.as_u16(), v)
 }
@@ -52,7 +56,10 @@ async fn a_sign_up_naming_a_tenant_is_refused_and_a_sign_up_joins_no_tenant() {
     let v = auth.validate(&token).await;
     assert_eq!((v["valid"].as_bool(), v["tenant_id"].as_str()), (Some(true), Some("default")), "{v}");
     let (_, me) = auth.get("/api/v1/auth/session", &token).await;
-    assert_eq!((me["user"]["tenant_id"].as_str(), me["session"]["tenant_id"].as_str()), (Some("default"), Some("default")));
+    assert_eq!(
+        (me["user"]["tenant_id"].as_str(), me["session"]["tenant_id"].as_str()),
+        (Some("default"), Some("default"))
+    );
     assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.users WHERE tenant_id <> 'default'").await, 0);
 }
 
@@ -60,7 +67,8 @@ async fn a_sign_up_naming_a_tenant_is_refused_and_a_sign_up_joins_no_tenant() {
 async fn a_provisioned_user_signs_up_into_their_tenant_and_sessions_report_only_it() {
     let auth = Auth::start().await;
     let raptor = auth.app.token("raptor", &["users:write"]);
-    let (s, user) = auth.post("/internal/v1/users", Some(&raptor), &json!({"email": "ada@example.com", "tenant_id": "t1"})).await;
+    let (s, user) =
+        auth.post("/internal/v1/users", Some(&raptor), &json!({"email": "ada@example.com", "tenant_id": "t1"})).await;
     assert_eq!(s, 201, "{user}");
     // Signing up (no tenant named) with the provisioned address enrolls that user.
     let enrollment = auth.enroll("ada@example.com").await;
@@ -69,8 +77,9 @@ async fn a_provisioned_user_signs_up_into_their_tenant_and_sessions_report_only_
     let mut key = SoftPasskey::new(true);
     auth.add_passkey(&enrollment, &mut key, "laptop").await;
     // Log in by email in that tenant.
-    let (s, v) =
-        auth.post("/api/v1/auth/webauthn/login/start", None, &json!({"email": "ada@example.com", "tenant_id": "t1"})).await;
+    let (s, v) = auth
+        .post("/api/v1/auth/webauthn/login/start", None, &json!({"email": "ada@example.com", "tenant_id": "t1"}))
+        .await;
     assert_eq!(s, 200, "{v}");
     let rcr: RequestChallengeResponse = serde_json::from_value(v["options"].clone()).expect("options");
     let cred = key.do_authentication(origin(), rcr).expect("assertion");
@@ -123,7 +132,10 @@ async fn varying_the_tenant_does_not_bypass_the_per_address_mail_caps() {
         .await,
         1
     );
-    assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.abuse_counters WHERE bucket = 'email_send_account'").await, 1);
+    assert_eq!(
+        auth.scalar("SELECT count(*) AS n FROM auth.abuse_counters WHERE bucket = 'email_send_account'").await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -259,8 +271,12 @@ async fn a_verification_link_never_replaces_a_signed_in_session() {
     let v: Value = r.json().await.expect("json");
     assert_eq!((v["verified"].as_bool(), v["kept_session"].as_bool()), (Some(true), Some(true)), "{v}");
     assert!(v["session"].is_null(), "{v}");
-    assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.queue_sessions WHERE kind = 'enrollment' AND revoked_at IS NULL").await, 1,
-        "only me@'s own enrollment session from signing up, none for the link");
+    assert_eq!(
+        auth.scalar("SELECT count(*) AS n FROM auth.queue_sessions WHERE kind = 'enrollment' AND revoked_at IS NULL")
+            .await,
+        1,
+        "only me@'s own enrollment session from signing up, none for the link"
+    );
     let (_, me) = auth.get("/api/v1/auth/session", &signed_in).await;
     assert_eq!(me["user"]["email"], "me@example.com", "still signed in as before");
 }
@@ -284,7 +300,11 @@ async fn a_backup_code_redeem_for_an_unknown_address_takes_the_known_path() {
     .await;
     let wrong = "aaaa-bbbb-ccccc";
     let known = auth.post(REDEEM, None, &json!({"email": "known@example.com", "code": wrong})).await;
-    assert_eq!(auth.scalar("SELECT count(*) AS n FROM public.redeem_attempts").await, 1, "the known path tries the code");
+    assert_eq!(
+        auth.scalar("SELECT count(*) AS n FROM public.redeem_attempts").await,
+        1,
+        "the known path tries the code"
+    );
     let unknown = auth.post(REDEEM, None, &json!({"email": "nobody@example.com", "code": wrong})).await;
     assert_eq!(known, unknown, "the same answer");
     assert_eq!(known.0, 401);

@@ -46,6 +46,8 @@ async fn every_endpoint_is_in_the_openapi_document() {
         "/api/v1/auth/webauthn/register/finish",
         "/api/v1/auth/webauthn/login/start",
         "/api/v1/auth/webauthn/login/finish",
+        "/api/v1/auth/webauthn/reauth/start",
+        "/api/v1/auth/webauthn/reauth/finish",
         "/api/v1/auth/webauthn/credentials",
         "/api/v1/auth/webauthn/credentials/{id}",
         "/api/v1/auth/session",

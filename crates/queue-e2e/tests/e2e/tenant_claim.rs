@@ -13,8 +13,9 @@ use crate::support::{Options, Stack, origin};
 /// What auth answers the proxy about a session token.
 async fn validate(stack: &Stack, token: &str) -> Value {
     let svc = stack.keys.token("proxy", "auth", &["sessions:validate"]);
-    let (s, v) =
-        stack.post(&stack.auth[0].base_url, "/internal/v1/sessions/validate", Some(&svc), &json!({"token": token})).await;
+    let (s, v) = stack
+        .post(&stack.auth[0].base_url, "/internal/v1/sessions/validate", Some(&svc), &json!({"token": token}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v
 }
@@ -45,7 +46,12 @@ async fn a_sign_up_naming_a_tenant_through_the_proxy_claims_nothing() {
     // A user Raptor provisioned into t1 signs up (naming no tenant) and is t1's member.
     let raptor = stack.keys.token("raptor", "auth", &["users:write"]);
     let (s, user) = stack
-        .post(&stack.auth[0].base_url, "/internal/v1/users", Some(&raptor), &json!({"email": "ada@example.com", "tenant_id": "t1"}))
+        .post(
+            &stack.auth[0].base_url,
+            "/internal/v1/users",
+            Some(&raptor),
+            &json!({"email": "ada@example.com", "tenant_id": "t1"}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{user}");
     let enrollment = stack.enroll(&proxy, "ada@example.com").await;
