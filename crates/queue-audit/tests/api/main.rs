@@ -3,5 +3,6 @@
 mod audit;
 mod kms;
 mod platform;
+mod replay;
 mod shadow;
 mod support;

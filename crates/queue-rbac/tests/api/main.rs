@@ -3,5 +3,6 @@
 
 mod platform;
 mod rbac;
+mod replay;
 mod support;
 mod users;
