@@ -186,7 +186,7 @@ where
     B: MessageBody + 'static,
 {
     let server = HttpServer::new(factory).shutdown_timeout(config.shutdown_timeout_secs);
-    let (mut server, scheme) = match config.tls.serving() {
+    let (server, scheme) = match config.tls.serving() {
         Some((cert, key)) => {
             let tls = crate::tls::server_config(cert, key).map_err(|e| anyhow::anyhow!("server.tls: {e}"))?;
             (server.bind_rustls_0_23(config.listen, tls), "https")
