@@ -217,7 +217,11 @@ fn tls_dev_certs(out: &Path, names: &[String], hosts: &[String], force: bool) ->
     let verb = if written.ca_created { "wrote" } else { "kept" };
     println!("CA: {verb} {}", out.join("ca.pem").display());
     for name in &written.services {
-        println!("{name}: wrote {} and {}", out.join(format!("{name}.pem")).display(), out.join(format!("{name}.key")).display());
+        println!(
+            "{name}: wrote {} and {}",
+            out.join(format!("{name}.pem")).display(),
+            out.join(format!("{name}.key")).display()
+        );
     }
     Ok(())
 }

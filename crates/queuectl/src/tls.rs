@@ -31,8 +31,8 @@ pub fn dev_certs(out: &Path, names: &[String], extra_hosts: &[String], force: bo
         std::fs::write(&ca_pem, cert.pem()).with_context(|| format!("cannot write {}", ca_pem.display()))?;
         key
     } else {
-        let pem = std::fs::read_to_string(&ca_key_path)
-            .with_context(|| format!("cannot read {}", ca_key_path.display()))?;
+        let pem =
+            std::fs::read_to_string(&ca_key_path).with_context(|| format!("cannot read {}", ca_key_path.display()))?;
         KeyPair::from_pem(&pem).with_context(|| format!("{} is not a private key", ca_key_path.display()))?
     };
     let ca_text = std::fs::read_to_string(&ca_pem).with_context(|| format!("cannot read {}", ca_pem.display()))?;

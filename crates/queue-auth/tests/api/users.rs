@@ -63,7 +63,8 @@ async fn bad_input_is_refused_and_changes_nothing() {
         let (s, v) = auth.post("/internal/v1/users", Some(&raptor()), &body).await;
         assert_eq!((s.as_u16(), v["error"]["field"].as_str()), (422, Some(field)), "{body}: {v}");
     }
-    let (s, v) = auth.post("/internal/v1/users", Some(&raptor()), &json!({"email": "a@example.com", "colour": 1})).await;
+    let (s, v) =
+        auth.post("/internal/v1/users", Some(&raptor()), &json!({"email": "a@example.com", "colour": 1})).await;
     assert_eq!(s, 422, "{v}");
     assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.users").await, 0);
 }

@@ -19,11 +19,7 @@ fn make_ca_and_server_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf
     let key = KeyPair::generate().expect("key");
     let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).expect("leaf params");
     let cert = leaf.signed_by(&key, &issuer).expect("sign");
-    let paths = (
-        dir.join(format!("{name}-ca.pem")),
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    );
+    let paths = (dir.join(format!("{name}-ca.pem")), dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
     std::fs::write(&paths.0, ca_cert.pem()).expect("write ca");
     std::fs::write(&paths.1, cert.pem()).expect("write cert");
     std::fs::write(&paths.2, key.serialize_pem()).expect("write key");
@@ -56,8 +52,8 @@ async fn start_tls() -> TlsServer {
 #[tokio::test]
 async fn a_client_trusting_the_ca_calls_a_tls_service_with_a_service_token() {
     let s = start_tls().await;
-    let client = HttpClient::from_config(&TlsConfig { ca_file: Some(s.ca.clone()), ..Default::default() })
-        .expect("client");
+    let client =
+        HttpClient::from_config(&TlsConfig { ca_file: Some(s.ca.clone()), ..Default::default() }).expect("client");
     let r = client.send(client.get(&format!("https://127.0.0.1:{}/healthz", s.addr.port()))).await.expect("https");
     assert_eq!(r.status(), 200);
     // A state-changing call with a service token, over TLS, by the name in the certificate.

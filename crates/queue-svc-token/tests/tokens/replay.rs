@@ -27,7 +27,8 @@ async fn a_spent_token_is_refused_as_replayed_until_it_expires() {
     // The very same text, and another text carrying the same iss+jti (re-signed), are refused.
     let again = verify(&v, &t).await.expect("still verifies: reads may reuse it");
     assert_eq!(v.spend(&again), Err(TokenError::Replayed));
-    let same_jti = Minter::new("auth", k.clone()).sign(&with(claims(), "scope", json!(["audit:write", "x"]))).expect("sign");
+    let same_jti =
+        Minter::new("auth", k.clone()).sign(&with(claims(), "scope", json!(["audit:write", "x"]))).expect("sign");
     let same_jti = verify(&v, &same_jti).await.expect("verifies");
     assert_eq!(v.spend(&same_jti), Err(TokenError::Replayed));
     // Another jti is another token.
