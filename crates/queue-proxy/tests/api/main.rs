@@ -11,3 +11,4 @@ mod reload;
 mod route_table;
 mod shadow;
 mod support;
+mod tls_upstream;

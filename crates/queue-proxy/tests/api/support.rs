@@ -158,6 +158,8 @@ pub struct Options {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// `forwarding.read_timeout_ms`.
     pub read_timeout_ms: u64,
+    /// `server.tls.ca_file`: the CA https upstreams may chain to.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -169,6 +171,7 @@ impl Default for Options {
             shadow_concurrency: 4,
             trusted_proxies: Vec::new(),
             read_timeout_ms: ForwardingConfig::default().read_timeout_ms,
+            ca_file: None,
         }
     }
 }
@@ -184,8 +187,10 @@ impl Proxy {
         let path = dir.path().join("routes.toml");
         std::fs::write(&path, table).expect("write table");
         let base = queue_testkit::service_config("proxy", "postgres://unused@127.0.0.1/none", &keys);
+        let mut server = base.server;
+        server.tls.ca_file = o.ca_file;
         let config = ProxyConfig {
-            server: base.server,
+            server,
             telemetry: base.telemetry,
             tokens: base.tokens,
             admin: queue_proxy::AdminConfig { listen: "127.0.0.1:0".parse().expect("addr") },
