@@ -40,7 +40,7 @@ def problem(where: Path | str, message: str) -> None:
 # rules, these deployment files must set server.public_url and trust every peer.
 # ------------------------------------------------------------------------------------------
 OPTIONAL = {
-    "server": {"workers", "shutdown_timeout_secs", "max_body_bytes"},
+    "server": {"workers", "shutdown_timeout_secs", "max_body_bytes", "tls"},
     "database": {"timeout_secs"},
     "telemetry": {"format", "level", "otlp_endpoint", "trusted_peers"},
     "tokens": {"previous_public_keys", "leeway_secs", "jwks_refresh_secs", "jwks_refetch_min_secs"},
@@ -82,6 +82,11 @@ def check_config(where: str, text: str, service: str, target: str) -> None:
         problem(where, f"server.listen `{listen}` is not on {service}'s port {SERVICES[service]}")
     if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", str(server.get("public_url", ""))):
         problem(where, "server.public_url is not an http(s) URL")
+    # Service-to-service TLS (docs/configuration.md, [server.tls]): the deployments use it. The
+    # services serve HTTPS and trust the CA; the proxy's listener stays plain, it only trusts.
+    tls = server.get("tls", {})
+    needed = {"ca_file"} if service == "proxy" else {"cert_file", "key_file", "ca_file"}
+    check_keys(f"{where} [server.tls]", tls, needed)
 
     if "database" in cfg:
         db = cfg["database"]

@@ -3,6 +3,7 @@
 
 use actix_web::{guard, web};
 use queue_platform::ServicePolicy;
+use queue_platform::service_auth::ReadOnlyRoute;
 
 use crate::config::GeneralConfig;
 use crate::handlers::{backup_codes, email, sessions, users, webauthn};
@@ -19,6 +20,8 @@ pub fn configure(general: GeneralConfig) -> impl Fn(&mut web::ServiceConfig) + C
         .service(
             web::resource("/internal/v1/sessions/validate")
                 .app_data(ServicePolicy::issuers(&validators).scope("sessions:validate").data())
+                // A lookup with the session in the body: callers (the proxy) may reuse a token.
+                .app_data(ReadOnlyRoute)
                 .post(sessions::validate),
         )
         .route("/api/v1/auth/email/verification", web::post().to(email::send))

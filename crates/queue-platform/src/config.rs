@@ -208,6 +208,50 @@ pub struct ServerConfig {
     /// Largest request body accepted, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// HTTPS for this listener and the CA that peers are checked against. Off by default.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// Service-to-service TLS (rustls). Unset, everything is plain HTTP, as for local runs;
+/// deployments (compose, Kubernetes) set all three.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain (leaf first) this service serves HTTPS with; needs `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1) of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificate(s) for outgoing https calls (peers, JWKS). When set, these are the
+    /// only roots trusted: a peer's certificate must chain to them.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The certificate and key to serve with, if HTTPS is on.
+    pub fn serving(&self) -> Option<(&Path, &Path)> {
+        Some((self.cert_file.as_deref()?, self.key_file.as_deref()?))
+    }
+}
+
+impl Validate for TlsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                crate::tls::server_config(cert, key).map_err(|e| ConfigError::new("server.tls.cert_file", e))?;
+            }
+            (None, None) => {}
+            (Some(_), None) => return Err(ConfigError::new("server.tls.key_file", "missing (cert_file is set)")),
+            (None, Some(_)) => return Err(ConfigError::new("server.tls.cert_file", "missing (key_file is set)")),
+        }
+        if let Some(ca) = &self.ca_file {
+            crate::tls::read_ca(ca).map_err(|e| ConfigError::new("server.tls.ca_file", e))?;
+        }
+        Ok(())
+    }
 }
 
 fn default_shutdown_timeout() -> u64 {
@@ -230,7 +274,7 @@ impl Validate for ServerConfig {
         {
             return Err(ConfigError::new("server.public_url", "must be an http or https URL"));
         }
-        Ok(())
+        self.tls.validate()
     }
 }
 
@@ -588,6 +632,22 @@ mod tests {
         let e = load::<ServiceConfig>(None, &Env(env)).expect_err("a bad CIDR");
         assert_eq!(e.key, "telemetry.trusted_peers", "{e}");
         assert!(e.message.contains("`10.0.0.0/40` is not a CIDR network"), "{e}");
+    }
+
+    #[test]
+    fn tls_needs_both_halves_and_readable_pem() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut env = base_env(dir.path());
+        env.push(("QUEUE_SERVER__TLS__CERT_FILE".into(), "/etc/hostname".into()));
+        let e = load::<ServiceConfig>(None, &Env(env.clone())).expect_err("key missing");
+        assert_eq!(e.key, "server.tls.key_file");
+        env.push(("QUEUE_SERVER__TLS__KEY_FILE".into(), "/etc/hostname".into()));
+        let e = load::<ServiceConfig>(None, &Env(env)).expect_err("not PEM");
+        assert_eq!(e.key, "server.tls.cert_file");
+        let mut env = base_env(dir.path());
+        env.push(("QUEUE_SERVER__TLS__CA_FILE".into(), "/nonexistent/ca.pem".into()));
+        let e = load::<ServiceConfig>(None, &Env(env)).expect_err("no CA");
+        assert_eq!(e.key, "server.tls.ca_file");
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub enum ApiError {
     BadRequest(String),
     /// 401: no credentials, or credentials that do not verify.
     Unauthorized(String),
+    /// 401: a service token already spent on a state-changing request (replayed or reused).
+    TokenReplayed,
     /// 403: authenticated, but not allowed.
     Forbidden(String),
     /// 403: allowed, but only after a fresh user verification (step-up: a passkey assertion
@@ -65,6 +67,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::TokenReplayed => (StatusCode::UNAUTHORIZED, "token_replayed"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::StepUpRequired(_) => (StatusCode::FORBIDDEN, "step_up_required"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
@@ -88,6 +91,9 @@ impl ApiError {
             | Self::PayloadTooLarge(m)
             | Self::Unavailable(m) => m.clone(),
             Self::Unprocessable { message, .. } => message.clone(),
+            Self::TokenReplayed => {
+                "this service token was already used for a change; mint a fresh token for each such request".into()
+            }
             Self::TooManyRequests { retry_after_secs } => {
                 format!("too many requests; retry after {retry_after_secs} s")
             }
@@ -122,7 +128,7 @@ impl ResponseError for ApiError {
         if let Self::TooManyRequests { retry_after_secs } = self {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
         }
-        if matches!(self, Self::Unauthorized(_)) {
+        if matches!(self, Self::Unauthorized(_) | Self::TokenReplayed) {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
         response.json(ErrorBody { error: ErrorDetail { code, message: self.public_message(), field } })
@@ -196,6 +202,7 @@ mod tests {
         let cases = [
             (ApiError::BadRequest("b".into()), 400, "bad_request"),
             (ApiError::Unauthorized("u".into()), 401, "unauthorized"),
+            (ApiError::TokenReplayed, 401, "token_replayed"),
             (ApiError::Forbidden("f".into()), 403, "forbidden"),
             (ApiError::StepUpRequired("s".into()), 403, "step_up_required"),
             (ApiError::NotFound("n".into()), 404, "not_found"),

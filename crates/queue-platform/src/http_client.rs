@@ -1,9 +1,20 @@
 //! The outgoing HTTP client every service uses to call its peers. It exists so that no call
-//! can forget the trace context: `send` stamps `traceparent` from the current span.
+//! can forget the trace context: `send` stamps `traceparent` from the current span. With
+//! `server.tls.ca_file` set, it trusts only that CA, so peers are reached over https and a
+//! certificate from anywhere else (a public CA included) is refused.
 
+use std::path::Path;
 use std::time::Duration;
 
-use crate::telemetry;
+use crate::config::TlsConfig;
+use crate::{telemetry, tls};
+
+fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(60))
+}
 
 #[derive(Clone, Debug)]
 pub struct HttpClient {
@@ -12,13 +23,23 @@ pub struct HttpClient {
 
 impl HttpClient {
     pub fn new() -> Self {
-        let inner = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .unwrap_or_default();
-        Self { inner }
+        Self { inner: builder().build().unwrap_or_default() }
+    }
+
+    /// A client that trusts only the CA certificates in `ca_file` (service-to-service TLS).
+    pub fn with_ca(ca_file: &Path) -> anyhow::Result<Self> {
+        let roots = tls::read_ca(ca_file).map_err(|e| anyhow::anyhow!("server.tls.ca_file: {e}"))?;
+        let inner = builder().tls_certs_only(roots).build()?;
+        Ok(Self { inner })
+    }
+
+    /// The client `server.tls` asks for: [`Self::with_ca`] when a CA is configured, else the
+    /// default roots.
+    pub fn from_config(tls: &TlsConfig) -> anyhow::Result<Self> {
+        match &tls.ca_file {
+            Some(ca) => Self::with_ca(ca),
+            None => Ok(Self::new()),
+        }
     }
 
     /// The underlying client, for libraries that take one (JWKS fetching).

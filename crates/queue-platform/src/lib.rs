@@ -14,8 +14,9 @@ pub mod server;
 pub mod service_auth;
 pub mod sessions;
 pub mod telemetry;
+pub mod tls;
 
-pub use config::{ConfigError, ServiceConfig, Validate};
+pub use config::{ConfigError, ServiceConfig, TlsConfig, Validate};
 pub use error::ApiError;
 pub use server::{Platform, Running, Signals};
 pub use service_auth::{ServiceCaller, ServicePolicy};

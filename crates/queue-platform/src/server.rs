@@ -87,9 +87,21 @@ impl Platform {
         db: Option<Db>,
         tokens_config: &TokensConfig,
         telemetry: &TelemetryConfig,
+        openapi: utoipa::openapi::OpenApi,
+    ) -> anyhow::Result<Arc<Self>> {
+        Self::with_client(name, db, tokens_config, telemetry, HttpClient::new(), openapi)
+    }
+
+    /// As [`Platform::new`], calling peers (and fetching their JWKS) with `http`; services pass
+    /// `HttpClient::from_config(&config.server.tls)` so a configured CA is trusted.
+    pub fn with_client(
+        name: &'static str,
+        db: Option<Db>,
+        tokens_config: &TokensConfig,
+        telemetry: &TelemetryConfig,
+        http: HttpClient,
         mut openapi: utoipa::openapi::OpenApi,
     ) -> anyhow::Result<Arc<Self>> {
-        let http = HttpClient::new();
         let tokens = Tokens::from_config(tokens_config, &http)?;
         openapi.merge(PlatformApi::openapi());
         let openapi = serde_json::to_string(&openapi)?;
@@ -185,10 +197,15 @@ where
     S::Service: 'static,
     B: MessageBody + 'static,
 {
-    let mut server = HttpServer::new(factory)
-        .shutdown_timeout(config.shutdown_timeout_secs)
-        .bind(config.listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let server = HttpServer::new(factory).shutdown_timeout(config.shutdown_timeout_secs);
+    let (server, scheme) = match config.tls.serving() {
+        Some((cert, key)) => {
+            let tls = crate::tls::server_config(cert, key).map_err(|e| anyhow::anyhow!("server.tls: {e}"))?;
+            (server.bind_rustls_0_23(config.listen, tls), "https")
+        }
+        None => (server.bind(config.listen), "http"),
+    };
+    let mut server = server.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     if let Some(w) = config.workers {
         server = server.workers(w);
     }
@@ -198,7 +215,7 @@ where
     let addr = *server.addrs().first().ok_or_else(|| anyhow::anyhow!("bound no address"))?;
     let server = server.run();
     let tasks = vec![platform.tokens.verifier.spawn_refresh()];
-    tracing::info!(service = platform.name, %addr, "listening on http://{addr}");
+    tracing::info!(service = platform.name, %addr, "listening on {scheme}://{addr}");
     Ok(Running { addr, server, platform, tasks })
 }
 

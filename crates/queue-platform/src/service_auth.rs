@@ -4,8 +4,14 @@
 //! a handler that takes a [`ServiceCaller`] then only runs for a caller whose token verifies
 //! (audience = this service) and whose issuer and scopes the policy allows. A route without a
 //! policy accepts nobody: forgetting the policy fails closed.
+//!
+//! A token is one use on a state-changing request: any method but GET, HEAD and OPTIONS spends
+//! it (see `queue_svc_token::ReplayGuard`), unless the route is marked [`ReadOnlyRoute`] (a POST
+//! that only reads, such as a permission check with a body). Marking is opt-out, so a new write
+//! route is one-use without anyone remembering to ask for it.
 
 use actix_web::dev::Payload;
+use actix_web::http::Method;
 use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
 use queue_svc_token::VerifiedToken;
@@ -55,6 +61,28 @@ impl ServicePolicy {
     }
 }
 
+/// Route data (`web::resource(..).app_data(ReadOnlyRoute)`) for a route whose non-GET method
+/// only reads: a service token may be used on it again for its lifetime.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOnlyRoute;
+
+/// How a request may use its service token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    /// A read: the token may be presented again.
+    Reusable,
+    /// A request that changes state: the token's first and only use on this replica.
+    Once,
+}
+
+impl TokenUse {
+    /// `Once` for every method but GET, HEAD and OPTIONS, unless the route is a [`ReadOnlyRoute`].
+    pub fn of(req: &HttpRequest) -> Self {
+        let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        if safe || req.app_data::<ReadOnlyRoute>().is_some() { Self::Reusable } else { Self::Once }
+    }
+}
+
 /// A verified service caller.
 #[derive(Debug, Clone)]
 pub struct ServiceCaller(pub VerifiedToken);
@@ -84,6 +112,29 @@ pub async fn verify_token(platform: &Platform, token: &str) -> Result<VerifiedTo
     })
 }
 
+/// Verifies a token for a request that uses it as `usage` says: for [`TokenUse::Once`] the
+/// token is also spent, and refused (`401 token_replayed`) if this replica saw it spent before.
+pub async fn verify_token_for(platform: &Platform, token: &str, usage: TokenUse) -> Result<VerifiedToken, ApiError> {
+    let verified = verify_token(platform, token).await?;
+    if usage == TokenUse::Once {
+        spend(platform, &verified)?;
+    }
+    Ok(verified)
+}
+
+/// Spends a verified token on a state-changing request (see [`verify_token_for`]).
+pub fn spend(platform: &Platform, token: &VerifiedToken) -> Result<(), ApiError> {
+    platform.tokens.verifier.spend(token).map_err(|e| {
+        // The jti is not a secret (the signature is what makes a token), and it is what an
+        // operator needs to find the first use.
+        tracing::warn!(issuer = token.issuer(), jti = %token.claims.jti, reason = %e, "service token refused");
+        match e {
+            queue_svc_token::TokenError::Replayed => ApiError::TokenReplayed,
+            _ => ApiError::Unavailable("too many service tokens in flight; retry shortly".into()),
+        }
+    })
+}
+
 /// The bearer token of a request, if any.
 pub fn bearer(req: &HttpRequest) -> Option<&str> {
     let value = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
@@ -99,6 +150,7 @@ impl FromRequest for ServiceCaller {
         let policy = req.app_data::<web::Data<ServicePolicy>>().cloned();
         let platform = req.app_data::<web::Data<Platform>>().cloned();
         let token = bearer(req).map(str::to_string);
+        let usage = TokenUse::of(req);
         Box::pin(async move {
             let Some(policy) = policy else {
                 tracing::error!("route takes a ServiceCaller but has no ServicePolicy; refusing");
@@ -110,6 +162,10 @@ impl FromRequest for ServiceCaller {
             policy
                 .check(&verified)
                 .inspect_err(|e| tracing::info!(issuer = verified.issuer(), reason = %e, "service caller refused"))?;
+            // Spent only once the route has accepted the caller: a refused call burns nothing.
+            if usage == TokenUse::Once {
+                spend(&platform, &verified)?;
+            }
             tracing::Span::current().record("caller", verified.issuer());
             Ok(ServiceCaller(verified))
         })

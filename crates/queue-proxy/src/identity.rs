@@ -121,12 +121,21 @@ pub struct IdentityClient {
 }
 
 impl IdentityClient {
-    pub fn new(auth_url: &url::Url, timeout: Duration, ttl: Duration, cache_entries: usize) -> anyhow::Result<Self> {
+    /// `roots`: CA certificates an https `auth_url` may chain to besides the platform's own
+    /// (`server.tls.ca_file`).
+    pub fn new(
+        auth_url: &url::Url,
+        timeout: Duration,
+        ttl: Duration,
+        cache_entries: usize,
+        roots: Vec<reqwest::Certificate>,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(timeout)
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
+            .tls_certs_merge(roots)
             .build()?;
         let url = format!("{}/internal/v1/sessions/validate", auth_url.as_str().trim_end_matches('/'));
         Ok(Self {

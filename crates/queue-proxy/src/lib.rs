@@ -319,6 +319,14 @@ impl Validate for ProxyConfig {
         self.server.validate()?;
         self.telemetry.validate()?;
         self.tokens.validate()?;
+        if self.server.tls.serving().is_some() {
+            // The public listener is hyper's, not actix's, and TLS for browsers ends at the
+            // ingress or load balancer in front; only `ca_file` (for https upstreams) applies.
+            return Err(ConfigError::new(
+                "server.tls.cert_file",
+                "the proxy does not serve TLS itself; set only server.tls.ca_file (for https upstreams)",
+            ));
+        }
         if !self.admin.listen.ip().is_loopback() {
             return Err(ConfigError::new(
                 "admin.listen",
@@ -486,7 +494,14 @@ pub async fn run(config: ProxyConfig, signals: Signals) -> anyhow::Result<Runnin
 
 /// Starts both listeners and the background tasks (table watch, SIGHUP, shadow dispatcher).
 pub async fn start(config: ProxyConfig, signals: Signals) -> anyhow::Result<Started> {
-    let platform = Platform::new(NAME, None, &config.tokens, &config.telemetry, ApiDoc::openapi())?;
+    let peers = queue_platform::http_client::HttpClient::from_config(&config.server.tls)?;
+    let platform = Platform::with_client(NAME, None, &config.tokens, &config.telemetry, peers, ApiDoc::openapi())?;
+    // With `server.tls.ca_file`, https upstreams (the services in a TLS deployment) may also
+    // chain to the deployment's CA; the platform roots stay for a legacy side on a public CA.
+    let internal_roots = match &config.server.tls.ca_file {
+        Some(ca) => queue_platform::tls::read_ca(ca).map_err(|e| anyhow::anyhow!("server.tls.ca_file: {e}"))?,
+        None => Vec::new(),
+    };
     let metrics = ProxyMetrics::new(platform.metrics.registry());
     let tables = TableStore::open(config.routing.table.clone(), config.routing.history, metrics.clone())
         .map_err(|e| anyhow::anyhow!("routing.table: {e}"))?;
@@ -499,6 +514,7 @@ pub async fn start(config: ProxyConfig, signals: Signals) -> anyhow::Result<Star
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .tcp_nodelay(true)
+        .tls_certs_merge(internal_roots.clone())
         .build()?;
     let (shadow, shadow_task) =
         Shadow::start(config.shadow.queue, config.shadow.concurrency, http.clone(), metrics.clone());
@@ -508,6 +524,7 @@ pub async fn start(config: ProxyConfig, signals: Signals) -> anyhow::Result<Star
             Duration::from_millis(config.identity.timeout_ms),
             Duration::from_secs(config.identity.cache_secs),
             config.identity.cache_entries,
+            internal_roots,
         )?),
         None => None,
     };

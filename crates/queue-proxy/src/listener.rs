@@ -79,8 +79,13 @@ pub fn serve(
     let addr = listener.local_addr()?;
 
     // The platform endpoints: queue-platform's own app, on loopback, one worker (they are rare).
-    let internal_config =
-        ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), workers: Some(1), ..config.clone() };
+    // Plain HTTP: the public workers reach it over loopback.
+    let internal_config = ServerConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        workers: Some(1),
+        tls: Default::default(),
+        ..config.clone()
+    };
     let mut running = queue_platform::server::serve(platform, &internal_config, Signals::Ignore, |_| {})?;
     let internal: http::uri::Authority = running.addr.to_string().parse()?;
     running.addr = addr;

@@ -50,13 +50,15 @@ impl FromRequest for Caller {
         let platform = req.app_data::<web::Data<Platform>>().cloned();
         let state = req.app_data::<web::Data<RbacState>>().cloned();
         let credential = credential(req);
+        let usage = queue_platform::service_auth::TokenUse::of(req);
         Box::pin(async move {
             let platform = platform.ok_or_else(|| ApiError::internal(anyhow::anyhow!("platform state missing")))?;
             let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("rbac state missing")))?;
             match credential {
                 None => Err(ApiError::Unauthorized("a service token or a user session is required".into())),
                 Some(Credential::Service(token)) => {
-                    let verified = queue_platform::service_auth::verify_token(&platform, &token).await?;
+                    // A grant, revoke or role change spends the token; checks (read-only routes) do not.
+                    let verified = queue_platform::service_auth::verify_token_for(&platform, &token, usage).await?;
                     tracing::Span::current().record("caller", verified.issuer());
                     Ok(Caller::Service(verified))
                 }

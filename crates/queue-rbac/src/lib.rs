@@ -65,7 +65,8 @@ pub async fn run(config: RbacConfig, signals: Signals) -> anyhow::Result<Running
         tracing::info!(schema = SCHEMA, ?applied, "migrations applied");
     }
     let db = Db::with_role(&config.database, Some(APP_ROLE))?;
-    let platform = Platform::new(NAME, Some(db.clone()), &config.tokens, &config.telemetry, ApiDoc::openapi())?;
+    let peers = queue_platform::http_client::HttpClient::from_config(&config.server.tls)?;
+    let platform = Platform::with_client(NAME, Some(db.clone()), &config.tokens, &config.telemetry, peers, ApiDoc::openapi())?;
     let metrics = metrics::RbacMetrics::new(platform.metrics.registry());
     let checker =
         checker::Checker::new(db.clone(), config.cache.max_principals, config.cache.lease_ms, metrics.clone());

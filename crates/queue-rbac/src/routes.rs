@@ -1,15 +1,17 @@
 //! The route table of queue-rbac. The platform endpoints (/healthz, /readyz, /metrics,
 //! /.well-known/jwks.json, /openapi.json, /internal/v1/caller) are added by queue-platform.
 //! Every route here takes a service token or a user session; what each caller may do is decided
-//! in the handler (docs/rbac-service.md).
+//! in the handler (docs/rbac-service.md). A service token is spent by every POST/DELETE except
+//! the checks, which only read (`ReadOnlyRoute`), so a caller may reuse one token for checks.
 
 use actix_web::web;
+use queue_platform::service_auth::ReadOnlyRoute;
 
 use crate::handlers as h;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/v1/rbac/check").post(h::check))
-        .service(web::resource("/api/v1/rbac/check/batch").post(h::check_batch))
+    cfg.service(web::resource("/api/v1/rbac/check").app_data(ReadOnlyRoute).post(h::check))
+        .service(web::resource("/api/v1/rbac/check/batch").app_data(ReadOnlyRoute).post(h::check_batch))
         .service(web::resource("/api/v1/rbac/roles").get(h::roles).post(h::create_role))
         .service(web::resource("/api/v1/rbac/grants").get(h::list_grants).post(h::create_grant))
         .service(web::resource("/api/v1/rbac/grants/{id}").delete(h::revoke_grant))

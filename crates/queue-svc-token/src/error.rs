@@ -34,4 +34,8 @@ pub enum TokenError {
     LifetimeTooLong,
     #[error("keys for issuer `{0}` could not be fetched")]
     KeysUnavailable(String),
+    #[error("token was already used on a state-changing route")]
+    Replayed,
+    #[error("too many live tokens remembered to accept another one-use token")]
+    ReplayCacheFull,
 }

@@ -11,10 +11,12 @@ mod claims;
 mod error;
 mod jwks;
 mod keys;
+mod replay;
 mod verify;
 
 pub use claims::{DEFAULT_TTL_SECS, MAX_TTL_SECS, Minter, ServiceClaims, TOKEN_TYPE};
 pub use error::TokenError;
 pub use jwks::{Jwk, JwkSet};
 pub use keys::{KeyError, PublicKey, SigningKey, generate_ed25519_pem};
+pub use replay::ReplayGuard;
 pub use verify::{Clock, IssuerSource, SystemClock, TrustedIssuer, VerifiedToken, Verifier, VerifierSettings};

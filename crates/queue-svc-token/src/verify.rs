@@ -19,9 +19,12 @@ use crate::claims::{MAX_TTL_SECS, ServiceClaims, TOKEN_TYPE};
 use crate::error::TokenError;
 use crate::jwks::JwkSet;
 use crate::keys::PublicKey;
+use crate::replay::ReplayGuard;
 
 /// Header members that would let a token choose its own key or add rules we do not know.
 const FORBIDDEN_HEADERS: [&str; 7] = ["jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "crit"];
+/// Default bound of the one-use set.
+const REPLAY_MAX_ENTRIES: usize = 250_000;
 /// Longer tokens are refused before any parsing.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// The only algorithm an Ed25519 key can verify.
@@ -69,6 +72,11 @@ pub struct VerifierSettings {
     /// After a failed fetch (the peer may simply not be up yet) the next try waits only this
     /// long (capped by `refetch_min_interval`).
     pub failed_fetch_backoff: Duration,
+    /// The most one-use tokens remembered at once (see [`crate::ReplayGuard`]). At the 300 s
+    /// lifetime cap plus leeway, the default allows a sustained ~750 state-changing calls a
+    /// second per replica (about 15 MB); beyond that new one-use tokens are refused, not old ones
+    /// forgotten.
+    pub replay_max_entries: usize,
 }
 
 impl VerifierSettings {
@@ -79,6 +87,7 @@ impl VerifierSettings {
             refresh_interval: Duration::from_secs(300),
             refetch_min_interval: Duration::from_secs(30),
             failed_fetch_backoff: Duration::from_secs(1),
+            replay_max_entries: REPLAY_MAX_ENTRIES,
         }
     }
 }
@@ -158,6 +167,8 @@ impl Verified {
 
 struct Inner {
     verified: RwLock<Verified>,
+    /// Tokens already used on a state-changing route, until they expire.
+    used: ReplayGuard,
     settings: VerifierSettings,
     clock: Arc<dyn Clock>,
     http: reqwest::Client,
@@ -198,7 +209,10 @@ impl Verifier {
                 (t.name, state)
             })
             .collect();
-        Self { inner: Arc::new(Inner { verified: RwLock::new(Verified::default()), settings, clock, http, issuers }) }
+        let used = ReplayGuard::new(settings.replay_max_entries);
+        Self {
+            inner: Arc::new(Inner { verified: RwLock::new(Verified::default()), used, settings, clock, http, issuers }),
+        }
     }
 
     pub fn audience(&self) -> &str {
@@ -257,6 +271,16 @@ impl Verifier {
             cache.insert(key, token, verified.clone());
         }
         Ok(verified)
+    }
+
+    /// Spends a verified token on a state-changing request: the first use of its `(iss, jti)`
+    /// on this replica passes, any later one is [`TokenError::Replayed`] until the token has
+    /// expired (`exp` + leeway, when it could not verify anyway). Reads do not call this, so a
+    /// caller may reuse a token for reads and the verified-token cache keeps paying off.
+    pub fn spend(&self, token: &VerifiedToken) -> Result<(), TokenError> {
+        let c = &token.claims;
+        let forget_after = c.exp.saturating_add(self.inner.settings.leeway_secs);
+        self.inner.used.first_use(&c.iss, &c.jti, forget_after, self.inner.clock.now_secs())
     }
 
     async fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, TokenError> {

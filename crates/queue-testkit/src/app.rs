@@ -22,6 +22,7 @@ pub fn service_config(issuer: &str, database_url: &str, keys: &TestKeys) -> Serv
             workers: Some(2),
             shutdown_timeout_secs: 5,
             max_body_bytes: 256 * 1024,
+            tls: Default::default(),
         },
         database: DatabaseConfig { url: database_url.to_string(), pool_size: 8, timeout_secs: 5 },
         telemetry: TelemetryConfig::default(),

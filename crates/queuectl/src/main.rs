@@ -35,6 +35,9 @@ enum Command {
     /// RBAC: reconcile the shadow tables with the audit log.
     #[command(subcommand)]
     Rbac(RbacCommand),
+    /// Service-to-service TLS.
+    #[command(subcommand)]
+    Tls(TlsCommand),
     /// The proxy's route table, through its admin API: status, phase N, rollback, reload, shadow,
     /// metrics. Each call carries a service token (scope proxy:admin) minted from the operator's key.
     Proxy {
@@ -178,6 +181,27 @@ enum KeysCommand {
 }
 
 #[derive(Subcommand)]
+enum TlsCommand {
+    /// Create a development CA and a server certificate per service (`ca.pem`, `ca.key`,
+    /// `<name>.pem`, `<name>.key`), for `server.tls` in docker compose and local runs. An
+    /// existing CA is reused unless --force. Production certificates come from your issuer.
+    DevCerts {
+        /// Where to write the files (keys mode 0600).
+        #[arg(long, default_value = "var/tls")]
+        out: PathBuf,
+        /// The services to make certificates for (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "auth,rbac,audit,proxy")]
+        names: Vec<String>,
+        /// More DNS names or IP addresses every certificate also covers (repeatable).
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+        /// Make a new CA even if one exists.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum TokenCommand {
     /// Print a signed service token, e.g. to call an internal endpoint with curl:
     /// `curl -H "Authorization: Bearer $(queuectl token mint --iss raptor --aud audit --scope audit:write)" ...`
@@ -210,6 +234,7 @@ fn main() -> ExitCode {
         Command::Token(TokenCommand::Mint { iss, aud, scopes, ttl, key, keys_dir }) => {
             mint(&iss, &aud, &scopes, ttl, key.unwrap_or_else(|| keys_dir.join(format!("{iss}.pem"))))
         }
+        Command::Tls(TlsCommand::DevCerts { out, names, hosts, force }) => tls_dev_certs(&out, &names, &hosts, force),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Rbac(RbacCommand::Reconcile { database_url }) => rbac_reconcile(&database_url),
         Command::Proxy { admin_url, auth, command } => proxy::run(&admin_url, &auth, command),
@@ -225,6 +250,21 @@ fn main() -> ExitCode {
 
 mod audit;
 mod proxy;
+mod tls;
+
+fn tls_dev_certs(out: &Path, names: &[String], hosts: &[String], force: bool) -> anyhow::Result<()> {
+    let written = tls::dev_certs(out, names, hosts, force)?;
+    let verb = if written.ca_created { "wrote" } else { "kept" };
+    println!("CA: {verb} {}", out.join("ca.pem").display());
+    for name in &written.services {
+        println!(
+            "{name}: wrote {} and {}",
+            out.join(format!("{name}.pem")).display(),
+            out.join(format!("{name}.key")).display()
+        );
+    }
+    Ok(())
+}
 
 fn rbac_reconcile(database_url: &str) -> anyhow::Result<()> {
     use diesel_async::AsyncConnection;

@@ -255,14 +255,14 @@ async fn concurrent_writers_with_retries_lose_nothing_and_duplicate_nothing() {
         tasks.push(tokio::spawn(async move {
             let tenant = tenants[w % 4];
             let events: Vec<_> = (0..500).map(|i| event(tenant, i)).collect();
-            let token = a.writer();
             let mut acked = Vec::new();
             for (i, e) in events.iter().enumerate() {
-                let (s, v) = a.app.post_json_as("/api/v1/audit/events", &token, e).await;
+                // A token per write, as the audit client mints them: a write spends its token.
+                let (s, v) = a.app.post_json_as("/api/v1/audit/events", &a.writer(), e).await;
                 assert_eq!(s.as_u16(), 201, "{v}");
-                // Every tenth event is retried: the same answer comes back.
+                // Every tenth event is retried (with a fresh token): the same answer comes back.
                 if i % 10 == 0 {
-                    let (s2, v2) = a.app.post_json_as("/api/v1/audit/events", &token, e).await;
+                    let (s2, v2) = a.app.post_json_as("/api/v1/audit/events", &a.writer(), e).await;
                     assert_eq!((s2.as_u16(), &v2), (201, &v));
                 }
                 acked.push((tenant, v["seq"].as_i64().expect("seq")));

@@ -161,16 +161,17 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_event() {
     env.push(("DATABASE_URL".into(), db.url.clone()));
     let mut first = ServiceProcess::start(BIN, &refs(&env)).await;
     let base = first.base_url.clone();
-    let token = keys.token("auth", "audit", &["audit:write"]);
     let acked = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
     let mut writers = Vec::new();
     for w in 0..8 {
-        let (base, token, acked) = (base.clone(), token.clone(), acked.clone());
+        let (base, keys, acked) = (base.clone(), keys.clone(), acked.clone());
         writers.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             for i in 0..10_000 {
                 let tenant = format!("k{}", w % 2);
                 let e = crate::support::event(&tenant, i);
+                // A token per write: a write spends its token.
+                let token = keys.token("auth", "audit", &["audit:write"]);
                 match client.post(format!("{base}/api/v1/audit/events")).bearer_auth(&token).json(&e).send().await {
                     Ok(r) if r.status() == 201 => {
                         acked.lock().expect("lock").push((tenant, e["id"].as_str().expect("id").to_string()))

@@ -34,12 +34,13 @@ async fn with_audit_down_events_wait_then_arrive_once_and_the_chain_verifies() {
     .await;
 
     // 100 security events while nothing listens where the audit service should be.
-    let raptor = auth.app.token("raptor", &["users:write"]);
+    // A token per provisioning call: a write spends its token.
+    let raptor = || auth.app.token("raptor", &["users:write"]);
     for i in 0..100 {
         let (s, v) = auth
             .post(
                 "/internal/v1/users",
-                Some(&raptor),
+                Some(&raptor()),
                 &json!({"email": format!("u{i}@example.com"), "tenant_id": TENANT}),
             )
             .await;

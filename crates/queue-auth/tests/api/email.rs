@@ -80,8 +80,9 @@ async fn the_link_works_once() {
 #[tokio::test]
 async fn known_and_unknown_addresses_get_the_same_answers() {
     let auth = Auth::start().await;
-    let raptor = auth.app.token("raptor", &["users:write"]);
-    auth.post("/internal/v1/users", Some(&raptor), &json!({"email": "known@example.com"})).await;
+    // A token per provisioning call: a write spends its token.
+    let raptor = || auth.app.token("raptor", &["users:write"]);
+    auth.post("/internal/v1/users", Some(&raptor()), &json!({"email": "known@example.com"})).await;
     let known = auth.post(SEND, None, &json!({"email": "known@example.com"})).await;
     let unknown = auth.post(SEND, None, &json!({"email": "unknown@example.com"})).await;
     assert_eq!(known, unknown);

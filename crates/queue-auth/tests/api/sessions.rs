@@ -17,8 +17,9 @@ pub(crate) async fn session(auth: &Auth, email: &str, kind: Kind) -> (Uuid, Stri
 
 /// Like [`session`], minted as if `secs_ago` seconds before now: (user id, session id, token).
 pub(crate) async fn minted(auth: &Auth, email: &str, kind: Kind, secs_ago: i64) -> (Uuid, Uuid, String) {
-    let raptor = auth.app.token("raptor", &["users:write"]);
-    let (s, user) = auth.post("/internal/v1/users", Some(&raptor), &json!({"email": email})).await;
+    // A token per provisioning call: a write spends its token.
+    let raptor = || auth.app.token("raptor", &["users:write"]);
+    let (s, user) = auth.post("/internal/v1/users", Some(&raptor()), &json!({"email": email})).await;
     assert!(s.is_success(), "{user}");
     let user_id: Uuid = user["id"].as_str().expect("id").parse().expect("uuid");
     let mut conn = auth.sql().await;

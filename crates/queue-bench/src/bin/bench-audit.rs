@@ -191,16 +191,19 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let batch_size = 100u64;
+    // A write spends its service token (one use on state-changing routes): a fresh one per
+    // request, minted inside the timed loop as the audit client does.
     let batch = {
-        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        let (client, url, keys) = (client.clone(), url.clone(), keys.clone());
         move |c: usize, i: u64| {
-            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            let (client, url) = (client.clone(), url.clone());
+            let token = keys.token("auth", "audit", &["audit:write"]);
             async move {
                 let tenant = format!("batch-{}", c % 16);
                 let events: Vec<Value> = (0..batch_size).map(|k| event(&tenant, i * batch_size + k)).collect();
                 let r = client
                     .post(format!("{url}/api/v1/audit/events/batch"))
-                    .bearer_auth(&*token)
+                    .bearer_auth(&token)
                     .json(&json!({"events": events}))
                     .send()
                     .await?;
@@ -225,12 +228,13 @@ async fn main() -> anyhow::Result<()> {
     let requests = verify_events.div_ceil(per_request);
     futures_util::stream::iter(0..requests)
         .map(|r| {
-            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            let (client, url) = (client.clone(), url.clone());
+            let token = keys.token("auth", "audit", &["audit:write"]);
             async move {
                 let events: Vec<Value> = (0..per_request).map(|k| event("verify-long", r * per_request + k)).collect();
                 let resp = client
                     .post(format!("{url}/api/v1/audit/events/batch"))
-                    .bearer_auth(&*token)
+                    .bearer_auth(&token)
                     .json(&json!({"events": events}))
                     .send()
                     .await?;

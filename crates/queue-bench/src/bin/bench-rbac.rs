@@ -220,17 +220,20 @@ async fn main() -> anyhow::Result<()> {
         batched.p99_ms
     );
 
+    // A grant spends its service token (one use on state-changing routes): a fresh one each,
+    // minted inside the timed loop as a real caller would.
     let grant = {
-        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        let (client, url, keys) = (client.clone(), url.clone(), keys.clone());
         move |c: usize, i: u64| {
-            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            let (client, url) = (client.clone(), url.clone());
+            let token = keys.token("raptor", "rbac", &["rbac:grant"]);
             async move {
                 let r = mix(((c as u64) << 40) ^ i ^ (1 << 61));
                 let body = json!({"principal_id": format!("new{c}-{i}"), "role": "agent",
                     "scope": {"type": "ticket", "tenant_id": format!("t{}", r % TENANTS), "ticket_id": format!("k{}", r % TICKETS)},
                     "reason": "benchmark"});
                 let resp =
-                    client.post(format!("{url}/api/v1/rbac/grants")).bearer_auth(&*token).json(&body).send().await?;
+                    client.post(format!("{url}/api/v1/rbac/grants")).bearer_auth(&token).json(&body).send().await?;
                 anyhow::ensure!(resp.status() == 201, "status {}", resp.status());
                 Ok(1)
             }

@@ -8,6 +8,9 @@ use queue_svc_token::{Minter, SigningKey, generate_ed25519_pem};
 use serde_json::Value;
 use std::sync::Arc;
 
+mod replay;
+mod tls;
+
 struct World {
     dir: tempfile::TempDir,
 }
@@ -83,6 +86,17 @@ struct Server {
     client: reqwest::Client,
 }
 
+fn server_config() -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        public_url: None,
+        workers: Some(1),
+        shutdown_timeout_secs: 1,
+        max_body_bytes: 1024,
+        tls: Default::default(),
+    }
+}
+
 async fn start() -> Server {
     start_with(TelemetryConfig::default()).await
 }
@@ -92,14 +106,7 @@ async fn start_with(telemetry: TelemetryConfig) -> Server {
     let platform =
         Platform::new("queue-test", None, &world.tokens_config(), &telemetry, utoipa::openapi::OpenApi::default())
             .expect("platform");
-    let config = ServerConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        public_url: None,
-        workers: Some(1),
-        shutdown_timeout_secs: 1,
-        max_body_bytes: 1024,
-    };
-    let running = queue_platform::server::serve(platform, &config, Signals::Ignore, routes).expect("serve");
+    let running = queue_platform::server::serve(platform, &server_config(), Signals::Ignore, routes).expect("serve");
     let base = format!("http://{}", running.addr);
     tokio::spawn(running.wait());
     Server { base, world, client: reqwest::Client::new() }

@@ -13,3 +13,4 @@ mod security_admin;
 mod security_edge;
 mod shadow;
 mod support;
+mod tls_upstream;

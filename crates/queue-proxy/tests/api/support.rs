@@ -183,6 +183,8 @@ pub struct Options {
     pub max_in_flight_per_client: u32,
     /// `identity.cache_entries`.
     pub identity_cache_entries: usize,
+    /// `server.tls.ca_file`: the CA https upstreams may chain to.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -200,6 +202,7 @@ impl Default for Options {
             client_write_timeout_ms: ForwardingConfig::default().client_write_timeout_ms,
             max_in_flight_per_client: ForwardingConfig::default().max_in_flight_per_client,
             identity_cache_entries: IdentityConfig::default().cache_entries,
+            ca_file: None,
         }
     }
 }
@@ -215,8 +218,10 @@ impl Proxy {
         let path = dir.path().join("routes.toml");
         std::fs::write(&path, table).expect("write table");
         let base = queue_testkit::service_config("proxy", "postgres://unused@127.0.0.1/none", &keys);
+        let mut server = base.server;
+        server.tls.ca_file = o.ca_file;
         let config = ProxyConfig {
-            server: base.server,
+            server,
             telemetry: base.telemetry,
             tokens: base.tokens,
             admin: queue_proxy::AdminConfig {

@@ -5,5 +5,6 @@ mod outbox;
 mod platform;
 mod rbac;
 mod security;
+mod replay;
 mod support;
 mod users;

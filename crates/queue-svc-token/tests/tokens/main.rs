@@ -21,6 +21,8 @@ impl Clock for FixedClock {
 
 const NOW: u64 = 1_800_000_000;
 
+mod replay;
+
 fn key() -> Arc<SigningKey> {
     let (private_pem, _) = generate_ed25519_pem().expect("generate");
     Arc::new(SigningKey::from_pem(&private_pem).expect("parse"))

@@ -15,10 +15,11 @@ async fn verify_export_offline_verify_and_rotate() {
         queue_audit::run(queue_audit::AuditConfig::new(c, kc), Signals::Ignore)
     })
     .await;
-    let token = app.token("auth", &["audit:write"]);
     for i in 0..5 {
         let e = json!({"id": uuid::Uuid::new_v4().to_string(), "tenant_id": "t1", "actor": {"type": "user", "id": format!("u{i}")},
                        "action": "auth.login.ok", "target": {"type": "session", "id": "s"}, "occurred_at": "2026-11-22T10:00:00Z"});
+        // A token per write: a write spends its token.
+        let token = app.token("auth", &["audit:write"]);
         assert_eq!(app.post_json_as("/api/v1/audit/events", &token, &e).await.0, 201);
     }
     // The operator's config file: the service's database and keys.
@@ -90,10 +91,10 @@ fn audit_config_file(path: &std::path::Path, url: &str, app: &TestApp, keys: &qu
 }
 
 async fn write_events(app: &TestApp, tenant: &str, n: usize) {
-    let token = app.token("auth", &["audit:write"]);
     for i in 0..n {
         let e = json!({"id": uuid::Uuid::new_v4().to_string(), "tenant_id": tenant, "actor": {"type": "user", "id": format!("u{i}")},
                        "action": "auth.login.ok", "target": {"type": "session", "id": "s"}, "occurred_at": "2026-11-22T10:00:00Z"});
+        let token = app.token("auth", &["audit:write"]);
         assert_eq!(app.post_json_as("/api/v1/audit/events", &token, &e).await.0, 201);
     }
 }

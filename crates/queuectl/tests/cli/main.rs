@@ -5,6 +5,7 @@ mod audit;
 mod config_reference;
 mod deploy_configs;
 mod proxy;
+mod tls;
 
 use queue_platform::config::TrustedIssuerConfig;
 use queue_platform::{ServiceConfig, Signals};
@@ -167,7 +168,7 @@ async fn rbac_reconcile_lists_a_change_made_by_hand_and_exits_2() {
 fn help_names_every_command() {
     let (code, out, _) = queuectl(&["--help"], &[]);
     assert_eq!(code, 0);
-    for c in ["migrate", "keys", "token", "audit", "rbac", "proxy"] {
+    for c in ["migrate", "keys", "token", "tls", "audit", "rbac", "proxy"] {
         assert!(out.contains(c), "{out}");
     }
     let (_, out, _) = queuectl(&["token", "mint", "--help"], &[]);
