@@ -85,11 +85,11 @@ async fn every_admin_endpoint_needs_an_operator_token_with_the_admin_scope() {
     let r = p.client.get(p.admin_url("/healthz")).send().await.expect("healthz");
     assert_eq!(r.status(), 200);
 
-    // With the operator's token each endpoint works.
-    let good = p.admin_token();
+    // With the operator's token each endpoint works (a fresh token per call: a change spends
+    // its token, `an_admin_token_is_one_use`).
     let mut answers = Vec::new();
     for e in endpoints() {
-        let r = p.client.request(e.0.clone(), p.admin_url(e.1)).bearer_auth(&good);
+        let r = p.client.request(e.0.clone(), p.admin_url(e.1)).bearer_auth(p.admin_token());
         let r = match &e.2 {
             Some(b) => r.json(b),
             None => r,
@@ -105,6 +105,33 @@ async fn every_admin_endpoint_needs_an_operator_token_with_the_admin_scope() {
     assert!(answers[5].contains("queue_proxy_"), "the proxy's metrics: {}", answers[5]);
     let doc: Value = serde_json::from_str(&answers[6]).expect("json");
     assert_eq!(doc["info"]["title"], "queue-proxy");
+}
+
+/// A captured admin token cannot be replayed: a change spends it (issue 16, item 10), so the
+/// same token a second time is 401 `token_replayed` and the table stays where the first call
+/// put it; reads may reuse a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_token_is_one_use() {
+    let legacy = standin("raptor", false);
+    let auth = standin("queue-auth", true);
+    let p = Proxy::start(&table(1, &legacy.url(), &auth.url(), "")).await;
+    let token = p.admin_token();
+    let phase = |n: u64| (Method::POST, "/admin/phase", Some(json!({"phase": n})));
+    let (status, body) = call(&p, &phase(2), Some(&token), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let after_first = in_force(&p).await;
+    assert_eq!(after_first.1, 2);
+    for (e, what) in [(phase(3), "phase 3"), ((Method::POST, "/admin/rollback", Some(json!({}))), "rollback")] {
+        let (status, body) = call(&p, &e, Some(&token), &[]).await;
+        assert_eq!(status, 401, "{what} with a spent token: {body}");
+        assert_eq!(body["error"]["code"], "token_replayed", "{body}");
+    }
+    assert_eq!(in_force(&p).await, after_first, "a replayed token changed nothing");
+    let read = p.admin_token();
+    for _ in 0..2 {
+        let (status, _) = call(&p, &(Method::GET, "/admin/routes", None), Some(&read), &[]).await;
+        assert_eq!(status, 200, "reads may reuse a token");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
