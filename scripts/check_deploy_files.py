@@ -67,7 +67,7 @@ def check_config(where: str, text: str, service: str, target: str) -> None:
         "audit": {"keys", "chain", "limits", "users"},
         "auth": {"auth", "sessions", "webauthn", "email", "mailer", "limits", "audit", "flags"},
         "rbac": {"audit", "auth", "callers", "cache", "expiry"},
-        "proxy": {"admin", "routing", "forwarding", "identity", "shadow"},
+        "proxy": {"admin", "audit", "routing", "forwarding", "identity", "shadow"},
     }.get(service, set())
     check_keys(where, cfg, {"server", "tokens"}, {"telemetry"} | own | (set() if service == "proxy" else {"database"}))
     if service != "proxy" and "database" not in cfg:
@@ -121,7 +121,8 @@ def check_config(where: str, text: str, service: str, target: str) -> None:
         if ("jwks_url" in peer) == ("public_key" in peer):
             problem(here, "needs exactly one of jwks_url and public_key")
     issuers = [p.get("issuer") for p in trusted]
-    expected = sorted((set(SERVICES) - {service}) | {LEGACY_ISSUER})
+    # The proxy also trusts the operators whose tokens (scope proxy:admin) its admin API takes.
+    expected = sorted((set(SERVICES) - {service}) | {LEGACY_ISSUER} | ({"operator"} if service == "proxy" else set()))
     if sorted(issuers) != expected:
         problem(where, f"trusted issuers are {sorted(issuers)}, expected {expected}")
 

@@ -147,14 +147,20 @@ impl Default for LimitsConfig {
     }
 }
 
-/// What each service owns: auth its `auth.*` events, rbac its `rbac.*`, Raptor (the legacy
+/// What each service owns: auth its `auth.*` events, rbac its `rbac.*`, the proxy its admin
+/// changes (`proxy.*`), Raptor (the legacy
 /// app, ../shared/legacy/LEGACY.md) its own `raptor.*` events and the Console's tickets.
 /// Add a writer here (or in the config file) with the actions it owns, never more.
 pub fn default_writers() -> BTreeMap<String, Vec<String>> {
-    [("auth", &["auth.*"][..]), ("rbac", &["rbac.*"][..]), ("raptor", &["raptor.*", "ticket.*"][..]), ("proxy", &["proxy.*"][..])]
-        .into_iter()
-        .map(|(issuer, actions)| (issuer.to_string(), actions.iter().map(|a| a.to_string()).collect()))
-        .collect()
+    [
+        ("auth", &["auth.*"][..]),
+        ("rbac", &["rbac.*"][..]),
+        ("raptor", &["raptor.*", "ticket.*"][..]),
+        ("proxy", &["proxy.*"][..]),
+    ]
+    .into_iter()
+    .map(|(issuer, actions)| (issuer.to_string(), actions.iter().map(|a| a.to_string()).collect()))
+    .collect()
 }
 
 impl AuditConfig {

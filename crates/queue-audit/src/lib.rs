@@ -72,7 +72,8 @@ pub async fn run(config: AuditConfig, signals: Signals) -> anyhow::Result<Runnin
     keys.provider().checkpoint_public_key().await.map_err(|e| anyhow::anyhow!("checkpoint key unusable: {e}"))?;
 
     let peers = queue_platform::http_client::HttpClient::from_config(&config.server.tls)?;
-    let platform = Platform::with_client(NAME, Some(db.clone()), &config.tokens, &config.telemetry, peers, ApiDoc::openapi())?;
+    let platform =
+        Platform::with_client(NAME, Some(db.clone()), &config.tokens, &config.telemetry, peers, ApiDoc::openapi())?;
     let metrics = metrics::AuditMetrics::new(platform.metrics.registry());
     let (committed_tx, committed_rx) = tokio::sync::mpsc::unbounded_channel();
     let appender = domain::append::Appender::new(

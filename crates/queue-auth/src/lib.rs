@@ -96,7 +96,8 @@ pub async fn run_with_clock(config: AuthConfig, signals: Signals, clock: Arc<dyn
     let webauthn = webauthn(&config.webauthn)?;
     let db = Db::with_role(&config.database, Some(APP_ROLE))?;
     let peers = queue_platform::http_client::HttpClient::from_config(&config.server.tls)?;
-    let platform = Platform::with_client(NAME, Some(db.clone()), &config.tokens, &config.telemetry, peers, ApiDoc::openapi())?;
+    let platform =
+        Platform::with_client(NAME, Some(db.clone()), &config.tokens, &config.telemetry, peers, ApiDoc::openapi())?;
     let mail = domain::mailer::Composer::new(&pepper);
     let mut tasks = Vec::new();
 

@@ -180,7 +180,8 @@ async fn forward(w: &Worker, req: Request<Incoming>, peer: IpAddr) -> Response<R
     let method = client_method.as_str();
     let request_id = request_id(&head.headers);
     let trusted_peer = state.trusted_proxies.contains(peer);
-    let client_ip = state.trusted_proxies.client_ip(peer, head.headers.get_all(&FORWARDING[0]).iter().map(|v| v.as_bytes()));
+    let client_ip =
+        state.trusted_proxies.client_ip(peer, head.headers.get_all(&FORWARDING[0]).iter().map(|v| v.as_bytes()));
     // The route is decided on the canonical path, and that path is what goes upstream.
     let canonical = match canonical::canonical_path(client_uri.path()) {
         Ok(p) => p,

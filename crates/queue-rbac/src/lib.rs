@@ -66,7 +66,8 @@ pub async fn run(config: RbacConfig, signals: Signals) -> anyhow::Result<Running
     }
     let db = Db::with_role(&config.database, Some(APP_ROLE))?;
     let peers = queue_platform::http_client::HttpClient::from_config(&config.server.tls)?;
-    let platform = Platform::with_client(NAME, Some(db.clone()), &config.tokens, &config.telemetry, peers, ApiDoc::openapi())?;
+    let platform =
+        Platform::with_client(NAME, Some(db.clone()), &config.tokens, &config.telemetry, peers, ApiDoc::openapi())?;
     let metrics = metrics::RbacMetrics::new(platform.metrics.registry());
     let checker =
         checker::Checker::new(db.clone(), config.cache.max_principals, config.cache.lease_ms, metrics.clone());

@@ -302,8 +302,7 @@ impl Proxy {
 
     /// A value of the proxy's own metrics (the admin listener's `/metrics`), 0 when absent.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text =
-            self.admin_text("/metrics").await;
+        let text = self.admin_text("/metrics").await;
         // `name{labels} value` (the registry adds the service's labels) or `name value`.
         text.lines()
             .filter(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with([' ', '{'])))

@@ -33,7 +33,8 @@ fn tls_service(cert: PathBuf, key: PathBuf) -> std::net::SocketAddr {
     let keys = TestKeys::new();
     let mut base = queue_testkit::service_config("auth", "postgres://unused@127.0.0.1/none", &keys);
     base.server.tls = TlsConfig { cert_file: Some(cert), key_file: Some(key), ca_file: None };
-    let platform = Platform::new("auth", None, &base.tokens, &base.telemetry, utoipa::openapi::OpenApi::default()).expect("platform");
+    let platform = Platform::new("auth", None, &base.tokens, &base.telemetry, utoipa::openapi::OpenApi::default())
+        .expect("platform");
     let running = queue_platform::server::serve(platform, &base.server, Signals::Ignore, |cfg| {
         cfg.route(
             "/queue/v1/backup-codes",

@@ -4,7 +4,7 @@
 mod outbox;
 mod platform;
 mod rbac;
-mod security;
 mod replay;
+mod security;
 mod support;
 mod users;
