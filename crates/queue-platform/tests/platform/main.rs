@@ -101,11 +101,15 @@ async fn start() -> Server {
     start_with(TelemetryConfig::default()).await
 }
 
+/// The platform of a test service named `queue-test`, trusting `world`'s issuers.
+fn test_platform(world: &World, telemetry: &TelemetryConfig) -> std::sync::Arc<Platform> {
+    Platform::new("queue-test", None, &world.tokens_config(), telemetry, utoipa::openapi::OpenApi::default())
+        .expect("platform")
+}
+
 async fn start_with(telemetry: TelemetryConfig) -> Server {
     let world = World::new();
-    let platform =
-        Platform::new("queue-test", None, &world.tokens_config(), &telemetry, utoipa::openapi::OpenApi::default())
-            .expect("platform");
+    let platform = test_platform(&world, &telemetry);
     let running = queue_platform::server::serve(platform, &server_config(), Signals::Ignore, routes).expect("serve");
     let base = format!("http://{}", running.addr);
     tokio::spawn(running.wait());
