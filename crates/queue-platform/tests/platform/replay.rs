@@ -22,8 +22,14 @@ fn routes_with_lookup(cfg: &mut web::ServiceConfig) {
 
 async fn start_with_lookup() -> Server {
     let world = World::new();
-    let platform = Platform::new("queue-test", None, &world.tokens_config(), &Default::default(), utoipa::openapi::OpenApi::default())
-        .expect("platform");
+    let platform = Platform::new(
+        "queue-test",
+        None,
+        &world.tokens_config(),
+        &Default::default(),
+        utoipa::openapi::OpenApi::default(),
+    )
+    .expect("platform");
     let running =
         queue_platform::server::serve(platform, &server_config(), Signals::Ignore, routes_with_lookup).expect("serve");
     let base = format!("http://{}", running.addr);

@@ -37,8 +37,14 @@ async fn start_tls() -> TlsServer {
     let dir = tempfile::tempdir().expect("tmp");
     let (ca, cert, key) = make_ca_and_server_cert(dir.path(), "audit");
     let world = World::new();
-    let platform = Platform::new("queue-test", None, &world.tokens_config(), &Default::default(), utoipa::openapi::OpenApi::default())
-        .expect("platform");
+    let platform = Platform::new(
+        "queue-test",
+        None,
+        &world.tokens_config(),
+        &Default::default(),
+        utoipa::openapi::OpenApi::default(),
+    )
+    .expect("platform");
     let config = ServerConfig {
         tls: TlsConfig { cert_file: Some(cert), key_file: Some(key), ca_file: None },
         ..server_config()
