@@ -43,7 +43,13 @@ OPTIONAL = {
     "server": {"workers", "shutdown_timeout_secs", "max_body_bytes", "tls"},
     "database": {"timeout_secs"},
     "telemetry": {"format", "level", "otlp_endpoint", "trusted_peers"},
-    "tokens": {"previous_public_keys", "leeway_secs", "jwks_refresh_secs", "jwks_refetch_min_secs"},
+    "tokens": {
+        "previous_public_keys",
+        "leeway_secs",
+        "jwks_refresh_secs",
+        "jwks_refetch_min_secs",
+        "replay_max_entries",
+    },
 }
 
 def check_keys(where: str, table: dict, required: set[str], optional: set[str] = frozenset()) -> None:

@@ -424,6 +424,11 @@ pub struct TokensConfig {
     /// The least time between two fetches of one peer's JWKS on unknown `kid`s, in seconds.
     #[serde(default = "default_refetch")]
     pub jwks_refetch_min_secs: u64,
+    /// The most one-use tokens remembered at once (the replay set). Size it for writes per
+    /// second × token lifetime (+ leeway); each entry costs about 60 bytes. When full of live
+    /// entries, new tokens on state-changing routes are refused with 503.
+    #[serde(default = "default_replay_max_entries")]
+    pub replay_max_entries: usize,
 }
 
 fn default_leeway() -> u64 {
@@ -435,6 +440,11 @@ fn default_refresh() -> u64 {
 fn default_refetch() -> u64 {
     30
 }
+fn default_replay_max_entries() -> usize {
+    queue_svc_token::REPLAY_MAX_ENTRIES
+}
+/// Below this the set fills at a few writes a second and the service refuses writes with 503.
+const REPLAY_MIN_ENTRIES: usize = 1_000;
 
 impl Validate for TokensConfig {
     fn validate(&self) -> Result<(), ConfigError> {
@@ -456,6 +466,12 @@ impl Validate for TokensConfig {
         }
         if self.jwks_refresh_secs == 0 {
             return Err(ConfigError::new("tokens.jwks_refresh_secs", "must be at least 1"));
+        }
+        if self.replay_max_entries < REPLAY_MIN_ENTRIES {
+            return Err(ConfigError::new(
+                "tokens.replay_max_entries",
+                "must be at least 1000 (size it as writes per second × token lifetime)",
+            ));
         }
         for (i, p) in self.previous_public_keys.iter().enumerate() {
             read_key(&format!("tokens.previous_public_keys[{i}]"), p, |t| {
@@ -648,6 +664,28 @@ mod tests {
         env.push(("QUEUE_SERVER__TLS__CA_FILE".into(), "/nonexistent/ca.pem".into()));
         let e = load::<ServiceConfig>(None, &Env(env)).expect_err("no CA");
         assert_eq!(e.key, "server.tls.ca_file");
+    }
+
+    #[test]
+    fn replay_max_entries_defaults_and_a_too_small_one_names_the_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let c: ServiceConfig = load(None, &Env(base_env(dir.path()))).expect("valid");
+        assert_eq!(c.tokens.replay_max_entries, 250_000);
+        let mut env = base_env(dir.path());
+        env.push(("QUEUE_TOKENS__REPLAY_MAX_ENTRIES".into(), "1000".into()));
+        let c: ServiceConfig = load(None, &Env(env)).expect("the least allowed");
+        assert_eq!(c.tokens.replay_max_entries, 1000);
+        for value in ["999", "0"] {
+            let mut env = base_env(dir.path());
+            env.push(("QUEUE_TOKENS__REPLAY_MAX_ENTRIES".into(), value.into()));
+            let e = load::<ServiceConfig>(None, &Env(env)).expect_err(value);
+            assert_eq!(e.key, "tokens.replay_max_entries", "{value}: {e}");
+            assert!(e.message.contains("at least 1000"), "{e}");
+        }
+        let mut env = base_env(dir.path());
+        env.push(("QUEUE_TOKENS__REPLAY_MAX_ENTRIES".into(), "lots".into()));
+        let e = load::<ServiceConfig>(None, &Env(env)).expect_err("not a number");
+        assert_eq!(e.key, "tokens.replay_max_entries", "{e}");
     }
 
     #[test]

@@ -64,6 +64,7 @@ impl Tokens {
         settings.leeway_secs = config.leeway_secs;
         settings.refresh_interval = Duration::from_secs(config.jwks_refresh_secs);
         settings.refetch_min_interval = Duration::from_secs(config.jwks_refetch_min_secs);
+        settings.replay_max_entries = config.replay_max_entries;
         let verifier = Verifier::new(settings, trusted, http.reqwest().clone(), Arc::new(SystemClock));
         Ok(Self { minter: Minter::new(config.issuer.clone(), signing), verifier, jwks })
     }

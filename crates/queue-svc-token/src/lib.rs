@@ -19,4 +19,6 @@ pub use error::TokenError;
 pub use jwks::{Jwk, JwkSet};
 pub use keys::{KeyError, PublicKey, SigningKey, generate_ed25519_pem};
 pub use replay::ReplayGuard;
-pub use verify::{Clock, IssuerSource, SystemClock, TrustedIssuer, VerifiedToken, Verifier, VerifierSettings};
+pub use verify::{
+    Clock, IssuerSource, REPLAY_MAX_ENTRIES, SystemClock, TrustedIssuer, VerifiedToken, Verifier, VerifierSettings,
+};

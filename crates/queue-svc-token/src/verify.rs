@@ -23,8 +23,8 @@ use crate::replay::ReplayGuard;
 
 /// Header members that would let a token choose its own key or add rules we do not know.
 const FORBIDDEN_HEADERS: [&str; 7] = ["jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "crit"];
-/// Default bound of the one-use set.
-const REPLAY_MAX_ENTRIES: usize = 250_000;
+/// Default bound of the one-use set (`tokens.replay_max_entries` in the services' config).
+pub const REPLAY_MAX_ENTRIES: usize = 250_000;
 /// Longer tokens are refused before any parsing.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// The only algorithm an Ed25519 key can verify.

@@ -42,6 +42,7 @@ pub fn service_config(issuer: &str, database_url: &str, keys: &TestKeys) -> Serv
             leeway_secs: 30,
             jwks_refresh_secs: 300,
             jwks_refetch_min_secs: 30,
+            replay_max_entries: queue_svc_token::REPLAY_MAX_ENTRIES,
         },
     }
 }

@@ -13,7 +13,7 @@ use queue_audit::config::KeysConfig;
 use queue_bench::{Cluster, Figures, load, machine, write_section};
 use queue_platform::Signals;
 use serde_json::{Value, json};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn writers() -> usize {
@@ -34,20 +34,92 @@ fn event(tenant: &str, n: u64) -> Value {
     })
 }
 
+/// Tokens minted per second of a wrk run: above the fastest run here (~15,000 events/s at 32
+/// clients, ~25,000 at 128), so a run does not run out. `BENCH_TOKENS_PER_SEC` overrides it.
+fn tokens_per_sec() -> u64 {
+    std::env::var("BENCH_TOKENS_PER_SEC").ok().and_then(|s| s.parse().ok()).unwrap_or(40_000)
+}
+
+/// How much longer than its run a token lives: minting the run's tokens happens first and
+/// must fit in this.
+const TOKEN_MARGIN_SECS: u64 = 60;
+
+/// Headroom in the replay set for the phases that mint per request (batches, the verify chain).
+const REPLAY_HEADROOM: usize = 100_000;
+
+/// A write spends its service token (one use on state-changing routes), so each wrk request
+/// needs its own: `count` tokens from auth for audit, valid for the run plus the margin, minted
+/// on every core into `path`, one a line.
+fn mint_tokens(keys: &queue_testkit::TestKeys, count: u64, run_secs: u64, path: &Path) -> anyhow::Result<()> {
+    let ttl = run_secs + TOKEN_MARGIN_SECS;
+    anyhow::ensure!(
+        ttl <= queue_svc_token::MAX_TTL_SECS,
+        "BENCH_SECONDS is at most {}: each run's tokens must outlive it",
+        queue_svc_token::MAX_TTL_SECS - TOKEN_MARGIN_SECS
+    );
+    let started = Instant::now();
+    let minter = keys.minter("auth");
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let chunks: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let minter = &minter;
+                let mine = count / threads + u64::from(t < count % threads);
+                s.spawn(move || -> anyhow::Result<String> {
+                    let mut out = String::with_capacity(mine as usize * 420);
+                    for _ in 0..mine {
+                        out.push_str(&minter.mint("audit", &["audit:write"], ttl)?);
+                        out.push('\n');
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("minting thread panicked"))))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })?;
+    std::fs::write(path, chunks.concat())?;
+    let took = started.elapsed();
+    anyhow::ensure!(
+        took < Duration::from_secs(TOKEN_MARGIN_SECS / 2),
+        "minting {count} tokens took {took:.1?}: too slow for their {ttl} s lifetime (lower BENCH_TOKENS_PER_SEC)"
+    );
+    Ok(())
+}
+
 /// Single events for wrk's Lua: tenants `bench-{tenants}-0 … -{tenants-1}` in turn, each event
 /// with a fresh id (a random prefix per run, a counter per request) and the same shape as
-/// [`event`].
-fn wrk_script(token: &str, tenants: usize) -> String {
+/// [`event`], each request with the next token of `tokens` (read lazily, one line per request;
+/// wrk runs `-t1`, so one Lua state reads the file). Out of tokens, requests go without one,
+/// are refused, and wrk's non-2xx count fails the run, after a line saying why.
+fn wrk_script(tokens: &Path, tenants: usize) -> String {
     format!(
         r#"local TENANTS = {tenants}
+local next_token = io.lines([==[{tokens}]==])
+local spent, exhausted = 0, false
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {token}"
 math.randomseed(os.time())
 local prefix = string.format("%08x-%04x", math.random(0, 2147483647), math.random(0, 65535))
 local n = 0
 request = function()
   n = n + 1
+  local token = nil
+  if not exhausted then
+    token = next_token()
+    exhausted = token == nil
+    if exhausted then
+      io.write(string.format("queue-bench: out of tokens after %d requests (raise BENCH_TOKENS_PER_SEC)\n", spent))
+    end
+  end
+  if token then
+    spent = spent + 1
+    wrk.headers["Authorization"] = "Bearer " .. token
+  else
+    wrk.headers["Authorization"] = nil
+  end
   local id = string.format("%s-4%03x-8%03x-%04x%08x", prefix, math.random(0, 4095), math.random(0, 4095),
     math.floor(n / 4294967296) % 65536, n % 4294967296)
   local body = string.format('{{"id":"%s","tenant_id":"bench-%d-%d","actor":{{"type":"user","id":"user-%d"}},' ..
@@ -56,7 +128,8 @@ request = function()
     id, TENANTS, n % TENANTS, n, n, os.date("!%Y-%m-%dT%H:%M:%SZ"), n)
   return wrk.format(nil, nil, nil, body)
 end
-"#
+"#,
+        tokens = tokens.display()
     )
 }
 
@@ -87,23 +160,44 @@ async fn main() -> anyhow::Result<()> {
     }
     config.limits.per_caller_rps = 10_000_000;
     config.limits.per_caller_burst = 10_000_000;
+    // BENCH_QUICK: only the 16-tenant run (after a 2 s warm-up), with CPU per event; for
+    // comparing two builds back to back on a noisy machine. Writes nothing.
+    let quick = std::env::var("BENCH_QUICK").is_ok();
+    let warm_up = Duration::from_secs(2);
+    // Every write spends its token, remembered until the token expires. The wrk runs follow
+    // each other within a token lifetime, so the replay set must hold all the tokens they are
+    // given, plus the ones the batch phases mint per request; the default would refuse writes
+    // with 503 part-way.
+    let wrk_secs = if quick { warm_up.as_secs() + seconds } else { 3 * seconds };
+    let replay_entries = (tokens_per_sec() * wrk_secs) as usize + REPLAY_HEADROOM;
+    config.tokens.replay_max_entries = replay_entries.max(queue_svc_token::REPLAY_MAX_ENTRIES);
     let service_config = config.clone();
     let (addr, handle) = queue_bench::serve_on_own_runtime(move || queue_audit::run(service_config, Signals::Ignore))?;
     let url = format!("http://{addr}");
-    let token = Arc::new(keys.token("auth", "audit", &["audit:write"]));
     let client = reqwest::Client::builder().pool_max_idle_per_host(writers()).build()?;
 
     let n = writers();
     println!(
-        "bench-audit: {} s per run, {n} concurrent writers, {} writer tasks, {}",
+        "bench-audit: {} s per run, {n} concurrent writers, {} writer tasks, a fresh service token per write \
+         (wrk: {} minted per run-second), replay set {} entries (tokens.replay_max_entries), {}",
         seconds,
         config.chain.writers,
+        tokens_per_sec(),
+        config.tokens.replay_max_entries,
         machine()
     );
 
     let events_url = format!("{url}/api/v1/audit/events");
-    let single =
-        |tenants: usize, conns: usize| queue_bench::wrk(&events_url, &wrk_script(&token, tenants), conns, duration);
+    // Tokens are minted before a run (outside its timing and CPU figures) into a file wrk reads.
+    let tokens_for = |run: Duration| -> anyhow::Result<tempfile::NamedTempFile> {
+        let file = tempfile::NamedTempFile::new()?;
+        mint_tokens(&keys, tokens_per_sec() * run.as_secs(), run.as_secs(), file.path())?;
+        Ok(file)
+    };
+    let wrk_run = |tenants: usize, conns: usize, tokens: &tempfile::NamedTempFile, run: Duration| {
+        queue_bench::wrk(&events_url, &wrk_script(tokens.path(), tenants), conns, run)
+    };
+    let single = |tenants: usize, conns: usize| wrk_run(tenants, conns, &tokens_for(duration)?, duration);
     let diag = |label: &'static str| {
         let (client, url) = (client.clone(), url.clone());
         async move {
@@ -139,12 +233,11 @@ async fn main() -> anyhow::Result<()> {
         cluster.psql("bench", "SELECT pg_stat_statements_reset()")?;
         Ok(())
     };
-    // BENCH_QUICK: only the 16-tenant run (after a 2 s warm-up), with CPU per event; for
-    // comparing two builds back to back on a noisy machine. Writes nothing.
-    if std::env::var("BENCH_QUICK").is_ok() {
-        queue_bench::wrk(&events_url, &wrk_script(&token, 16), n, Duration::from_secs(2))?;
+    if quick {
+        wrk_run(16, n, &tokens_for(warm_up)?, warm_up)?;
+        let tokens = tokens_for(duration)?;
         let (me0, pg0) = queue_bench::cpu_seconds();
-        let f = single(16, n)?;
+        let f = wrk_run(16, n, &tokens, duration)?;
         let (me1, pg1) = queue_bench::cpu_seconds();
         diag("quick").await;
         let events = f.per_sec() * seconds as f64;
@@ -295,8 +388,11 @@ async fn main() -> anyhow::Result<()> {
         "## Audit writer and verifier (`make bench-audit`)\n\n\
 Run {date} on {machine}. PostgreSQL with fsync and synchronous_commit **on**; {n} concurrent\n\
 writers over loopback HTTP (single events: wrk `-t1 -c{n}` with a Lua script; batches: clients in the bench\n\
-process), {writer_tasks} writer tasks in the service (`chain.writers`), service tokens verified on every\n\
-request; {seconds} s per run; the load generator, the service and PostgreSQL share the same 2 cores.\n\n\
+process), {writer_tasks} writer tasks in the service (`chain.writers`), a fresh service token per request,\n\
+verified and spent (one use on writes; wrk reads tokens minted before each run, {rate} per second of\n\
+run, from a file; `tokens.replay_max_entries` = {replay} so the replay set holds every token the runs\n\
+spend within a token lifetime); {seconds} s per run; the load generator, the service and PostgreSQL\n\
+share the same 2 cores.\n\n\
 | workload | events/s | p50 ms | p99 ms |\n|---|---|---|---|\n{}\n{}\n{}\n{}\n\n\
 | verify (one chain of {} events) | {:.0} events/s |\n|---|---|\n\
 | **reference**: pgbench single-row INSERT, {n} clients, same cluster, same run | {:.0} TPS |\n\n\
@@ -311,6 +407,8 @@ Aims (issue 3): ≥ 10,000 events/s across tenants, ≥ 3,000/s for one tenant, 
         date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         machine = machine(),
         writer_tasks = config.chain.writers,
+        rate = tokens_per_sec(),
+        replay = config.tokens.replay_max_entries,
     );
     let path = write_section("bench-audit", &body)?;
     println!("bench-audit: figures written to {}", path.display());

@@ -47,6 +47,7 @@ impl World {
             leeway_secs: 30,
             jwks_refresh_secs: 300,
             jwks_refetch_min_secs: 30,
+            replay_max_entries: queue_svc_token::REPLAY_MAX_ENTRIES,
         }
     }
 }
