@@ -195,22 +195,9 @@ pub async fn login_finish(
             };
             let tenant =
                 u.as_ref().map(|u| u.tenant_id.clone()).unwrap_or_else(|| state.config.auth.default_tenant.clone());
-            let action =
-                if reason == "counter_regressed" { "auth.passkey.counter_regressed" } else { "auth.login.failed" };
+            let who = u.as_ref().map(|u| audit::user(u.id)).unwrap_or_else(audit::anonymous);
             conn.transaction::<_, Error, _>(async |conn| {
-                audit::record(
-                    conn,
-                    now,
-                    &info,
-                    audit::Event {
-                        tenant_id: &tenant,
-                        actor: u.as_ref().map(|u| audit::user(u.id)).unwrap_or_else(audit::anonymous),
-                        action,
-                        target: u.as_ref().map(|u| audit::user(u.id)).unwrap_or_else(audit::anonymous),
-                        payload: serde_json::json!({"reason": reason, "method": "passkey"}),
-                    },
-                )
-                .await?;
+                audit::record(conn, now, &info, assertion_failed(&tenant, who, &reason, "passkey")).await?;
                 if let Some(ip) = &info.ip_key() {
                     limits::failure(conn, lim, now, &info, &tenant, "login_ip", ip).await?;
                 }
@@ -282,28 +269,33 @@ pub async fn reauth_finish(
             Ok(HttpResponse::Ok().json(serde_json::json!({"verified_at": now})))
         }
         LoginOutcome::Failed { reason, .. } => {
-            let action =
-                if reason == "counter_regressed" { "auth.passkey.counter_regressed" } else { "auth.login.failed" };
+            let who = audit::user(s.user_id);
             conn.transaction::<_, Error, _>(async |conn| {
-                audit::record(
-                    conn,
-                    now,
-                    &info,
-                    audit::Event {
-                        tenant_id: &s.tenant_id,
-                        actor: audit::user(s.user_id),
-                        action,
-                        target: audit::user(s.user_id),
-                        payload: serde_json::json!({"reason": reason, "method": "passkey_reauth"}),
-                    },
-                )
-                .await?;
+                audit::record(conn, now, &info, assertion_failed(&s.tenant_id, who, &reason, "passkey_reauth")).await?;
                 Ok(())
             })
             .await?;
             state.committed();
             Err(ApiError::Unauthorized("the passkey could not be verified".into()))
         }
+    }
+}
+
+/// The audit event of a passkey assertion that did not verify (a login or a re-authentication):
+/// a signature counter going backwards is a possible clone and gets its own action.
+fn assertion_failed<'a>(
+    tenant_id: &'a str,
+    who: queue_audit_client::Party,
+    reason: &str,
+    method: &str,
+) -> audit::Event<'a> {
+    let action = if reason == "counter_regressed" { "auth.passkey.counter_regressed" } else { "auth.login.failed" };
+    audit::Event {
+        tenant_id,
+        actor: who.clone(),
+        action,
+        target: who,
+        payload: serde_json::json!({"reason": reason, "method": method}),
     }
 }
 
