@@ -87,15 +87,21 @@ impl TrustedNetworks {
     }
 }
 
-/// The key per-client limits count by: an IPv4 address as it is, an IPv6 address by its /64
-/// (`2001:db8:1:2::/64`), an IPv4-mapped IPv6 address as the IPv4 address.
-pub fn limit_key(ip: IpAddr) -> String {
+/// The address per-client limits count by: an IPv4 address as it is, an IPv6 address by its
+/// /64 (one host usually has a whole /64 to pick addresses from), an IPv4-mapped IPv6 address
+/// as the IPv4 address.
+pub fn limit_ip(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        v4 => v4,
+    }
+}
+
+/// [`limit_ip`] as the text key of a stored counter: `192.0.2.7`, `2001:db8:1:2::/64`.
+pub fn limit_key(ip: IpAddr) -> String {
+    match limit_ip(ip) {
         IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & (u128::MAX << 64);
-            format!("{}/64", Ipv6Addr::from(prefix))
-        }
+        IpAddr::V6(prefix) => format!("{prefix}/64"),
     }
 }
 

@@ -7,6 +7,7 @@
 //! held for one hash-map update, never across an await).
 
 use prometheus::IntGauge;
+use queue_platform::net::limit_ip;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -27,18 +28,6 @@ pub struct ClientSlot {
     key: IpAddr,
 }
 
-/// The key a client is counted under: its address, an IPv6 address by its /64 (one host
-/// usually has a whole /64 to pick addresses from), an IPv4-mapped IPv6 address as IPv4.
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-        },
-    }
-}
-
 fn shard_of(key: &IpAddr) -> usize {
     let folded = match key {
         IpAddr::V4(v4) => u64::from(u32::from(*v4)),
@@ -55,7 +44,7 @@ impl ClientSlots {
 
     /// A slot for `client`, or `None` when it has `max` requests in flight already.
     pub fn try_take(self: &Arc<Self>, client: IpAddr) -> Option<ClientSlot> {
-        let key = client_key(client);
+        let key = limit_ip(client);
         {
             let mut shard = lock(&self.shards[shard_of(&key)]);
             let n = shard.entry(key).or_insert(0);
@@ -76,7 +65,7 @@ impl ClientSlots {
     /// The requests `client` has in flight (tests).
     #[cfg(test)]
     fn count(&self, client: IpAddr) -> u32 {
-        let key = client_key(client);
+        let key = limit_ip(client);
         lock(&self.shards[shard_of(&key)]).get(&key).copied().unwrap_or(0)
     }
 }
@@ -126,6 +115,6 @@ mod tests {
         let _held = slots.try_take("2001:db8:1:2::1".parse().unwrap()).unwrap();
         assert!(slots.try_take("2001:db8:1:2:ffff::9".parse().unwrap()).is_none(), "same /64");
         assert!(slots.try_take("2001:db8:1:3::1".parse().unwrap()).is_some(), "another /64");
-        assert_eq!(client_key("::ffff:10.1.2.3".parse().unwrap()), "10.1.2.3".parse::<IpAddr>().unwrap());
+        assert_eq!(limit_ip("::ffff:10.1.2.3".parse().unwrap()), "10.1.2.3".parse::<IpAddr>().unwrap());
     }
 }
