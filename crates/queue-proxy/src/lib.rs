@@ -24,7 +24,7 @@ mod pool;
 mod shadow;
 pub mod standin;
 mod store;
-pub mod table;
+mod table;
 mod upstream;
 
 use actix_web::{App, HttpServer, web};
@@ -50,7 +50,7 @@ pub const NAME: &str = "queue-proxy";
 struct ApiDoc;
 
 /// What every request handler reaches.
-pub struct ProxyState {
+pub(crate) struct ProxyState {
     tables: TableStore,
     /// For each worker's pool of keep-alive connections (plain-http upstreams).
     connect_timeout: Duration,

@@ -50,7 +50,7 @@ impl Drop for Stop {
 /// Binds the public listener, starts queue-platform's app on loopback and the workers. The
 /// returned `Running` is the platform app's server (its handle stops everything) with `addr`
 /// the public address.
-pub fn serve(
+pub(crate) fn serve(
     platform: Arc<Platform>,
     config: &ServerConfig,
     signals: Signals,

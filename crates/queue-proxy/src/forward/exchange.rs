@@ -7,7 +7,7 @@
 
 use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::{Body as _, Bytes, Incoming};
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -51,20 +51,18 @@ pub(super) async fn forward(w: &Worker, req: Request<Incoming>, peer: IpAddr) ->
         Ok(plan) => plan,
         Err(no) => return no_plan(state, no).respond(&request_id),
     };
-    let x = Exchange { state, loaded: &loaded, plan, request_id: &request_id, method, path, started };
+    let ex = Exchange { state, loaded: &loaded, plan, request_id: &request_id, method, path, started };
 
     // The body is read whole (within its limits) before the request takes an upstream slot:
     // a client that sends slowly holds only its own connection and its own client slot.
-    let body_deadline = tokio::time::Instant::now() + state.client_body_timeout;
-    let body = match w.deadlines.within(body_deadline, read_body(body, &head.headers, state.max_body_bytes)).await {
-        Some(Ok(b)) => b,
-        Some(Err(e)) => return x.client_failed(e),
-        None => return x.client_failed(ForwardError::client_timeout(state.client_body_timeout.as_millis() as u64)),
+    let body = match ex.read_body(w, body, &head.headers).await {
+        Ok(b) => b,
+        Err(answer) => return answer,
     };
 
     // The upstream slot: taken only now that the exchange can start at once.
-    let Ok(permit) = x.plan.upstream.in_flight.clone().try_acquire_owned() else {
-        return x.overloaded();
+    let Ok(permit) = ex.plan.upstream.in_flight.clone().try_acquire_owned() else {
+        return ex.overloaded();
     };
 
     let tracing_on = !tracing::Span::current().is_disabled();
@@ -72,35 +70,34 @@ pub(super) async fn forward(w: &Worker, req: Request<Incoming>, peer: IpAddr) ->
     let request_id_value = HeaderValue::from_str(&request_id).unwrap_or(HeaderValue::from_static("-"));
     let trusted_peer = state.trusted_proxies.contains(peer);
     headers::upstream_headers(&mut head.headers, &request_id_value, peer, trusted_peer, tracing_on);
-    let primary_tx = x.submit_shadow(&head, &body, client_uri.query());
-    if x.plan.side == Side::Legacy {
+    let primary_tx = ex.submit_shadow(&head, &body, client_uri.query());
+    if ex.plan.side == Side::Legacy {
         headers::strip_queue_credentials(&mut head.headers, &state.cookie);
     }
 
     // The response timeout runs from the start of the exchange (the body is in hand).
-    let upstream = x.plan.upstream;
+    let upstream = ex.plan.upstream;
     let deadline = tokio::time::Instant::now() + upstream.response_timeout;
-    let exchange = send(w, head, upstream, x.plan.path.as_deref(), &client_uri, ReqBody::Full(body));
-    let (mut parts, upstream_body) = match w.deadlines.within(deadline, exchange).await {
+    let sending = send(w, head, upstream, ex.plan.path.as_deref(), &client_uri, ReqBody::Full(body));
+    let (mut parts, upstream_body) = match w.deadlines.within(deadline, sending).await {
         Some(Ok(r)) => r,
-        Some(Err(e)) => return x.failed(e.on(x.plan.side)),
-        None => return x.failed(ForwardError::response_timeout(upstream.response_timeout_ms).on(x.plan.side)),
+        Some(Err(e)) => return ex.failed(e.on(ex.plan.side)),
+        None => return ex.failed(ForwardError::response_timeout(upstream.response_timeout_ms).on(ex.plan.side)),
     };
 
-    let status = parts.status.as_u16();
-    x.record(status, x.plan.shadow.as_ref().map(|s| s.side));
+    ex.record(parts.status.as_u16(), ex.plan.shadow.as_ref().map(|s| s.side));
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(headers::REQUEST_ID_HEADER, request_id_value);
-    // With a known length, hyper stops polling a body once that many bytes are written: the
-    // tee hands its copy over when the last byte passes, not at the end of the stream.
-    let remaining = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let tee = primary_tx.map(|(tx, cap)| Tee::new(tx, cap, status, remaining));
+    let tee = primary_tx.map(|(tx, cap)| Tee::new(tx, cap, parts.status.as_u16(), content_length(&parts.headers)));
     let body = Relay::new(upstream_body, tee, state.read_timeout, permit, client_slot);
     Response::from_parts(parts, RespBody::Relay(body))
+}
+
+/// A response's `Content-Length`. With a known length, hyper stops polling a body once that
+/// many bytes are written: the tee hands its copy over when the last byte passes, not at the
+/// end of the stream.
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 /// The checks before a request is planned, in order: its path can be made canonical, its
@@ -156,6 +153,23 @@ struct Exchange<'a> {
 impl Exchange<'_> {
     fn version(&self) -> &str {
         &self.loaded.table.version
+    }
+
+    /// The client's whole body (`None` when it has none), within `forwarding.max_body_bytes`
+    /// and `forwarding.client_body_timeout_ms` from the head; else the answer to the client.
+    async fn read_body(
+        &self,
+        w: &Worker,
+        body: Incoming,
+        headers: &HeaderMap,
+    ) -> Result<Option<Bytes>, Response<RespBody>> {
+        let state = self.state;
+        let deadline = tokio::time::Instant::now() + state.client_body_timeout;
+        match w.deadlines.within(deadline, read_body(body, headers, state.max_body_bytes)).await {
+            Some(Ok(b)) => Ok(b),
+            Some(Err(e)) => Err(self.client_failed(e)),
+            None => Err(self.client_failed(ForwardError::client_timeout(state.client_body_timeout.as_millis() as u64))),
+        }
     }
 
     /// The client's body could not be had: too large or too slow (refusals, counted) or
@@ -223,7 +237,7 @@ impl Exchange<'_> {
     fn submit_shadow(
         &self,
         head: &http::request::Parts,
-        body: &Option<hyper::body::Bytes>,
+        body: &Option<Bytes>,
         query: Option<&str>,
     ) -> Option<(oneshot::Sender<Outcome>, usize)> {
         let sp = self.plan.shadow.as_ref()?;
