@@ -164,6 +164,7 @@ impl TableStore {
     }
 
     /// Re-reads the file; an unchanged file changes nothing.
+    #[tracing::instrument(name = "proxy.table.reload", skip(self))]
     pub fn reload(&self, trigger: &'static str) -> Result<Change, ChangeError> {
         let path =
             self.path.as_ref().ok_or_else(|| ChangeError::Conflict("the proxy runs without a table file".into()))?;
@@ -237,6 +238,7 @@ impl TableStore {
 
     /// Installs a plan, if the table in force is still the one it was made from (a file
     /// change or SIGHUP in between: 409, nothing changes).
+    #[tracing::instrument(name = "proxy.table.apply", skip_all, fields(kind = ?plan.kind, to = %plan.to_version))]
     pub fn apply(&self, plan: &Plan) -> Result<Change, ChangeError> {
         let mut inner = self.lock();
         let trigger = plan.kind.trigger();
