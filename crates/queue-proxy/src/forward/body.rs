@@ -17,6 +17,7 @@ use crate::error::ForwardError;
 use crate::shadow::Outcome;
 use crate::upstream::UpBody;
 
+/// A body as a stream of data chunks (reqwest takes and gives them this way).
 pub(super) type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
 
 /// The data frames of a body as a stream (trailers are not forwarded).
