@@ -26,13 +26,13 @@ use crate::store::{Change, ChangeError, Plan, PlanKind};
 use crate::table::{Route, Side};
 
 /// The scope every admin endpoint (but `/healthz`) requires.
-pub const ADMIN_SCOPE: &str = "proxy:admin";
+pub(crate) const ADMIN_SCOPE: &str = "proxy:admin";
 
 /// The audit-log tenant of the proxy's events: they belong to no tenant (as rbac's global
 /// changes).
 const AUDIT_TENANT: &str = "_platform";
 
-pub fn configure(issuers: Vec<String>) -> impl Fn(&mut web::ServiceConfig) + Clone {
+pub(crate) fn configure(issuers: Vec<String>) -> impl Fn(&mut web::ServiceConfig) + Clone {
     move |cfg| {
         let issuers: Vec<&str> = issuers.iter().map(String::as_str).collect();
         let policy = || ServicePolicy::issuers(&issuers).scope(ADMIN_SCOPE).data();
@@ -49,13 +49,13 @@ pub fn configure(issuers: Vec<String>) -> impl Fn(&mut web::ServiceConfig) + Clo
 }
 
 /// The host names the admin listener answers to (lowercase, without port).
-pub struct AdminGuard {
+pub(crate) struct AdminGuard {
     hosts: Vec<String>,
 }
 
 impl AdminGuard {
     /// Loopback's names, the bound address and the configured `admin.hosts`.
-    pub fn new(bound: SocketAddr, configured: &[String]) -> Self {
+    pub(crate) fn new(bound: SocketAddr, configured: &[String]) -> Self {
         let own = match bound {
             SocketAddr::V4(a) => a.ip().to_string(),
             SocketAddr::V6(a) => format!("[{}]", a.ip()),
@@ -95,7 +95,7 @@ fn host_name(host: &str) -> &str {
 
 /// Refuses browser-shaped requests and foreign `Host`s with 403 before routing, tokens or
 /// bodies are looked at.
-pub async fn refuse_browsers(
+pub(crate) async fn refuse_browsers(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {

@@ -18,7 +18,7 @@ use std::borrow::Cow;
 
 /// Why a path was refused (the `bad_path` answer's message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BadPath {
+pub(crate) enum BadPath {
     NotAbsolute,
     BadEscape,
     EncodedSlash,
@@ -30,7 +30,7 @@ pub enum BadPath {
 }
 
 impl BadPath {
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             BadPath::NotAbsolute => "the path must start with `/`",
             BadPath::BadEscape => "the path has a `%` that is not followed by two hex digits",
@@ -68,7 +68,7 @@ fn refused(b: u8) -> Option<BadPath> {
 }
 
 /// The canonical form of `path` (borrowed when it already is), or why it is refused.
-pub fn canonical_path(path: &str) -> Result<Cow<'_, str>, BadPath> {
+pub(crate) fn canonical_path(path: &str) -> Result<Cow<'_, str>, BadPath> {
     let b = path.as_bytes();
     if b.first() != Some(&b'/') {
         return Err(BadPath::NotAbsolute);

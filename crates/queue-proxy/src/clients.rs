@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 const SHARDS: usize = 16;
 
 /// Requests in flight per client key.
-pub struct ClientSlots {
+pub(crate) struct ClientSlots {
     shards: [Mutex<HashMap<IpAddr, u32>>; SHARDS],
     max: u32,
     /// Every client's requests in flight (`queue_proxy_client_requests_in_flight`).
@@ -23,7 +23,7 @@ pub struct ClientSlots {
 }
 
 /// One request's place in its client's count; given back when dropped.
-pub struct ClientSlot {
+pub(crate) struct ClientSlot {
     slots: Arc<ClientSlots>,
     key: IpAddr,
 }
@@ -38,12 +38,12 @@ fn shard_of(key: &IpAddr) -> usize {
 }
 
 impl ClientSlots {
-    pub fn new(max: u32, gauge: IntGauge) -> Arc<Self> {
+    pub(crate) fn new(max: u32, gauge: IntGauge) -> Arc<Self> {
         Arc::new(Self { shards: std::array::from_fn(|_| Mutex::new(HashMap::new())), max, gauge })
     }
 
     /// A slot for `client`, or `None` when it has `max` requests in flight already.
-    pub fn try_take(self: &Arc<Self>, client: IpAddr) -> Option<ClientSlot> {
+    pub(crate) fn try_take(self: &Arc<Self>, client: IpAddr) -> Option<ClientSlot> {
         let key = limit_ip(client);
         {
             let mut shard = lock(&self.shards[shard_of(&key)]);
@@ -58,7 +58,7 @@ impl ClientSlots {
     }
 
     /// The most requests one client may have in flight.
-    pub fn max(&self) -> u32 {
+    pub(crate) fn max(&self) -> u32 {
         self.max
     }
 

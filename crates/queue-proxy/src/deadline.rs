@@ -32,7 +32,7 @@ struct Inner {
 /// One worker thread's deadlines. Only that thread uses them, so the mutex is never contended
 /// (it makes them `Send`, for `tokio::spawn` on the worker's current-thread runtime).
 #[derive(Clone, Default)]
-pub struct Deadlines {
+pub(crate) struct Deadlines {
     inner: Arc<Mutex<Inner>>,
     /// Tells the timer task about an earlier deadline than the one it sleeps to.
     rearm: Arc<Notify>,
@@ -44,7 +44,7 @@ fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 
 impl Deadlines {
     /// The timer task: spawn it once on the worker's runtime; it ends with the runtime.
-    pub fn timer(&self) -> impl Future<Output = ()> + 'static {
+    pub(crate) fn timer(&self) -> impl Future<Output = ()> + 'static {
         let inner = self.inner.clone();
         let rearm = self.rearm.clone();
         async move {
@@ -64,7 +64,7 @@ impl Deadlines {
     }
 
     /// `fut`'s output, or `None` when `deadline` passes first.
-    pub async fn within<F: Future>(&self, deadline: Instant, fut: F) -> Option<F::Output> {
+    pub(crate) async fn within<F: Future>(&self, deadline: Instant, fut: F) -> Option<F::Output> {
         let mut fut = pin!(fut);
         let mut slot = Slot { d: self, key: None };
         std::future::poll_fn(|cx| {

@@ -24,9 +24,9 @@ use queue_platform::Platform;
 
 /// The fields of auth's answer the proxy needs.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Identity {
-    pub user_id: Option<String>,
-    pub tenant_id: Option<String>,
+pub(crate) struct Identity {
+    pub(crate) user_id: Option<String>,
+    pub(crate) tenant_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -110,7 +110,7 @@ impl Cache {
 const TOKEN_TTL_SECS: u64 = 60;
 const BACKOFF: Duration = Duration::from_secs(5);
 
-pub struct IdentityClient {
+pub(crate) struct IdentityClient {
     url: String,
     http: reqwest::Client,
     timeout: Duration,
@@ -123,7 +123,7 @@ pub struct IdentityClient {
 impl IdentityClient {
     /// `roots`: CA certificates an https `auth_url` may chain to besides the platform's own
     /// (`server.tls.ca_file`).
-    pub fn new(
+    pub(crate) fn new(
         auth_url: &url::Url,
         timeout: Duration,
         ttl: Duration,
@@ -150,7 +150,7 @@ impl IdentityClient {
     }
 
     /// The identity behind a session token; `None` when invalid or unknown.
-    pub async fn identify(&self, platform: &Platform, session: &str) -> Option<Identity> {
+    pub(crate) async fn identify(&self, platform: &Platform, session: &str) -> Option<Identity> {
         let key: Key = Sha256::digest(session.as_bytes()).into();
         let now = Instant::now();
         let stale = match lock(&self.cache).get(&key, now, self.ttl) {

@@ -2,11 +2,11 @@
 //! single-threaded tokio runtime, all accepting on the same socket (docs/proxy.md, ADR 0007).
 //!
 //! Forwarded requests are served here directly, with the `http` 1.x types the upstream client
-//! uses: the request's head goes upstream as it came (no header conversions), its body read whole
-//! first (forward.rs: the slot rule), and the upstream's body comes back as it arrives. The
-//! platform endpoints (`/healthz`, `/readyz`, `/.well-known/jwks.json`, `/internal/v1/caller`)
-//! stay queue-platform's actix code: that app listens on a loopback port of its own and this
-//! listener relays exactly those paths to it ([`PLATFORM_PATHS`]).
+//! uses: the request's head goes upstream as it came (no header conversions), its body read
+//! whole first (forward/exchange.rs: the slot rule), and the upstream's body comes back as it
+//! arrives. The platform endpoints (`/healthz`, `/readyz`, `/.well-known/jwks.json`,
+//! `/internal/v1/caller`) stay queue-platform's actix code: that app listens on a loopback port
+//! of its own and this listener relays exactly those paths to it (forward/platform.rs).
 //!
 //! Connection tasks are plain `tokio::spawn`s on the worker's current-thread runtime, not a
 //! `LocalSet`: a `LocalSet` task woken by I/O wakes the runtime's `block_on` future, which
@@ -29,30 +29,13 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{mpsc, watch};
 
+use crate::ProxyState;
 use crate::deadline::Deadlines;
-use crate::pool::Pool;
-use crate::{ProxyState, forward};
+use crate::forward::{self, Worker};
 
 /// Slowloris protection: a client has this long to send a request's head (also how long an
 /// idle keep-alive connection stays open), as actix's `client_request_timeout` did.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The paths queue-platform's app serves; every other path is forwarded. Not `/metrics` nor
-/// `/openapi.json`: the proxy's own metrics and API document are for operators and are served
-/// by the admin listener only (behind its token); on the front door those paths go through the
-/// route table like any other.
-pub const PLATFORM_PATHS: [&str; 4] = ["/healthz", "/readyz", "/.well-known/jwks.json", "/internal/v1/caller"];
-
-/// What a worker thread's requests reach.
-pub struct Worker {
-    pub state: Arc<ProxyState>,
-    /// Keep-alive connections to plain-http upstreams (and the platform app), this worker's own.
-    pub pool: Arc<Pool>,
-    /// `http://127.0.0.1:port`: queue-platform's app, for the platform endpoints.
-    pub internal: http::uri::Authority,
-    /// The response deadlines of this worker's requests (one timer between them).
-    pub deadlines: Deadlines,
-}
 
 /// Stops the workers when dropped (the public server's `tasks` hold it, and are aborted when
 /// the server stops) or when [`Stop::stop`] is called.
@@ -67,7 +50,7 @@ impl Drop for Stop {
 /// Binds the public listener, starts queue-platform's app on loopback and the workers. The
 /// returned `Running` is the platform app's server (its handle stops everything) with `addr`
 /// the public address.
-pub fn serve(
+pub(crate) fn serve(
     platform: Arc<Platform>,
     config: &ServerConfig,
     signals: Signals,

@@ -10,19 +10,19 @@ use std::sync::OnceLock;
 use crate::table::{Side, Table};
 
 #[derive(Clone)]
-pub struct ProxyMetrics {
+pub(crate) struct ProxyMetrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     upstream_errors: IntCounterVec,
-    pub shadow: IntCounterVec,
-    pub shadow_dropped: IntCounterVec,
-    pub reloads: IntCounterVec,
+    pub(crate) shadow: IntCounterVec,
+    pub(crate) shadow_dropped: IntCounterVec,
+    pub(crate) reloads: IntCounterVec,
     table: IntGaugeVec,
     /// Requests from the arrival of their head to the end of their response, all clients.
-    pub client_in_flight: IntGauge,
+    pub(crate) client_in_flight: IntGauge,
     /// The proxy's refusals of a client's request by kind (`too_many_requests`, `body_timeout`,
     /// `body_too_large`, `bad_path`).
-    pub client_refusals: IntCounterVec,
+    pub(crate) client_refusals: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -33,7 +33,7 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 }
 
 impl ProxyMetrics {
-    pub fn new(registry: &Registry) -> Self {
+    pub(crate) fn new(registry: &Registry) -> Self {
         let latency = HistogramVec::new(
             HistogramOpts::new(
                 "proxy_upstream_duration_seconds",
@@ -99,11 +99,11 @@ impl ProxyMetrics {
         }
     }
 
-    pub fn upstream_error(&self, route: &str, side: &str, kind: &str, version: &str) {
+    pub(crate) fn upstream_error(&self, route: &str, side: &str, kind: &str, version: &str) {
         self.upstream_errors.with_label_values(&[route, side, kind, version]).inc();
     }
 
-    pub fn table_in_force(&self, version: &str, phase: u8) {
+    pub(crate) fn table_in_force(&self, version: &str, phase: u8) {
         self.table.reset();
         self.table.with_label_values(&[version, &phase.to_string()]).set(1);
     }
@@ -131,20 +131,20 @@ struct SideSeries {
 }
 
 /// A loaded table's metric handles: per route (by position) and side, plus the default route.
-pub struct TableMetrics {
+pub(crate) struct TableMetrics {
     routes: Vec<[SideSeries; 2]>,
     default: SideSeries,
 }
 
 impl TableMetrics {
-    pub fn new(table: &Table) -> Self {
+    pub(crate) fn new(table: &Table) -> Self {
         Self { routes: table.routes.iter().map(|_| Default::default()).collect(), default: SideSeries::default() }
     }
 
     /// Counts a forwarded request and its time to the response headers. `route` is the route's
     /// index and name, or `None` for the default route (`name` "default").
     #[allow(clippy::too_many_arguments)]
-    pub fn observe(
+    pub(crate) fn observe(
         &self,
         m: &ProxyMetrics,
         route: Option<usize>,

@@ -24,59 +24,59 @@ const SAMPLES: usize = 20;
 const MAX_DIFFS: usize = 10;
 
 /// The primary's answer, as far as the comparison needs it.
-pub struct Outcome {
-    pub status: u16,
+pub(crate) struct Outcome {
+    pub(crate) status: u16,
     /// `None` when the body was larger than the route's cap.
-    pub body: Option<Bytes>,
+    pub(crate) body: Option<Bytes>,
 }
 
-pub struct Job {
-    pub route: String,
-    pub table_version: String,
-    pub request_id: String,
-    pub method: reqwest::Method,
-    pub path: String,
-    pub url: String,
-    pub headers: reqwest::header::HeaderMap,
-    pub body: Bytes,
-    pub shadow_side: Side,
-    pub timeout: Duration,
-    pub ignore: Arc<Vec<String>>,
-    pub max_body: usize,
-    pub primary: oneshot::Receiver<Outcome>,
+pub(crate) struct Job {
+    pub(crate) route: String,
+    pub(crate) table_version: String,
+    pub(crate) request_id: String,
+    pub(crate) method: reqwest::Method,
+    pub(crate) path: String,
+    pub(crate) url: String,
+    pub(crate) headers: reqwest::header::HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) shadow_side: Side,
+    pub(crate) timeout: Duration,
+    pub(crate) ignore: Arc<Vec<String>>,
+    pub(crate) max_body: usize,
+    pub(crate) primary: oneshot::Receiver<Outcome>,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
-pub struct RouteReport {
-    pub compared: u64,
-    pub matched: u64,
-    pub mismatched: u64,
+pub(crate) struct RouteReport {
+    pub(crate) compared: u64,
+    pub(crate) matched: u64,
+    pub(crate) mismatched: u64,
     /// The shadow side failed (refused, timed out, reset).
-    pub shadow_errors: u64,
+    pub(crate) shadow_errors: u64,
     /// No comparison: the primary failed or a body was over the cap.
-    pub skipped: u64,
+    pub(crate) skipped: u64,
     /// Copies not sent because the shadow queue was full.
-    pub dropped: u64,
+    pub(crate) dropped: u64,
     /// matched / compared, when anything was compared.
-    pub match_rate: Option<f64>,
-    pub samples: VecDeque<Sample>,
+    pub(crate) match_rate: Option<f64>,
+    pub(crate) samples: VecDeque<Sample>,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Sample {
-    pub at: chrono::DateTime<chrono::Utc>,
-    pub request_id: String,
-    pub table_version: String,
-    pub method: String,
-    pub path: String,
-    pub shadow_side: Side,
-    pub primary_status: u16,
-    pub shadow_status: Option<u16>,
+pub(crate) struct Sample {
+    pub(crate) at: chrono::DateTime<chrono::Utc>,
+    pub(crate) request_id: String,
+    pub(crate) table_version: String,
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) shadow_side: Side,
+    pub(crate) primary_status: u16,
+    pub(crate) shadow_status: Option<u16>,
     /// JSON pointers that differ, `(status)`, `(body)` for non-JSON bodies, or `(error)`.
-    pub differences: Vec<String>,
+    pub(crate) differences: Vec<String>,
 }
 
-pub struct Shadow {
+pub(crate) struct Shadow {
     tx: mpsc::Sender<Job>,
     reports: Arc<Mutex<BTreeMap<String, RouteReport>>>,
     metrics: ProxyMetrics,
@@ -84,7 +84,7 @@ pub struct Shadow {
 
 impl Shadow {
     /// Starts the dispatcher; returns the handle and the dispatcher task.
-    pub fn start(
+    pub(crate) fn start(
         queue: usize,
         concurrency: usize,
         http: reqwest::Client,
@@ -110,7 +110,7 @@ impl Shadow {
     }
 
     /// Queues a copy; never waits. A full queue drops it and counts it.
-    pub fn submit(&self, job: Job) {
+    pub(crate) fn submit(&self, job: Job) {
         if let Err(e) = self.tx.try_send(job) {
             let job = match e {
                 mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
@@ -120,7 +120,7 @@ impl Shadow {
         }
     }
 
-    pub fn report(&self) -> BTreeMap<String, RouteReport> {
+    pub(crate) fn report(&self) -> BTreeMap<String, RouteReport> {
         let mut out = lock(&self.reports).clone();
         for r in out.values_mut() {
             r.match_rate = (r.compared > 0).then(|| r.matched as f64 / r.compared as f64);
@@ -225,7 +225,7 @@ async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Option<Bytes> {
 }
 
 /// JSON pointers at which the two bodies differ after normalisation (at most ten).
-pub fn compare_bodies(a: &[u8], b: &[u8], ignore: &[String]) -> Vec<String> {
+pub(crate) fn compare_bodies(a: &[u8], b: &[u8], ignore: &[String]) -> Vec<String> {
     match (serde_json::from_slice::<Value>(a), serde_json::from_slice::<Value>(b)) {
         (Ok(mut x), Ok(mut y)) => {
             strip(&mut x, "", ignore);

@@ -18,30 +18,30 @@ use crate::metrics::{ProxyMetrics, TableMetrics};
 use crate::table::{Table, TableError};
 
 /// A table and where it came from.
-pub struct Loaded {
-    pub table: Table,
+pub(crate) struct Loaded {
+    pub(crate) table: Table,
     /// 1 for the first table, +1 for each change.
-    pub generation: u64,
-    pub trigger: &'static str,
-    pub loaded_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) generation: u64,
+    pub(crate) trigger: &'static str,
+    pub(crate) loaded_at: chrono::DateTime<chrono::Utc>,
     /// This table's metric handles, looked up once per route and side.
-    pub metrics: TableMetrics,
+    pub(crate) metrics: TableMetrics,
 }
 
 /// What a change did.
 #[derive(Debug, Serialize)]
-pub struct Change {
-    pub changed: bool,
-    pub version: String,
-    pub previous_version: String,
-    pub phase: u8,
-    pub generation: u64,
+pub(crate) struct Change {
+    pub(crate) changed: bool,
+    pub(crate) version: String,
+    pub(crate) previous_version: String,
+    pub(crate) phase: u8,
+    pub(crate) generation: u64,
     /// Whether the table file now holds the table in force.
-    pub persisted: bool,
+    pub(crate) persisted: bool,
 }
 
 #[derive(Debug)]
-pub enum ChangeError {
+pub(crate) enum ChangeError {
     Invalid(TableError),
     /// No file to reload from or write to, or no previous table.
     Conflict(String),
@@ -59,29 +59,29 @@ impl std::fmt::Display for ChangeError {
 
 /// A change checked but not yet in force: what the admin API audits before it applies it.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     kind: PlanKind,
     text: String,
-    pub from_version: String,
-    pub from_phase: u8,
-    pub from_generation: u64,
-    pub to_version: String,
-    pub to_phase: u8,
+    pub(crate) from_version: String,
+    pub(crate) from_phase: u8,
+    pub(crate) from_generation: u64,
+    pub(crate) to_version: String,
+    pub(crate) to_phase: u8,
 }
 
 impl Plan {
     /// Installing it would leave the table in force as it is.
-    pub fn is_noop(&self) -> bool {
+    pub(crate) fn is_noop(&self) -> bool {
         self.from_version == self.to_version
     }
 
-    pub fn kind(&self) -> PlanKind {
+    pub(crate) fn kind(&self) -> PlanKind {
         self.kind
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlanKind {
+pub(crate) enum PlanKind {
     Reload,
     Phase,
     Rollback,
@@ -106,7 +106,7 @@ struct Inner {
     generation: u64,
 }
 
-pub struct TableStore {
+pub(crate) struct TableStore {
     current: ArcSwap<Loaded>,
     inner: Mutex<Inner>,
     path: Option<PathBuf>,
@@ -120,7 +120,7 @@ fn hash(bytes: &[u8]) -> [u8; 32] {
 
 impl TableStore {
     /// Loads the file (or an empty table when there is none).
-    pub fn open(path: Option<PathBuf>, history_len: usize, metrics: ProxyMetrics) -> Result<Self, ChangeError> {
+    pub(crate) fn open(path: Option<PathBuf>, history_len: usize, metrics: ProxyMetrics) -> Result<Self, ChangeError> {
         let (table, file_hash) = match &path {
             Some(p) => {
                 let text = read(p)?;
@@ -146,16 +146,16 @@ impl TableStore {
     }
 
     /// The table in force. Hold the `Arc` for the whole request.
-    pub fn current(&self) -> Arc<Loaded> {
+    pub(crate) fn current(&self) -> Arc<Loaded> {
         self.current.load_full()
     }
 
-    pub fn path(&self) -> Option<&Path> {
+    pub(crate) fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
 
     /// Previous tables, newest first.
-    pub fn history(&self) -> Vec<Arc<Loaded>> {
+    pub(crate) fn history(&self) -> Vec<Arc<Loaded>> {
         self.lock().history.iter().rev().cloned().collect()
     }
 
@@ -164,7 +164,8 @@ impl TableStore {
     }
 
     /// Re-reads the file; an unchanged file changes nothing.
-    pub fn reload(&self, trigger: &'static str) -> Result<Change, ChangeError> {
+    #[tracing::instrument(name = "proxy.table.reload", skip(self))]
+    pub(crate) fn reload(&self, trigger: &'static str) -> Result<Change, ChangeError> {
         let path =
             self.path.as_ref().ok_or_else(|| ChangeError::Conflict("the proxy runs without a table file".into()))?;
         let mut inner = self.lock();
@@ -176,7 +177,7 @@ impl TableStore {
     }
 
     /// Reloads only if the file's content changed since it was last read or written.
-    pub fn reload_if_changed(&self) -> Option<Result<Change, ChangeError>> {
+    pub(crate) fn reload_if_changed(&self) -> Option<Result<Change, ChangeError>> {
         let path = self.path.as_ref()?;
         let text = std::fs::read_to_string(path).ok()?;
         let h = hash(text.as_bytes());
@@ -192,14 +193,14 @@ impl TableStore {
 
     /// What a phase change would install: the current table with another phase. Nothing
     /// changes until [`TableStore::apply`].
-    pub fn plan_phase(&self, phase: u8) -> Result<Plan, ChangeError> {
+    pub(crate) fn plan_phase(&self, phase: u8) -> Result<Plan, ChangeError> {
         let current = self.current();
         let text = current.table.source_with_phase(phase).map_err(ChangeError::Invalid)?;
         self.plan(PlanKind::Phase, &current, text)
     }
 
     /// What `POST /admin/reload` would install: the file as it is now.
-    pub fn plan_reload(&self) -> Result<Plan, ChangeError> {
+    pub(crate) fn plan_reload(&self) -> Result<Plan, ChangeError> {
         let path =
             self.path.as_ref().ok_or_else(|| ChangeError::Conflict("the proxy runs without a table file".into()))?;
         let text = read(path)?;
@@ -207,7 +208,7 @@ impl TableStore {
     }
 
     /// What a rollback would install: the previous table.
-    pub fn plan_rollback(&self) -> Result<Plan, ChangeError> {
+    pub(crate) fn plan_rollback(&self) -> Result<Plan, ChangeError> {
         let current = self.current();
         let previous = self.lock().history.last().map(|p| p.table.source.clone());
         let Some(text) = previous else {
@@ -237,7 +238,8 @@ impl TableStore {
 
     /// Installs a plan, if the table in force is still the one it was made from (a file
     /// change or SIGHUP in between: 409, nothing changes).
-    pub fn apply(&self, plan: &Plan) -> Result<Change, ChangeError> {
+    #[tracing::instrument(name = "proxy.table.apply", skip_all, fields(kind = ?plan.kind, to = %plan.to_version))]
+    pub(crate) fn apply(&self, plan: &Plan) -> Result<Change, ChangeError> {
         let mut inner = self.lock();
         let trigger = plan.kind.trigger();
         if self.current().table.version != plan.from_version {

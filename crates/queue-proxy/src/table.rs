@@ -11,13 +11,13 @@ use std::time::Duration;
 
 /// The phases of the migration plan (seeds): 1 co-location, 2 cutover, 3 database extraction,
 /// 4 standalone.
-pub const PHASES: std::ops::RangeInclusive<u8> = 1..=4;
+pub(crate) const PHASES: std::ops::RangeInclusive<u8> = 1..=4;
 
 /// A route table that was refused, with the key it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableError {
-    pub key: String,
-    pub message: String,
+pub(crate) struct TableError {
+    pub(crate) key: String,
+    pub(crate) message: String,
 }
 
 impl TableError {
@@ -143,20 +143,20 @@ fn default_shadow_body() -> usize {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Side {
+pub(crate) enum Side {
     Legacy,
     Queue,
 }
 
 impl Side {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Side::Legacy => "legacy",
             Side::Queue => "queue",
         }
     }
 
-    pub fn other(self) -> Side {
+    pub(crate) fn other(self) -> Side {
         match self {
             Side::Legacy => Side::Queue,
             Side::Queue => Side::Legacy,
@@ -168,29 +168,29 @@ impl Side {
 /// one is unknown: user → tenant → client address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Cohort {
+pub(crate) enum Cohort {
     User,
     Tenant,
     Client,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Upstream {
-    pub name: String,
-    pub side: Side,
+pub(crate) struct Upstream {
+    pub(crate) name: String,
+    pub(crate) side: Side,
     /// Base URL without a trailing slash.
-    pub base: String,
+    pub(crate) base: String,
     #[serde(skip)]
-    pub response_timeout: Duration,
-    pub response_timeout_ms: u64,
-    pub max_in_flight: usize,
+    pub(crate) response_timeout: Duration,
+    pub(crate) response_timeout_ms: u64,
+    pub(crate) max_in_flight: usize,
     /// Requests in flight to this upstream under this table (a full one answers 503).
     #[serde(skip)]
-    pub in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+    pub(crate) in_flight: std::sync::Arc<tokio::sync::Semaphore>,
     /// For a plain-http base: its authority and path prefix, parsed once (the forwarding path
     /// builds the upstream URI from parts instead of parsing a URL per request).
     #[serde(skip)]
-    pub plain: Option<(http::uri::Authority, String)>,
+    pub(crate) plain: Option<(http::uri::Authority, String)>,
 }
 
 /// A plain-http base URL's authority and path prefix (`None` for https or an unusual URL).
@@ -205,7 +205,7 @@ fn plain_parts(base: &str) -> Option<(http::uri::Authority, String)> {
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Matcher {
+pub(crate) enum Matcher {
     /// The path equals the prefix or continues it after a `/`.
     Prefix(String),
     /// Segments; `{name}` matches one segment, a final `{*name}` the rest.
@@ -213,67 +213,67 @@ pub enum Matcher {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Canary {
-    pub percent: f64,
-    pub cohort: Cohort,
+pub(crate) struct Canary {
+    pub(crate) percent: f64,
+    pub(crate) cohort: Cohort,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct ShadowRule {
-    pub primary: Option<Side>,
-    pub percent: f64,
-    pub methods: Vec<String>,
-    pub ignore: Vec<String>,
-    pub max_body_bytes: usize,
+pub(crate) struct ShadowRule {
+    pub(crate) primary: Option<Side>,
+    pub(crate) percent: f64,
+    pub(crate) methods: Vec<String>,
+    pub(crate) ignore: Vec<String>,
+    pub(crate) max_body_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Route {
-    pub name: String,
+pub(crate) struct Route {
+    pub(crate) name: String,
     #[serde(rename = "match")]
-    pub matcher: Matcher,
+    pub(crate) matcher: Matcher,
     /// Upper-case; empty means every method.
-    pub methods: Vec<String>,
-    pub legacy: String,
-    pub queue_service: String,
+    pub(crate) methods: Vec<String>,
+    pub(crate) legacy: String,
+    pub(crate) queue_service: String,
     /// The Queue path: for a prefix route it replaces the prefix; for a pattern route it is a
     /// template using the pattern's `{names}`.
-    pub queue_path: String,
-    pub cutover_phase: u8,
-    pub pinned: Option<Side>,
-    pub canary: Option<Canary>,
-    pub shadow: Option<ShadowRule>,
+    pub(crate) queue_path: String,
+    pub(crate) cutover_phase: u8,
+    pub(crate) pinned: Option<Side>,
+    pub(crate) canary: Option<Canary>,
+    pub(crate) shadow: Option<ShadowRule>,
 }
 
 /// A validated route table. Immutable: a reload builds a new one and swaps it in whole.
 #[derive(Debug)]
-pub struct Table {
+pub(crate) struct Table {
     /// Content hash of the source: the same table always has the same version, so a rollback
     /// brings back the version (and metric labels) it had before.
-    pub version: String,
-    pub label: Option<String>,
-    pub phase: u8,
-    pub default_legacy: Option<String>,
-    pub canary_salt: String,
-    pub legacy: BTreeMap<String, Upstream>,
-    pub services: BTreeMap<String, Upstream>,
-    pub routes: Vec<Route>,
+    pub(crate) version: String,
+    pub(crate) label: Option<String>,
+    pub(crate) phase: u8,
+    pub(crate) default_legacy: Option<String>,
+    pub(crate) canary_salt: String,
+    pub(crate) legacy: BTreeMap<String, Upstream>,
+    pub(crate) services: BTreeMap<String, Upstream>,
+    pub(crate) routes: Vec<Route>,
     /// The file text this table came from (what a rollback writes back).
-    pub source: String,
+    pub(crate) source: String,
 }
 
 /// How a request matched: the route and the captured pattern segments.
-pub struct Match<'t> {
-    pub route: &'t Route,
+pub(crate) struct Match<'t> {
+    pub(crate) route: &'t Route,
     /// The route's position in the table (for its cached metric handles).
-    pub index: usize,
+    pub(crate) index: usize,
     captures: Vec<(String, String)>,
 }
 
 /// Why a request went where it went (in the access log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Reason {
+pub(crate) enum Reason {
     Phase,
     Pinned,
     Canary,
@@ -282,7 +282,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::Phase => "phase",
             Reason::Pinned => "pinned",
@@ -297,7 +297,7 @@ const SAFE_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
 
 impl Table {
     /// Parses and validates a table. Every refusal names the key.
-    pub fn parse(source: &str) -> Result<Table, TableError> {
+    pub(crate) fn parse(source: &str) -> Result<Table, TableError> {
         let file: TableFile = toml::from_str(source).map_err(|e| {
             let msg = one_line(e.message());
             let at = e.span().map(|s| line_of(source, s.start)).map(|l| format!(" (line {l})")).unwrap_or_default();
@@ -308,7 +308,7 @@ impl Table {
 
     /// A table with no routes and no default: every forwarded path gets a JSON 404. Used when
     /// the proxy runs without a table file.
-    pub fn empty() -> Table {
+    pub(crate) fn empty() -> Table {
         let source = "phase = 1\n".to_string();
         Table {
             version: version_of(&source),
@@ -497,7 +497,7 @@ impl Table {
     }
 
     /// The first route (in file order) whose path and methods match.
-    pub fn find(&self, method: &str, path: &str) -> Option<Match<'_>> {
+    pub(crate) fn find(&self, method: &str, path: &str) -> Option<Match<'_>> {
         self.routes.iter().enumerate().find_map(|(index, route)| {
             if !route.methods.is_empty() && !route.methods.iter().any(|m| m == method) {
                 return None;
@@ -507,7 +507,7 @@ impl Table {
         })
     }
 
-    pub fn upstream(&self, side: Side, name: &str) -> Option<&Upstream> {
+    pub(crate) fn upstream(&self, side: Side, name: &str) -> Option<&Upstream> {
         match side {
             Side::Legacy => self.legacy.get(name),
             Side::Queue => self.services.get(name),
@@ -516,7 +516,7 @@ impl Table {
 
     /// The side this route sends to, before any per-request cohort: `None` when it depends on
     /// the canary cohort.
-    pub fn static_side(&self, route: &Route) -> Option<(Side, Reason)> {
+    pub(crate) fn static_side(&self, route: &Route) -> Option<(Side, Reason)> {
         if let Some(p) = route.pinned {
             return Some((p, Reason::Pinned));
         }
@@ -533,7 +533,7 @@ impl Table {
     }
 
     /// The rewritten Queue path for a matched request (without the query).
-    pub fn queue_path(&self, m: &Match<'_>, path: &str) -> String {
+    pub(crate) fn queue_path(&self, m: &Match<'_>, path: &str) -> String {
         match &m.route.matcher {
             Matcher::Prefix(prefix) => {
                 let rest = &path[prefix.len().min(path.len())..];
@@ -551,7 +551,7 @@ impl Table {
     }
 
     /// A copy of the source text with the top-level `phase` set to `phase`.
-    pub fn source_with_phase(&self, phase: u8) -> Result<String, TableError> {
+    pub(crate) fn source_with_phase(&self, phase: u8) -> Result<String, TableError> {
         let mut out = String::with_capacity(self.source.len() + 8);
         let mut done = false;
         let mut in_root = true;
@@ -614,7 +614,7 @@ impl Matcher {
 /// The bucket of a cohort key in [0, 10000) (hundredths of a percent): the first 8 bytes of
 /// SHA-256(salt, key) modulo 10000. It depends only on the salt and the key, so a member with
 /// bucket < 10 % is also < 30 %: raising the percentage only adds members.
-pub fn bucket(salt: &str, key: &str) -> u32 {
+pub(crate) fn bucket(salt: &str, key: &str) -> u32 {
     let mut h = Sha256::new();
     h.update(salt.as_bytes());
     h.update([0u8]);
@@ -626,7 +626,7 @@ pub fn bucket(salt: &str, key: &str) -> u32 {
 }
 
 /// Whether a bucket falls inside `percent`.
-pub fn in_percent(bucket: u32, percent: f64) -> bool {
+pub(crate) fn in_percent(bucket: u32, percent: f64) -> bool {
     f64::from(bucket) < percent * 100.0
 }
 

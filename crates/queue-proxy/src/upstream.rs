@@ -1,138 +1,104 @@
 //! One HTTP/1.1 exchange with a plain-http upstream, on a connection from the worker's pool
-//! (pool.rs): the request head written in one piece, the response head parsed with httparse,
+//! (pool.rs): the request head written in one piece, the response head parsed (framing.rs),
 //! and the response body read straight from the socket by whoever polls it (the client's
 //! connection task), with no task or channel in between (docs/proxy.md, "Upstream
-//! connections"; ADR 0007).
+//! connections"; ADR 0007). [`send`] takes a connection (or opens one), runs the exchange, and
+//! sends an idempotent request without a body once more on a new connection when a kept one
+//! turns out to have been closed by the upstream (the error's [`Retry`](crate::error::Retry)).
 //!
 //! Only the upstream side is ours: clients are still served by hyper's server, which parses and
-//! checks every request before it gets here. The framing rules are RFC 9112's, and strict: a
-//! response whose length is ambiguous (`Transfer-Encoding` beside `Content-Length`, differing
-//! `Content-Length`s, a coding other than `chunked` last, a malformed chunk) fails, and its
-//! connection is closed rather than reused, so one bad answer cannot shift the next one.
+//! checks every request before it gets here. A response that fails (framing.rs is strict) has
+//! its connection closed rather than reused.
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING};
-use http::{Method, StatusCode, Version};
-use hyper::body::{Body, Frame, SizeHint};
-use std::future::Future;
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::uri::Authority;
+use http::{Method, StatusCode};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
-use crate::forward::ReqBody;
+use crate::conn::Conn;
+use crate::error::ForwardError;
+use crate::framing::{Decoded, Framing, decode_chunk, parse_head};
 use crate::pool::Pool;
 
 /// The longest response head accepted from an upstream.
 const MAX_HEAD: usize = 64 * 1024;
-/// Response headers at most (httparse's array lives on the stack).
-const MAX_HEADERS: usize = 100;
-/// How much a read asks the kernel for.
-const READ_CHUNK: usize = 16 * 1024;
 
-/// A keep-alive connection to an upstream, with what has been read and not yet used.
-pub struct Conn {
-    io: TcpStream,
-    buf: BytesMut,
-    /// The request head being written (kept: its room is reused by the next request).
-    out: Vec<u8>,
+/// A request body on its way upstream: the client's as it came (to the platform endpoints),
+/// or whole (a forwarded request's, read before it took an upstream slot).
+pub(crate) enum ReqBody {
+    Incoming(Incoming),
+    Full(Option<Bytes>),
 }
 
-/// Why an exchange failed.
-#[derive(Debug)]
-pub enum ExchangeError {
-    /// The connection ended before any byte of a response (a reused connection the upstream
-    /// had just closed, typically).
-    ClosedEarly,
-    /// Anything else: a reset, a malformed or ambiguous response, a failing request body.
-    Failed(String),
-}
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
-impl std::fmt::Display for ExchangeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ReqBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ReqBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
         match self {
-            Self::ClosedEarly => f.write_str("the connection closed before any response"),
-            Self::Failed(what) => f.write_str(what),
+            ReqBody::Incoming(b) => b.is_end_stream(),
+            ReqBody::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Incoming(b) => b.size_hint(),
+            ReqBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
 }
 
-impl Conn {
-    pub fn new(io: TcpStream) -> Self {
-        Self { io, buf: BytesMut::new(), out: Vec::new() }
-    }
-
-    /// Whether an idle connection may be used: the upstream has neither closed it nor sent
-    /// anything unasked. Costs no system call unless the socket became readable while idle.
-    pub fn still_usable(&mut self) -> bool {
-        if !self.buf.is_empty() {
-            return false;
+/// Sends the request (origin-form URI; `Host` becomes `authority`) to `authority` over a
+/// connection from `pool` and returns the response head with its body, which reads from the
+/// connection as it is polled and hands the connection back when it is complete. A kept
+/// connection that the upstream closed just before the request (nothing came back at all) is
+/// replaced by a new one and the request sent again, only when that is safe: an idempotent
+/// method and no body.
+pub(crate) async fn send(
+    pool: &Arc<Pool>,
+    authority: &Authority,
+    head: http::request::Parts,
+    body: ReqBody,
+) -> Result<(http::response::Parts, UpBody), ForwardError> {
+    let replayable = head.method.is_idempotent() && body.is_end_stream();
+    let (conn, reused) = match pool.checkout(authority) {
+        Some(c) => (c, true),
+        None => (pool.connect(authority).await?, false),
+    };
+    let first = match exchange(conn, &head, body, pool, authority).await {
+        Err(e) if e.may_retry(reused, replayable) => {
+            let conn = pool.connect(authority).await?;
+            exchange(conn, &head, ReqBody::Full(None), pool, authority).await
         }
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        match self.io.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            // Readable while idle: closed (0 bytes), an error, or unsolicited bytes; only
-            // "nothing after all" (a stale readiness) keeps it.
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-            }
-            Poll::Ready(Err(_)) => false,
-        }
-    }
-
-    /// Reads what the kernel has into the buffer's spare room (no zero-filling: tokio's
-    /// `read_buf` reads into uninitialised capacity safely); `Ok(0)` is end of stream. A new
-    /// allocation only when less than a quarter of [`READ_CHUNK`] is left, so one buffer
-    /// serves many small responses.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        use tokio::io::AsyncReadExt;
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        let read = self.io.read_buf(&mut self.buf);
-        std::pin::pin!(read).poll(cx)
-    }
-
-    async fn fill(&mut self) -> std::io::Result<usize> {
-        std::future::poll_fn(|cx| self.poll_fill(cx)).await
-    }
-}
-
-/// How a response body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Length(u64),
-    Chunked(Chunk),
-    /// Until the upstream closes the connection (which is then not reused).
-    Close,
-}
-
-/// Where a chunked body's decoder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Expecting a chunk-size line.
-    Size,
-    /// In a chunk's data, this much left.
-    Data(u64),
-    /// Expecting the CRLF after a chunk's data.
-    DataEnd,
-    /// After the last chunk: trailer lines until an empty one (trailers are not forwarded).
-    Trailers,
+        other => other,
+    };
+    first.inspect_err(|e| tracing::debug!(error = %e, "upstream exchange failed"))
 }
 
 /// Sends the request (with `Host` set to `authority`, whatever the head holds) and reads the
-/// response head; the body is returned to be polled.
-/// `reusable` is whether the connection may go back to the pool when the body is done.
-pub async fn exchange(
+/// response head; the body is returned to be polled, and gives the connection back to `pool`
+/// when it is done (if the response allowed keep-alive).
+async fn exchange(
     mut conn: Conn,
     head: &http::request::Parts,
     mut body: ReqBody,
     pool: &Arc<Pool>,
-    authority: &http::uri::Authority,
-) -> Result<(http::response::Parts, UpBody), ExchangeError> {
-    let failed = |what: &str, e: std::io::Error| ExchangeError::Failed(format!("{what}: {e}"));
+    authority: &Authority,
+) -> Result<(http::response::Parts, UpBody), ForwardError> {
+    let failed = |what: &str, e: std::io::Error| ForwardError::io(what, &e);
     // The request body's framing: the client's Content-Length (hyper's server checked the body
     // against it), a buffered body's own length, or chunked.
     let known = match &body {
@@ -182,7 +148,7 @@ pub async fn exchange(
     }
     if !body.is_end_stream() {
         while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-            let frame = frame.map_err(|e| ExchangeError::Failed(format!("reading the client's body: {e}")))?;
+            let frame = frame.map_err(|e| ForwardError::protocol(format!("reading the client's body: {e}")))?;
             let Ok(data) = frame.into_data() else { continue };
             if data.is_empty() {
                 continue;
@@ -209,7 +175,7 @@ pub async fn exchange(
             if parts.status.is_informational() {
                 // 100 Continue, 103 Early Hints: not forwarded; the real answer follows.
                 if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-                    return Err(ExchangeError::Failed("the upstream switched protocols".into()));
+                    return Err(ForwardError::protocol("the upstream switched protocols"));
                 }
                 continue;
             }
@@ -227,170 +193,30 @@ pub async fn exchange(
             return Ok((parts, up));
         }
         if conn.buf.len() > MAX_HEAD {
-            return Err(ExchangeError::Failed("the upstream's response head is too large".into()));
+            return Err(ForwardError::protocol("the upstream's response head is too large"));
         }
         let before = conn.buf.len();
         match conn.fill().await {
-            Ok(0) if before == 0 => return Err(ExchangeError::ClosedEarly),
-            Ok(0) => return Err(ExchangeError::Failed("the upstream closed in the middle of a response head".into())),
+            Ok(0) if before == 0 => return Err(ForwardError::closed_early()),
+            Ok(0) => return Err(ForwardError::protocol("the upstream closed in the middle of a response head")),
             Ok(_) => {}
             Err(e) if before == 0 && e.kind() == std::io::ErrorKind::ConnectionReset => {
-                return Err(ExchangeError::ClosedEarly);
+                return Err(ForwardError::closed_early());
             }
             Err(e) => return Err(failed("reading the response", e)),
         }
     }
 }
 
-/// Parses a response head from the front of `buf` (consuming it) if it is complete: the
-/// head, the body's framing, and whether the connection may be kept.
-fn parse_head(
-    buf: &mut BytesMut,
-    head_request: bool,
-) -> Result<Option<(http::response::Parts, Framing, bool)>, ExchangeError> {
-    let bad = |what: &str| ExchangeError::Failed(format!("invalid response from the upstream: {what}"));
-    if buf.is_empty() {
-        return Ok(None);
-    }
-    // Slots left uninitialised (httparse writes those it uses): no 3 KiB of zeroing per head.
-    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, &mut slots) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(bad(&e.to_string())),
-    };
-    let code = res.code.ok_or_else(|| bad("no status"))?;
-    let status = StatusCode::from_u16(code).map_err(|_| bad("status"))?;
-    let version = if res.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
-    let raw = &*res.headers;
-    // One pass over the names (compared by length first): which fields frame the body or are
-    // hop-by-hop.
-    let mut class = [Field::Other; MAX_HEADERS];
-    let (mut has_te, mut has_cl, mut has_connection) = (false, false, false);
-    for (h, c) in raw.iter().zip(class.iter_mut()) {
-        *c = Field::of(h.name);
-        has_te |= *c == Field::TransferEncoding;
-        has_cl |= *c == Field::ContentLength;
-        has_connection |= *c == Field::Connection;
-    }
-    let fields = || raw.iter().zip(class.iter().copied());
-    let values = move |want: Field| {
-        fields().filter(move |(_, c)| *c == want).map(|(h, _)| std::str::from_utf8(h.value).unwrap_or("\u{0}"))
-    };
-
-    // Keep-alive, and the names `Connection` lists (hop-by-hop for this message).
-    let mut keep_alive = version == Version::HTTP_11;
-    let mut listed: Vec<&str> = Vec::new();
-    if has_connection {
-        for token in values(Field::Connection).flat_map(|v| v.split(',')).map(str::trim) {
-            if token.eq_ignore_ascii_case("close") {
-                keep_alive = false;
-            } else if token.eq_ignore_ascii_case("keep-alive") {
-                keep_alive |= version == Version::HTTP_10;
-            } else if !token.is_empty() {
-                listed.push(token);
-            }
-        }
-    }
-    let no_body = head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let framing = if no_body {
-        Framing::Length(0)
-    } else if has_te {
-        if has_cl {
-            return Err(bad("both Transfer-Encoding and Content-Length"));
-        }
-        let last = values(Field::TransferEncoding)
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty())
-            .unwrap_or("");
-        if last.eq_ignore_ascii_case("chunked") { Framing::Chunked(Chunk::Size) } else { Framing::Close }
-    } else if has_cl {
-        let mut lengths = values(Field::ContentLength)
-            .flat_map(|v| v.split(','))
-            .map(|v| v.trim())
-            .map(|v| v.parse::<u64>().ok().filter(|_| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())));
-        let first = lengths.next().flatten().ok_or_else(|| bad("Content-Length"))?;
-        if lengths.any(|l| l != Some(first)) {
-            return Err(bad("differing Content-Lengths"));
-        }
-        Framing::Length(first)
-    } else {
-        Framing::Close
-    };
-
-    // The head is copied out (a few hundred bytes), so the read buffer stays unshared and its
-    // room is reused for the next response instead of a new allocation; the values share the
-    // copy. Hop-by-hop fields (and those `Connection` names) are left out here rather than
-    // removed later.
-    let bytes = Bytes::copy_from_slice(&buf[..len]);
-    let base = buf.as_ptr() as usize;
-    let mut headers = HeaderMap::with_capacity(raw.len());
-    for (h, c) in fields() {
-        if c.hop_by_hop() || listed.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
-            continue;
-        }
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| bad("header name"))?;
-        let start = h.value.as_ptr() as usize - base;
-        let value = HeaderValue::from_maybe_shared(bytes.slice(start..start + h.value.len()))
-            .map_err(|_| bad("header value"))?;
-        headers.append(name, value);
-    }
-    buf.advance(len);
-    let mut parts = http::Response::new(()).into_parts().0;
-    parts.status = status;
-    parts.version = version;
-    parts.headers = headers;
-    Ok(Some((parts, framing, keep_alive)))
-}
-
-/// What a response field is to the proxy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
-    Other,
-    ContentLength,
-    TransferEncoding,
-    Connection,
-    /// Another hop-by-hop field (RFC 9110 §7.6.1): `keep-alive`, `te`, `trailer`, `upgrade`,
-    /// `proxy-*`.
-    HopByHop,
-}
-
-impl Field {
-    fn of(name: &str) -> Self {
-        let is = |n: &str| name.eq_ignore_ascii_case(n);
-        match name.len() {
-            14 if is("content-length") => Self::ContentLength,
-            17 if is("transfer-encoding") => Self::TransferEncoding,
-            10 if is("connection") => Self::Connection,
-            10 if is("keep-alive") => Self::HopByHop,
-            2 if is("te") => Self::HopByHop,
-            7 if is("trailer") || is("upgrade") => Self::HopByHop,
-            16 if is("proxy-connection") => Self::HopByHop,
-            18 if is("proxy-authenticate") => Self::HopByHop,
-            19 if is("proxy-authorization") => Self::HopByHop,
-            _ => Self::Other,
-        }
-    }
-
-    fn hop_by_hop(self) -> bool {
-        matches!(self, Self::TransferEncoding | Self::Connection | Self::HopByHop)
-    }
-}
-
 /// An upstream's response body, read from its connection as it is polled. When the body is
 /// complete the connection goes back to the pool (if it may be kept); dropped before that, the
 /// connection is closed.
-pub struct UpBody {
+pub(crate) struct UpBody {
     conn: Option<Conn>,
     framing: Framing,
     keep_alive: bool,
     pool: Arc<Pool>,
-    authority: http::uri::Authority,
+    authority: Authority,
 }
 
 impl UpBody {
@@ -502,192 +328,163 @@ impl Body for UpBody {
     }
 }
 
-/// One step of a chunked body's decoder.
-#[derive(Debug, PartialEq, Eq)]
-enum Decoded {
-    Data(Bytes, Chunk),
-    /// The decoder moved on without data (a size line, a chunk's CRLF, a trailer line).
-    Moved(Chunk),
-    End,
-    NeedMore,
-}
-
-/// The longest chunk-size line (with extensions) or trailer line accepted.
-const MAX_LINE: usize = 4096;
-
-/// One line (without its CRLF) from the front of `buf`, if complete.
-fn line(buf: &mut BytesMut) -> Result<Option<Bytes>, &'static str> {
-    match buf.windows(2).position(|w| w == b"\r\n") {
-        Some(i) if i <= MAX_LINE => {
-            let l = buf.split_to(i).freeze();
-            buf.advance(2);
-            Ok(Some(l))
-        }
-        Some(_) => Err("a chunked body's line is too long"),
-        None if buf.len() > MAX_LINE => Err("a chunked body's line is too long"),
-        None => Ok(None),
-    }
-}
-
-fn decode_chunk(buf: &mut BytesMut, state: Chunk) -> Result<Decoded, &'static str> {
-    match state {
-        Chunk::Size => {
-            let Some(l) = line(buf)? else { return Ok(Decoded::NeedMore) };
-            // `1a;name=value`: extensions are ignored.
-            let digits = l.split(|b| *b == b';').next().unwrap_or(&[]);
-            let digits =
-                std::str::from_utf8(digits).map_err(|_| "a chunk size is not hex")?.trim_end_matches([' ', '\t']);
-            if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err("a chunk size is not hex");
-            }
-            let size = u64::from_str_radix(digits, 16).map_err(|_| "a chunk size is not hex")?;
-            Ok(Decoded::Moved(if size == 0 { Chunk::Trailers } else { Chunk::Data(size) }))
-        }
-        Chunk::Data(left) => {
-            if buf.is_empty() {
-                return Ok(Decoded::NeedMore);
-            }
-            let n = (buf.len() as u64).min(left) as usize;
-            let data = buf.split_to(n).freeze();
-            let next = if left == n as u64 { Chunk::DataEnd } else { Chunk::Data(left - n as u64) };
-            Ok(Decoded::Data(data, next))
-        }
-        Chunk::DataEnd => {
-            if buf.len() < 2 {
-                return Ok(Decoded::NeedMore);
-            }
-            if &buf[..2] != b"\r\n" {
-                return Err("a chunk's data is not followed by CRLF");
-            }
-            buf.advance(2);
-            Ok(Decoded::Moved(Chunk::Size))
-        }
-        Chunk::Trailers => match line(buf)? {
-            None => Ok(Decoded::NeedMore),
-            Some(l) if l.is_empty() => Ok(Decoded::End),
-            Some(_) => Ok(Decoded::Moved(Chunk::Trailers)),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use crate::error::Kind;
+    use http::{Request, Response};
+    use hyper_util::rt::TokioIo;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
-    fn parse(text: &str, head_request: bool) -> Result<Option<(http::response::Parts, Framing, bool)>, ExchangeError> {
-        let mut buf = BytesMut::from(text.as_bytes());
-        parse_head(&mut buf, head_request)
-    }
-
-    fn framing(text: &str) -> Result<Framing, String> {
-        match parse(text, false) {
-            Ok(Some((_, f, _))) => Ok(f),
-            Ok(None) => Err("partial".into()),
-            Err(e) => Err(format!("{e:?}")),
-        }
-    }
-
-    #[test]
-    fn response_heads_are_framed_strictly() {
-        assert_eq!(framing("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"), Ok(Framing::Length(5)));
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
-            Ok(Framing::Length(5))
-        );
-        assert_eq!(
-            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
-            Ok(Framing::Chunked(Chunk::Size))
-        );
-        assert_eq!(framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"), Ok(Framing::Close));
-        assert_eq!(framing("HTTP/1.1 200 OK\r\n\r\n"), Ok(Framing::Close));
-        assert_eq!(framing("HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n"), Ok(Framing::Length(0)));
-        assert_eq!(framing("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"), Err("partial".into()));
-        for bad in [
-            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
-            "HTTP/1.1 2000 OK\r\n\r\n",
-        ] {
-            assert!(framing(bad).is_err(), "{bad:?} was accepted");
-        }
-        // A HEAD answer has no body whatever its Content-Length says.
-        let (_, f, _) = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).unwrap().unwrap();
-        assert_eq!(f, Framing::Length(0));
-    }
-
-    #[test]
-    fn fields_are_classified_like_the_hop_by_hop_list() {
-        for name in crate::forward::HOP_BY_HOP_NAMES {
-            assert!(Field::of(name).hop_by_hop(), "{name}");
-            assert!(Field::of(&name.to_ascii_uppercase()).hop_by_hop(), "{name}");
-        }
-        for name in ["content-length", "content-type", "x-connection", "tee", "date"] {
-            assert!(!Field::of(name).hop_by_hop(), "{name}");
-        }
-    }
-
-    #[test]
-    fn keep_alive_follows_version_and_connection() {
-        let keep = |t: &str| parse(t, false).unwrap().unwrap().2;
-        assert!(keep("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
-        assert!(!keep("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"));
-        assert!(!keep("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
-        assert!(keep("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n"));
-    }
-
-    #[test]
-    fn the_head_is_consumed_and_the_body_left() {
-        let mut buf = BytesMut::from(
-            &b"HTTP/1.1 201 Created\r\nX-A: 1\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok"[..],
-        );
-        let (parts, _, keep) = parse_head(&mut buf, false).unwrap().unwrap();
-        assert_eq!(parts.status, StatusCode::CREATED);
-        assert!(keep);
-        // Hop-by-hop fields, and those `Connection` names, are not part of the forwarded head.
-        let names: Vec<&str> = parts.headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["x-a", "content-length"]);
-        assert_eq!(&buf[..], b"ok");
-    }
-
-    /// Decodes a whole chunked body fed in pieces of `step` bytes.
-    fn dechunk(body: &[u8], step: usize) -> Result<Vec<u8>, &'static str> {
-        let mut buf = BytesMut::new();
-        let mut state = Chunk::Size;
-        let mut out = Vec::new();
-        let mut fed = 0;
-        loop {
-            match decode_chunk(&mut buf, state)? {
-                Decoded::Data(d, next) => {
-                    out.extend_from_slice(&d);
-                    state = next;
-                }
-                Decoded::Moved(next) => state = next,
-                Decoded::End => return Ok(out),
-                Decoded::NeedMore => {
-                    if fed >= body.len() {
-                        return Err("incomplete");
-                    }
-                    let end = (fed + step).min(body.len());
-                    buf.extend_from_slice(&body[fed..end]);
-                    fed = end;
-                }
+    /// A loopback HTTP/1 server answering "ok"; counts the connections it accepted. With
+    /// `close`, it closes every connection after its first answer (as an upstream whose
+    /// keep-alive ended would).
+    async fn upstream(close: bool) -> (Authority, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority: Authority = listener.local_addr().expect("addr").to_string().parse().expect("authority");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                        Ok::<_, std::convert::Infallible>(Response::new("ok".to_string()))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(!close)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
             }
-        }
+        });
+        (authority, accepted)
     }
 
-    #[test]
-    fn chunked_bodies_decode_in_any_pieces_and_bad_ones_fail() {
-        let body = b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nTrailer: x\r\n\r\n";
-        for step in [1, 2, 3, 7, 100] {
-            assert_eq!(dechunk(body, step).as_deref(), Ok(&b"hello, world"[..]), "step {step}");
+    fn get(authority: &Authority) -> http::request::Parts {
+        Request::builder()
+            .uri("/x")
+            .header(http::header::HOST, authority.as_str())
+            .body(())
+            .expect("request")
+            .into_parts()
+            .0
+    }
+
+    async fn fetch(pool: &Arc<Pool>, authority: &Authority) -> Result<String, Kind> {
+        let (_, mut body) = send(pool, authority, get(authority), ReqBody::Full(None)).await.map_err(|e| e.kind)?;
+        let mut text = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+            text.extend_from_slice(&frame.expect("frame").into_data().unwrap_or_default());
         }
-        assert_eq!(dechunk(b"0\r\n\r\n", 1).as_deref(), Ok(&b""[..]));
-        for bad in [&b"x\r\n"[..], b"5\r\nhelloXX", b"-1\r\n", b"fffffffffffffffff\r\n", b"5\r\nhel"] {
-            assert!(dechunk(bad, 4).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        Ok(String::from_utf8_lossy(&text).into_owned())
+    }
+
+    fn pool(idle: Duration) -> Arc<Pool> {
+        Arc::new(Pool::new(Duration::from_secs(2), idle, 8))
+    }
+
+    #[tokio::test]
+    async fn one_connection_serves_request_after_request() {
+        let (authority, accepted) = upstream(false).await;
+        let pool = pool(Duration::from_secs(60));
+        for _ in 0..5 {
+            assert_eq!(fetch(&pool, &authority).await, Ok("ok".to_string()));
         }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.held(&authority), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_passed_over() {
+        let (authority, accepted) = upstream(true).await;
+        let pool = pool(Duration::from_secs(60));
+        for _ in 0..3 {
+            assert_eq!(fetch(&pool, &authority).await, Ok("ok".to_string()));
+            // The upstream answered with `Connection: close`; give it a moment to close.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3, "a new connection for each request");
+    }
+
+    #[tokio::test]
+    async fn idle_connections_expire_and_a_refused_connect_is_an_error() {
+        let (authority, accepted) = upstream(false).await;
+        let pool = pool(Duration::from_millis(50));
+        assert_eq!(fetch(&pool, &authority).await, Ok("ok".to_string()));
+        assert_eq!(pool.held(&authority), 1);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        pool.sweep();
+        assert_eq!(pool.held(&authority), 0);
+        assert_eq!(fetch(&pool, &authority).await, Ok("ok".to_string()));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+        // A port nobody listens on (bound, then closed).
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+        let refused: Authority = closed.to_string().parse().expect("authority");
+        assert_eq!(fetch(&pool, &refused).await, Err(Kind::ConnectRefused));
+    }
+
+    /// A raw upstream: reads a request head, answers `answer` verbatim, then closes when `close`
+    /// (else waits for the next request on the connection).
+    async fn raw_upstream(answer: &'static [u8], close: bool) -> Authority {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority = listener.local_addr().expect("addr").to_string().parse().expect("authority");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        let Ok(n) = s.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            seen.clear();
+                            if s.write_all(answer).await.is_err() || close {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        authority
+    }
+
+    #[tokio::test]
+    async fn chunked_and_close_delimited_answers_arrive_whole_and_only_reusable_connections_are_kept() {
+        let pool = pool(Duration::from_secs(60));
+        let chunked = raw_upstream(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n",
+            false,
+        )
+        .await;
+        for _ in 0..3 {
+            assert_eq!(fetch(&pool, &chunked).await, Ok("hello, world".to_string()));
+        }
+        assert_eq!(pool.held(&chunked), 1, "one kept connection served all three");
+
+        let until_close = raw_upstream(b"HTTP/1.0 200 OK\r\n\r\nuntil the end", true).await;
+        assert_eq!(fetch(&pool, &until_close).await, Ok("until the end".to_string()));
+        assert_eq!(pool.held(&until_close), 0, "a close-delimited answer's connection is not kept");
+
+        // An upstream that closes kept connections right after answering (its keep-alive ended):
+        // the kept connection is passed over, or, if the close has not been seen yet, the GET
+        // goes again on a new connection. No request fails.
+        let closing = raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true).await;
+        for _ in 0..5 {
+            assert_eq!(fetch(&pool, &closing).await, Ok("ok".to_string()));
+        }
+
+        // Ambiguous framing is refused, and its connection not kept.
+        let ambiguous =
+            raw_upstream(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc", false).await;
+        assert_eq!(fetch(&pool, &ambiguous).await, Err(Kind::Protocol));
+        assert_eq!(pool.held(&ambiguous), 0);
     }
 }
