@@ -29,6 +29,22 @@ pub enum DbError {
     Migration { schema: String, message: String },
 }
 
+impl DbError {
+    /// A failed query, classified per the error policy: a connection that was closed or could
+    /// not send means the database is unreachable (503); anything else is the query's own
+    /// failure (500).
+    pub fn from_query(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => Self::Unavailable(info.message().to_string()),
+            other => Self::Query(other),
+        }
+    }
+}
+
 /// A pool of connections to the service's database.
 #[derive(Clone)]
 pub struct Db {
