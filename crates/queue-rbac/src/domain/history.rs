@@ -37,7 +37,7 @@ pub async fn grants(db: &Db, q: &GrantQuery) -> Result<Vec<Grant>, Error> {
     rows::list(&mut conn, &filter).await?.into_iter().map(Grant::from_row).collect()
 }
 
-/// One principal's reach of a ticket.
+// One principal's reach of a ticket (no doc comment: it would change the served OpenAPI document).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Reach {
     pub principal_id: String,
