@@ -5,8 +5,10 @@
 //! around the service — by hand in psql, say. `queuectl rbac-reconcile` runs the same function.
 
 use chrono::{DateTime, Utc};
+use queue_platform::db::Db;
 use serde::Serialize;
 
+use super::Error;
 use crate::db::Conn;
 use crate::db::shadow::{self, ShadowRow};
 
@@ -55,4 +57,10 @@ pub async fn reconcile(conn: &mut Conn) -> Result<ReconcileReport, diesel::resul
     let checked = shadow::count(conn).await?;
     let unaudited = shadow::unlinked(conn, LIMIT).await?.into_iter().map(UnauditedChange::from).collect();
     Ok(ReconcileReport { checked, unaudited })
+}
+
+/// [`reconcile`] on a connection from the service's pool.
+#[tracing::instrument(skip_all)]
+pub(crate) async fn report(db: &Db) -> Result<ReconcileReport, Error> {
+    Ok(reconcile(&mut *db.conn().await?).await?)
 }

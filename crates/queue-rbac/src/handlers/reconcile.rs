@@ -20,7 +20,5 @@ pub async fn reconcile(state: web::Data<RbacState>, caller: Caller) -> Result<Ht
         Caller::User(u) if reach::holds(&state.checker, &u.user_id, "security.manage", &Scope::Global).await? => {}
         _ => return Err(ApiError::Forbidden("reconcile needs rbac:read (service) or security.manage (global)".into())),
     }
-    let mut conn = state.db.conn().await?;
-    let report = reconcile::reconcile(&mut conn).await.map_err(crate::domain::Error::from)?;
-    Ok(HttpResponse::Ok().json(report))
+    Ok(HttpResponse::Ok().json(reconcile::report(&state.db).await?))
 }
