@@ -339,7 +339,7 @@ impl Checker {
 
     /// Applies one notification (`revision:principal` or `revision:*`). Only the next revision
     /// is applied; anything else is left to the fence, which reads the log.
-    pub fn notified(&self, payload: &str) {
+    fn notified(&self, payload: &str) {
         let Some((rev, who)) = payload.split_once(':') else { return };
         let Ok(rev) = rev.parse::<i64>() else { return };
         let mut s = self.state();
@@ -352,7 +352,7 @@ impl Checker {
     }
 
     /// Forgets everything (after the notification connection was lost, say).
-    pub fn flush(&self) {
+    fn flush(&self) {
         let mut s = self.state();
         let known = s.known;
         s.apply(known, None);
@@ -368,7 +368,7 @@ impl Checker {
 
     /// The active grants of each of `principals` (cached ones from memory, the others in one
     /// query), as of at least `revision`.
-    pub async fn grants_of_many(
+    async fn grants_of_many(
         &self,
         principals: &[&str],
         revision: i64,
@@ -453,9 +453,7 @@ impl Checker {
         self.metrics.checked(decision.allowed);
         Ok((decision, revision))
     }
-}
 
-impl Checker {
     /// Many checks (principal, permission, resource), all answered at one revision, in order.
     #[tracing::instrument(skip_all)]
     pub async fn check_many(

@@ -80,41 +80,31 @@ pub struct Change<'a> {
 
 impl Change<'_> {
     fn event(&self, origin: &Origin) -> AuditEvent {
-        audit_event(
-            self.event_id,
-            self.tenant,
-            self.actor.clone(),
-            self.action,
-            self.target.clone(),
-            self.occurred_at,
-            origin,
-            self.payload.clone(),
-        )
+        AuditEvent {
+            id: self.event_id,
+            tenant_id: self.tenant.to_string(),
+            actor: self.actor.clone(),
+            action: self.action.into(),
+            target: self.target.clone(),
+            occurred_at: self.occurred_at,
+            ip: origin.ip.clone(),
+            user_agent: origin.user_agent.clone(),
+            trace_id: origin.trace_id.clone(),
+            payload: self.payload.clone(),
+        }
     }
-}
 
-#[allow(clippy::too_many_arguments)]
-fn audit_event(
-    id: Uuid,
-    tenant: &str,
-    actor: Party,
-    action: &str,
-    target: Party,
-    occurred_at: DateTime<Utc>,
-    origin: &Origin,
-    payload: serde_json::Value,
-) -> AuditEvent {
-    AuditEvent {
-        id,
-        tenant_id: tenant.to_string(),
-        actor,
-        action: action.into(),
-        target,
-        occurred_at,
-        ip: origin.ip.clone(),
-        user_agent: origin.user_agent.clone(),
-        trace_id: origin.trace_id.clone(),
-        payload,
+    /// The compensating event: `rbac.change.aborted`, naming this change's event.
+    fn compensation(&self) -> Change<'_> {
+        Change {
+            event_id: Uuid::new_v4(),
+            tenant: self.tenant,
+            action: "rbac.change.aborted",
+            actor: self.actor.clone(),
+            target: self.target.clone(),
+            occurred_at: Utc::now(),
+            payload: json!({ "aborted_event_id": self.event_id, "note": "the change this event announced was not applied" }),
+        }
     }
 }
 
@@ -188,16 +178,7 @@ impl Prewriter {
     /// event is written: from here on, whatever happens to this process, the audit log ends up
     /// saying either that the change happened or that it did not.
     async fn hold(&self, change: &Change<'_>, origin: &Origin) -> Result<Held, Error> {
-        let event = audit_event(
-            Uuid::new_v4(),
-            change.tenant,
-            change.actor.clone(),
-            "rbac.change.aborted",
-            change.target.clone(),
-            Utc::now(),
-            origin,
-            json!({ "aborted_event_id": change.event_id, "note": "the change this event announced was not applied" }),
-        );
+        let event = change.compensation().event(origin);
         let body = serde_json::to_value(&event).map_err(|e| Error::Internal(e.into()))?;
         let mut conn = self.db.conn().await?;
         outbox::hold(&mut conn, event.id, &body, self.compensate_after_secs).await?;
