@@ -233,3 +233,23 @@ pub async fn migrate(database_url: &str, target: SchemaMigrations) -> Result<Vec
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::DbError;
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    fn db_error(kind: DatabaseErrorKind) -> Error {
+        Error::DatabaseError(kind, Box::new("from the test".to_string()))
+    }
+
+    #[test]
+    fn a_lost_connection_is_unavailable_and_a_failed_query_is_not() {
+        for kind in [DatabaseErrorKind::ClosedConnection, DatabaseErrorKind::UnableToSendCommand] {
+            assert!(matches!(DbError::from_query(db_error(kind)), DbError::Unavailable(_)));
+        }
+        for e in [db_error(DatabaseErrorKind::Unknown), db_error(DatabaseErrorKind::UniqueViolation), Error::NotFound] {
+            assert!(matches!(DbError::from_query(e), DbError::Query(_)));
+        }
+    }
+}
