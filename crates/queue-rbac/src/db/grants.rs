@@ -10,11 +10,13 @@ use super::Conn;
 use super::schema::rbac::{rbac_grants as g, rbac_roles as r};
 
 /// A grant row joined with its role's name.
-#[derive(Debug, Queryable)]
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = g, check_for_backend(diesel::pg::Pg))]
 pub struct GrantRow {
     pub id: Uuid,
     pub principal_id: String,
     pub role_id: Uuid,
+    #[diesel(select_expression = r::name)]
     pub role_name: String,
     pub scope_type: String,
     pub tenant_id: Option<String>,
@@ -28,42 +30,6 @@ pub struct GrantRow {
     pub revoked_by: Option<String>,
     pub revoke_reason: Option<String>,
 }
-
-type GrantColumns = (
-    g::id,
-    g::principal_id,
-    g::role_id,
-    r::name,
-    g::scope_type,
-    g::tenant_id,
-    g::ticket_id,
-    g::expires_at,
-    g::granted_by,
-    g::reason,
-    g::granted_at,
-    g::audit_event_id,
-    g::revoked_at,
-    g::revoked_by,
-    g::revoke_reason,
-);
-
-const GRANT_COLUMNS: GrantColumns = (
-    g::id,
-    g::principal_id,
-    g::role_id,
-    r::name,
-    g::scope_type,
-    g::tenant_id,
-    g::ticket_id,
-    g::expires_at,
-    g::granted_by,
-    g::reason,
-    g::granted_at,
-    g::audit_event_id,
-    g::revoked_at,
-    g::revoked_by,
-    g::revoke_reason,
-);
 
 /// A new grant (the columns a grant is created with).
 #[derive(Debug, Insertable)]
@@ -83,7 +49,7 @@ pub struct NewGrantRow<'a> {
 }
 
 pub async fn by_id(conn: &mut Conn, id: Uuid) -> QueryResult<Option<GrantRow>> {
-    g::table.inner_join(r::table).filter(g::id.eq(id)).select(GRANT_COLUMNS).first(conn).await.optional()
+    g::table.inner_join(r::table).filter(g::id.eq(id)).select(GrantRow::as_select()).first(conn).await.optional()
 }
 
 /// Filters of `GET /grants`: `in_force_at` keeps the grants in force at that instant;
@@ -98,7 +64,7 @@ pub struct GrantFilter<'a> {
 }
 
 pub async fn list(conn: &mut Conn, f: &GrantFilter<'_>) -> QueryResult<Vec<GrantRow>> {
-    let mut q = g::table.inner_join(r::table).select(GRANT_COLUMNS).into_boxed();
+    let mut q = g::table.inner_join(r::table).select(GrantRow::as_select()).into_boxed();
     if let Some(p) = f.principal_id {
         q = q.filter(g::principal_id.eq(p));
     }
@@ -136,7 +102,7 @@ pub async fn reaching_ticket(
         .filter(g::revoked_at.is_null().or(g::revoked_at.gt(at)))
         .filter(g::expires_at.is_null().or(g::expires_at.gt(at)))
         .order((g::principal_id, g::granted_at))
-        .select(GRANT_COLUMNS)
+        .select(GrantRow::as_select())
         .load(conn)
         .await
 }
@@ -204,7 +170,13 @@ pub async fn unrecorded_expiries(conn: &mut Conn, limit: i64) -> QueryResult<Vec
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    g::table.inner_join(r::table).filter(g::id.eq_any(&ids)).order(g::expires_at).select(GRANT_COLUMNS).load(conn).await
+    g::table
+        .inner_join(r::table)
+        .filter(g::id.eq_any(&ids))
+        .order(g::expires_at)
+        .select(GrantRow::as_select())
+        .load(conn)
+        .await
 }
 
 pub async fn mark_expiry_recorded(conn: &mut Conn, id: Uuid) -> QueryResult<()> {

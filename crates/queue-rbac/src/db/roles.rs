@@ -9,7 +9,8 @@ use super::Conn;
 use super::schema::rbac::{rbac_permissions as p, rbac_role_permissions as rp, rbac_roles as r};
 
 /// A role without its permissions ([`permissions_of`] reads those).
-#[derive(Debug, Queryable)]
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = r, check_for_backend(diesel::pg::Pg))]
 pub struct RoleRow {
     pub id: Uuid,
     pub name: String,
@@ -18,12 +19,9 @@ pub struct RoleRow {
     pub description: String,
 }
 
-type RoleColumns = (r::id, r::name, r::tenant_id, r::builtin, r::description);
-const ROLE_COLUMNS: RoleColumns = (r::id, r::name, r::tenant_id, r::builtin, r::description);
-
 /// Built-in roles and, with `tenant`, that tenant's own: built-in first, then by name.
 pub async fn list(conn: &mut Conn, tenant: Option<&str>) -> QueryResult<Vec<RoleRow>> {
-    let mut q = r::table.select(ROLE_COLUMNS).into_boxed();
+    let mut q = r::table.select(RoleRow::as_select()).into_boxed();
     q = match tenant {
         Some(t) => q.filter(r::tenant_id.is_null().or(r::tenant_id.eq(t))),
         None => q.filter(r::tenant_id.is_null()),
@@ -33,7 +31,7 @@ pub async fn list(conn: &mut Conn, tenant: Option<&str>) -> QueryResult<Vec<Role
 
 /// The role a name means for a tenant: the tenant's own role of that name, else the built-in.
 pub async fn by_name(conn: &mut Conn, name: &str, tenant: Option<&str>) -> QueryResult<Option<RoleRow>> {
-    let mut q = r::table.select(ROLE_COLUMNS).filter(r::name.eq(name)).into_boxed();
+    let mut q = r::table.select(RoleRow::as_select()).filter(r::name.eq(name)).into_boxed();
     q = match tenant {
         Some(t) => q.filter(r::tenant_id.is_null().or(r::tenant_id.eq(t))),
         None => q.filter(r::tenant_id.is_null()),
