@@ -29,6 +29,22 @@ pub enum DbError {
     Migration { schema: String, message: String },
 }
 
+impl DbError {
+    /// A failed query, classified per the error policy: a connection that was closed or could
+    /// not send means the database is unreachable (503); anything else is the query's own
+    /// failure (500).
+    pub fn from_query(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => Self::Unavailable(info.message().to_string()),
+            other => Self::Query(other),
+        }
+    }
+}
+
 /// A pool of connections to the service's database.
 #[derive(Clone)]
 pub struct Db {
@@ -216,4 +232,24 @@ pub async fn migrate(database_url: &str, target: SchemaMigrations) -> Result<Vec
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DbError;
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    fn db_error(kind: DatabaseErrorKind) -> Error {
+        Error::DatabaseError(kind, Box::new("from the test".to_string()))
+    }
+
+    #[test]
+    fn a_lost_connection_is_unavailable_and_a_failed_query_is_not() {
+        for kind in [DatabaseErrorKind::ClosedConnection, DatabaseErrorKind::UnableToSendCommand] {
+            assert!(matches!(DbError::from_query(db_error(kind)), DbError::Unavailable(_)));
+        }
+        for e in [db_error(DatabaseErrorKind::Unknown), db_error(DatabaseErrorKind::UniqueViolation), Error::NotFound] {
+            assert!(matches!(DbError::from_query(e), DbError::Query(_)));
+        }
+    }
 }

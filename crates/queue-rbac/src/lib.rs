@@ -2,19 +2,16 @@
 //! history, pre-write audit and reconcile.
 //!
 //! The binary only loads config and calls [`run`]; tests call the same `run` on port 0.
+//! Layers: `routes` -> `handlers` (HTTP: extract, authorise, map to the wire) -> `domain` (the
+//! rules, no HTTP) -> `db` (the generated schema and the queries).
 
-pub mod caller;
-pub mod checker;
 pub mod config;
-pub mod expiry;
-pub mod grants;
+mod db;
+mod domain;
 mod handlers;
 mod metrics;
-pub mod model;
-pub mod reconcile;
 mod routes;
-pub mod state;
-pub mod store;
+mod state;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use queue_audit_client::{AuditClient, OutboxRelay, RelaySettings};
@@ -25,6 +22,8 @@ use std::time::Duration;
 use utoipa::OpenApi;
 
 pub use config::RbacConfig;
+/// What `queuectl rbac-reconcile` runs: the changes without an audit event.
+pub use domain::reconcile;
 
 pub const NAME: &str = "queue-rbac";
 /// The PostgreSQL schema this service owns.
@@ -45,20 +44,21 @@ pub const MIGRATIONS: SchemaMigrations = SchemaMigrations { schema: SCHEMA, migr
 grant history, pre-write audit and reconcile."
     ),
     paths(
-        handlers::check,
-        handlers::check_batch,
-        handlers::roles,
-        handlers::create_role,
-        handlers::create_grant,
-        handlers::revoke_grant,
-        handlers::list_grants,
-        handlers::ticket_principals,
-        handlers::reconcile,
+        handlers::check::check,
+        handlers::check::check_batch,
+        handlers::roles::roles,
+        handlers::roles::create_role,
+        handlers::grants::create_grant,
+        handlers::grants::revoke_grant,
+        handlers::history::list_grants,
+        handlers::history::ticket_principals,
+        handlers::reconcile::reconcile,
     )
 )]
 struct ApiDoc;
 
-/// Migrates the schema, starts the cache listener and the expiry job, and serves.
+/// Migrates the schema, starts the cache listener, the lease, the expiry job and the outbox
+/// relay, and serves.
 pub async fn run(config: RbacConfig, signals: Signals) -> anyhow::Result<Running> {
     let applied = queue_platform::db::migrate(&config.database.url, MIGRATIONS).await?;
     if !applied.is_empty() {
@@ -70,34 +70,43 @@ pub async fn run(config: RbacConfig, signals: Signals) -> anyhow::Result<Running
         Platform::with_client(NAME, Some(db.clone()), &config.tokens, &config.telemetry, peers, ApiDoc::openapi())?;
     let metrics = metrics::RbacMetrics::new(platform.metrics.registry());
     let checker =
-        checker::Checker::new(db.clone(), config.cache.max_principals, config.cache.lease_ms, metrics.clone());
-    let listener = checker::spawn_listener(config.database.url.clone(), checker.clone());
+        domain::checker::Checker::new(db.clone(), config.cache.max_principals, config.cache.lease_ms, metrics.clone());
+    let listener = domain::checker::spawn_listener(config.database.url.clone(), checker.clone());
     let lease = checker.spawn_lease();
     let minter = Arc::new(platform.tokens.minter.clone());
     let audit = AuditClient::new(platform.http.clone(), config.audit.url.clone(), minter)
         .with_timeout(Duration::from_millis(config.audit.timeout_ms));
     // Compensating events go through the outbox, delivered by the relay auth uses too.
-    let relay = OutboxRelay::new(db.clone(), store::OUTBOX_TABLE, audit.clone(), RelaySettings::default());
-    let outbox = relay.waker();
-    let failpoint = state::Failpoint::from_env();
+    let relay = OutboxRelay::new(db.clone(), db::outbox::TABLE, audit.clone(), RelaySettings::default());
+    let failpoint = domain::prewrite::Failpoint::from_env();
     if let Some(f) = failpoint {
         tracing::warn!(?f, "RBAC_TEST_FAILPOINT is set: this process will die on purpose (tests only)");
     }
+    let expiry = domain::expiry::spawn(
+        db.clone(),
+        audit.clone(),
+        metrics.clone(),
+        Duration::from_secs(config.expiry.interval_secs),
+    );
+    let writes = domain::prewrite::Prewriter {
+        db: db.clone(),
+        audit,
+        checker: checker.clone(),
+        metrics,
+        outbox: relay.waker(),
+        compensate_after_secs: config.audit.compensate_after_secs,
+        failpoint,
+    };
     let state = Arc::new(state::RbacState {
         db,
         checker,
-        audit,
+        writes,
         sessions: config
             .auth
             .as_ref()
             .map(|a| queue_platform::sessions::SessionValidator::new(a.url.clone(), a.session_cache_secs)),
         callers: config.callers.clone(),
-        metrics,
-        outbox,
-        compensate_after_secs: config.audit.compensate_after_secs,
-        failpoint,
     });
-    let expiry = expiry::spawn(state.clone(), Duration::from_secs(config.expiry.interval_secs));
     let data = actix_web::web::Data::from(state);
     let mut running = queue_platform::server::serve(platform, &config.server, signals, move |cfg| {
         cfg.app_data(data.clone());

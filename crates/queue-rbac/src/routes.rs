@@ -7,16 +7,17 @@
 use actix_web::web;
 use queue_platform::service_auth::ReadOnlyRoute;
 
-use crate::handlers as h;
+use crate::handlers::{check, grants, history, reconcile, roles};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/v1/rbac/check").app_data(ReadOnlyRoute).post(h::check))
-        .service(web::resource("/api/v1/rbac/check/batch").app_data(ReadOnlyRoute).post(h::check_batch))
-        .service(web::resource("/api/v1/rbac/roles").get(h::roles).post(h::create_role))
-        .service(web::resource("/api/v1/rbac/grants").get(h::list_grants).post(h::create_grant))
-        .service(web::resource("/api/v1/rbac/grants/{id}").delete(h::revoke_grant))
+    cfg.service(web::resource("/api/v1/rbac/check").app_data(ReadOnlyRoute).post(check::check))
+        .service(web::resource("/api/v1/rbac/check/batch").app_data(ReadOnlyRoute).post(check::check_batch))
+        .service(web::resource("/api/v1/rbac/roles").get(roles::roles).post(roles::create_role))
+        .service(web::resource("/api/v1/rbac/grants").get(history::list_grants).post(grants::create_grant))
+        .service(web::resource("/api/v1/rbac/grants/{id}").delete(grants::revoke_grant))
         .service(
-            web::resource("/api/v1/rbac/tenants/{tenant_id}/tickets/{ticket_id}/principals").get(h::ticket_principals),
+            web::resource("/api/v1/rbac/tenants/{tenant_id}/tickets/{ticket_id}/principals")
+                .get(history::ticket_principals),
         )
-        .service(web::resource("/api/v1/rbac/reconcile").get(h::reconcile));
+        .service(web::resource("/api/v1/rbac/reconcile").get(reconcile::reconcile));
 }

@@ -1,46 +1,19 @@
-//! What the rbac handlers share.
+//! What the rbac handlers share, built once by `run`.
 
-use queue_audit_client::AuditClient;
 use queue_platform::db::Db;
+use queue_platform::sessions::SessionValidator;
 use std::sync::Arc;
-use tokio::sync::Notify;
 
-use crate::checker::Checker;
 use crate::config::CallersConfig;
-use crate::metrics::RbacMetrics;
+use crate::domain::checker::Checker;
+use crate::domain::prewrite::Prewriter;
 
 pub struct RbacState {
     pub db: Db,
     pub checker: Arc<Checker>,
-    pub audit: AuditClient,
-    pub sessions: Option<queue_platform::sessions::SessionValidator>,
+    /// Grants, revokes and roles go through it: audited before they are applied.
+    pub writes: Prewriter,
+    /// Validates user sessions with the auth service (none: service tokens only).
+    pub sessions: Option<SessionValidator>,
     pub callers: CallersConfig,
-    pub metrics: RbacMetrics,
-    /// Wakes the outbox relay (a compensation became due).
-    pub outbox: Arc<Notify>,
-    /// `audit.compensate_after_secs`.
-    pub compensate_after_secs: u64,
-    /// Test-only: where to make the process die (`RBAC_TEST_FAILPOINT`), to show that a crash
-    /// between the audit write and the change loses nothing.
-    pub failpoint: Option<Failpoint>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failpoint {
-    /// `abort()` right after a change's audit event was written, before the change.
-    AbortAfterPrewrite,
-}
-
-impl Failpoint {
-    /// `RBAC_TEST_FAILPOINT=abort-after-prewrite` (outside the `QUEUE_*` config namespace: it is
-    /// no setting, and start-up logs a warning when it is set).
-    pub fn from_env() -> Option<Self> {
-        match std::env::var("RBAC_TEST_FAILPOINT").ok()?.as_str() {
-            "abort-after-prewrite" => Some(Self::AbortAfterPrewrite),
-            other => {
-                tracing::warn!(failpoint = other, "unknown RBAC_TEST_FAILPOINT ignored");
-                None
-            }
-        }
-    }
 }

@@ -506,3 +506,24 @@ async fn a_change_returns_only_once_every_replica_with_a_live_lease_has_applied_
     assert_eq!(behind, 0, "{v}");
     assert!(!w.allowed("l2", "ticket.write", "A", None).await);
 }
+
+#[tokio::test]
+async fn a_failing_query_is_an_opaque_500_and_an_unreachable_database_a_503() {
+    let w = World::start().await;
+    let reader = w.keys.token("raptor", "rbac", &["rbac:read"]);
+    let (s, v) = w.rbac.get_json_as("/api/v1/rbac/roles", &reader).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // The database answers, but refuses the query: a bug of ours, not an outage.
+    w.exec("REVOKE SELECT ON rbac.rbac_roles FROM queue_rbac_app").await;
+    let (s, v) = w.rbac.get_json_as("/api/v1/rbac/roles", &reader).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+    assert_eq!(
+        (v["error"]["code"].as_str(), v["error"]["message"].as_str()),
+        (Some("internal"), Some("internal error"))
+    );
+    // The database is gone: unavailable.
+    w.rbac_db.drop_now().await;
+    let (s, v) = w.rbac.get_json_as("/api/v1/rbac/roles", &reader).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"]["code"], "unavailable", "{v}");
+}

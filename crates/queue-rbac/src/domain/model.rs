@@ -1,9 +1,13 @@
-//! The RBAC model: scopes, grants, roles, and what covers what.
+//! The RBAC model: scopes, grants, roles, and what covers what; ids and permission names are
+//! checked here, and rows of the database become these types here.
 
 use chrono::{DateTime, Utc};
-use queue_platform::ApiError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use super::Error;
+use crate::db::grants::GrantRow;
+use crate::db::roles::RoleRow;
 
 /// Where a grant applies.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -74,7 +78,7 @@ impl Scope {
         }
     }
 
-    pub fn validate(&self, field: &str) -> Result<(), ApiError> {
+    pub fn validate(&self, field: &str) -> Result<(), Error> {
         if let Some(t) = self.tenant() {
             check_id(&format!("{field}.tenant_id"), t)?;
         }
@@ -95,43 +99,35 @@ pub struct Resource {
 }
 
 impl Resource {
-    pub fn validate(&self, field: &str) -> Result<(), ApiError> {
+    pub fn validate(&self, field: &str) -> Result<(), Error> {
         check_id(&format!("{field}.tenant_id"), &self.tenant_id)?;
         if let Some(t) = &self.ticket_id {
             check_id(&format!("{field}.ticket_id"), t)?;
         }
         Ok(())
     }
-
-    /// The narrowest scope that is exactly this resource.
-    pub fn as_scope(&self) -> Scope {
-        match &self.ticket_id {
-            Some(ticket_id) => Scope::Ticket { tenant_id: self.tenant_id.clone(), ticket_id: ticket_id.clone() },
-            None => Scope::Tenant { tenant_id: self.tenant_id.clone() },
-        }
-    }
 }
 
 /// Ids of principals, tenants and tickets: 1-128 characters of letters, digits and `. _ : - @`.
-pub fn check_id(field: &str, value: &str) -> Result<(), ApiError> {
+pub fn check_id(field: &str, value: &str) -> Result<(), Error> {
     if value.is_empty() || value.len() > 128 {
-        return Err(ApiError::invalid(field, "must be 1 to 128 characters"));
+        return Err(Error::invalid(field, "must be 1 to 128 characters"));
     }
     if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-@".contains(&b)) {
-        return Err(ApiError::invalid(field, "allowed: letters, digits and . _ : - @"));
+        return Err(Error::invalid(field, "allowed: letters, digits and . _ : - @"));
     }
     Ok(())
 }
 
 /// Permission names: dotted lowercase words, e.g. `ticket.read`.
-pub fn check_permission(field: &str, value: &str) -> Result<(), ApiError> {
+pub fn check_permission(field: &str, value: &str) -> Result<(), Error> {
     let ok = value.len() <= 64
         && value.split('.').count() >= 2
         && value.split('.').all(|w| {
             w.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
                 && w.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         });
-    if ok { Ok(()) } else { Err(ApiError::invalid(field, "must be dotted lowercase words, e.g. `ticket.read`")) }
+    if ok { Ok(()) } else { Err(Error::invalid(field, "must be dotted lowercase words, e.g. `ticket.read`")) }
 }
 
 /// A grant as stored and as answered.
@@ -157,9 +153,25 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// In force at `at`: granted by then, not revoked by then, not expired by then.
-    pub fn in_force_at(&self, at: DateTime<Utc>) -> bool {
-        self.granted_at <= at && self.revoked_at.is_none_or(|r| r > at) && self.expires_at.is_none_or(|e| e > at)
+    /// A stored grant; a row whose scope columns describe no scope is a broken invariant.
+    pub fn from_row(row: GrantRow) -> Result<Self, Error> {
+        let scope = Scope::from_columns(&row.scope_type, row.tenant_id, row.ticket_id)
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("grant {} has an invalid scope", row.id)))?;
+        Ok(Grant {
+            id: row.id,
+            principal_id: row.principal_id,
+            role: row.role_name,
+            role_id: row.role_id,
+            scope,
+            expires_at: row.expires_at,
+            granted_by: row.granted_by,
+            reason: row.reason,
+            granted_at: row.granted_at,
+            audit_event_id: row.audit_event_id,
+            revoked_at: row.revoked_at,
+            revoked_by: row.revoked_by,
+            revoke_reason: row.revoke_reason,
+        })
     }
 }
 
@@ -173,6 +185,19 @@ pub struct Role {
     pub builtin: bool,
     pub description: String,
     pub permissions: Vec<String>,
+}
+
+impl Role {
+    pub fn from_row(row: RoleRow, permissions: Vec<String>) -> Self {
+        Role {
+            id: row.id,
+            name: row.name,
+            tenant_id: row.tenant_id,
+            builtin: row.builtin,
+            description: row.description,
+            permissions,
+        }
+    }
 }
 
 /// One grant as the check engine keeps it: what it allows, where, until when.

@@ -31,8 +31,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-use crate::model::{ActiveGrant, Resource, allowing};
-use crate::store;
+use super::Error;
+use super::model::{ActiveGrant, Resource, Scope, allowing};
+use crate::db::{grants, replicas, revisions, roles};
+use crate::metrics::RbacMetrics;
 
 /// The answer to one check.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -42,10 +44,29 @@ pub struct Decision {
     pub grant_ids: Vec<uuid::Uuid>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CheckError {
-    #[error("database unavailable: {0}")]
+/// Why a revision read failed, kept for every check that waited for it.
+#[derive(Debug, Clone)]
+enum ReadFailure {
     Unavailable(String),
+    Query(String),
+}
+
+impl From<Error> for ReadFailure {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Unavailable(m) => Self::Unavailable(m),
+            other => Self::Query(other.to_string()),
+        }
+    }
+}
+
+impl From<ReadFailure> for Error {
+    fn from(f: ReadFailure) -> Self {
+        match f {
+            ReadFailure::Unavailable(m) => Error::Unavailable(m),
+            ReadFailure::Query(m) => Error::Internal(anyhow::anyhow!("cannot read the revision: {m}")),
+        }
+    }
 }
 
 struct Entry {
@@ -109,17 +130,17 @@ pub struct Checker {
     max_entries: usize,
     state: Mutex<State>,
     fence: Mutex<FenceState>,
-    /// (number of the last finished read, the revision it read or `None` if it failed)
-    done: watch::Sender<(u64, Option<i64>)>,
+    /// (number of the last finished read, the revision it read or why it failed)
+    done: watch::Sender<(u64, Result<i64, ReadFailure>)>,
     /// `State::known`, published for the task that records it in `rbac_replicas`.
     applied: watch::Sender<i64>,
     lease: Option<Lease>,
-    metrics: crate::metrics::RbacMetrics,
+    metrics: RbacMetrics,
 }
 
 impl Checker {
     /// `lease_ms` = 0: no lease, every check passes the fence.
-    pub fn new(db: Db, max_entries: usize, lease_ms: u64, metrics: crate::metrics::RbacMetrics) -> Arc<Self> {
+    pub fn new(db: Db, max_entries: usize, lease_ms: u64, metrics: RbacMetrics) -> Arc<Self> {
         let lease = (lease_ms > 0).then(|| Lease {
             replica: uuid::Uuid::new_v4(),
             length: Duration::from_millis(lease_ms),
@@ -131,16 +152,11 @@ impl Checker {
             max_entries,
             state: Mutex::new(State::default()),
             fence: Mutex::new(FenceState::default()),
-            done: watch::channel((0, None)).0,
+            done: watch::channel((0, Ok(0))).0,
             applied: watch::channel(0).0,
             lease,
             metrics,
         })
-    }
-
-    /// This replica's id in `rbac_replicas` (none without leases).
-    pub fn replica_id(&self) -> Option<uuid::Uuid> {
-        self.lease.as_ref().map(|l| l.replica)
     }
 
     fn lease_live(&self) -> bool {
@@ -166,7 +182,7 @@ impl Checker {
 
     /// A revision covering every change committed through the service before this call: this
     /// replica's own while its lease is live, else the fence's.
-    pub async fn sync(self: &Arc<Self>) -> Result<i64, CheckError> {
+    pub async fn sync(self: &Arc<Self>) -> Result<i64, Error> {
         if self.lease_live() {
             self.metrics.fresh("lease");
             return Ok(self.state().known);
@@ -176,7 +192,7 @@ impl Checker {
     }
 
     /// The current revision, once every change committed before this call is applied.
-    pub async fn fence(self: &Arc<Self>) -> Result<i64, CheckError> {
+    async fn fence(self: &Arc<Self>) -> Result<i64, Error> {
         let target = {
             let mut f = self.fence.lock().unwrap_or_else(|e| e.into_inner());
             let target = f.started + 1;
@@ -190,11 +206,11 @@ impl Checker {
             target
         };
         let mut rx = self.done.subscribe();
-        let (_, revision) = *rx
+        let done = rx
             .wait_for(|(n, _)| *n >= target)
             .await
-            .map_err(|_| CheckError::Unavailable("revision reader stopped".into()))?;
-        revision.ok_or_else(|| CheckError::Unavailable("cannot read the revision".into()))
+            .map_err(|_| Error::Internal(anyhow::anyhow!("the revision reader stopped")))?;
+        done.1.clone().map_err(Error::from)
     }
 
     async fn read_loop(self: Arc<Self>) {
@@ -204,7 +220,7 @@ impl Checker {
             if let Err(e) = &result {
                 tracing::warn!(error = %e, "revision read failed");
             }
-            self.done.send_replace((number, result.ok()));
+            let _previous = self.done.send_replace((number, result.map_err(ReadFailure::from)));
             let mut f = self.fence.lock().unwrap_or_else(|e| e.into_inner());
             if f.wanted > number {
                 f.started += 1;
@@ -215,14 +231,13 @@ impl Checker {
         }
     }
 
-    async fn read_revision(&self) -> Result<i64, CheckError> {
-        let unavailable = |e: &dyn std::fmt::Display| CheckError::Unavailable(e.to_string());
-        let mut conn = self.db.conn().await.map_err(|e| unavailable(&e))?;
-        let current = store::revision(&mut conn).await.map_err(|e| unavailable(&e))?;
+    async fn read_revision(&self) -> Result<i64, Error> {
+        let mut conn = self.db.conn().await?;
+        let current = revisions::current(&mut conn).await?;
         let known = self.state().known;
         if current > known {
             self.metrics.fence_catch_up();
-            let changes = store::changes(&mut conn, known, current).await.map_err(|e| unavailable(&e))?;
+            let changes = revisions::changes(&mut conn, known, current).await?;
             let mut s = self.state();
             let complete = changes.len() as i64 == current - known;
             for (rev, principal) in &changes {
@@ -242,15 +257,14 @@ impl Checker {
 
     /// Renews the lease, then catches up on every change committed before the renewal; only
     /// then is the new lease trusted (until 80 % of its length from before the renewal).
-    async fn renew(&self) -> Result<(), CheckError> {
+    async fn renew(&self) -> Result<(), Error> {
         let Some(lease) = &self.lease else { return Ok(()) };
-        let unavailable = |e: &dyn std::fmt::Display| CheckError::Unavailable(e.to_string());
         let sent = lease.epoch.elapsed();
         let known = self.state().known;
         {
-            let mut conn = self.db.conn().await.map_err(|e| unavailable(&e))?;
+            let mut conn = self.db.conn().await?;
             let ms = u64::try_from(lease.length.as_millis()).unwrap_or(u64::MAX);
-            store::renew_lease(&mut conn, lease.replica, known, ms).await.map_err(|e| unavailable(&e))?;
+            replicas::renew_lease(&mut conn, lease.replica, known, ms).await?;
         }
         self.read_revision().await?;
         let until = sent + lease.length.mul_f64(0.8);
@@ -282,7 +296,7 @@ impl Checker {
                 let revision = *applied.borrow_and_update();
                 let written = async {
                     let mut conn = me.db.conn().await.map_err(|e| e.to_string())?;
-                    store::record_applied(&mut conn, replica, revision).await.map_err(|e| e.to_string())
+                    replicas::record_applied(&mut conn, replica, revision).await.map_err(|e| e.to_string())
                 }
                 .await;
                 if let Err(e) = written {
@@ -305,7 +319,7 @@ impl Checker {
         loop {
             let behind = async {
                 let mut conn = self.db.conn().await.map_err(|e| e.to_string())?;
-                store::replicas_behind(&mut conn, revision).await.map_err(|e| e.to_string())
+                replicas::behind(&mut conn, revision).await.map_err(|e| e.to_string())
             }
             .await;
             match behind {
@@ -325,7 +339,7 @@ impl Checker {
 
     /// Applies one notification (`revision:principal` or `revision:*`). Only the next revision
     /// is applied; anything else is left to the fence, which reads the log.
-    pub fn notified(&self, payload: &str) {
+    fn notified(&self, payload: &str) {
         let Some((rev, who)) = payload.split_once(':') else { return };
         let Ok(rev) = rev.parse::<i64>() else { return };
         let mut s = self.state();
@@ -338,7 +352,7 @@ impl Checker {
     }
 
     /// Forgets everything (after the notification connection was lost, say).
-    pub fn flush(&self) {
+    fn flush(&self) {
         let mut s = self.state();
         let known = s.known;
         s.apply(known, None);
@@ -347,18 +361,18 @@ impl Checker {
     }
 
     /// The active grants of `principal`, as of at least `revision` (from [`Checker::sync`]).
-    pub async fn grants_of(&self, principal: &str, revision: i64) -> Result<Arc<[ActiveGrant]>, CheckError> {
+    pub async fn grants_of(&self, principal: &str, revision: i64) -> Result<Arc<[ActiveGrant]>, Error> {
         let mut all = self.grants_of_many(&[principal], revision).await?;
         Ok(all.remove(principal).unwrap_or_else(|| Arc::from(Vec::new())))
     }
 
     /// The active grants of each of `principals` (cached ones from memory, the others in one
     /// query), as of at least `revision`.
-    pub async fn grants_of_many(
+    async fn grants_of_many(
         &self,
         principals: &[&str],
         revision: i64,
-    ) -> Result<HashMap<String, Arc<[ActiveGrant]>>, CheckError> {
+    ) -> Result<HashMap<String, Arc<[ActiveGrant]>>, Error> {
         let mut out = HashMap::with_capacity(principals.len());
         let mut missing: Vec<&str> = Vec::new();
         let roles_fresh = {
@@ -383,21 +397,22 @@ impl Checker {
         for _ in 0..missing.len() {
             self.metrics.cache(false);
         }
-        let unavailable = |e: diesel::result::Error| CheckError::Unavailable(e.to_string());
-        let mut conn = self.db.conn().await.map_err(|e| CheckError::Unavailable(e.to_string()))?;
+        let mut conn = self.db.conn().await?;
         if !roles_fresh {
-            let roles = store::role_permissions(&mut conn).await.map_err(unavailable)?;
+            let roles = roles::all_permissions(&mut conn).await?;
             let mut s = self.state();
             s.roles = roles.into_iter().map(|(id, p)| (id, Arc::from(p))).collect();
             s.roles_at = Some(revision);
         }
-        let rows = store::active_grants_of(&mut conn, &missing).await.map_err(unavailable)?;
+        let rows = grants::active_of(&mut conn, &missing).await?;
         let mut s = self.state();
         let mut loaded: HashMap<&str, Vec<ActiveGrant>> = missing.iter().map(|p| (*p, Vec::new())).collect();
-        for (principal, id, role_id, scope, expires_at) in rows {
-            let permissions = s.roles.get(&role_id).cloned().unwrap_or_else(|| Arc::from(Vec::new()));
-            if let Some(list) = loaded.get_mut(principal.as_str()) {
-                list.push(ActiveGrant { id, scope, expires_at, permissions });
+        for row in rows {
+            // A row whose columns describe no scope is skipped (the table's CHECK forbids it).
+            let Some(scope) = Scope::from_columns(&row.scope_type, row.tenant_id, row.ticket_id) else { continue };
+            let permissions = s.roles.get(&row.role_id).cloned().unwrap_or_else(|| Arc::from(Vec::new()));
+            if let Some(list) = loaded.get_mut(row.principal_id.as_str()) {
+                list.push(ActiveGrant { id: row.id, scope, expires_at: row.expires_at, permissions });
             }
         }
         for (principal, grants) in loaded {
@@ -425,21 +440,43 @@ impl Checker {
     }
 
     /// One check.
+    #[tracing::instrument(skip_all)]
     pub async fn check(
         self: &Arc<Self>,
         principal: &str,
         permission: &str,
         resource: &Resource,
-    ) -> Result<(Decision, i64), CheckError> {
+    ) -> Result<(Decision, i64), Error> {
         let revision = self.sync().await?;
         let grants = self.grants_of(principal, revision).await?;
         let decision = decide(&grants, permission, resource);
         self.metrics.checked(decision.allowed);
         Ok((decision, revision))
     }
+
+    /// Many checks (principal, permission, resource), all answered at one revision, in order.
+    #[tracing::instrument(skip_all)]
+    pub async fn check_many(
+        self: &Arc<Self>,
+        checks: &[(&str, &str, &Resource)],
+    ) -> Result<(Vec<Decision>, i64), Error> {
+        let revision = self.sync().await?;
+        let principals: Vec<&str> = checks.iter().map(|c| c.0).collect();
+        let grants = self.grants_of_many(&principals, revision).await?;
+        let none: Arc<[ActiveGrant]> = Arc::from(Vec::new());
+        let decisions = checks
+            .iter()
+            .map(|(principal, permission, resource)| {
+                let d = decide(grants.get(*principal).unwrap_or(&none), permission, resource);
+                self.metrics.checked(d.allowed);
+                d
+            })
+            .collect();
+        Ok((decisions, revision))
+    }
 }
 
-pub fn decide(grants: &[ActiveGrant], permission: &str, resource: &Resource) -> Decision {
+fn decide(grants: &[ActiveGrant], permission: &str, resource: &Resource) -> Decision {
     let grant_ids: Vec<uuid::Uuid> = allowing(grants, permission, resource, Utc::now()).map(|g| g.id).collect();
     Decision { allowed: !grant_ids.is_empty(), grant_ids }
 }
@@ -455,6 +492,7 @@ pub fn spawn_listener(database_url: String, checker: Arc<Checker>) -> tokio::tas
         loop {
             match AsyncPgConnection::establish(&database_url).await {
                 Ok(mut conn) => {
+                    // Hand-written: LISTEN has no DSL.
                     if diesel::sql_query("LISTEN rbac_changes").execute(&mut conn).await.is_ok() {
                         checker.flush();
                         backoff = std::time::Duration::from_millis(200);
