@@ -32,12 +32,7 @@ pub fn credential(req: &HttpRequest) -> Option<Credential> {
             Credential::Session(b.to_string())
         });
     }
-    let cookies = req.headers().get(actix_web::http::header::COOKIE)?.to_str().ok()?;
-    cookies
-        .split(';')
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, value)| *name == COOKIE && !value.is_empty())
-        .map(|(_, value)| Credential::Session(value.to_string()))
+    session_cookies(req).find(|v| !v.is_empty()).map(|v| Credential::Session(v.to_string()))
 }
 
 /// The session token of a request that only users call (auth's account routes): the bearer
@@ -47,16 +42,22 @@ pub fn session_token(req: &HttpRequest) -> Option<String> {
     if let Some(t) = crate::service_auth::bearer(req) {
         return Some(t.to_string());
     }
-    let cookies = req.headers().get(actix_web::http::header::COOKIE)?.to_str().ok()?;
-    cookies
-        .split(';')
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_string())
+    session_cookies(req).next().map(str::to_string)
 }
 
 /// The cookie that carries a user session.
 pub const COOKIE: &str = "queue_session";
+
+/// The values of the request's `queue_session` cookies, in order.
+fn session_cookies(req: &HttpRequest) -> impl Iterator<Item = &str> {
+    let header = req.headers().get(actix_web::http::header::COOKIE).and_then(|v| v.to_str().ok());
+    header
+        .into_iter()
+        .flat_map(|h| h.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .filter(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value)
+}
 
 /// How a service turns a session token into its user: registered once as app data
 /// (`cfg.app_data(source.into_data())`) and used by the `caller` extractors. A service that
