@@ -57,8 +57,10 @@ mod rfc3339_micros {
     }
 }
 
-/// Where the event landed in the tenant's chain.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+// Where the event landed in the tenant's chain: the audit service's answer (it serves this very
+// type) and what writers read back. A plain comment, not a doc comment: utoipa would make it
+// the schema's description and change the audit service's OpenAPI document.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Appended {
     pub id: Uuid,
     pub seq: i64,

@@ -100,11 +100,15 @@ pub async fn run(config: AuditConfig, signals: Signals) -> anyhow::Result<Runnin
         chain: config.chain.clone(),
         writers: domain::writers::WriterPolicy::from_config(&config.limits.writers)
             .map_err(|(issuer, e)| anyhow::anyhow!("limits.writers.{issuer}: {e}"))?,
-        users: config.users.as_ref().map(reader::UserReads::new),
+        users: config.users.as_ref().map(|u| reader::UserReads::new(u, &platform)),
     });
+    let sessions = config.users.as_ref().map(reader::sessions);
     let table = routes::configure(config.limits.clone());
     let mut running = queue_platform::server::serve(platform, &config.server, signals, move |cfg| {
         cfg.app_data(state.clone());
+        if let Some(s) = &sessions {
+            cfg.app_data(s.clone());
+        }
         table(cfg);
     })?;
     running.tasks.push(checkpointer);

@@ -1,7 +1,7 @@
 //! What the audit handlers share.
 
 use queue_platform::db::Db;
-use queue_platform::{ApiError, ServiceCaller};
+use queue_platform::{ApiError, Caller, ServiceCaller};
 
 use crate::config::ChainConfig;
 use crate::domain::append::Appender;
@@ -9,6 +9,7 @@ use crate::domain::keyring::KeyRing;
 use crate::domain::writers::WriterPolicy;
 use crate::metrics::AuditMetrics;
 use crate::ratelimit::RateLimiter;
+use crate::reader::UserReads;
 
 pub struct AuditState {
     pub db: Db,
@@ -20,7 +21,7 @@ pub struct AuditState {
     /// Which actions each writer may write (`limits.writers`).
     pub writers: WriterPolicy,
     /// Users reading the log (with `[users]` configured).
-    pub users: Option<crate::reader::UserReads>,
+    pub users: Option<UserReads>,
 }
 
 impl AuditState {
@@ -41,6 +42,16 @@ impl AuditState {
             "{field}action `{action}` is not one that `{}` may write (limits.writers); nothing was written",
             caller.issuer()
         )))
+    }
+
+    /// The per-caller rate limit, then, for a user, `audit.read` for `tenant`.
+    pub async fn admit_reader(&self, reader: &Caller, tenant: &str) -> Result<(), ApiError> {
+        self.admit_bucket(&reader.bucket(), 1)?;
+        if let Caller::User(u) = reader {
+            let users = self.users.as_ref().ok_or_else(|| ApiError::Unauthorized("no user reads".into()))?;
+            users.require_audit_read(u, tenant).await?;
+        }
+        Ok(())
     }
 
     pub fn admit_bucket(&self, bucket: &str, cost: u32) -> Result<(), ApiError> {

@@ -1,61 +1,32 @@
-//! Request extractors: the signed-in user (a session token from the `queue_session` cookie or
-//! `Authorization: Bearer`) and what a request says about its sender.
+//! What a request says about its sender: the signed-in user (auth's [`SessionSource`] for
+//! `queue_platform::SignedIn`, the session token from `Authorization: Bearer` or the
+//! `queue_session` cookie) and the client's address and user agent.
 
-use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
-use queue_platform::ApiError;
+use queue_platform::sessions::SessionSource;
+use queue_platform::{ApiError, Platform};
 
 use crate::domain::RequestInfo;
-use crate::domain::sessions::{self, Kind, Session};
+use crate::domain::sessions::{self, Session};
 use crate::state::AuthState;
 
-/// The session token a request carries, if any.
-pub fn session_token(req: &HttpRequest) -> Option<String> {
-    if let Some(t) = queue_platform::service_auth::bearer(req) {
-        return Some(t.to_string());
-    }
-    let header = req.headers().get(actix_web::http::header::COOKIE)?.to_str().ok()?;
-    header
-        .split(';')
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == crate::COOKIE)
-        .map(|(_, v)| v.to_string())
-}
+/// Auth's own sessions, validated against its database (the other services ask auth over HTTP:
+/// `queue_platform::sessions::SessionValidator`). Registered as app data, it is what
+/// `queue_platform::SignedIn<Session>` validates with: any session kind (handlers narrow with
+/// `Session::require_full`).
+pub struct LocalSessions(pub web::Data<AuthState>);
 
-/// A request from a signed-in user (any session kind; handlers narrow with `require_full`).
-#[derive(Debug, Clone)]
-pub struct SessionUser(pub Session);
+impl SessionSource for LocalSessions {
+    type User = Session;
 
-impl SessionUser {
-    /// Everything but registering a passkey needs a full session.
-    pub fn require_full(&self) -> Result<&Session, ApiError> {
-        if self.0.kind == Kind::Full {
-            Ok(&self.0)
-        } else {
-            Err(ApiError::Forbidden(format!(
-                "a {} session may only register a passkey; sign in with a passkey first",
-                self.0.kind.as_str()
-            )))
-        }
-    }
-}
-
-impl FromRequest for SessionUser {
-    type Error = ApiError;
-    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AuthState>>().cloned();
-        let token = session_token(req);
+    fn validate<'a>(&'a self, _: &'a Platform, token: &'a str) -> LocalBoxFuture<'a, Result<Session, ApiError>> {
         Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("auth state missing")))?;
-            let token = token.ok_or_else(|| ApiError::Unauthorized("sign in first".into()))?;
+            let state = &self.0;
             let mut conn = state.conn().await?;
-            let session = sessions::validate(&mut conn, &state.config.sessions, state.now(), &token)
+            sessions::validate(&mut conn, &state.config.sessions, state.now(), token)
                 .await?
-                .ok_or_else(|| ApiError::Unauthorized("the session is invalid or has expired".into()))?;
-            Ok(SessionUser(session))
+                .ok_or_else(|| ApiError::Unauthorized("the session is invalid or has expired".into()))
         })
     }
 }

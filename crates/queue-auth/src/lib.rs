@@ -157,6 +157,7 @@ pub async fn run_with_clock(config: AuthConfig, signals: Signals, clock: Arc<dyn
     let table = routes::configure(config.auth.clone());
     let mut running = queue_platform::server::serve(platform, &config.server, signals, move |cfg| {
         cfg.app_data(state.clone());
+        cfg.app_data(queue_platform::sessions::SessionSource::into_data(extract::LocalSessions(state.clone())));
         table(cfg);
     })?;
     running.tasks.extend(tasks);

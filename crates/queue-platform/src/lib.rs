@@ -1,9 +1,10 @@
 //! What every Queue service shares: typed config, the database pool and migrations, telemetry,
-//! health and metrics endpoints, the error policy, service-token authentication for routes, and
-//! the bootstrap that turns a config into a running server, and who the client is behind
-//! proxies (`net`).
+//! health and metrics endpoints, the error policy, service-token authentication for routes, who
+//! is calling (`caller`: a service or a user session), the bootstrap that turns a config into a
+//! running server, and who the client is behind proxies (`net`).
 
 pub mod bootstrap;
+pub mod caller;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -13,10 +14,13 @@ pub mod net;
 pub mod server;
 pub mod service_auth;
 pub mod sessions;
+mod state;
 pub mod telemetry;
 pub mod tls;
 
+pub use caller::{Caller, SignedIn};
 pub use config::{ConfigError, ServiceConfig, TlsConfig, Validate};
 pub use error::ApiError;
-pub use server::{Platform, Running, Signals};
+pub use server::{Running, Signals};
 pub use service_auth::{ServiceCaller, ServicePolicy};
+pub use state::{Platform, Tokens};

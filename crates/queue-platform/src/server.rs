@@ -1,4 +1,4 @@
-//! Booting a service: the shared state, the platform endpoints every service serves, the
+//! Booting a service: building the shared state (`state::Platform`), the platform endpoints every service serves, the
 //! per-request span and metrics, and the actix server with graceful shutdown.
 
 use actix_web::body::MessageBody;
@@ -6,24 +6,21 @@ use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpMessage, HttpResponse, HttpServer, web};
-use queue_svc_token::{
-    IssuerSource, JwkSet, Minter, PublicKey, SigningKey, SystemClock, TrustedIssuer, Verifier, VerifierSettings,
-};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use utoipa::OpenApi;
 
 use crate::config::{ServerConfig, TelemetryConfig, TokensConfig};
 use crate::db::Db;
-use crate::error::{self, ApiError};
+use crate::error;
 use crate::http_client::HttpClient;
 use crate::metrics::Metrics;
-use crate::net::TrustedNetworks;
 use crate::service_auth::{ServiceCaller, ServicePolicy};
+use crate::state::{Platform, Tokens};
 use crate::telemetry;
 
 /// The trace id of the request being served (32 lowercase hex digits), in the request's
@@ -34,54 +31,8 @@ pub struct RequestTraceId(pub String);
 /// The response header that tells a caller which trace its request belongs to.
 pub const TRACE_ID_HEADER: &str = "x-trace-id";
 
-/// This service's token material: what it signs with, what it accepts, what it publishes.
-pub struct Tokens {
-    pub minter: Minter,
-    pub verifier: Verifier,
-    pub jwks: JwkSet,
-}
-
-impl Tokens {
-    pub fn from_config(config: &TokensConfig, http: &HttpClient) -> anyhow::Result<Self> {
-        let read = |p: &std::path::Path| {
-            std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
-        };
-        let signing = Arc::new(SigningKey::from_pem(&read(&config.signing_key)?)?);
-        let mut jwks = JwkSet { keys: vec![signing.public().to_jwk()] };
-        for p in &config.previous_public_keys {
-            jwks.keys.push(PublicKey::from_pem(&read(p)?)?.to_jwk());
-        }
-        let mut trusted = Vec::new();
-        for t in &config.trusted {
-            let source = match (&t.jwks_url, &t.public_key) {
-                (Some(url), _) => IssuerSource::Jwks(url.to_string()),
-                (None, Some(p)) => IssuerSource::Static(vec![PublicKey::from_pem(&read(p)?)?]),
-                (None, None) => anyhow::bail!("tokens.trusted `{}` has no key source", t.issuer),
-            };
-            trusted.push(TrustedIssuer { name: t.issuer.clone(), source });
-        }
-        let mut settings = VerifierSettings::new(config.issuer.clone());
-        settings.leeway_secs = config.leeway_secs;
-        settings.refresh_interval = Duration::from_secs(config.jwks_refresh_secs);
-        settings.refetch_min_interval = Duration::from_secs(config.jwks_refetch_min_secs);
-        settings.replay_max_entries = config.replay_max_entries;
-        let verifier = Verifier::new(settings, trusted, http.reqwest().clone(), Arc::new(SystemClock));
-        Ok(Self { minter: Minter::new(config.issuer.clone(), signing), verifier, jwks })
-    }
-}
-
-/// What every handler can reach through `web::Data<Platform>`.
-pub struct Platform {
-    pub name: &'static str,
-    pub db: Option<Db>,
-    pub metrics: Metrics,
-    pub tokens: Tokens,
-    pub http: HttpClient,
-    /// Peers whose incoming `traceparent` is continued (`telemetry.trusted_peers`).
-    pub trace_peers: TrustedNetworks,
-    openapi: String,
-}
-
+/// Building the state: here rather than in `state.rs` because the document it serves includes
+/// the platform endpoints this module owns.
 impl Platform {
     pub fn new(
         name: &'static str,
@@ -108,17 +59,6 @@ impl Platform {
         let openapi = serde_json::to_string(&openapi)?;
         let trace_peers = telemetry.trusted_peers.clone();
         Ok(Arc::new(Self { name, db, metrics: Metrics::new(name), tokens, http, trace_peers, openapi }))
-    }
-
-    /// This service's OpenAPI document (JSON), for a listener that serves it elsewhere than
-    /// the platform endpoints (queue-proxy's admin listener).
-    pub fn openapi(&self) -> &str {
-        &self.openapi
-    }
-
-    /// The database; services that have one call this.
-    pub fn db(&self) -> Result<&Db, ApiError> {
-        self.db.as_ref().ok_or_else(|| ApiError::internal(anyhow::anyhow!("{} has no database", self.name)))
     }
 }
 

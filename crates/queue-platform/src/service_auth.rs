@@ -17,7 +17,7 @@ use futures_util::future::LocalBoxFuture;
 use queue_svc_token::VerifiedToken;
 
 use crate::error::ApiError;
-use crate::server::Platform;
+use crate::state::Platform;
 
 #[derive(Debug, Clone, Default)]
 pub struct ServicePolicy {
@@ -92,9 +92,13 @@ impl ServiceCaller {
         self.0.issuer()
     }
 
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.0.has_scope(scope)
+    }
+
     /// The explicit authorization call a handler makes when a route's scopes depend on input.
     pub fn require_scope(&self, scope: &str) -> Result<(), ApiError> {
-        if self.0.has_scope(scope) { Ok(()) } else { Err(ApiError::Forbidden(format!("missing scope `{scope}`"))) }
+        if self.has_scope(scope) { Ok(()) } else { Err(ApiError::Forbidden(format!("missing scope `{scope}`"))) }
     }
 }
 

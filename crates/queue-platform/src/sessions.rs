@@ -1,16 +1,18 @@
-//! User sessions as other services meet them: the credential of a request (a `queue_session`
-//! cookie, or a bearer token that is not a service token), validated by the auth service's
-//! `POST /internal/v1/sessions/validate` with this service's own token (scope
-//! `sessions:validate`), briefly cached by SHA-256 of the token (tokens themselves are never
-//! kept).
+//! User sessions: the credential of a request (a `queue_session` cookie, or a bearer token that
+//! is not a service token) and the [`SessionSource`] a service validates it with. Services other
+//! than auth use [`SessionValidator`]: auth's `POST /internal/v1/sessions/validate` with this
+//! service's own token (scope `sessions:validate`), briefly cached by SHA-256 of the token
+//! (tokens themselves are never kept). Auth validates its own sessions against its database.
 
-use actix_web::HttpRequest;
+use actix_web::{HttpRequest, web};
+use futures_util::future::LocalBoxFuture;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::{ApiError, Platform};
+use crate::error::ApiError;
+use crate::state::Platform;
 
 /// What a request presents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,15 +32,57 @@ pub fn credential(req: &HttpRequest) -> Option<Credential> {
             Credential::Session(b.to_string())
         });
     }
-    let cookies = req.headers().get(actix_web::http::header::COOKIE)?.to_str().ok()?;
-    cookies
-        .split(';')
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, value)| *name == "queue_session" && !value.is_empty())
-        .map(|(_, value)| Credential::Session(value.to_string()))
+    session_cookies(req).find(|v| !v.is_empty()).map(|v| Credential::Session(v.to_string()))
 }
 
-/// A validated user session.
+/// The session token of a request that only users call (auth's account routes): the bearer
+/// token, whatever it looks like, else the `queue_session` cookie, even empty (which then fails
+/// validation rather than counting as absent).
+pub fn session_token(req: &HttpRequest) -> Option<String> {
+    if let Some(t) = crate::service_auth::bearer(req) {
+        return Some(t.to_string());
+    }
+    session_cookies(req).next().map(str::to_string)
+}
+
+/// The cookie that carries a user session.
+pub const COOKIE: &str = "queue_session";
+
+/// The values of the request's `queue_session` cookies, in order.
+fn session_cookies(req: &HttpRequest) -> impl Iterator<Item = &str> {
+    let header = req.headers().get(actix_web::http::header::COOKIE).and_then(|v| v.to_str().ok());
+    header
+        .into_iter()
+        .flat_map(|h| h.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .filter(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// How a service turns a session token into its user: registered once as app data
+/// (`cfg.app_data(source.into_data())`) and used by the `caller` extractors. A service that
+/// registers none takes service tokens only.
+pub trait SessionSource: Send + Sync + 'static {
+    /// What a valid session yields.
+    type User: 'static;
+
+    /// The session's user, or the refusal (`401`, `403`, `503`) to answer with.
+    fn validate<'a>(
+        &'a self,
+        platform: &'a Platform,
+        token: &'a str,
+    ) -> LocalBoxFuture<'a, Result<Self::User, ApiError>>;
+
+    /// Wraps the source for `cfg.app_data(..)`.
+    fn into_data(self) -> web::Data<dyn SessionSource<User = Self::User>>
+    where
+        Self: Sized,
+    {
+        web::Data::from(std::sync::Arc::new(self) as std::sync::Arc<dyn SessionSource<User = Self::User>>)
+    }
+}
+
+/// A user session validated by the auth service (`SessionValidator`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionUser {
     pub user_id: String,
@@ -123,5 +167,17 @@ impl SessionValidator {
             cache.insert(key, (user.clone(), Instant::now() + self.ttl));
         }
         Ok(user)
+    }
+}
+
+impl SessionSource for SessionValidator {
+    type User = SessionUser;
+
+    fn validate<'a>(
+        &'a self,
+        platform: &'a Platform,
+        token: &'a str,
+    ) -> LocalBoxFuture<'a, Result<SessionUser, ApiError>> {
+        Box::pin(SessionValidator::validate(self, platform, token))
     }
 }

@@ -17,7 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::domain::chain::{self, ChainedFields, hex};
+use crate::domain::error::AppendError;
 use crate::domain::keyring::KeyRing;
+use queue_audit_client::Appended;
 use queue_platform::db::{Db, Prepared, prepared};
 
 /// An event as the writer received it, validated.
@@ -56,30 +58,6 @@ impl NewEvent {
             payload: &self.payload_canonical,
             key_id: 0,
         }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct Appended {
-    pub id: Uuid,
-    pub seq: i64,
-    /// Hex.
-    pub mac: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AppendError {
-    #[error("event {0} exists with other content")]
-    Conflict(Uuid),
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error(transparent)]
-    Internal(#[from] anyhow::Error),
-}
-
-impl From<diesel::result::Error> for AppendError {
-    fn from(e: diesel::result::Error) -> Self {
-        Self::Internal(e.into())
     }
 }
 

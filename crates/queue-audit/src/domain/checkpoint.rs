@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::db::schema::{chain_heads, checkpoints};
-use crate::domain::append::{AppendError, set_tenant};
+use crate::domain::append::set_tenant;
 use crate::domain::chain::{VERSION, hex};
+use crate::domain::error::AppendError;
 use crate::domain::keys::{CHECKPOINT_ALGORITHM, KeyProvider};
 use queue_platform::db::Db;
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::db::schema::keys;
-use crate::domain::append::AppendError;
+use crate::domain::error::AppendError;
 use crate::domain::keys::{DataKey, KeyProvider};
 
 #[derive(Clone)]

@@ -242,6 +242,32 @@ pub fn generate_local_key_files() -> Result<(Zeroizing<String>, Zeroizing<String
     Ok((b64, pem))
 }
 
+impl KeysConfig {
+    /// Creates local key files in `dir` (`audit-master.key`, `audit-checkpoint.pem`, mode 0600)
+    /// unless both exist and `replace` is false, and returns a `local` config naming them.
+    pub fn local_in(dir: &std::path::Path, replace: bool) -> std::io::Result<(Self, bool)> {
+        let config = Self {
+            local_master_key: dir.join("audit-master.key"),
+            local_checkpoint_key: dir.join("audit-checkpoint.pem"),
+            ..Self::default()
+        };
+        if config.local_master_key.exists() && config.local_checkpoint_key.exists() && !replace {
+            return Ok((config, false));
+        }
+        let (master, checkpoint) = generate_local_key_files().map_err(|e| std::io::Error::other(e.to_string()))?;
+        write_private(&config.local_master_key, master.as_bytes())?;
+        write_private(&config.local_checkpoint_key, checkpoint.as_bytes())?;
+        Ok((config, true))
+    }
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(bytes)
+}
+
 pub struct KmsKeys {
     client: aws_sdk_kms::Client,
     data_key_id: String,

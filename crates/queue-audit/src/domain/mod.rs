@@ -3,6 +3,7 @@
 pub mod append;
 pub mod chain;
 pub mod checkpoint;
+pub mod error;
 pub mod keyring;
 pub mod keys;
 pub mod read;

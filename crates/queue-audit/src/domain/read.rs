@@ -4,8 +4,9 @@ use diesel::prelude::{ExpressionMethods, QueryDsl};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::db::schema::customer_audit_events as events;
-use crate::domain::append::{AppendError, set_tenant};
+use crate::domain::append::set_tenant;
 use crate::domain::chain;
+use crate::domain::error::AppendError;
 use queue_platform::db::Db;
 
 #[derive(Debug, Default, Clone)]

@@ -10,9 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::db::schema::{checkpoints, customer_audit_events as events};
-use crate::domain::append::{AppendError, set_tenant};
+use crate::domain::append::set_tenant;
 use crate::domain::chain::{self, ChainedFields, hex, unhex};
 use crate::domain::checkpoint;
+use crate::domain::error::AppendError;
 use crate::domain::keyring::KeyRing;
 use crate::domain::keys::{DataKey, verify_signature};
 use queue_platform::db::Db;

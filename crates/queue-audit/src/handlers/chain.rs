@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use futures_util::stream;
-use queue_platform::ApiError;
+use queue_platform::{ApiError, Caller};
 use serde::Deserialize;
 
 use crate::domain::checkpoint;
@@ -21,12 +21,11 @@ pub struct TenantQuery {
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit", security(("service_token" = ["audit:read"]), ("session" = [])),
     params(TenantQuery), responses((status = 200, body = Report)))]
 pub async fn verify(
-    platform: web::Data<queue_platform::Platform>,
     state: web::Data<AuditState>,
-    caller: crate::reader::Reader,
+    caller: Caller,
     q: web::Query<TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    state.admit_reader(&platform, &caller, &q.tenant_id).await?;
+    state.admit_reader(&caller, &q.tenant_id).await?;
     let report = verify::verify_tenant(&state.db, &state.keys, &q.tenant_id).await.map_err(map_append)?;
     state.metrics.observe_verify(report.ok, report.events);
     Ok(HttpResponse::Ok().json(report))
@@ -36,12 +35,11 @@ pub async fn verify(
 #[utoipa::path(get, path = "/api/v1/audit/checkpoints", tag = "audit", security(("service_token" = ["audit:read"]), ("session" = [])),
     params(TenantQuery), responses((status = 200)))]
 pub async fn checkpoints(
-    platform: web::Data<queue_platform::Platform>,
     state: web::Data<AuditState>,
-    caller: crate::reader::Reader,
+    caller: Caller,
     q: web::Query<TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    state.admit_reader(&platform, &caller, &q.tenant_id).await?;
+    state.admit_reader(&caller, &q.tenant_id).await?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
@@ -55,12 +53,11 @@ pub async fn checkpoints(
 #[utoipa::path(get, path = "/api/v1/audit/export", tag = "audit", security(("service_token" = ["audit:read"]), ("session" = [])),
     params(TenantQuery), responses((status = 200, content_type = "application/x-ndjson")))]
 pub async fn export(
-    platform: web::Data<queue_platform::Platform>,
     state: web::Data<AuditState>,
-    caller: crate::reader::Reader,
+    caller: Caller,
     q: web::Query<TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    state.admit_reader(&platform, &caller, &q.tenant_id).await?;
+    state.admit_reader(&caller, &q.tenant_id).await?;
     let tenant = q.tenant_id.clone();
     let header = verify::export_header(&state.db, &state.keys, &tenant).await.map_err(map_append)?;
     let cps = verify::checkpoint_records(&state.db, &tenant).await.map_err(map_append)?;

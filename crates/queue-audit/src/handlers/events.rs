@@ -1,11 +1,12 @@
 //! Writing and reading events.
 
 use actix_web::{HttpResponse, web};
-use queue_platform::{ApiError, ServiceCaller};
+use queue_audit_client::Appended;
+use queue_platform::{ApiError, Caller, ServiceCaller};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::domain::append::{AppendError, Appended};
+use crate::domain::error::AppendError;
 use crate::state::AuditState;
 use crate::wire::parse_event;
 
@@ -99,12 +100,11 @@ pub struct ListQuery {
 #[utoipa::path(get, path = "/api/v1/audit/events", tag = "audit", security(("service_token" = ["audit:read"]), ("session" = [])),
     params(ListQuery), responses((status = 200), (status = 422)))]
 pub async fn list(
-    platform: web::Data<queue_platform::Platform>,
     state: web::Data<AuditState>,
-    caller: crate::reader::Reader,
+    caller: Caller,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    state.admit_reader(&platform, &caller, &q.tenant_id).await?;
+    state.admit_reader(&caller, &q.tenant_id).await?;
     let q = q.into_inner();
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {

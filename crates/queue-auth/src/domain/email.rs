@@ -134,7 +134,7 @@ pub struct Confirmed {
 }
 
 /// Checks the proof; on success consumes the verification, finds the address's user (or creates
-/// one in `default_tenant`: [`users::for_verified_address`]) and marks the address verified,
+/// one in `default_tenant`: [`user_for_verified_address`]) and marks the address verified,
 /// all in one transaction. Every failure answers [`refused`]. The tenant a verification row
 /// names never decides a membership.
 #[tracing::instrument(skip_all)]
@@ -200,7 +200,7 @@ pub async fn confirm(
             .execute(conn)
             .await?;
             let email = EmailAddress::parse(&p.email)?;
-            let (user, created) = users::for_verified_address(conn, now, info, default_tenant, &email).await?;
+            let (user, created) = user_for_verified_address(conn, now, info, default_tenant, &email).await?;
             if user.status != "active" {
                 return Ok(Outcome::Refused);
             }
@@ -240,6 +240,37 @@ pub async fn confirm(
                 limits::failure(conn, limits_cfg, now, info, tenant, "email_confirm_ip", ip).await?;
             }
             Err(refused().into())
+        }
+    }
+}
+
+/// The user a verified address signs up as (here, not in `users`, because it asks about
+/// passkeys, which depend on users). Sign-up names no tenant, so the address alone
+/// decides, and a sign-up never creates a membership outside `default_tenant`: an address
+/// provisioned into a tenant (Raptor's import, `POST /internal/v1/users`) is that user (of
+/// several, the earliest without a passkey yet, else the earliest), and an address nobody has
+/// becomes a new user in `default_tenant`. Returns the user and whether it is new.
+#[tracing::instrument(skip_all)]
+async fn user_for_verified_address(
+    conn: &mut Conn,
+    now: DateTime<Utc>,
+    info: &RequestInfo,
+    default_tenant: &str,
+    email: &EmailAddress,
+) -> Result<(User, bool)> {
+    let found = users::with_address(conn, email).await?;
+    if found.len() > 1 {
+        for u in &found {
+            if super::passkeys::count(conn, u.id).await? == 0 {
+                return Ok((u.clone(), false));
+            }
+        }
+    }
+    match found.into_iter().next() {
+        Some(u) => Ok((u, false)),
+        None => {
+            let new = users::NewUser { tenant_id: default_tenant, email, display_name: None, verified_at: Some(now) };
+            users::create_or_get(conn, now, info, audit::anonymous(), new).await
         }
     }
 }

@@ -249,6 +249,20 @@ pub async fn mark_verified(conn: &mut Conn, session_id: Uuid, now: DateTime<Utc>
     Ok(())
 }
 
+impl Session {
+    /// Everything but registering a passkey needs a full session.
+    pub fn require_full(&self) -> std::result::Result<&Session, queue_platform::ApiError> {
+        if self.kind == Kind::Full {
+            Ok(self)
+        } else {
+            Err(queue_platform::ApiError::Forbidden(format!(
+                "a {} session may only register a passkey; sign in with a passkey first",
+                self.kind.as_str()
+            )))
+        }
+    }
+}
+
 /// Step-up: what makes an account yours (a new passkey, new backup codes) needs, from a full
 /// session, a passkey assertion within the last `window_secs` (the login, or
 /// `POST /api/v1/auth/webauthn/reauth/…`), so a stolen cookie cannot quietly add a way in.

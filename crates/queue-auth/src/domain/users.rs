@@ -143,39 +143,14 @@ pub async fn create_or_get(
     }
 }
 
-/// The user a verified address signs up as. Sign-up names no tenant, so the address alone
-/// decides, and a sign-up never creates a membership outside `default_tenant`: an address
-/// provisioned into a tenant (Raptor's import, `POST /internal/v1/users`) is that user (of
-/// several, the earliest without a passkey yet, else the earliest), and an address nobody has
-/// becomes a new user in `default_tenant`. Returns the user and whether it is new.
-#[tracing::instrument(skip_all)]
-pub async fn for_verified_address(
-    conn: &mut Conn,
-    now: DateTime<Utc>,
-    info: &RequestInfo,
-    default_tenant: &str,
-    email: &EmailAddress,
-) -> Result<(User, bool)> {
-    let found: Vec<User> = users::table
+/// Every user with this address, in any tenant, oldest first.
+pub async fn with_address(conn: &mut Conn, email: &EmailAddress) -> Result<Vec<User>> {
+    Ok(users::table
         .filter(users::email.eq(email.as_str()))
         .order((users::created_at, users::id))
         .select(User::as_select())
         .load(conn)
-        .await?;
-    if found.len() > 1 {
-        for u in &found {
-            if super::passkeys::count(conn, u.id).await? == 0 {
-                return Ok((u.clone(), false));
-            }
-        }
-    }
-    match found.into_iter().next() {
-        Some(u) => Ok((u, false)),
-        None => {
-            let new = NewUser { tenant_id: default_tenant, email, display_name: None, verified_at: Some(now) };
-            create_or_get(conn, now, info, audit::anonymous(), new).await
-        }
-    }
+        .await?)
 }
 
 /// Marks the address verified (first time only).

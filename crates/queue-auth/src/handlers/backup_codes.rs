@@ -2,13 +2,13 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use diesel_async::AsyncConnection;
-use queue_platform::ApiError;
+use queue_platform::{ApiError, SignedIn};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::sessions::{self, Kind, Which};
+use crate::domain::sessions::{self, Kind, Session, Which};
 use crate::domain::users::{self, EmailAddress};
 use crate::domain::{Error, audit, backup_codes, limits};
-use crate::extract::{SessionUser, info};
+use crate::extract::info;
 use crate::state::AuthState;
 
 fn enabled(state: &AuthState) -> Result<(), ApiError> {
@@ -33,7 +33,7 @@ pub struct NewCodes {
     responses((status = 201, body = NewCodes), (status = 401), (status = 403), (status = 404)))]
 pub async fn generate(
     state: web::Data<AuthState>,
-    user: SessionUser,
+    user: SignedIn<Session>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     enabled(&state)?;
@@ -57,7 +57,7 @@ pub struct Remaining {
 /// How many unused codes remain.
 #[utoipa::path(get, path = "/api/v1/auth/backup-codes", tag = "backup-codes",
     responses((status = 200, body = Remaining), (status = 401), (status = 403), (status = 404)))]
-pub async fn remaining(state: web::Data<AuthState>, user: SessionUser) -> Result<HttpResponse, ApiError> {
+pub async fn remaining(state: web::Data<AuthState>, user: SignedIn<Session>) -> Result<HttpResponse, ApiError> {
     enabled(&state)?;
     let s = user.require_full()?;
     let mut conn = state.conn().await?;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::email::{self, Proof};
 use crate::domain::sessions::{self, Kind};
 use crate::domain::users::EmailAddress;
-use crate::extract::{info, session_token};
+use crate::extract::info;
 use crate::state::AuthState;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -141,7 +141,7 @@ async fn signed_in(
     req: &HttpRequest,
     conn: &mut queue_platform::db::PgConn,
 ) -> Result<bool, ApiError> {
-    let Some(token) = session_token(req) else { return Ok(false) };
+    let Some(token) = queue_platform::sessions::session_token(req) else { return Ok(false) };
     let live = sessions::validate(conn, &state.config.sessions, state.now(), &token).await?;
     Ok(live.is_some_and(|s| s.kind == Kind::Full))
 }

@@ -3,13 +3,13 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection;
-use queue_platform::{ApiError, ServiceCaller};
+use queue_platform::{ApiError, ServiceCaller, SignedIn};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::sessions::{self, Session, Which};
 use crate::domain::{Error, users};
-use crate::extract::{SessionUser, info};
+use crate::extract::info;
 use crate::state::AuthState;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -21,7 +21,7 @@ pub struct WhoAmI {
 /// Who am I (slides the idle timeout).
 #[utoipa::path(get, path = "/api/v1/auth/session", tag = "sessions",
     responses((status = 200, body = WhoAmI), (status = 401)))]
-pub async fn whoami(state: web::Data<AuthState>, user: SessionUser) -> Result<HttpResponse, ApiError> {
+pub async fn whoami(state: web::Data<AuthState>, user: SignedIn<Session>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.conn().await?;
     let u =
         users::get(&mut conn, user.0.user_id).await?.ok_or_else(|| ApiError::Unauthorized("no such user".into()))?;
@@ -51,7 +51,7 @@ async fn revoke(
 #[utoipa::path(delete, path = "/api/v1/auth/session", tag = "sessions", responses((status = 204), (status = 401)))]
 pub async fn logout(
     state: web::Data<AuthState>,
-    user: SessionUser,
+    user: SignedIn<Session>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     revoke(&state, &req, &user.0, Which::One(user.0.id), "logout").await?;
@@ -72,7 +72,7 @@ pub struct SessionItem {
 
 /// The user's live sessions.
 #[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "sessions", responses((status = 200, body = SessionList), (status = 401), (status = 403)))]
-pub async fn list(state: web::Data<AuthState>, user: SessionUser) -> Result<HttpResponse, ApiError> {
+pub async fn list(state: web::Data<AuthState>, user: SignedIn<Session>) -> Result<HttpResponse, ApiError> {
     let s = user.require_full()?;
     let mut conn = state.conn().await?;
     let list = sessions::list(&mut conn, s.user_id, state.now()).await?;
@@ -85,7 +85,7 @@ pub async fn list(state: web::Data<AuthState>, user: SessionUser) -> Result<Http
     params(("id" = Uuid, Path)), responses((status = 204), (status = 401), (status = 403), (status = 404)))]
 pub async fn revoke_one(
     state: web::Data<AuthState>,
-    user: SessionUser,
+    user: SignedIn<Session>,
     req: HttpRequest,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
@@ -106,7 +106,7 @@ pub struct Revoked {
     responses((status = 200, body = Revoked), (status = 401), (status = 403)))]
 pub async fn revoke_others(
     state: web::Data<AuthState>,
-    user: SessionUser,
+    user: SignedIn<Session>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let s = user.require_full()?;
@@ -119,7 +119,7 @@ pub async fn revoke_others(
     responses((status = 200, body = Revoked), (status = 401), (status = 403)))]
 pub async fn revoke_all(
     state: web::Data<AuthState>,
-    user: SessionUser,
+    user: SignedIn<Session>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let s = user.require_full()?;

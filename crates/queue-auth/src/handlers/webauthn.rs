@@ -2,15 +2,15 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use diesel_async::AsyncConnection;
-use queue_platform::ApiError;
+use queue_platform::{ApiError, SignedIn};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::domain::passkeys::{self, LoginOutcome, Purpose};
-use crate::domain::sessions::{self, Kind};
+use crate::domain::sessions::{self, Kind, Session};
 use crate::domain::users::{self, EmailAddress};
 use crate::domain::{Error, audit, limits};
-use crate::extract::{SessionUser, info};
+use crate::extract::info;
 use crate::state::AuthState;
 
 /// Step-up for adding a way in: a full session's passkey assertion must be recent.
@@ -24,7 +24,7 @@ fn step_up(state: &AuthState, s: &sessions::Session) -> Result<(), ApiError> {
 #[utoipa::path(post, path = "/api/v1/auth/webauthn/register/start", tag = "webauthn",
     responses((status = 200, description = "`{ceremony_id, options}`; options is the WebAuthn CreationChallengeResponse"), (status = 401),
               (status = 403, description = "`step_up_required`: verify with a passkey first (`…/webauthn/reauth/start`)")))]
-pub async fn register_start(state: web::Data<AuthState>, user: SessionUser) -> Result<HttpResponse, ApiError> {
+pub async fn register_start(state: web::Data<AuthState>, user: SignedIn<Session>) -> Result<HttpResponse, ApiError> {
     step_up(&state, &user.0)?;
     let mut conn = state.conn().await?;
     let u =
@@ -57,7 +57,7 @@ pub struct RegisterFinish {
     responses((status = 201, body = crate::domain::passkeys::CredentialInfo), (status = 401), (status = 403), (status = 409), (status = 422)))]
 pub async fn register_finish(
     state: web::Data<AuthState>,
-    user: SessionUser,
+    user: SignedIn<Session>,
     req: HttpRequest,
     body: web::Json<RegisterFinish>,
 ) -> Result<HttpResponse, ApiError> {
@@ -226,7 +226,7 @@ pub async fn login_finish(
 /// passkeys, bound to this session.
 #[utoipa::path(post, path = "/api/v1/auth/webauthn/reauth/start", tag = "webauthn",
     responses((status = 200, description = "`{ceremony_id, options}`; options is the WebAuthn RequestChallengeResponse"), (status = 401), (status = 403)))]
-pub async fn reauth_start(state: web::Data<AuthState>, user: SessionUser) -> Result<HttpResponse, ApiError> {
+pub async fn reauth_start(state: web::Data<AuthState>, user: SignedIn<Session>) -> Result<HttpResponse, ApiError> {
     let s = user.require_full()?;
     let mut conn = state.conn().await?;
     let (id, rcr) =
@@ -242,7 +242,7 @@ pub async fn reauth_start(state: web::Data<AuthState>, user: SessionUser) -> Res
     responses((status = 200, description = "`{verified_at}`"), (status = 401), (status = 403), (status = 422)))]
 pub async fn reauth_finish(
     state: web::Data<AuthState>,
-    user: SessionUser,
+    user: SignedIn<Session>,
     req: HttpRequest,
     body: web::Json<LoginFinish>,
 ) -> Result<HttpResponse, ApiError> {
@@ -302,7 +302,7 @@ fn assertion_failed<'a>(
 /// The user's passkeys.
 #[utoipa::path(get, path = "/api/v1/auth/webauthn/credentials", tag = "webauthn",
     responses((status = 200, description = "`{credentials: [{id, name, created_at, last_used_at}]}`"), (status = 401), (status = 403)))]
-pub async fn list(state: web::Data<AuthState>, user: SessionUser) -> Result<HttpResponse, ApiError> {
+pub async fn list(state: web::Data<AuthState>, user: SignedIn<Session>) -> Result<HttpResponse, ApiError> {
     let s = user.require_full()?;
     let mut conn = state.conn().await?;
     let list = passkeys::list(&mut conn, s.user_id).await?;
@@ -320,7 +320,7 @@ pub struct Rename {
     params(("id" = Uuid, Path)), responses((status = 200, body = crate::domain::passkeys::CredentialInfo), (status = 404), (status = 422)))]
 pub async fn rename(
     state: web::Data<AuthState>,
-    user: SessionUser,
+    user: SignedIn<Session>,
     req: HttpRequest,
     id: web::Path<Uuid>,
     body: web::Json<Rename>,
@@ -337,7 +337,7 @@ pub async fn rename(
     params(("id" = Uuid, Path)), responses((status = 204), (status = 404), (status = 409)))]
 pub async fn remove(
     state: web::Data<AuthState>,
-    user: SessionUser,
+    user: SignedIn<Session>,
     req: HttpRequest,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {

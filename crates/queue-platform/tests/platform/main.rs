@@ -8,6 +8,7 @@ use queue_svc_token::{Minter, SigningKey, generate_ed25519_pem};
 use serde_json::Value;
 use std::sync::Arc;
 
+mod caller;
 mod replay;
 mod tls;
 
