@@ -79,6 +79,10 @@ impl<U: 'static> FromRequest for Caller<U> {
                 let user = user_of::<U>(req, token);
                 Box::pin(async move { Ok(Caller::User(user.await?)) })
             }
+            // Nothing, where sessions are taken too: say that either will do.
+            None if req.app_data::<web::Data<dyn SessionSource<User = U>>>().is_some() => {
+                Box::pin(async { Err(ApiError::Unauthorized("a service token or a user session is required".into())) })
+            }
             // A service token, or nothing: the service side says what is missing.
             _ => {
                 let service = ServiceCaller::from_request(req, payload);

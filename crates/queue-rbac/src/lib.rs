@@ -16,6 +16,7 @@ mod state;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use queue_audit_client::{AuditClient, OutboxRelay, RelaySettings};
 use queue_platform::db::{Db, SchemaMigrations};
+use queue_platform::sessions::{SessionSource, SessionValidator};
 use queue_platform::{Platform, Running, Signals};
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,19 +98,15 @@ pub async fn run(config: RbacConfig, signals: Signals) -> anyhow::Result<Running
         compensate_after_secs: config.audit.compensate_after_secs,
         failpoint,
     };
-    let state = Arc::new(state::RbacState {
-        db,
-        checker,
-        writes,
-        sessions: config
-            .auth
-            .as_ref()
-            .map(|a| queue_platform::sessions::SessionValidator::new(a.url.clone(), a.session_cache_secs)),
-        callers: config.callers.clone(),
-    });
+    let state = Arc::new(state::RbacState { db, checker, writes, callers: config.callers.clone() });
     let data = actix_web::web::Data::from(state);
+    // User sessions are validated by the auth service; without `[auth]`, service tokens only.
+    let sessions = config.auth.as_ref().map(|a| SessionValidator::new(a.url.clone(), a.session_cache_secs).into_data());
     let mut running = queue_platform::server::serve(platform, &config.server, signals, move |cfg| {
         cfg.app_data(data.clone());
+        if let Some(s) = &sessions {
+            cfg.app_data(s.clone());
+        }
         routes::configure(cfg);
     })?;
     running.tasks.push(listener);

@@ -1,7 +1,6 @@
 //! What the rbac handlers share, built once by `run`.
 
 use queue_platform::db::Db;
-use queue_platform::sessions::SessionValidator;
 use std::sync::Arc;
 
 use crate::config::CallersConfig;
@@ -13,7 +12,5 @@ pub struct RbacState {
     pub checker: Arc<Checker>,
     /// Grants, revokes and roles go through it: audited before they are applied.
     pub writes: Prewriter,
-    /// Validates user sessions with the auth service (none: service tokens only).
-    pub sessions: Option<SessionValidator>,
     pub callers: CallersConfig,
 }

@@ -83,7 +83,8 @@ async fn a_caller_is_a_service_on_the_route_policy_or_a_user_of_the_session_sour
     let (status, body) = s.get_as("/c/either", Some("bad"), None).await;
     assert_eq!((status, body["error"]["message"].as_str()), (401, Some("no such session")), "{body}");
     let (status, body) = s.get_as("/c/either", None, None).await;
-    assert_eq!((status, body["error"]["message"].as_str()), (401, Some("missing service token")), "{body}");
+    let message = body["error"]["message"].as_str();
+    assert_eq!((status, message), (401, Some("a service token or a user session is required")), "{body}");
 }
 
 #[tokio::test]
@@ -92,6 +93,8 @@ async fn without_a_session_source_a_service_takes_service_tokens_only() {
     let (status, body) = s.get_as("/c/either", None, Some("queue_session=good")).await;
     let message = body["error"]["message"].as_str();
     assert_eq!((status, message), (401, Some("this service accepts service tokens only")), "{body}");
+    let (status, body) = s.get_as("/c/either", None, None).await;
+    assert_eq!((status, body["error"]["message"].as_str()), (401, Some("missing service token")), "{body}");
 }
 
 #[tokio::test]

@@ -5,10 +5,10 @@ use actix_web::{HttpMessage, HttpRequest};
 use queue_platform::ApiError;
 use queue_platform::server::RequestTraceId;
 
-use super::caller::Caller;
 use crate::domain::model::Scope;
 use crate::domain::{Actor, ActorKind, Origin, reach};
 use crate::state::RbacState;
+use queue_platform::Caller;
 
 /// Where a request came from, for the audit event.
 pub fn origin(req: &HttpRequest) -> Origin {
@@ -33,7 +33,7 @@ pub fn actor(state: &RbacState, caller: &Caller) -> Actor {
         },
         Caller::User(u) => ActorKind::User { user_id: u.user_id.clone() },
     };
-    Actor { label: caller.label(), party: caller.actor(), kind }
+    Actor { label: caller.label(), party: queue_audit_client::Party::new(caller.kind(), caller.id()), kind }
 }
 
 /// Reading grants: a service from `callers.readers` with `rbac:read`, or a user holding

@@ -7,10 +7,10 @@ use queue_platform::ApiError;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::caller::Caller;
 use crate::domain::checker::Decision;
 use crate::domain::model::{Resource, check_id, check_permission};
 use crate::state::RbacState;
+use queue_platform::Caller;
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::access::{actor, origin};
-use super::caller::Caller;
 use crate::domain::grants::{self, NewGrant};
 use crate::domain::model::{Grant, Scope};
 use crate::state::RbacState;
+use queue_platform::Caller;
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -8,10 +8,10 @@ use queue_platform::ApiError;
 use serde::{Deserialize, Serialize};
 
 use super::access::authorize_read;
-use super::caller::Caller;
 use crate::domain::history::{self, GrantQuery, Reach};
 use crate::domain::model::{Grant, Scope, check_id, check_permission};
 use crate::state::RbacState;
+use queue_platform::Caller;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -3,7 +3,6 @@
 //! responses) live here; the domain's errors become the platform's `ApiError` here too.
 
 pub(crate) mod access;
-pub(crate) mod caller;
 pub(crate) mod check;
 pub(crate) mod grants;
 pub(crate) mod history;

@@ -3,11 +3,11 @@
 use actix_web::{HttpResponse, web};
 use queue_platform::ApiError;
 
-use super::caller::Caller;
 use crate::domain::model::Scope;
 use crate::domain::reach;
 use crate::domain::reconcile::{self, ReconcileReport};
 use crate::state::RbacState;
+use queue_platform::Caller;
 
 /// Changes in the shadow tables without an audit event (a grant changed by hand in SQL, say).
 #[utoipa::path(get, path = "/api/v1/rbac/reconcile", tag = "rbac",

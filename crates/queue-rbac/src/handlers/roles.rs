@@ -5,10 +5,10 @@ use queue_platform::ApiError;
 use serde::{Deserialize, Serialize};
 
 use super::access::{actor, authorize_read, origin};
-use super::caller::Caller;
 use crate::domain::model::{Role, Scope, check_id};
 use crate::domain::roles::{self, NewRole};
 use crate::state::RbacState;
+use queue_platform::Caller;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
