@@ -4,6 +4,7 @@ mod api_reference;
 mod audit;
 mod config_reference;
 mod deploy_configs;
+mod module_cycles;
 mod proxy;
 mod tls;
 
