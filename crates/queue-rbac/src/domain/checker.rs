@@ -37,7 +37,7 @@ use crate::db::{grants, replicas, revisions, roles};
 use crate::metrics::RbacMetrics;
 
 /// The answer to one check.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Decision {
     pub allowed: bool,
     /// The grants that allow it (empty when denied).

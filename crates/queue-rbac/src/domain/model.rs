@@ -90,11 +90,9 @@ impl Scope {
 }
 
 /// What a check asks about: a tenant, or one ticket of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resource {
     pub tenant_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket_id: Option<String>,
 }
 

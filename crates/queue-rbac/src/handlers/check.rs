@@ -3,38 +3,19 @@
 //! themselves.
 
 use actix_web::{HttpResponse, web};
-use queue_platform::ApiError;
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use queue_platform::{ApiError, Caller};
+use queue_rbac_client::{BatchCheckRequest, BatchCheckResponse, CheckRequest, CheckResponse, Decision};
 
-use crate::domain::checker::Decision;
 use crate::domain::model::{Resource, check_id, check_permission};
 use crate::state::RbacState;
-use queue_platform::Caller;
 
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CheckRequest {
-    pub principal_id: String,
-    pub permission: String,
-    pub resource: Resource,
-}
-
-impl CheckRequest {
-    fn validate(&self, prefix: &str) -> Result<(), ApiError> {
-        check_id(&format!("{prefix}principal_id"), &self.principal_id)?;
-        check_permission(&format!("{prefix}permission"), &self.permission)?;
-        Ok(self.resource.validate(&format!("{prefix}resource"))?)
-    }
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CheckResponse {
-    pub allowed: bool,
-    /// The grants that allow it.
-    pub grant_ids: Vec<Uuid>,
-    /// The revision the answer reflects: every change up to it, and none after it.
-    pub revision: i64,
+/// The check's resource, once its ids are valid (field names prefixed with `prefix`).
+fn validated(c: &CheckRequest, prefix: &str) -> Result<Resource, ApiError> {
+    check_id(&format!("{prefix}principal_id"), &c.principal_id)?;
+    check_permission(&format!("{prefix}permission"), &c.permission)?;
+    let resource = Resource { tenant_id: c.resource.tenant_id.clone(), ticket_id: c.resource.ticket_id.clone() };
+    resource.validate(&format!("{prefix}resource"))?;
+    Ok(resource)
 }
 
 fn authorize_check(state: &RbacState, caller: &Caller, principal: &str) -> Result<(), ApiError> {
@@ -56,23 +37,10 @@ pub async fn check(
     caller: Caller,
     body: web::Json<CheckRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    body.validate("")?;
+    let resource = validated(&body, "")?;
     authorize_check(&state, &caller, &body.principal_id)?;
-    let (d, revision) = state.checker.check(&body.principal_id, &body.permission, &body.resource).await?;
+    let (d, revision) = state.checker.check(&body.principal_id, &body.permission, &resource).await?;
     Ok(HttpResponse::Ok().json(CheckResponse { allowed: d.allowed, grant_ids: d.grant_ids, revision }))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchCheckRequest {
-    pub checks: Vec<CheckRequest>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct BatchCheckResponse {
-    /// In the order of the request.
-    pub results: Vec<Decision>,
-    pub revision: i64,
 }
 
 /// Many checks in one call, all answered at one revision.
@@ -88,12 +56,18 @@ pub async fn check_batch(
     if body.checks.is_empty() || body.checks.len() > 1000 {
         return Err(ApiError::invalid("checks", "must hold 1 to 1000 checks"));
     }
+    let mut resources = Vec::with_capacity(body.checks.len());
     for (i, c) in body.checks.iter().enumerate() {
-        c.validate(&format!("checks[{i}]."))?;
+        resources.push(validated(c, &format!("checks[{i}]."))?);
         authorize_check(&state, &caller, &c.principal_id)?;
     }
-    let checks: Vec<_> =
-        body.checks.iter().map(|c| (c.principal_id.as_str(), c.permission.as_str(), &c.resource)).collect();
-    let (results, revision) = state.checker.check_many(&checks).await?;
+    let checks: Vec<_> = body
+        .checks
+        .iter()
+        .zip(&resources)
+        .map(|(c, resource)| (c.principal_id.as_str(), c.permission.as_str(), resource))
+        .collect();
+    let (decisions, revision) = state.checker.check_many(&checks).await?;
+    let results = decisions.into_iter().map(|d| Decision { allowed: d.allowed, grant_ids: d.grant_ids }).collect();
     Ok(HttpResponse::Ok().json(BatchCheckResponse { results, revision }))
 }
