@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PG_PORT := 54329
 
-.PHONY: help run test test-deps fmt fmt-check clippy test-rust test-e2e check-deploy build db db-stop db-psql clean-var bench-audit bench-proxy bench-auth bench-rbac bench bench-deps
+.PHONY: help run test test-deps fmt fmt-check clippy test-rust test-e2e check-deploy schema schema-check build db db-stop db-psql clean-var bench-audit bench-proxy bench-auth bench-rbac bench bench-deps
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -11,7 +11,7 @@ help: ## list the targets
 run: ## the whole stack on a project-local PostgreSQL; Ctrl-C stops it
 	scripts/run-stack.sh
 
-test: test-deps fmt-check clippy check-deploy test-rust ## everything CI checks
+test: test-deps fmt-check clippy check-deploy schema-check test-rust ## everything CI checks
 
 test-deps: ## pgaudit, moto (KMS), chromium + playwright-core (browser test) for the tests; idempotent
 	scripts/install-test-deps.sh
@@ -37,6 +37,12 @@ test-e2e: ## only the end-to-end tests (crates/queue-e2e): builds the service bi
 check-deploy: ## validate docker-compose.yml and the Kubernetes manifests
 	scripts/check-deploy.sh
 
+schema: ## regenerate each service's src/db/schema.rs from migrations/<service> (diesel print-schema)
+	scripts/schema.sh write
+
+schema-check: ## fail when a src/db/schema.rs differs from its migrations (part of `make test`)
+	scripts/schema.sh check
+
 build: ## build every binary (debug)
 	cargo build --workspace --bins
 
@@ -59,10 +65,10 @@ bench-deps: ## wrk and nginx for the benchmarks (installed when missing, as root
 bench: bench-audit bench-rbac bench-auth bench-proxy ## every benchmark, one after another; each rewrites its section of docs/benchmarks.md
 
 bench-audit: bench-deps ## audit writer/verifier figures beside pgbench INSERTs; writes docs/benchmarks.md
-	cargo run --profile bench -p queue-bench --bin bench-audit
+	cargo bench -p queue-audit --bench bench-audit
 
 bench-rbac: bench-deps ## rbac checks/batch checks/grants over 1,000,000 grants; writes docs/benchmarks.md
-	cargo run --profile bench -p queue-bench --bin bench-rbac
+	cargo bench -p queue-rbac --bench bench-rbac
 
 bench-auth: bench-deps ## session validations/s and passkey logins/s beside pgbench select-only; writes docs/benchmarks.md
 	cargo bench -p queue-auth --bench bench-auth

@@ -16,8 +16,9 @@ mod wire;
 
 use diesel_async::AsyncConnection;
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use queue_platform::db::{Db, SchemaMigrations};
-use queue_platform::{Platform, Running, Signals};
+use queue_platform::bootstrap::DbService;
+use queue_platform::db::SchemaMigrations;
+use queue_platform::{Running, Signals};
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa::OpenApi;
@@ -61,19 +62,25 @@ pub async fn key_ring(config: &AuditConfig) -> anyhow::Result<domain::keyring::K
 /// Migrates the schema, makes sure a data key exists, starts the writer, the checkpointer and
 /// the server.
 pub async fn run(config: AuditConfig, signals: Signals) -> anyhow::Result<Running> {
-    queue_platform::db::migrate(&config.database.url, MIGRATIONS).await?;
+    let (db, platform) = DbService {
+        name: NAME,
+        migrations: MIGRATIONS,
+        role: APP_ROLE,
+        server: &config.server,
+        database: &config.database,
+        telemetry: &config.telemetry,
+        tokens: &config.tokens,
+    }
+    .open(ApiDoc::openapi())
+    .await?;
     let keys = key_ring(&config).await?;
     // Check now that the current key decrypts, so a wrong KMS key or master key stops start-up.
-    let db = Db::with_role(&config.database, Some(APP_ROLE))?;
     {
         let mut conn = db.conn().await?;
         keys.current(&mut conn).await.map_err(|e| anyhow::anyhow!("audit data key unusable: {e}"))?;
     }
     keys.provider().checkpoint_public_key().await.map_err(|e| anyhow::anyhow!("checkpoint key unusable: {e}"))?;
 
-    let peers = queue_platform::http_client::HttpClient::from_config(&config.server.tls)?;
-    let platform =
-        Platform::with_client(NAME, Some(db.clone()), &config.tokens, &config.telemetry, peers, ApiDoc::openapi())?;
     let metrics = metrics::AuditMetrics::new(platform.metrics.registry());
     let (committed_tx, committed_rx) = tokio::sync::mpsc::unbounded_channel();
     let appender = domain::append::Appender::new(

@@ -11,7 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use queue_auth::AuthConfig;
 use queue_auth::domain::RequestInfo;
 use queue_auth::domain::sessions::{self, Kind};
-use queue_bench::{Cluster, load, machine, write_section};
+use queue_bench::{Cluster, load, machine, serve_on_own_runtime, write_section};
 use queue_platform::Signals;
 use serde_json::{Value, json};
 use std::process::Command;
@@ -70,23 +70,8 @@ async fn main() -> anyhow::Result<()> {
     let origin = Url::parse("http://localhost:8080")?;
 
     // The service on a runtime of its own, as in a deployment.
-    let (tx, rx) = std::sync::mpsc::channel();
     let service_config = config.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        rt.block_on(async move {
-            match queue_auth::run(service_config, Signals::Ignore).await {
-                Ok(running) => {
-                    let _ = tx.send(Ok((running.addr, running.handle())));
-                    let _ = running.wait().await;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
-        });
-    });
-    let (addr, handle) = rx.recv()??;
+    let (addr, handle) = serve_on_own_runtime(move || queue_auth::run(service_config, Signals::Ignore))?;
     let base_url = format!("http://{addr}");
     let client = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

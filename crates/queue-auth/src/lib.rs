@@ -14,8 +14,9 @@ mod state;
 mod validator;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use queue_platform::db::{Db, SchemaMigrations};
-use queue_platform::{Platform, Running, Signals};
+use queue_platform::bootstrap::DbService;
+use queue_platform::db::SchemaMigrations;
+use queue_platform::{Running, Signals};
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa::OpenApi;
@@ -88,16 +89,19 @@ fn webauthn(config: &config::WebauthnConfig) -> anyhow::Result<webauthn_rs::prel
 
 /// Like [`run`], with the clock every expiry is computed from.
 pub async fn run_with_clock(config: AuthConfig, signals: Signals, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
-    let applied = queue_platform::db::migrate(&config.database.url, MIGRATIONS).await?;
-    if !applied.is_empty() {
-        tracing::info!(schema = SCHEMA, ?applied, "migrations applied");
+    let (db, platform) = DbService {
+        name: NAME,
+        migrations: MIGRATIONS,
+        role: APP_ROLE,
+        server: &config.server,
+        database: &config.database,
+        telemetry: &config.telemetry,
+        tokens: &config.tokens,
     }
+    .open(ApiDoc::openapi())
+    .await?;
     let pepper = domain::crypto::Pepper::load(&config.auth.pepper_file).map_err(|e| anyhow::anyhow!(e))?;
     let webauthn = webauthn(&config.webauthn)?;
-    let db = Db::with_role(&config.database, Some(APP_ROLE))?;
-    let peers = queue_platform::http_client::HttpClient::from_config(&config.server.tls)?;
-    let platform =
-        Platform::with_client(NAME, Some(db.clone()), &config.tokens, &config.telemetry, peers, ApiDoc::openapi())?;
     let mail = domain::mailer::Composer::new(&pepper);
     let mut tasks = Vec::new();
 

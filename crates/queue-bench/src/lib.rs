@@ -1,19 +1,22 @@
-//! Shared pieces of the benchmarks: a durable PostgreSQL cluster of their own, a load loop with
-//! latency percentiles, pgbench as the reference, and writing figures into docs/benchmarks.md.
+//! Shared pieces of the benchmarks (each service's `benches/`, `make bench-*`): a durable
+//! PostgreSQL cluster of their own, a service on a runtime of its own, load loops with latency
+//! percentiles (in process, or wrk), pgbench as the reference, and writing figures into
+//! docs/benchmarks.md. It knows no service: it depends on queue-platform and queue-testkit only,
+//! so a service's benchmark pulls in no other service.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-pub fn repo_root() -> PathBuf {
+fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// A PostgreSQL cluster with production durability (fsync and synchronous_commit on), stopped
 /// and removed on drop.
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
-    pub port: u16,
+    dir: tempfile::TempDir,
+    port: u16,
 }
 
 impl Cluster {
@@ -125,7 +128,7 @@ impl Figures {
         self.ops as f64 / self.seconds
     }
 
-    pub fn from(latencies_us: &mut [u32], ops: u64, elapsed: Duration) -> Self {
+    fn from(latencies_us: &mut [u32], ops: u64, elapsed: Duration) -> Self {
         latencies_us.sort_unstable();
         let pct = |p: f64| {
             if latencies_us.is_empty() {
@@ -274,7 +277,7 @@ pub fn wrk(url: &str, script: &str, connections: usize, duration: Duration) -> a
 }
 
 /// The figures in wrk's report (requests, elapsed time, the 50 % and 99 % latencies).
-pub fn parse_wrk(text: &str) -> anyhow::Result<Figures> {
+fn parse_wrk(text: &str) -> anyhow::Result<Figures> {
     anyhow::ensure!(!text.contains("Non-2xx"), "non-2xx answers under load:\n{text}");
     anyhow::ensure!(!text.contains("Socket errors"), "socket errors under load:\n{text}");
     let ms = |v: &str| -> Option<f64> {

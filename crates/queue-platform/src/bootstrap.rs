@@ -1,13 +1,19 @@
 //! The `main` of every service binary: parse flags, load and validate config (exit 64 with one
 //! line naming the key on failure), install telemetry, run, and stop cleanly on SIGTERM/SIGINT.
+//! And the first steps of `run` that the services owning a database schema share ([`DbService`]).
 
 use clap::Parser;
 use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use crate::config::{self, EXIT_CONFIG, ProcessEnv, TelemetryConfig, Validate};
+use crate::config::{
+    self, DatabaseConfig, EXIT_CONFIG, ProcessEnv, ServerConfig, TelemetryConfig, TokensConfig, Validate,
+};
+use crate::db::{Db, SchemaMigrations};
+use crate::http_client::HttpClient;
 use crate::server::Running;
 use crate::telemetry;
 
@@ -88,23 +94,33 @@ where
     }
 }
 
-/// Starts a service that owns a database schema: migrate it, open the pool, serve.
-pub async fn start_db_service<F>(
-    name: &'static str,
-    config: crate::ServiceConfig,
-    schema: crate::db::SchemaMigrations,
-    openapi: utoipa::openapi::OpenApi,
-    signals: crate::Signals,
-    routes: F,
-) -> anyhow::Result<Running>
-where
-    F: Fn(&mut actix_web::web::ServiceConfig) + Send + Clone + 'static,
-{
-    let applied = crate::db::migrate(&config.database.url, schema).await?;
-    if !applied.is_empty() {
-        tracing::info!(schema = schema.schema, ?applied, "migrations applied");
+/// What the start-up shared by the services that own a database schema needs: the service's
+/// name, schema and role, and its config's platform tables.
+pub struct DbService<'a> {
+    pub name: &'static str,
+    pub migrations: SchemaMigrations,
+    /// The role the service works as after connecting (created by its migrations).
+    pub role: &'static str,
+    pub server: &'a ServerConfig,
+    pub database: &'a DatabaseConfig,
+    pub telemetry: &'a TelemetryConfig,
+    pub tokens: &'a TokensConfig,
+}
+
+impl DbService<'_> {
+    /// The first steps of every such service, in the same order: migrate its schema (as the
+    /// login user, the schema's owner), open the pool working as its role, and build the
+    /// [`Platform`](crate::Platform) with a peer client that trusts `server.tls`'s CA. The
+    /// service adds its own state and tasks, then serves.
+    pub async fn open(self, openapi: utoipa::openapi::OpenApi) -> anyhow::Result<(Db, Arc<crate::Platform>)> {
+        let applied = crate::db::migrate(&self.database.url, self.migrations).await?;
+        if !applied.is_empty() {
+            tracing::info!(schema = self.migrations.schema, ?applied, "migrations applied");
+        }
+        let db = Db::with_role(self.database, Some(self.role))?;
+        let peers = HttpClient::from_config(&self.server.tls)?;
+        let platform =
+            crate::Platform::with_client(self.name, Some(db.clone()), self.tokens, self.telemetry, peers, openapi)?;
+        Ok((db, platform))
     }
-    let db = crate::db::Db::new(&config.database)?;
-    let platform = crate::Platform::new(name, Some(db), &config.tokens, &config.telemetry, openapi)?;
-    crate::server::serve(platform, &config.server, signals, routes)
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-use crate::db::schema::{chain_heads, checkpoints};
+use crate::db::schema::audit::{chain_heads, checkpoints};
 use crate::domain::append::set_tenant;
 use crate::domain::chain::{VERSION, hex};
 use crate::domain::error::AppendError;

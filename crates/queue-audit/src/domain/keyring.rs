@@ -6,7 +6,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::db::schema::keys;
+use crate::db::schema::audit::keys;
 use crate::domain::error::AppendError;
 use crate::domain::keys::{DataKey, KeyProvider};
 

@@ -1,9 +1,9 @@
 //! Reading events with filters, in seq order, by keyset pagination.
 
-use diesel::prelude::{ExpressionMethods, QueryDsl};
+use diesel::prelude::{ExpressionMethods, NullableExpressionMethods, QueryDsl};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use crate::db::schema::customer_audit_events as events;
+use crate::db::schema::audit::customer_audit_events as events;
 use crate::domain::append::set_tenant;
 use crate::domain::chain;
 use crate::domain::error::AppendError;
@@ -97,7 +97,9 @@ pub async fn list(db: &Db, tenant: &str, after_seq: i64, limit: i64, f: &Filter)
                 events::ip,
                 events::user_agent,
                 events::trace_id,
-                events::payload,
+                // Generated from the NOT NULL payload_canonical, so never NULL, though PostgreSQL
+                // (and so the generated schema) calls a generated column nullable.
+                events::payload.assume_not_null(),
                 events::mac,
                 events::key_id,
             ))

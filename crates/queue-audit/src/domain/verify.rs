@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::db::schema::{checkpoints, customer_audit_events as events};
+use crate::db::schema::audit::{checkpoints, customer_audit_events as events};
 use crate::domain::append::set_tenant;
 use crate::domain::chain::{self, ChainedFields, hex, unhex};
 use crate::domain::checkpoint;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{Conn, RequestInfo, Result};
-use crate::db::schema::audit_outbox;
+use crate::db::schema::auth::audit_outbox;
 
 /// The outbox table, for the relay.
 pub const OUTBOX_TABLE: &str = "auth.audit_outbox";

@@ -17,7 +17,7 @@ use super::notify::{self, Notice};
 use super::sessions::Session;
 use super::users::{self, EmailAddress, User};
 use super::{Conn, RequestInfo, Result};
-use crate::db::schema::queue_backup_codes as bc;
+use crate::db::schema::auth::queue_backup_codes as bc;
 
 pub const COUNT: usize = 10;
 const PURPOSE: &str = "backup-code";

@@ -13,7 +13,7 @@ use super::crypto::{self, Pepper};
 use super::users::{self, EmailAddress, User};
 use super::{Conn, RequestInfo, Result, limits, mailer};
 use crate::config::{EmailConfig, LimitsConfig};
-use crate::db::schema::email_verifications as ev;
+use crate::db::schema::auth::email_verifications as ev;
 
 const CODE: &str = "email-code";
 const LINK: &str = "email-link";

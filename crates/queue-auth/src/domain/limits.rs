@@ -15,7 +15,7 @@ use queue_platform::db::prepared;
 use super::audit::{self, Event};
 use super::{Conn, RequestInfo, Result};
 use crate::config::LimitsConfig;
-use crate::db::schema::abuse_counters as c;
+use crate::db::schema::auth::abuse_counters as c;
 
 #[derive(Debug, Clone, diesel::Queryable, diesel::Selectable)]
 #[diesel(table_name = c)]

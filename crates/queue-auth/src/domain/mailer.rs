@@ -31,7 +31,7 @@ use super::crypto::{self, Pepper};
 use super::{Conn, Result};
 
 use crate::config::MailerConfig;
-use crate::db::schema::mail_intents as mi;
+use crate::db::schema::auth::mail_intents as mi;
 
 /// Seals bodies for the intent table and wakes the relay.
 #[derive(Clone)]

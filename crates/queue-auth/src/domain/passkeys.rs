@@ -22,7 +22,7 @@ use super::notify::{self, Notice};
 use super::sessions::Session;
 use super::users::{self, EmailAddress, User};
 use super::{Conn, RequestInfo, Result};
-use crate::db::schema::{passkeys as pk, users as user_rows, webauthn_ceremonies as wc};
+use crate::db::schema::auth::{passkeys as pk, users as user_rows, webauthn_ceremonies as wc};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CredentialInfo {

@@ -15,7 +15,7 @@ use super::audit::{self, Event};
 use super::crypto;
 use super::{Conn, RequestInfo, Result};
 use crate::config::SessionsConfig;
-use crate::db::schema::{queue_sessions, users};
+use crate::db::schema::auth::{queue_sessions, users};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

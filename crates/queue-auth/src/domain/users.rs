@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::audit::{self, Event};
 use super::{Conn, RequestInfo, Result};
-use crate::db::schema::users;
+use crate::db::schema::auth::users;
 
 /// An email address that has been checked and normalised (trimmed, lower case).
 #[derive(Debug, Clone, PartialEq, Eq)]
