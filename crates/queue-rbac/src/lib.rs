@@ -15,9 +15,10 @@ mod state;
 
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use queue_audit_client::{AuditClient, OutboxRelay, RelaySettings};
-use queue_platform::db::{Db, SchemaMigrations};
+use queue_platform::bootstrap::DbService;
+use queue_platform::db::SchemaMigrations;
 use queue_platform::sessions::{SessionSource, SessionValidator};
-use queue_platform::{Platform, Running, Signals};
+use queue_platform::{Running, Signals};
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa::OpenApi;
@@ -61,14 +62,17 @@ struct ApiDoc;
 /// Migrates the schema, starts the cache listener, the lease, the expiry job and the outbox
 /// relay, and serves.
 pub async fn run(config: RbacConfig, signals: Signals) -> anyhow::Result<Running> {
-    let applied = queue_platform::db::migrate(&config.database.url, MIGRATIONS).await?;
-    if !applied.is_empty() {
-        tracing::info!(schema = SCHEMA, ?applied, "migrations applied");
+    let (db, platform) = DbService {
+        name: NAME,
+        migrations: MIGRATIONS,
+        role: APP_ROLE,
+        server: &config.server,
+        database: &config.database,
+        telemetry: &config.telemetry,
+        tokens: &config.tokens,
     }
-    let db = Db::with_role(&config.database, Some(APP_ROLE))?;
-    let peers = queue_platform::http_client::HttpClient::from_config(&config.server.tls)?;
-    let platform =
-        Platform::with_client(NAME, Some(db.clone()), &config.tokens, &config.telemetry, peers, ApiDoc::openapi())?;
+    .open(ApiDoc::openapi())
+    .await?;
     let metrics = metrics::RbacMetrics::new(platform.metrics.registry());
     let checker =
         domain::checker::Checker::new(db.clone(), config.cache.max_principals, config.cache.lease_ms, metrics.clone());
