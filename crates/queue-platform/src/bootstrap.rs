@@ -22,12 +22,6 @@ pub trait ServiceSettings: DeserializeOwned + Validate + Send + 'static {
     fn telemetry(&self) -> &TelemetryConfig;
 }
 
-impl ServiceSettings for crate::ServiceConfig {
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-}
-
 #[derive(Parser, Debug)]
 #[command(
     version,
