@@ -1,6 +1,7 @@
 //! queue-rbac against a real PostgreSQL and the real audit service, through real sockets.
 #![allow(clippy::unwrap_used)]
 
+mod client;
 mod outbox;
 mod platform;
 mod rbac;
