@@ -10,6 +10,7 @@ mod keys;
 pub mod moto;
 pub mod otlp;
 pub mod process;
+pub mod tls;
 
 pub use app::{TestApp, service_config};
 pub use cluster::{admin_url, server_log};

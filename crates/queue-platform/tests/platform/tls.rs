@@ -1,30 +1,12 @@
 //! Service-to-service TLS (issue 16 item 10): a service serving HTTPS with a certificate from
 //! the deployment's CA, reached by the platform client that trusts that CA, and refused by
-//! clients that do not, and by plain HTTP. Certificates are made here with rcgen.
+//! clients that do not, and by plain HTTP. Certificates come from `queue_testkit::tls`.
 
 use super::*;
 use queue_platform::config::TlsConfig;
 use queue_platform::http_client::HttpClient;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use std::path::{Path, PathBuf};
-
-/// A CA (its PEM written to `<dir>/<name>-ca.pem`) and a server certificate for 127.0.0.1
-/// and localhost, chain and key written beside it.
-fn make_ca_and_server_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    let ca_cert = ca.self_signed(&ca_key).expect("self-sign");
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().expect("key");
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).expect("leaf params");
-    let cert = leaf.signed_by(&key, &issuer).expect("sign");
-    let paths = (dir.join(format!("{name}-ca.pem")), dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
-    std::fs::write(&paths.0, ca_cert.pem()).expect("write ca");
-    std::fs::write(&paths.1, cert.pem()).expect("write cert");
-    std::fs::write(&paths.2, key.serialize_pem()).expect("write key");
-    paths
-}
+use queue_testkit::tls::{CertFiles, ca_and_server_cert};
+use std::path::PathBuf;
 
 struct TlsServer {
     world: World,
@@ -35,7 +17,7 @@ struct TlsServer {
 
 async fn start_tls() -> TlsServer {
     let dir = tempfile::tempdir().expect("tmp");
-    let (ca, cert, key) = make_ca_and_server_cert(dir.path(), "audit");
+    let CertFiles { ca, cert, key } = ca_and_server_cert(dir.path(), "audit");
     let world = World::new();
     let platform = crate::test_platform(&world, &Default::default());
     let config = ServerConfig {
@@ -69,7 +51,7 @@ async fn clients_not_trusting_the_ca_are_refused_by_the_handshake() {
     let s = start_tls().await;
     let url = format!("https://127.0.0.1:{}/healthz", s.addr.port());
     // Another CA: the certificate does not chain to it.
-    let (other_ca, _, _) = make_ca_and_server_cert(s.dir.path(), "other");
+    let other_ca = ca_and_server_cert(s.dir.path(), "other").ca;
     let other = HttpClient::with_ca(&other_ca).expect("client");
     let err = other.send(other.get(&url)).await.expect_err("untrusted certificate");
     assert!(err.is_connect(), "{err:?}");

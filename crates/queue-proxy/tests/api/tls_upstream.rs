@@ -7,25 +7,8 @@ use actix_web::{HttpResponse, web};
 use queue_platform::config::TlsConfig;
 use queue_platform::{Platform, Signals};
 use queue_testkit::TestKeys;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use std::path::{Path, PathBuf};
-
-/// A CA and a server certificate for `localhost`; returns (ca, cert, key) paths.
-fn certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    let ca_cert = ca.self_signed(&ca_key).expect("self-sign");
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate().expect("key");
-    let cert =
-        CertificateParams::new(vec!["localhost".to_string()]).expect("params").signed_by(&key, &issuer).expect("sign");
-    let paths = (dir.join("ca.pem"), dir.join("auth.pem"), dir.join("auth.key"));
-    std::fs::write(&paths.0, ca_cert.pem()).expect("write");
-    std::fs::write(&paths.1, cert.pem()).expect("write");
-    std::fs::write(&paths.2, key.serialize_pem()).expect("write");
-    paths
-}
+use queue_testkit::tls::{CertFiles, ca_and_server_cert};
+use std::path::PathBuf;
 
 /// A platform service serving HTTPS with `cert`/`key`: the backup-codes route the table cuts
 /// over answers with its name.
@@ -50,7 +33,7 @@ fn tls_service(cert: PathBuf, key: PathBuf) -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_upstream_is_reached_only_through_the_configured_ca() {
     let dir = tempfile::tempdir().expect("tmp");
-    let (ca, cert, key) = certs(dir.path());
+    let CertFiles { ca, cert, key } = ca_and_server_cert(dir.path(), "auth");
     let auth = tls_service(cert, key);
     let legacy = standin("raptor", false);
     // Phase 2: backup codes go to Queue's auth, over https by the certificate's name.
