@@ -3,6 +3,8 @@
 #   - pgaudit for PostgreSQL (Debian package postgresql-<major>-pgaudit), loaded by
 #     scripts/pg-cluster.sh when present;
 #   - moto[server] in var/venv-moto: a KMS-compatible server the aws-kms tests start on loopback;
+#   - the API contract tools (tests/api/requirements.txt: schemathesis, openapi-spec-validator,
+#     openapi-python-client, ruff, mypy) in var/venv-api, for crates/queuectl/tests/cli/api_conformance.rs;
 #   - Debian's chromium (/usr/bin/chromium) and tests/browser/node_modules (`npm ci`: playwright-core,
 #     pinned by tests/browser/package-lock.json) for the browser journey (crates/queue-e2e, browser.rs);
 #   - diesel_cli (postgres only, pinned, --locked; needs libpq-dev) in ~/.cargo/bin, for
@@ -42,6 +44,15 @@ if ! var/venv-moto/bin/moto_server --help >/dev/null 2>&1; then
   mkdir -p var
   python3 -m venv var/venv-moto
   var/venv-moto/bin/pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+
+# Reinstalled when tests/api/requirements.txt changes (its copy in the venv is the stamp).
+if ! cmp -s tests/api/requirements.txt var/venv-api/requirements.txt; then
+  echo "test-deps: pip install -r tests/api/requirements.txt into var/venv-api"
+  mkdir -p var
+  python3 -m venv var/venv-api
+  var/venv-api/bin/pip install -q --disable-pip-version-check -r tests/api/requirements.txt
+  cp tests/api/requirements.txt var/venv-api/requirements.txt
 fi
 
 if [ ! -d tests/browser/node_modules/playwright-core ]; then

@@ -2,8 +2,11 @@
 //! shape `{"error": {"code", "message"}}`. Internal errors are logged once with the trace id
 //! and answered with an opaque message; their text never reaches a response.
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use std::fmt;
@@ -23,6 +26,9 @@ pub enum ApiError {
     StepUpRequired(String),
     /// 404
     NotFound(String),
+    /// 405: the path is known, the method is not one the contract declares on it; `allow` lists
+    /// those (the `Allow` header).
+    MethodNotAllowed { method: String, allow: Vec<String> },
     /// 409: conflicts with the current state.
     Conflict(String),
     /// 413
@@ -37,7 +43,13 @@ pub enum ApiError {
     Internal(anyhow::Error),
 }
 
+/// How long a client should wait after a 503 before trying again: dependencies that are down
+/// (the database, a peer) rarely come back within a second.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
+
+/// The one error shape (API.md): `{"error": {"code", "message", "field?"}}`.
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": {"code": "invalid", "message": "must be 1 to 1000 characters", "field": "reason"}}))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
@@ -71,6 +83,7 @@ impl ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::StepUpRequired(_) => (StatusCode::FORBIDDEN, "step_up_required"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::Unprocessable { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
@@ -96,6 +109,9 @@ impl ApiError {
             }
             Self::TooManyRequests { retry_after_secs } => {
                 format!("too many requests; retry after {retry_after_secs} s")
+            }
+            Self::MethodNotAllowed { method, allow } => {
+                format!("{method} is not served on this path; it takes {}", allow.join(", "))
             }
             Self::Internal(_) => "internal error".to_string(),
         }
@@ -125,8 +141,19 @@ impl ResponseError for ApiError {
             _ => None,
         };
         let mut response = HttpResponse::build(status);
-        if let Self::TooManyRequests { retry_after_secs } = self {
-            response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
+        match self {
+            Self::TooManyRequests { retry_after_secs } => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
+            }
+            Self::Unavailable(_) => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS)));
+            }
+            Self::MethodNotAllowed { allow, .. } => {
+                if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
+                    response.insert_header((header::ALLOW, v));
+                }
+            }
+            _ => {}
         }
         if matches!(self, Self::Unauthorized(_) | Self::TokenReplayed) {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
@@ -172,8 +199,35 @@ pub fn path_error_handler(err: actix_web::error::PathError, _req: &HttpRequest) 
     actix_web::error::InternalError::from_response(err, api.error_response()).into()
 }
 
-pub async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound("no such route".into()))
+/// The default service: 405 with `Allow` on a path the contract knows, else 404.
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(wrong_method(&req).unwrap_or_else(|| ApiError::NotFound("no such route".into())))
+}
+
+/// A 405 for `req` when the service's contract declares its path with other methods.
+fn wrong_method(req: &HttpRequest) -> Option<ApiError> {
+    let platform = req.app_data::<actix_web::web::Data<crate::Platform>>()?;
+    let allow = platform.contract.allowed(req.path())?;
+    (!allow.contains(req.method())).then(|| ApiError::MethodNotAllowed {
+        method: req.method().to_string(),
+        allow: allow.iter().map(ToString::to_string).collect(),
+    })
+}
+
+/// actix answers an undeclared method on a resource it routes with a bare 405 (no body, no
+/// `Allow`): this middleware answers it as the contract says, in the error shape.
+pub async fn method_not_allowed(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let response = next.call(req).await?;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED || response.headers().contains_key(header::ALLOW) {
+        return Ok(response.map_into_left_body());
+    }
+    let (req, _) = response.into_parts();
+    let error = wrong_method(&req)
+        .unwrap_or_else(|| ApiError::MethodNotAllowed { method: req.method().to_string(), allow: Vec::new() });
+    Ok(ServiceResponse::new(req, error.error_response()).map_into_right_body())
 }
 
 #[cfg(test)]
@@ -206,6 +260,7 @@ mod tests {
             (ApiError::Forbidden("f".into()), 403, "forbidden"),
             (ApiError::StepUpRequired("s".into()), 403, "step_up_required"),
             (ApiError::NotFound("n".into()), 404, "not_found"),
+            (ApiError::MethodNotAllowed { method: "PUT".into(), allow: vec!["GET".into()] }, 405, "method_not_allowed"),
             (ApiError::Conflict("c".into()), 409, "conflict"),
             (ApiError::PayloadTooLarge("p".into()), 413, "payload_too_large"),
             (ApiError::invalid("email", "not an email"), 422, "invalid"),
@@ -218,6 +273,9 @@ mod tests {
             assert!(json["error"]["message"].is_string());
             if s == 429 {
                 assert_eq!(retry.as_deref(), Some("7"));
+            }
+            if s == 503 {
+                assert_eq!(retry.as_deref(), Some("5"));
             }
             if s == 422 {
                 assert_eq!(json["error"]["field"], "email");

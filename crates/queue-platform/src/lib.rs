@@ -6,6 +6,7 @@
 pub mod bootstrap;
 pub mod caller;
 pub mod config;
+pub mod contract;
 pub mod db;
 pub mod error;
 pub mod http_client;

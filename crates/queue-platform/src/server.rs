@@ -15,6 +15,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use utoipa::OpenApi;
 
 use crate::config::{ServerConfig, TelemetryConfig, TokensConfig};
+use crate::contract::{self, Contract};
 use crate::db::Db;
 use crate::error;
 use crate::http_client::HttpClient;
@@ -56,9 +57,12 @@ impl Platform {
     ) -> anyhow::Result<Arc<Self>> {
         let tokens = Tokens::from_config(tokens_config, &http)?;
         openapi.merge(PlatformApi::openapi());
-        let openapi = serde_json::to_string(&openapi)?;
+        let mut document = serde_json::to_value(&openapi)?;
+        contract::complete(&mut document);
+        let contract = Contract::from_document(&document);
+        let openapi = serde_json::to_string(&document)?;
         let trace_peers = telemetry.trusted_peers.clone();
-        Ok(Arc::new(Self { name, db, metrics: Metrics::new(name), tokens, http, trace_peers, openapi }))
+        Ok(Arc::new(Self { name, db, metrics: Metrics::new(name), tokens, http, trace_peers, openapi, contract }))
     }
 }
 
@@ -110,6 +114,7 @@ where
             .app_data(web::PayloadConfig::new(max_body))
             .app_data(web::QueryConfig::default().error_handler(error::query_error_handler))
             .app_data(web::PathConfig::default().error_handler(error::path_error_handler))
+            .wrap(from_fn(error::method_not_allowed))
             .wrap(from_fn(trace_requests))
             .configure(platform_routes)
             .configure(routes.clone())

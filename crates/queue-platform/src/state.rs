@@ -64,6 +64,8 @@ pub struct Platform {
     /// This service's document merged with the platform endpoints' (built by
     /// `Platform::new` in `server.rs`, which owns those endpoints).
     pub(crate) openapi: String,
+    /// The document's paths and methods: what a 405 names in `Allow`.
+    pub contract: crate::contract::Contract,
 }
 
 impl Platform {

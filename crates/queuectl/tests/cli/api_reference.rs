@@ -26,17 +26,21 @@ async fn api_reference_matches_the_served_openapi_documents() {
     let mut stale = Vec::new();
     for (service, document) in &documents {
         assert!(document["paths"].as_object().is_some_and(|p| !p.is_empty()), "{service}: no paths in {document}");
-        let page = render(service, document);
-        let path = docs_dir().join(format!("{service}.md"));
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        if committed == page {
-            continue;
-        }
-        if update {
-            std::fs::create_dir_all(docs_dir()).expect("mkdir docs/api");
-            std::fs::write(&path, &page).expect("write the API reference");
-        } else {
-            stale.push(format!("docs/api/{service}.md"));
+        let json = serde_json::to_string_pretty(document).expect("json") + "\n";
+        for (file, text) in
+            [(format!("{service}.md"), render(service, document)), (format!("{service}.openapi.json"), json)]
+        {
+            let path = docs_dir().join(&file);
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            if committed == text {
+                continue;
+            }
+            if update {
+                std::fs::create_dir_all(docs_dir()).expect("mkdir docs/api");
+                std::fs::write(&path, &text).expect("write the API reference");
+            } else {
+                stale.push(format!("docs/api/{file}"));
+            }
         }
     }
     assert!(

@@ -1,5 +1,6 @@
 //! queuectl as an operator runs it, against real services and a real PostgreSQL.
 
+mod api_conformance;
 mod api_reference;
 mod audit;
 mod config_reference;
