@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PG_PORT := 54329
 
-.PHONY: help run test test-deps fmt fmt-check clippy test-rust test-e2e check-deploy schema schema-check build db db-stop db-psql clean-var bench-audit bench-proxy bench-auth bench-rbac bench bench-deps
+.PHONY: help run test test-deps fmt fmt-check clippy lint-python test-rust test-e2e check-deploy schema schema-check build db db-stop db-psql clean-var bench-audit bench-proxy bench-auth bench-rbac bench bench-deps
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -11,9 +11,9 @@ help: ## list the targets
 run: ## the whole stack on a project-local PostgreSQL; Ctrl-C stops it
 	scripts/run-stack.sh
 
-test: test-deps fmt-check clippy check-deploy schema-check test-rust ## everything CI checks
+test: test-deps fmt-check clippy lint-python check-deploy schema-check test-rust ## everything CI checks
 
-test-deps: ## pgaudit, moto (KMS), chromium + playwright-core (browser test) for the tests; idempotent
+test-deps: ## pgaudit, moto (KMS), the API tools (var/venv-api), chromium + playwright-core (browser test) for the tests; idempotent
 	scripts/install-test-deps.sh
 
 fmt-check:
@@ -24,6 +24,13 @@ fmt: ## format the code
 
 clippy:
 	cargo clippy --workspace --all-targets -- -D warnings
+
+PY := var/venv-api/bin
+PY_FILES := scripts tools tests/api
+lint-python: ## ruff check, ruff format --check and mypy --strict on the repo's Python (tools from var/venv-api)
+	$(PY)/ruff check $(PY_FILES)
+	$(PY)/ruff format --check $(PY_FILES)
+	MYPYPATH=tests/api $(PY)/mypy --strict scripts tools tests/api/hooks.py tests/api/tokens.py
 
 # Each test binary starts its own throwaway PostgreSQL unless DATABASE_URL names a cluster.
 test-rust:

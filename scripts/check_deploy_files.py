@@ -18,7 +18,9 @@ from __future__ import annotations
 import re
 import sys
 import tomllib
+from collections.abc import Set
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -52,7 +54,8 @@ OPTIONAL = {
     },
 }
 
-def check_keys(where: str, table: dict, required: set[str], optional: set[str] = frozenset()) -> None:
+
+def check_keys(where: str, table: dict[str, Any], required: set[str], optional: Set[str] = frozenset()) -> None:
     for key in sorted(set(table) - required - set(optional)):
         problem(where, f"unknown key `{key}` (the service refuses unknown keys)")
     for key in sorted(required - set(table)):
@@ -143,7 +146,7 @@ def check_config(where: str, text: str, service: str, target: str) -> None:
 # ------------------------------------------------------------------------------------------
 # Kubernetes
 # ------------------------------------------------------------------------------------------
-def check_probe(where: str, container: dict, probe: str, path: str) -> None:
+def check_probe(where: str, container: dict[str, Any], probe: str, path: str) -> None:
     get = (container.get(probe) or {}).get("httpGet") or {}
     if not get:
         problem(where, f"container `{container.get('name')}` has no {probe} (httpGet)")
@@ -155,7 +158,7 @@ def check_probe(where: str, container: dict, probe: str, path: str) -> None:
             problem(where, f"container `{container.get('name')}` {probe} uses undeclared port `{get['port']}`")
 
 
-def check_deployment(path: Path, doc: dict) -> None:
+def check_deployment(path: Path, doc: dict[str, Any]) -> None:
     where = f"{path.relative_to(ROOT)} (Deployment {doc.get('metadata', {}).get('name')})"
     pod = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
     containers = pod.get("containers") or []
@@ -226,7 +229,9 @@ def check_compose_side() -> None:
         if isinstance(build, dict) and build.get("dockerfile") == "deploy/Dockerfile":
             arg = (build.get("args") or {}).get("SERVICE")
             if arg not in stages:
-                problem("docker-compose.yml", f"service `{name}`: SERVICE={arg} has no svc-{arg} stage in deploy/Dockerfile")
+                problem(
+                    "docker-compose.yml", f"service `{name}`: SERVICE={arg} has no svc-{arg} stage in deploy/Dockerfile"
+                )
 
 
 def main() -> int:
@@ -236,8 +241,10 @@ def main() -> int:
         print(f"  {line}", file=sys.stderr)
     if problems:
         return 1
-    print(f"  {deployments} Deployments with /readyz and /healthz probes; "
-          f"{2 * len(SERVICES)} service configs match the schema; Dockerfile stages match compose")
+    print(
+        f"  {deployments} Deployments with /readyz and /healthz probes; "
+        f"{2 * len(SERVICES)} service configs match the schema; Dockerfile stages match compose"
+    )
     return 0
 
 
