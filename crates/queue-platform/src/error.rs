@@ -214,14 +214,17 @@ fn wrong_method(req: &HttpRequest) -> Option<ApiError> {
     })
 }
 
-/// actix answers an undeclared method on a resource it routes with a bare 405 (no body, no
-/// `Allow`): this middleware answers it as the contract says, in the error shape.
+/// actix answers an undeclared method on a resource it routes with a bare 405 (no body; `Allow`
+/// from the resource's routes): this middleware answers it as the contract says, in the error
+/// shape, with `Allow` from the document.
 pub async fn method_not_allowed(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let response = next.call(req).await?;
-    if response.status() != StatusCode::METHOD_NOT_ALLOWED || response.headers().contains_key(header::ALLOW) {
+    let ours =
+        response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED || ours {
         return Ok(response.map_into_left_body());
     }
     let (req, _) = response.into_parts();

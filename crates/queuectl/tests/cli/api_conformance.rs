@@ -142,10 +142,9 @@ async fn generated_python_clients_build_and_rbacs_works_against_the_service() {
     }
     let script = repo().join("tests/api/use_generated_client.py");
     let mut mypy = Command::new(tool("mypy"));
-    mypy.args(["--strict", "--no-incremental", "--cache-dir", "/dev/null"]).arg(&script).env(
-        "MYPYPATH",
-        format!("{}:{}", out.path().display(), repo().join("tests/api").display()),
-    );
+    mypy.args(["--strict", "--no-incremental", "--cache-dir", "/dev/null"])
+        .arg(&script)
+        .env("MYPYPATH", format!("{}:{}", out.path().display(), repo().join("tests/api").display()));
     let (ok, text) = run(mypy).await;
     assert!(ok, "mypy --strict refuses tests/api/use_generated_client.py against the generated client:\n{text}");
 
