@@ -5,8 +5,12 @@
 //!
 //! The wire types ([`CheckRequest`], [`Resource`], [`CheckResponse`], …) are the JSON of
 //! `POST /api/v1/rbac/check` and `/check/batch`, and know nothing of the server.
+//!
+//! [`rules`] holds the shape of ids and permission names (and the schemas stating it): the server
+//! checks with it and its OpenAPI document is built from it, so the two cannot drift apart.
 
 mod client;
+pub mod rules;
 mod wire;
 
 pub use client::{RbacClient, RbacClientError};

@@ -4,12 +4,18 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::rules;
+
 /// What a check asks about: a tenant, or one ticket of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"tenant_id": "acme", "ticket_id": "T-1042"}))]
 pub struct Resource {
+    #[schema(schema_with = rules::id_schema)]
     pub tenant_id: String,
+    /// Absent: the tenant as a whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = rules::id_or_null_schema)]
     pub ticket_id: Option<String>,
 }
 
@@ -27,8 +33,12 @@ impl Resource {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"principal_id": "user-7f3a", "permission": "ticket.read",
+    "resource": {"tenant_id": "acme", "ticket_id": "T-1042"}}))]
 pub struct CheckRequest {
+    #[schema(schema_with = rules::id_schema)]
     pub principal_id: String,
+    #[schema(schema_with = rules::permission_schema)]
     pub permission: String,
     pub resource: Resource,
 }
@@ -40,6 +50,7 @@ impl CheckRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"allowed": true, "grant_ids": ["5b0e2f4c-8d1a-4e6b-9c3f-2a7d1e0b4c55"], "revision": 42}))]
 pub struct CheckResponse {
     pub allowed: bool,
     /// The grants that allow it.
@@ -50,7 +61,12 @@ pub struct CheckResponse {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"checks": [
+    {"principal_id": "user-7f3a", "permission": "ticket.read", "resource": {"tenant_id": "acme", "ticket_id": "T-1042"}},
+    {"principal_id": "user-7f3a", "permission": "ticket.write", "resource": {"tenant_id": "acme"}}]}))]
 pub struct BatchCheckRequest {
+    /// 1 to 1000 checks, answered in this order.
+    #[schema(schema_with = rules::checks_schema)]
     pub checks: Vec<CheckRequest>,
 }
 
@@ -63,6 +79,9 @@ pub struct Decision {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"results": [
+    {"allowed": true, "grant_ids": ["5b0e2f4c-8d1a-4e6b-9c3f-2a7d1e0b4c55"]},
+    {"allowed": false, "grant_ids": []}], "revision": 42}))]
 pub struct BatchCheckResponse {
     /// In the order of the request.
     pub results: Vec<Decision>,

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::checker::Checker;
 use super::model::{Grant, Role, Scope, check_id};
 use super::prewrite::{Applied, Apply, Change, PLATFORM_TENANT, Prewriter};
-use super::{Actor, ActorKind, Error, Origin, reach, roles};
+use super::{Actor, ActorKind, Error, Origin, reach, roles, rules};
 use crate::db::grants::{self as rows, NewGrantRow};
 
 /// A grant asked for.
@@ -24,9 +24,9 @@ pub struct NewGrant {
     pub reason: String,
 }
 
+/// A reason must say why ([`rules::is_reason`]); it is stored trimmed.
 pub fn check_reason(reason: &str) -> Result<(), Error> {
-    let r = reason.trim();
-    if r.is_empty() || r.len() > 1000 {
+    if !rules::is_reason(reason) {
         return Err(Error::invalid("reason", "must say why, in 1 to 1000 characters"));
     }
     Ok(())
@@ -72,20 +72,23 @@ fn grant_json(g: &Grant) -> serde_json::Value {
 #[tracing::instrument(skip_all)]
 pub async fn create(w: &Prewriter, actor: &Actor, req: NewGrant, origin: &Origin) -> Result<(Grant, i64), Error> {
     check_id("principal_id", &req.principal_id)?;
+    roles::check_name("role", &req.role)?;
     req.scope.validate("scope")?;
     check_reason(&req.reason)?;
+    // What follows depends on the clock and the stored roles, not on the request's shape: a
+    // conflict or an unknown role (docs/error-policy.md), not a 422.
     if let Some(e) = req.expires_at
         && e <= Utc::now()
     {
-        return Err(Error::invalid("expires_at", "must be in the future"));
+        return Err(Error::Conflict("expires_at must be in the future".into()));
     }
     let role = roles::by_name(&w.db, &req.role, req.scope.tenant())
         .await?
-        .ok_or_else(|| Error::invalid("role", format!("no role `{}` for this scope", req.role)))?;
+        .ok_or_else(|| Error::NotFound(format!("no role `{}` for this scope", req.role)))?;
     if let Some(t) = &role.tenant_id
         && req.scope.tenant() != Some(t.as_str())
     {
-        return Err(Error::invalid("scope", "a tenant's own role can only be granted within that tenant"));
+        return Err(Error::Conflict("a tenant's own role can only be granted within that tenant".into()));
     }
     authorize(&w.checker, actor, &req.scope, &role, &req.principal_id, Some(req.expires_at)).await?;
 

@@ -12,6 +12,7 @@ pub(crate) mod prewrite;
 pub(crate) mod reach;
 pub mod reconcile;
 pub(crate) mod roles;
+pub(crate) mod rules;
 
 use queue_audit_client::Party;
 use queue_platform::db::DbError;

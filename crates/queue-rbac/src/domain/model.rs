@@ -2,6 +2,7 @@
 //! checked here, and rows of the database become these types here.
 
 use chrono::{DateTime, Utc};
+use queue_rbac_client::rules;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -9,22 +10,37 @@ use super::Error;
 use crate::db::grants::GrantRow;
 use crate::db::roles::RoleRow;
 
-/// Where a grant applies.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+/// Where a grant applies. Its schema is written out ([`super::rules::scope_schema`]): the
+/// derived one would not say that ids have a shape or that other fields are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Scope {
-    /// Everything, in every tenant.
-    Global,
+    /// Everything, in every tenant. A struct variant, not a unit one: serde refuses unknown
+    /// fields only in struct variants, and `{"type": "global", "tenant_id": "a"}` must not pass
+    /// for a global grant.
+    Global {},
     /// A tenant and all of its tickets.
     Tenant { tenant_id: String },
     /// One ticket of a tenant.
     Ticket { tenant_id: String, ticket_id: String },
 }
 
+impl utoipa::PartialSchema for Scope {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        super::rules::scope_schema()
+    }
+}
+
+impl utoipa::ToSchema for Scope {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Scope".into()
+    }
+}
+
 impl Scope {
     pub fn kind(&self) -> &'static str {
         match self {
-            Scope::Global => "global",
+            Scope::Global {} => "global",
             Scope::Tenant { .. } => "tenant",
             Scope::Ticket { .. } => "ticket",
         }
@@ -32,7 +48,7 @@ impl Scope {
 
     pub fn tenant(&self) -> Option<&str> {
         match self {
-            Scope::Global => None,
+            Scope::Global {} => None,
             Scope::Tenant { tenant_id } | Scope::Ticket { tenant_id, .. } => Some(tenant_id),
         }
     }
@@ -47,7 +63,7 @@ impl Scope {
     /// From the stored columns; `None` if they do not describe a scope.
     pub fn from_columns(kind: &str, tenant: Option<String>, ticket: Option<String>) -> Option<Self> {
         match (kind, tenant, ticket) {
-            ("global", None, None) => Some(Scope::Global),
+            ("global", None, None) => Some(Scope::Global {}),
             ("tenant", Some(tenant_id), None) => Some(Scope::Tenant { tenant_id }),
             ("ticket", Some(tenant_id), Some(ticket_id)) => Some(Scope::Ticket { tenant_id, ticket_id }),
             _ => None,
@@ -58,7 +74,7 @@ impl Scope {
     /// tenant and the tenant's tickets, a ticket grant that ticket.
     pub fn covers(&self, resource: &Resource) -> bool {
         match self {
-            Scope::Global => true,
+            Scope::Global {} => true,
             Scope::Tenant { tenant_id } => *tenant_id == resource.tenant_id,
             Scope::Ticket { tenant_id, ticket_id } => {
                 *tenant_id == resource.tenant_id && resource.ticket_id.as_deref() == Some(ticket_id.as_str())
@@ -70,7 +86,7 @@ impl Scope {
     /// `other` would)?
     pub fn contains(&self, other: &Scope) -> bool {
         match other {
-            Scope::Global => matches!(self, Scope::Global),
+            Scope::Global {} => matches!(self, Scope::Global {}),
             Scope::Tenant { tenant_id } => self.covers(&Resource { tenant_id: tenant_id.clone(), ticket_id: None }),
             Scope::Ticket { tenant_id, ticket_id } => {
                 self.covers(&Resource { tenant_id: tenant_id.clone(), ticket_id: Some(ticket_id.clone()) })
@@ -106,12 +122,13 @@ impl Resource {
     }
 }
 
-/// Ids of principals, tenants and tickets: 1-128 characters of letters, digits and `. _ : - @`.
+/// Ids of principals, tenants and tickets: 1-128 characters of letters, digits and `. _ : - @`
+/// (the rule and its schema: `queue_rbac_client::rules`).
 pub fn check_id(field: &str, value: &str) -> Result<(), Error> {
-    if value.is_empty() || value.len() > 128 {
+    if value.is_empty() || value.len() > rules::ID_MAX_LEN {
         return Err(Error::invalid(field, "must be 1 to 128 characters"));
     }
-    if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-@".contains(&b)) {
+    if !rules::is_id(value) {
         return Err(Error::invalid(field, "allowed: letters, digits and . _ : - @"));
     }
     Ok(())
@@ -119,17 +136,16 @@ pub fn check_id(field: &str, value: &str) -> Result<(), Error> {
 
 /// Permission names: dotted lowercase words, e.g. `ticket.read`.
 pub fn check_permission(field: &str, value: &str) -> Result<(), Error> {
-    let ok = value.len() <= 64
-        && value.split('.').count() >= 2
-        && value.split('.').all(|w| {
-            w.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
-                && w.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        });
-    if ok { Ok(()) } else { Err(Error::invalid(field, "must be dotted lowercase words, e.g. `ticket.read`")) }
+    if rules::is_permission(value) {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, "must be dotted lowercase words, e.g. `ticket.read`"))
+    }
 }
 
 /// A grant as stored and as answered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = grant_example)]
 pub struct Grant {
     pub id: Uuid,
     pub principal_id: String,
@@ -148,6 +164,31 @@ pub struct Grant {
     pub revoked_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoke_reason: Option<String>,
+}
+
+/// A grant as the documents show it.
+pub(crate) fn grant_example() -> serde_json::Value {
+    serde_json::json!({
+        "id": "5b0e2f4c-8d1a-4e6b-9c3f-2a7d1e0b4c55",
+        "principal_id": "user-7f3a",
+        "role": "viewer",
+        "role_id": "00000000-0000-4000-8000-000000000001",
+        "scope": {"type": "tenant", "tenant_id": "acme"},
+        "expires_at": "2030-06-30T00:00:00Z",
+        "granted_by": "service:raptor",
+        "reason": "covers the support queue while Dana is away (INC-2211)",
+        "granted_at": "2026-12-07T09:30:00Z",
+        "audit_event_id": "0f6d3b9e-2c41-4a8e-b5d7-9e1c3a2f8b60"
+    })
+}
+
+/// [`grant_example`], revoked.
+pub(crate) fn revoked_grant_example() -> serde_json::Value {
+    let mut g = grant_example();
+    g["revoked_at"] = "2026-12-21T08:00:00Z".into();
+    g["revoked_by"] = "service:raptor".into();
+    g["revoke_reason"] = "Dana is back (INC-2211)".into();
+    g
 }
 
 impl Grant {
@@ -175,6 +216,9 @@ impl Grant {
 
 /// A role: a named set of permissions, built in or a tenant's own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"id": "3c9a7f12-6e4b-4d8a-a1f5-0b2e9c7d4a10", "name": "triage", "tenant_id": "acme",
+    "builtin": false, "description": "first line: reads and answers tickets",
+    "permissions": ["ticket.read", "ticket.write"]}))]
 pub struct Role {
     pub id: Uuid,
     pub name: String,
@@ -231,7 +275,7 @@ mod tests {
 
     #[test]
     fn scopes_cover_what_they_should() {
-        let g = Scope::Global;
+        let g = Scope::Global {};
         let t = Scope::Tenant { tenant_id: "a".into() };
         let k = Scope::Ticket { tenant_id: "a".into(), ticket_id: "1".into() };
         assert!(g.covers(&res("a", None)) && g.covers(&res("b", Some("9"))));
@@ -240,6 +284,17 @@ mod tests {
         assert!(!k.covers(&res("b", Some("1"))));
         assert!(g.contains(&t) && t.contains(&k) && !k.contains(&t) && !t.contains(&g));
         assert!(!t.contains(&Scope::Tenant { tenant_id: "b".into() }));
+    }
+
+    /// The scope schema says `additionalProperties: false` for every type: serde must agree.
+    #[test]
+    fn scopes_refuse_fields_their_type_does_not_take() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<Scope>(v);
+        assert_eq!(parse(serde_json::json!({"type": "global"})).ok(), Some(Scope::Global {}));
+        assert!(parse(serde_json::json!({"type": "global", "tenant_id": "a"})).is_err());
+        assert!(parse(serde_json::json!({"type": "tenant", "tenant_id": "a", "ticket_id": "1"})).is_err());
+        assert!(parse(serde_json::json!({"type": "ticket", "tenant_id": "a", "ticket_id": "1", "x": 1})).is_err());
+        assert!(parse(serde_json::json!({"type": "planet"})).is_err());
     }
 
     #[test]

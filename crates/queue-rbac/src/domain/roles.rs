@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::model::{Role, Scope, check_id, check_permission};
 use super::prewrite::{Applied, Apply, Change, Prewriter};
-use super::{Actor, ActorKind, Error, Origin, reach};
+use super::{Actor, ActorKind, Error, Origin, reach, rules};
 use crate::db::Conn;
 use crate::db::roles::{self as rows, RoleRow};
 
@@ -53,15 +53,19 @@ async fn with_permissions(conn: &mut Conn, found: Vec<RoleRow>) -> Result<Vec<Ro
         .collect())
 }
 
+/// A role name ([`rules::is_role_name`]); `field` names it in the error.
+pub fn check_name(field: &str, name: &str) -> Result<(), Error> {
+    if rules::is_role_name(name) {
+        Ok(())
+    } else {
+        Err(Error::invalid(field, "1-64 characters: lowercase letters, digits, _ . - (a letter first)"))
+    }
+}
+
 fn check_new(req: &NewRole) -> Result<Vec<String>, Error> {
     check_id("tenant_id", &req.tenant_id)?;
-    let name_ok = (1..=64).contains(&req.name.len())
-        && req.name.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
-        && req.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
-    if !name_ok {
-        return Err(Error::invalid("name", "1-64 characters: lowercase letters, digits, _ . - (a letter first)"));
-    }
-    if req.permissions.is_empty() || req.permissions.len() > 64 {
+    check_name("name", &req.name)?;
+    if req.permissions.is_empty() || req.permissions.len() > rules::MAX_ROLE_PERMISSIONS {
         return Err(Error::invalid("permissions", "must list 1 to 64 permissions"));
     }
     let mut permissions = req.permissions.clone();
@@ -70,8 +74,8 @@ fn check_new(req: &NewRole) -> Result<Vec<String>, Error> {
     }
     permissions.sort();
     permissions.dedup();
-    if req.description.len() > 1000 {
-        return Err(Error::invalid("description", "at most 1000 characters"));
+    if !rules::is_description(&req.description) {
+        return Err(Error::invalid("description", "at most 1000 characters, no NUL"));
     }
     Ok(permissions)
 }
@@ -85,7 +89,8 @@ pub async fn create(w: &Prewriter, actor: &Actor, req: NewRole, origin: &Origin)
         let mut conn = w.db.conn().await?;
         let known = rows::known_permissions(&mut conn, &permissions).await?;
         if let Some(m) = permissions.iter().find(|p| !known.contains(p)) {
-            return Err(Error::invalid("permissions", format!("unknown permission `{m}`")));
+            // The permissions are stored state, not the request's shape: unknown is a 404.
+            return Err(Error::NotFound(format!("unknown permission `{m}`")));
         }
         if rows::by_name(&mut conn, &req.name, Some(&req.tenant_id)).await?.is_some() {
             return Err(Error::Conflict(format!("a role `{}` exists for this tenant", req.name)));

@@ -4,6 +4,7 @@
 
 use actix_web::{HttpResponse, web};
 use queue_platform::{ApiError, Caller};
+use queue_rbac_client::rules::MAX_BATCH_CHECKS;
 use queue_rbac_client::{BatchCheckRequest, BatchCheckResponse, CheckRequest, CheckResponse, Decision};
 
 use crate::domain::model::{Resource, check_id, check_permission};
@@ -28,9 +29,10 @@ fn authorize_check(state: &RbacState, caller: &Caller, principal: &str) -> Resul
 }
 
 /// Is a principal allowed a permission on a tenant or ticket?
-#[utoipa::path(post, path = "/api/v1/rbac/check", tag = "rbac", request_body = CheckRequest,
+#[utoipa::path(post, path = "/api/v1/rbac/check", tag = "rbac", operation_id = "check_permission",
+    request_body = CheckRequest,
     security(("service_token" = ["rbac:check"]), ("session" = [])),
-    responses((status = 200, body = CheckResponse), (status = 401), (status = 403), (status = 422), (status = 503)))]
+    responses((status = 200, description = "the answer", body = CheckResponse)))]
 #[tracing::instrument(skip_all)]
 pub async fn check(
     state: web::Data<RbacState>,
@@ -44,16 +46,17 @@ pub async fn check(
 }
 
 /// Many checks in one call, all answered at one revision.
-#[utoipa::path(post, path = "/api/v1/rbac/check/batch", tag = "rbac", request_body = BatchCheckRequest,
+#[utoipa::path(post, path = "/api/v1/rbac/check/batch", tag = "rbac", operation_id = "check_permissions",
+    request_body = BatchCheckRequest,
     security(("service_token" = ["rbac:check"]), ("session" = [])),
-    responses((status = 200, body = BatchCheckResponse), (status = 401), (status = 403), (status = 422), (status = 503)))]
+    responses((status = 200, description = "the answers, in the order asked", body = BatchCheckResponse)))]
 #[tracing::instrument(skip_all, fields(checks = body.checks.len()))]
 pub async fn check_batch(
     state: web::Data<RbacState>,
     caller: Caller,
     body: web::Json<BatchCheckRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    if body.checks.is_empty() || body.checks.len() > 1000 {
+    if body.checks.is_empty() || body.checks.len() > MAX_BATCH_CHECKS {
         return Err(ApiError::invalid("checks", "must hold 1 to 1000 checks"));
     }
     let mut resources = Vec::with_capacity(body.checks.len());

@@ -10,14 +10,23 @@ use serde::{Deserialize, Serialize};
 use super::access::authorize_read;
 use crate::domain::history::{self, GrantQuery, Reach};
 use crate::domain::model::{Grant, Scope, check_id, check_permission};
+use crate::domain::rules;
 use crate::state::RbacState;
 use queue_platform::Caller;
+use queue_rbac_client::rules as wire;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct GrantsQuery {
+    /// Only this principal's grants.
+    #[param(value_type = Option<wire::Id>, inline)]
     pub principal_id: Option<String>,
+    /// Only grants at this tenant's scope or one of its tickets'.
+    #[param(value_type = Option<wire::Id>, inline)]
     pub tenant_id: Option<String>,
+    /// Only grants at a ticket of this id (one tenant's with `tenant_id`).
+    #[param(value_type = Option<wire::Id>, inline)]
     pub ticket_id: Option<String>,
     /// The grants in force at this instant (RFC 3339); default: now.
     pub at: Option<DateTime<Utc>>,
@@ -25,19 +34,23 @@ pub struct GrantsQuery {
     #[serde(default)]
     pub include_inactive: bool,
     /// At most this many (default 500, at most 5000).
+    #[param(value_type = Option<rules::Limit>, inline)]
     pub limit: Option<i64>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"grants": [crate::domain::model::grant_example()], "revision": 43}))]
 pub struct GrantsResponse {
     pub grants: Vec<Grant>,
     pub revision: i64,
 }
 
 /// Grants by principal, tenant or ticket, now or at a past instant.
-#[utoipa::path(get, path = "/api/v1/rbac/grants", tag = "rbac", params(GrantsQuery),
+#[utoipa::path(get, path = "/api/v1/rbac/grants", tag = "rbac", operation_id = "list_grants", params(GrantsQuery),
     security(("service_token" = ["rbac:read"]), ("session" = [])),
-    responses((status = 200, body = GrantsResponse), (status = 403), (status = 422), (status = 503)))]
+    responses((status = 200, description = "the grants, oldest first", body = GrantsResponse),
+              (status = 422, description = "a query parameter breaks its pattern or range (`field` names it), or \
+                                            a user named no tenant and not themselves")))]
 #[tracing::instrument(skip_all)]
 pub async fn list_grants(
     state: web::Data<RbacState>,
@@ -50,11 +63,8 @@ pub async fn list_grants(
             check_id(field, v)?;
         }
     }
-    if q.ticket_id.is_some() && q.tenant_id.is_none() {
-        return Err(ApiError::invalid("tenant_id", "required with ticket_id"));
-    }
-    let limit = q.limit.unwrap_or(500);
-    if !(1..=5000).contains(&limit) {
+    let limit = q.limit.unwrap_or(rules::DEFAULT_LIMIT);
+    if !(1..=rules::MAX_LIMIT).contains(&limit) {
         return Err(ApiError::invalid("limit", "must be between 1 and 5000"));
     }
     let scope = match (&q.tenant_id, &q.ticket_id) {
@@ -78,12 +88,24 @@ pub async fn list_grants(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PrincipalsQuery {
-    /// Who could reach the ticket at this instant; default: now.
+    /// Who could reach the ticket at this instant (RFC 3339); default: now.
     pub at: Option<DateTime<Utc>>,
     /// Only principals holding this permission there.
+    #[param(value_type = Option<wire::Permission>, inline)]
     pub permission: Option<String>,
+}
+
+/// The ticket, in the path.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TicketPath {
+    #[param(value_type = wire::Id, inline)]
+    pub tenant_id: String,
+    #[param(value_type = wire::Id, inline)]
+    pub ticket_id: String,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -97,17 +119,18 @@ pub struct PrincipalsResponse {
 
 /// Who can reach a ticket, and through which grants (global, the tenant's, the ticket's).
 #[utoipa::path(get, path = "/api/v1/rbac/tenants/{tenant_id}/tickets/{ticket_id}/principals", tag = "rbac",
-    params(("tenant_id" = String, Path), ("ticket_id" = String, Path), PrincipalsQuery),
+    operation_id = "list_ticket_principals", params(TicketPath, PrincipalsQuery),
     security(("service_token" = ["rbac:read"]), ("session" = [])),
-    responses((status = 200, body = PrincipalsResponse), (status = 403), (status = 422), (status = 503)))]
+    responses((status = 200, description = "who reaches the ticket", body = PrincipalsResponse),
+              (status = 422, description = "a path or query parameter breaks its pattern (`field` names it)")))]
 #[tracing::instrument(skip_all)]
 pub async fn ticket_principals(
     state: web::Data<RbacState>,
     caller: Caller,
-    path: web::Path<(String, String)>,
+    path: web::Path<TicketPath>,
     q: web::Query<PrincipalsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant, ticket) = path.into_inner();
+    let TicketPath { tenant_id: tenant, ticket_id: ticket } = path.into_inner();
     check_id("tenant_id", &tenant)?;
     check_id("ticket_id", &ticket)?;
     if let Some(p) = &q.permission {
