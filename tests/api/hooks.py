@@ -1,9 +1,11 @@
 """Schemathesis hooks: each request carries the credential its operation declares.
 
 Service tokens are one-use on state-changing routes, so every request gets a fresh one (tokens.py)
-with exactly the scopes the operation's `service_token` requirement lists: a document that names
-too few scopes fails the run. Operations that take only a user session get the session in
-`QUEUE_API_SESSION` (when set) as a bearer. The environment is tokens.py's.
+with exactly the scopes the operation's `service_token` requirement lists, no more. (A 403 is a
+valid answer to schemathesis, so scopes named too few show as 403s in its report rather than as
+failures; use_generated_client.py fails on them for the operations it calls.) Operations that
+take only a user session get the session in `QUEUE_API_SESSION` (when set) as a bearer. The
+environment is tokens.py's.
 """
 
 from __future__ import annotations
