@@ -63,19 +63,22 @@ fn rendering_names_method_parameters_body_and_responses() {
                           "409": {"description": "Exists"}},
             "security": [{"service_token": []}]
         }}},
-        "components": {"schemas": {"Thing": {"type": "object", "required": ["id"],
-            "properties": {"id": {"type": "string", "format": "uuid"}, "note": {"type": ["string", "null"]}}}}}
+        "components": {"schemas": {"Thing": {"type": "object", "required": ["id"], "additionalProperties": false,
+            "example": {"id": "6f1c2d7e-0000-4000-8000-000000000001"},
+            "properties": {"id": {"type": "string", "format": "uuid"}, "note": {"type": ["string", "null"], "maxLength": 200}}}}}
     });
     let page = render("x", &document);
     for expected in [
         "## `POST /api/v1/things/{id}`",
         "Makes a thing.",
-        "| `id` | path | yes | string (uuid) |",
+        "| `id` | path | yes | string (uuid) | — |",
         "Request body (`application/json`, required): [`NewThing`](#newthing)",
         "| 201 | Made | [`Thing`](#thing) |",
         "| 409 | Exists | — |",
         "Authentication: `service_token`",
-        "| `note` | string \\| null | no |",
+        "| `note` | string \\| null | no | at most 200 chars |",
+        "Unknown fields are refused.",
+        "\"id\": \"6f1c2d7e-0000-4000-8000-000000000001\"",
     ] {
         assert!(page.contains(expected), "missing {expected:?} in\n{page}");
     }
@@ -235,16 +238,17 @@ fn render_operation(out: &mut String, path: &str, method: &str, op: &Value) {
         let _ = writeln!(out, "Authentication: {}\n", schemes.join(" or "));
     }
     if let Some(params) = op["parameters"].as_array().filter(|p| !p.is_empty()) {
-        out.push_str("| parameter | in | required | type | description |\n|---|---|---|---|---|\n");
+        out.push_str("| parameter | in | required | type | rules | description |\n|---|---|---|---|---|---|\n");
         for p in params {
             let _ = writeln!(
                 out,
-                "| `{}` | {} | {} | {} | {} |",
+                "| `{}` | {} | {} | {} | {} | {} |",
                 p["name"].as_str().unwrap_or("?"),
                 p["in"].as_str().unwrap_or("?"),
                 if p["required"].as_bool() == Some(true) { "yes" } else { "no" },
                 cell(&type_of(&p["schema"])),
-                cell(p["description"].as_str().unwrap_or(""))
+                cell(&rules(&p["schema"])),
+                cell(p["description"].as_str().or(p["schema"]["description"].as_str()).unwrap_or(""))
             );
         }
         out.push('\n');
@@ -281,31 +285,79 @@ fn render_schema(out: &mut String, name: &str, schema: &Value) {
     if let Some(d) = schema["description"].as_str() {
         let _ = writeln!(out, "{}\n", d.trim());
     }
+    if schema["additionalProperties"] == Value::Bool(false) {
+        out.push_str("Unknown fields are refused.\n\n");
+    }
     match schema["properties"].as_object() {
         Some(_) => render_schema_fields(out, schema),
         None => {
             let _ = writeln!(out, "Type: {}\n", type_of(schema));
-            // Inline parts of a composition (e.g. a flattened struct plus its own fields).
-            for part in schema["allOf"].as_array().into_iter().flatten().filter(|p| p["properties"].is_object()) {
-                render_schema_fields(out, part);
+            // Inline parts of a composition (e.g. a flattened struct plus its own fields, or the
+            // variants of a tagged enum).
+            for combinator in ["allOf", "oneOf", "anyOf"] {
+                for part in schema[combinator].as_array().into_iter().flatten().filter(|p| p["properties"].is_object()) {
+                    if let Some(title) = part["title"].as_str() {
+                        let _ = writeln!(out, "`{title}`:\n");
+                    }
+                    render_schema_fields(out, part);
+                }
             }
+            render_example(out, schema);
         }
     }
 }
 
 fn render_schema_fields(out: &mut String, schema: &Value) {
     let required: Vec<&str> = schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-    out.push_str("| field | type | required | description |\n|---|---|---|---|\n");
+    out.push_str("| field | type | required | rules | description |\n|---|---|---|---|---|\n");
     for (field, s) in schema["properties"].as_object().into_iter().flatten() {
         let _ = writeln!(
             out,
-            "| `{field}` | {} | {} | {} |",
+            "| `{field}` | {} | {} | {} | {} |",
             cell(&type_of(s)),
             if required.contains(&field.as_str()) { "yes" } else { "no" },
+            cell(&rules(s)),
             cell(s["description"].as_str().unwrap_or(""))
         );
     }
     out.push('\n');
+    render_example(out, schema);
+}
+
+/// A schema's example as a JSON block: what a request or answer looks like.
+fn render_example(out: &mut String, schema: &Value) {
+    let example = schema.get("example").or_else(|| schema["examples"].as_array().and_then(|e| e.first()));
+    if let Some(example) = example {
+        let pretty = serde_json::to_string_pretty(example).unwrap_or_default();
+        let _ = writeln!(out, "Example:\n\n```json\n{pretty}\n```\n");
+    }
+}
+
+/// The constraints a schema states, in a few words (`—` when none).
+fn rules(schema: &Value) -> String {
+    let mut parts = Vec::new();
+    let range = |min: &str, max: &str, unit: &str| match (schema[min].as_u64(), schema[max].as_u64()) {
+        (Some(a), Some(b)) if a == b => Some(format!("exactly {a} {unit}")),
+        (Some(a), Some(b)) => Some(format!("{a}–{b} {unit}")),
+        (Some(a), None) => Some(format!("at least {a} {unit}")),
+        (None, Some(b)) => Some(format!("at most {b} {unit}")),
+        (None, None) => None,
+    };
+    parts.extend(range("minLength", "maxLength", "chars"));
+    parts.extend(range("minItems", "maxItems", "items"));
+    match (schema["minimum"].as_i64(), schema["maximum"].as_i64()) {
+        (Some(a), Some(b)) => parts.push(format!("{a} to {b}")),
+        (Some(a), None) => parts.push(format!("≥ {a}")),
+        (None, Some(b)) => parts.push(format!("≤ {b}")),
+        (None, None) => {}
+    }
+    if let Some(p) = schema["pattern"].as_str() {
+        parts.push(format!("pattern `{p}`"));
+    }
+    if let Some(d) = schema.get("default") {
+        parts.push(format!("default `{d}`"));
+    }
+    if parts.is_empty() { "—".to_string() } else { parts.join("; ") }
 }
 
 /// A schema in a few words: a linked name for a reference, else its type.
@@ -339,7 +391,7 @@ fn type_of(schema: &Value) -> String {
                 format!("map of {}", type_of(&schema["additionalProperties"]))
             }
             other => match schema["format"].as_str() {
-                Some(f) => format!("{other} ({f})"),
+                Some(f) if other != "null" => format!("{other} ({f})"),
                 None => other.to_string(),
             },
         })
