@@ -392,7 +392,7 @@ fn type_of(schema: &Value) -> String {
             }
             other => match schema["format"].as_str() {
                 Some(f) if other != "null" => format!("{other} ({f})"),
-                None => other.to_string(),
+                _ => other.to_string(),
             },
         })
         .collect::<Vec<_>>()
