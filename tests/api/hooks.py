@@ -8,7 +8,9 @@ the session in `QUEUE_API_SESSION` (when set) as a bearer.
 Environment (set by crates/queuectl/tests/cli/api_conformance.rs, or by hand against `make run`):
   QUEUE_API_QUEUECTL  the queuectl binary          QUEUE_API_KEY       the issuer's private key (PEM)
   QUEUE_API_ISSUER    the calling identity         QUEUE_API_AUDIENCE  the service under test
-  QUEUE_API_SESSION   optional session token for session-only operations
+  QUEUE_API_SESSION   optional session token for session-only operations; several, separated
+                      by spaces, are handed out one per request (the last one is kept once
+                      they run out), so a logout in the run does not sign out the rest of it
 """
 
 from __future__ import annotations
@@ -51,6 +53,18 @@ def mint(scopes: list[str]) -> str:
     return done.stdout.strip()
 
 
+_sessions: list[str] = []
+
+
+def next_session() -> str | None:
+    """The next of the sessions in `QUEUE_API_SESSION`, keeping the last one once they run out."""
+    if not _sessions:
+        _sessions.extend(reversed(os.environ.get("QUEUE_API_SESSION", "").split()))
+    if len(_sessions) > 1:
+        return _sessions.pop()
+    return _sessions[0] if _sessions else None
+
+
 @schemathesis.auth(refresh_interval=None)
 class Credential:
     """A fresh service token per request (they are one-use), else the test session, else nothing."""
@@ -59,9 +73,8 @@ class Credential:
         for requirement in security_of(case):
             if SERVICE_TOKEN in requirement:
                 return mint(requirement[SERVICE_TOKEN])
-        session = os.environ.get("QUEUE_API_SESSION")
-        if session and any(scheme in r for r in security_of(case) for scheme in SESSION_SCHEMES):
-            return session
+        if any(scheme in r for r in security_of(case) for scheme in SESSION_SCHEMES):
+            return next_session()
         return None
 
     def set(self, case: Case, data: str, ctx: AuthContext) -> None:
