@@ -44,8 +44,10 @@ pub fn configure(general: GeneralConfig) -> impl Fn(&mut web::ServiceConfig) + C
                 .route(web::delete().to(sessions::logout)),
         )
         .route("/api/v1/auth/sessions", web::get().to(sessions::list))
-        .route("/api/v1/auth/sessions/revoke-others", web::post().to(sessions::revoke_others))
-        .route("/api/v1/auth/sessions/revoke-all", web::post().to(sessions::revoke_all))
+        // Resources, not `.route(...)`: a route's method guard would let a DELETE fall through
+        // to `sessions/{id}` below; a resource answers the methods it lacks 405 (with `Allow`).
+        .service(web::resource("/api/v1/auth/sessions/revoke-others").route(web::post().to(sessions::revoke_others)))
+        .service(web::resource("/api/v1/auth/sessions/revoke-all").route(web::post().to(sessions::revoke_all)))
         .route("/api/v1/auth/sessions/{id}", web::delete().to(sessions::revoke_one))
         .service(
             web::resource("/api/v1/auth/backup-codes")

@@ -24,7 +24,10 @@ fn code_mac(pepper: &Pepper, tenant: &str, email: &str, code: &str) -> Vec<u8> {
 
 /// The one refusal for every failed confirmation: wrong code, expired, used up, unknown address.
 pub fn refused() -> ApiError {
-    ApiError::invalid("code", "the code or link is invalid or has expired")
+    // 401, like a wrong backup code: the proof does not verify. Which of the reasons it is
+    // (wrong, expired, used up, unknown address) is not said, and a well-formed code cannot be
+    // told from a right one by its shape, so this is no 422.
+    ApiError::Unauthorized("the code or link is invalid or has expired".into())
 }
 
 /// Starts a verification: checks cooldown and daily caps (keyed by the address alone), stores

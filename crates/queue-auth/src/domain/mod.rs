@@ -6,6 +6,7 @@ pub mod backup_codes;
 pub mod clock;
 pub mod crypto;
 pub mod email;
+pub mod fields;
 pub mod limits;
 pub mod mailer;
 pub mod notify;

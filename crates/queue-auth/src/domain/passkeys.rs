@@ -25,6 +25,7 @@ use super::{Conn, RequestInfo, Result};
 use crate::db::schema::auth::{passkeys as pk, users as user_rows, webauthn_ceremonies as wc};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"id": "9c4e2f1a-6b3d-4a8e-b7c5-1d2e3f4a5b6c", "name": "Work laptop", "created_at": "2026-12-07T15:01:10Z", "last_used_at": "2026-12-07T15:20:03Z"}))]
 pub struct CredentialInfo {
     pub id: Uuid,
     pub name: String,
@@ -42,6 +43,12 @@ struct Row {
     name: String,
     created_at: DateTime<Utc>,
     last_used_at: Option<DateTime<Utc>>,
+}
+
+/// No ceremony by that id for this step (404): finishing one that is unknown, used, expired or
+/// another step's is a matter of state, which the request's shape cannot tell.
+fn no_ceremony(m: &str) -> super::Error {
+    ApiError::NotFound(m.into()).into()
 }
 
 fn bad_credential(m: impl Into<String>) -> ApiError {
@@ -124,7 +131,8 @@ async fn take_ceremony(conn: &mut Conn, now: DateTime<Utc>, id: Uuid) -> Result<
         Some(r) if r.expires_at > now => {
             Ok(Ceremony { kind: r.kind, user_id: r.user_id, session_id: r.session_id, state: r.state })
         }
-        _ => Err(ApiError::invalid("ceremony_id", "unknown, used or expired ceremony; start again").into()),
+        // The ceremony is state, not input: an id the schema accepts may name none (404).
+        _ => Err(no_ceremony("unknown, used or expired ceremony; start again")),
     }
 }
 
@@ -178,17 +186,16 @@ pub async fn register_finish(
     credential: serde_json::Value,
     name: Option<String>,
 ) -> Result<CredentialInfo> {
-    let credential: RegisterPublicKeyCredential =
-        serde_json::from_value(credential).map_err(|e| bad_credential(format!("not a registration response: {e}")))?;
     let name = name.unwrap_or_else(|| "Passkey".into());
-    if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid("name", "1 to 100 printable characters").into());
-    }
+    super::fields::PASSKEY_NAME.check(&name)?;
     conn.transaction::<_, super::Error, _>(async |conn| {
         let c = take_ceremony(conn, now, ceremony_id).await?;
         if c.kind != "register" || c.user_id != Some(session.user_id) || c.session_id != Some(session.id) {
-            return Err(ApiError::invalid("ceremony_id", "not a registration started by this session").into());
+            return Err(no_ceremony("not a registration started by this session"));
         }
+        // Read after the ceremony, as in `login_finish`.
+        let credential: RegisterPublicKeyCredential = serde_json::from_value(credential)
+            .map_err(|e| bad_credential(format!("not a registration response: {e}")))?;
         let state: PasskeyRegistration = json(c.state)?;
         let passkey = wa
             .finish_passkey_registration(&credential, &state)
@@ -369,14 +376,16 @@ pub async fn login_finish<T: Send>(
     credential: serde_json::Value,
     then: impl for<'c> FnOnce(&'c mut Conn, &'c User) -> futures_util::future::BoxFuture<'c, Result<T>> + Send,
 ) -> Result<LoginOutcome<T>> {
-    let credential: PublicKeyCredential = serde_json::from_value(credential)
-        .map_err(|e| bad_credential(format!("not an authentication response: {e}")))?;
     conn.transaction::<_, super::Error, _>(async |conn| {
         let c = take_ceremony(conn, now, ceremony_id).await?;
         if !purpose.fits(&c) {
             // Rolls back: the ceremony stays for the finish it belongs to.
-            return Err(ApiError::invalid("ceremony_id", "not a ceremony for this step").into());
+            return Err(no_ceremony("not a ceremony for this step"));
         }
+        // Read after the ceremony (a refusal rolls back, so the ceremony stays): a finish that
+        // names no ceremony is a 404 whatever it carries.
+        let credential: PublicKeyCredential = serde_json::from_value(credential)
+            .map_err(|e| bad_credential(format!("not an authentication response: {e}")))?;
         let cred_id: Vec<u8> = credential.get_credential_id().to_vec();
         let row: Option<Row> = pk::table
             .filter(pk::cred_id.eq(&cred_id))
@@ -472,9 +481,7 @@ pub async fn rename(
     id: Uuid,
     name: &str,
 ) -> Result<CredentialInfo> {
-    if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid("name", "1 to 100 printable characters").into());
-    }
+    super::fields::PASSKEY_NAME.check(name)?;
     conn.transaction::<_, super::Error, _>(async |conn| {
         let row: Option<Row> = prepared(
             diesel::update(pk::table.find(id).filter(pk::user_id.eq(s.user_id)))

@@ -65,6 +65,7 @@ struct Row {
 
 /// A live session as the service sees it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"id": "5b1f8d0e-2c4a-4e8f-9d3b-7a6c5e4f3a21", "user_id": "0e9a1c52-8f6e-4b39-a3a4-5f0f3c1d2b7e", "tenant_id": "acme", "kind": "full", "created_at": "2026-12-07T15:00:00Z", "last_seen_at": "2026-12-07T15:02:41Z", "idle_expires_at": "2026-12-07T15:32:41Z", "absolute_expires_at": "2026-12-21T15:00:00Z", "ip": "203.0.113.7", "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0", "verified_at": "2026-12-07T15:00:00Z"}))]
 pub struct Session {
     pub id: Uuid,
     pub user_id: Uuid,

@@ -9,6 +9,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::audit::{self, Event};
+use super::fields;
 use super::{Conn, RequestInfo, Result};
 use crate::db::schema::auth::users;
 
@@ -17,28 +18,11 @@ use crate::db::schema::auth::users;
 pub struct EmailAddress(String);
 
 impl EmailAddress {
+    /// Checks `raw` against [`fields::EMAIL`] (the rule the OpenAPI document states), then
+    /// normalises it: surrounding whitespace dropped, lower case.
     pub fn parse(raw: &str) -> std::result::Result<Self, ApiError> {
-        let e = raw.trim().to_lowercase();
-        let bad = |m: &str| ApiError::invalid("email", m);
-        if e.is_empty() || e.len() > 254 {
-            return Err(bad("must be 1 to 254 characters"));
-        }
-        if e.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(bad("must not contain spaces or control characters"));
-        }
-        let Some((local, domain)) = e.rsplit_once('@') else { return Err(bad("must contain @")) };
-        if local.is_empty() || local.len() > 64 || local.contains('@') {
-            return Err(bad("the part before @ is not valid"));
-        }
-        if domain.len() < 3
-            || !domain.contains('.')
-            || domain.starts_with('.')
-            || domain.ends_with('.')
-            || domain.contains("..")
-        {
-            return Err(bad("the domain is not valid"));
-        }
-        Ok(Self(e))
+        fields::EMAIL.check(raw)?;
+        Ok(Self(raw.trim().to_lowercase()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -47,14 +31,12 @@ impl EmailAddress {
 }
 
 pub fn check_tenant(t: &str) -> std::result::Result<(), ApiError> {
-    if t.is_empty() || t.len() > 128 || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)) {
-        return Err(ApiError::invalid("tenant_id", "1-128 of: letters, digits, . _ : -"));
-    }
-    Ok(())
+    fields::TENANT_ID.check(t)
 }
 
 #[derive(Debug, Clone, diesel::Queryable, diesel::Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = users)]
+#[schema(example = json!({"id": "0e9a1c52-8f6e-4b39-a3a4-5f0f3c1d2b7e", "tenant_id": "acme", "email": "ada@example.com", "email_verified_at": "2026-12-07T14:58:12Z", "display_name": "Ada Lovelace", "status": "active", "created_at": "2026-12-07T14:58:12Z", "updated_at": "2026-12-07T14:58:12Z"}))]
 pub struct User {
     pub id: Uuid,
     pub tenant_id: String,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::sessions::{self, Kind, Session, Which};
 use crate::domain::users::{self, EmailAddress};
-use crate::domain::{Error, audit, backup_codes, limits};
+use crate::domain::{Error, audit, backup_codes, fields, limits};
 use crate::extract::info;
 use crate::state::AuthState;
 
@@ -20,6 +20,7 @@ fn enabled(state: &AuthState) -> Result<(), ApiError> {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"codes": ["7KQM-2XJD-9WPA", "H3ZT-8C1V-QM4N"], "remaining": 2}))]
 pub struct NewCodes {
     /// Shown once; store them somewhere safe.
     pub codes: Vec<String>,
@@ -29,8 +30,11 @@ pub struct NewCodes {
 /// Generate a new set of 10 codes (the old set becomes void; the user is mailed). Needs a full
 /// session whose user verified with a passkey within `sessions.step_up_secs` (else 403
 /// `step_up_required`).
-#[utoipa::path(post, path = "/api/v1/auth/backup-codes", tag = "backup-codes",
-    responses((status = 201, body = NewCodes), (status = 401), (status = 403), (status = 404)))]
+#[utoipa::path(post, path = "/api/v1/auth/backup-codes", tag = "backup-codes", operation_id = "generate_backup_codes",
+    security(("session" = [])),
+    responses((status = 201, body = NewCodes),
+              (status = 403, description = "Not a full session, or `step_up_required`: verify with a passkey first"),
+              (status = 404, description = "Backup codes are not enabled")))]
 pub async fn generate(
     state: web::Data<AuthState>,
     user: SignedIn<Session>,
@@ -50,13 +54,15 @@ pub async fn generate(
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"remaining": 7}))]
 pub struct Remaining {
     pub remaining: i64,
 }
 
 /// How many unused codes remain.
-#[utoipa::path(get, path = "/api/v1/auth/backup-codes", tag = "backup-codes",
-    responses((status = 200, body = Remaining), (status = 401), (status = 403), (status = 404)))]
+#[utoipa::path(get, path = "/api/v1/auth/backup-codes", tag = "backup-codes", operation_id = "count_backup_codes",
+    security(("session" = [])),
+    responses((status = 200, body = Remaining), (status = 404, description = "Backup codes are not enabled")))]
 pub async fn remaining(state: web::Data<AuthState>, user: SignedIn<Session>) -> Result<HttpResponse, ApiError> {
     enabled(&state)?;
     let s = user.require_full()?;
@@ -66,29 +72,42 @@ pub async fn remaining(state: web::Data<AuthState>, user: SignedIn<Session>) -> 
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "ada@example.com", "code": "7KQM-2XJD-9WPA"}))]
 pub struct Redeem {
+    #[schema(schema_with = fields::schema::email)]
     pub email: String,
+    /// One of the user's codes (case, spaces and dashes do not matter).
+    #[schema(schema_with = fields::schema::backup_code)]
     pub code: String,
+    /// Absent: the default tenant.
+    #[schema(schema_with = fields::schema::tenant_id_or_null)]
     pub tenant_id: Option<String>,
+}
+
+/// A recovery session (may only register a passkey) and the codes left.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Redeemed {
+    pub session: crate::handlers::SessionOut,
+    pub remaining: i64,
 }
 
 /// Redeem a code: single use; returns a recovery session (may only register a passkey),
 /// revokes the user's other sessions and mails the user. Every failure answers the same, by
 /// the same path (an unknown address redeems against a decoy).
-#[utoipa::path(post, path = "/api/v1/auth/backup-codes/redeem", tag = "backup-codes", request_body = Redeem,
-    responses((status = 200, body = crate::handlers::SessionEnvelope), (status = 401), (status = 404), (status = 429)))]
+#[utoipa::path(post, path = "/api/v1/auth/backup-codes/redeem", tag = "backup-codes", operation_id = "redeem_backup_code",
+    request_body = Redeem,
+    responses((status = 200, body = Redeemed), (status = 401, description = "The email or code is not valid"),
+              (status = 404, description = "Backup codes are not enabled"), (status = 429)))]
 pub async fn redeem(
     state: web::Data<AuthState>,
     req: HttpRequest,
-    body: web::Json<Redeem>,
+    body: web::Json<super::Object<Redeem>>,
 ) -> Result<HttpResponse, ApiError> {
     enabled(&state)?;
     let tenant = body.tenant_id.clone().unwrap_or_else(|| state.config.auth.default_tenant.clone());
     users::check_tenant(&tenant)?;
     let email = EmailAddress::parse(&body.email)?;
-    if body.code.len() > 64 {
-        return Err(ApiError::invalid("code", "too long"));
-    }
+    fields::BACKUP_CODE.check(&body.code)?;
     let now = state.now();
     let info = info(&req);
     let lim = &state.config.limits;

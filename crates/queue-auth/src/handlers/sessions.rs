@@ -13,14 +13,15 @@ use crate::extract::info;
 use crate::state::AuthState;
 
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"user": {"id": "0e9a1c52-8f6e-4b39-a3a4-5f0f3c1d2b7e", "tenant_id": "acme", "email": "ada@example.com", "email_verified_at": "2026-12-07T14:58:12Z", "display_name": "Ada Lovelace", "status": "active", "created_at": "2026-12-07T14:58:12Z", "updated_at": "2026-12-07T14:58:12Z"}, "session": {"id": "5b1f8d0e-2c4a-4e8f-9d3b-7a6c5e4f3a21", "user_id": "0e9a1c52-8f6e-4b39-a3a4-5f0f3c1d2b7e", "tenant_id": "acme", "kind": "full", "created_at": "2026-12-07T15:00:00Z", "last_seen_at": "2026-12-07T15:02:41Z", "idle_expires_at": "2026-12-07T15:32:41Z", "absolute_expires_at": "2026-12-21T15:00:00Z", "ip": "203.0.113.7", "user_agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0", "verified_at": "2026-12-07T15:00:00Z"}}))]
 pub struct WhoAmI {
     pub user: users::User,
     pub session: Session,
 }
 
 /// Who am I (slides the idle timeout).
-#[utoipa::path(get, path = "/api/v1/auth/session", tag = "sessions",
-    responses((status = 200, body = WhoAmI), (status = 401)))]
+#[utoipa::path(get, path = "/api/v1/auth/session", tag = "sessions", operation_id = "whoami", security(("session" = [])),
+    responses((status = 200, body = WhoAmI)))]
 pub async fn whoami(state: web::Data<AuthState>, user: SignedIn<Session>) -> Result<HttpResponse, ApiError> {
     let mut conn = state.conn().await?;
     let u =
@@ -48,7 +49,8 @@ async fn revoke(
 }
 
 /// Log out: revokes this session and clears the cookie.
-#[utoipa::path(delete, path = "/api/v1/auth/session", tag = "sessions", responses((status = 204), (status = 401)))]
+#[utoipa::path(delete, path = "/api/v1/auth/session", tag = "sessions", operation_id = "logout", security(("session" = [])),
+    responses((status = 204)))]
 pub async fn logout(
     state: web::Data<AuthState>,
     user: SignedIn<Session>,
@@ -71,7 +73,8 @@ pub struct SessionItem {
 }
 
 /// The user's live sessions.
-#[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "sessions", responses((status = 200, body = SessionList), (status = 401), (status = 403)))]
+#[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "sessions", operation_id = "list_sessions", security(("session" = [])),
+    responses((status = 200, body = SessionList)))]
 pub async fn list(state: web::Data<AuthState>, user: SignedIn<Session>) -> Result<HttpResponse, ApiError> {
     let s = user.require_full()?;
     let mut conn = state.conn().await?;
@@ -81,8 +84,8 @@ pub async fn list(state: web::Data<AuthState>, user: SignedIn<Session>) -> Resul
 }
 
 /// Revoke one of the user's sessions.
-#[utoipa::path(delete, path = "/api/v1/auth/sessions/{id}", tag = "sessions",
-    params(("id" = Uuid, Path)), responses((status = 204), (status = 401), (status = 403), (status = 404)))]
+#[utoipa::path(delete, path = "/api/v1/auth/sessions/{id}", tag = "sessions", operation_id = "revoke_session", security(("session" = [])),
+    params(("id" = Uuid, Path)), responses((status = 204), (status = 404, description = "No such live session of this user")))]
 pub async fn revoke_one(
     state: web::Data<AuthState>,
     user: SignedIn<Session>,
@@ -97,13 +100,14 @@ pub async fn revoke_one(
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"revoked": 2}))]
 pub struct Revoked {
     pub revoked: usize,
 }
 
 /// Revoke every other session of the user.
-#[utoipa::path(post, path = "/api/v1/auth/sessions/revoke-others", tag = "sessions",
-    responses((status = 200, body = Revoked), (status = 401), (status = 403)))]
+#[utoipa::path(post, path = "/api/v1/auth/sessions/revoke-others", tag = "sessions", operation_id = "revoke_other_sessions",
+    security(("session" = [])), responses((status = 200, body = Revoked)))]
 pub async fn revoke_others(
     state: web::Data<AuthState>,
     user: SignedIn<Session>,
@@ -115,8 +119,8 @@ pub async fn revoke_others(
 }
 
 /// Revoke every session of the user, this one included (a lost or stolen device).
-#[utoipa::path(post, path = "/api/v1/auth/sessions/revoke-all", tag = "sessions",
-    responses((status = 200, body = Revoked), (status = 401), (status = 403)))]
+#[utoipa::path(post, path = "/api/v1/auth/sessions/revoke-all", tag = "sessions", operation_id = "revoke_all_sessions",
+    security(("session" = [])), responses((status = 200, body = Revoked)))]
 pub async fn revoke_all(
     state: web::Data<AuthState>,
     user: SignedIn<Session>,
@@ -129,11 +133,13 @@ pub async fn revoke_all(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"token": "q3Vt1Yb0m2cHc8Wk5n9dPzL4xRaTfGhJiKlMnOpQrSs"}))]
 pub struct ValidateRequest {
     pub token: String,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"valid": true, "session_id": "5b1f8d0e-2c4a-4e8f-9d3b-7a6c5e4f3a21", "user_id": "0e9a1c52-8f6e-4b39-a3a4-5f0f3c1d2b7e", "tenant_id": "acme", "idle_expires_at": "2026-12-07T15:32:41Z", "absolute_expires_at": "2026-12-21T15:00:00Z"}))]
 pub struct Validation {
     pub valid: bool,
     pub session_id: Option<Uuid>,
@@ -147,17 +153,17 @@ pub struct Validation {
 /// Concurrent calls share one database query (coalesced validation).
 /// Only full sessions are valid here: enrollment and recovery sessions exist only to register a
 /// passkey with this service.
-#[utoipa::path(post, path = "/internal/v1/sessions/validate", tag = "sessions",
+#[utoipa::path(post, path = "/internal/v1/sessions/validate", tag = "sessions", operation_id = "validate_session",
     security(("service_token" = ["sessions:validate"])), request_body = ValidateRequest,
-    responses((status = 200, body = Validation), (status = 401), (status = 403)))]
+    responses((status = 200, body = Validation)))]
 pub async fn validate(
     state: web::Data<AuthState>,
     _caller: ServiceCaller,
-    body: web::Json<ValidateRequest>,
+    body: web::Json<super::Object<ValidateRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     // A token of another length cannot match, so skip the query. Only
     // the hash goes on to the (coalescing) validator; the token itself is dropped here.
-    let body = body.into_inner();
+    let body = body.into_inner().0;
     let found = if body.token.len() == crate::domain::crypto::TOKEN_LEN {
         let hash = sessions::token_hash(&body.token);
         drop(body);

