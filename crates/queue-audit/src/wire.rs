@@ -294,11 +294,11 @@ pub fn payload_value_schema() -> Value {
     })
 }
 
-/// `{"events": [...]}`: 1 to `max_batch` events of one tenant.
+/// `{"events": [...]}`: 1 to `max_batch` events.
 pub fn batch_schema(max_batch: usize) -> Value {
     json!({
         "type": "object",
-        "description": "Events of one tenant, appended atomically: all or none.",
+        "description": "Events (of one tenant or several), appended atomically: all or none.",
         "additionalProperties": false,
         "required": ["events"],
         "properties": {

@@ -43,8 +43,7 @@ pub async fn append(
     state.admit(&caller, 1)?;
     let event = parse_event(&body, "", state.chain.max_payload_bytes)?;
     state.admit_action(&caller, "", &event.action)?;
-    let tenant = event.tenant_id.clone();
-    let mut out = state.appender.append(&tenant, vec![event]).await.map_err(map_append)?;
+    let mut out = state.appender.append(vec![event]).await.map_err(map_append)?;
     let first = out.pop().ok_or_else(|| ApiError::internal(anyhow::anyhow!("append returned nothing")))?;
     Ok(HttpResponse::Created().json(first))
 }
@@ -63,7 +62,7 @@ pub struct BatchResult {
     results: Vec<Appended>,
 }
 
-/// Append many events of one tenant in one round trip, atomically.
+/// Append many events in one round trip, atomically: all or none, whatever their tenants.
 ///
 /// Each event is idempotent by its id as in `POST /api/v1/audit/events`; one conflicting
 /// event refuses the whole batch.
@@ -75,7 +74,7 @@ pub struct BatchResult {
         (status = 403, description = "The token's issuer is not a configured writer, lacks `audit:write`, or may not write one of the actions (`limits.writers`); nothing was written."),
         (status = 409, description = "An event id was written before with other content; nothing was written."),
         (status = 413, description = "The body, or an event's `payload` (as canonical JSON), is larger than the service accepts."),
-        (status = 422, description = "Not a batch this operation takes (`field` names the event and its field), or events of more than one tenant."),
+        (status = 422, description = "Not a batch this operation takes (`field` names the event and its field)."),
         (status = 429, description = "The caller's rate limit (events per second) is spent."),
     ))]
 pub async fn append_batch(
@@ -92,15 +91,11 @@ pub async fn append_batch(
     for (i, v) in raw.iter().enumerate() {
         events.push(parse_event(v, &format!("events[{i}]."), state.chain.max_payload_bytes)?);
     }
-    let tenant = events[0].tenant_id.clone();
-    if let Some(i) = events.iter().position(|e| e.tenant_id != tenant) {
-        return Err(ApiError::invalid(format!("events[{i}].tenant_id"), "a batch holds events of one tenant"));
-    }
     // One foreign action refuses the whole batch: a batch is atomic.
     for (i, e) in events.iter().enumerate() {
         state.admit_action(&caller, &format!("events[{i}]."), &e.action)?;
     }
-    let results = state.appender.append(&tenant, events).await.map_err(map_append)?;
+    let results = state.appender.append(events).await.map_err(map_append)?;
     Ok(HttpResponse::Created().json(BatchResult { results }))
 }
 
