@@ -116,9 +116,13 @@ fn nul_in(v: &Value, at: &str) -> Option<String> {
     match v {
         Value::String(s) if s.contains('\0') => Some(at.to_string()),
         Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| nul_in(item, &format!("{at}[{i}]"))),
-        Value::Object(o) => o.iter().find_map(|(k, item)| {
-            if k.contains('\0') { Some(at.to_string()) } else { nul_in(item, &format!("{at}.{k}")) }
-        }),
+        Value::Object(o) => {
+            o.iter().find_map(
+                |(k, item)| {
+                    if k.contains('\0') { Some(at.to_string()) } else { nul_in(item, &format!("{at}.{k}")) }
+                },
+            )
+        }
         _ => None,
     }
 }
@@ -323,9 +327,7 @@ impl utoipa::ToSchema for EventBody {
         "Event".into()
     }
 
-    fn schemas(
-        schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>,
-    ) {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
         schemas.push(("PayloadValue".into(), schema(payload_value_schema())));
     }
 }
@@ -345,9 +347,7 @@ impl utoipa::ToSchema for BatchBody {
         "EventBatch".into()
     }
 
-    fn schemas(
-        schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>,
-    ) {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
         schemas.push(("Event".into(), schema(event_schema())));
         schemas.push(("PayloadValue".into(), schema(payload_value_schema())));
     }

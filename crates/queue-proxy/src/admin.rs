@@ -233,8 +233,9 @@ fn refused(e: ChangeError) -> ApiError {
     security(("service_token" = ["proxy:admin"])),
     responses(
         (status = 200, description = "Installed, or the file holds the table in force (`changed: false`).", body = Change),
-        (status = 409, description = "The proxy runs without a table file, the file holds a table that does not validate \
-            (`field` names the key; the table in force is unchanged), or the table in force changed meanwhile."),
+        (status = 409, description = "The proxy runs without a table file, or the table in force changed meanwhile; nothing changed."),
+        (status = 422, description = "The table file holds a table that does not validate: `field` names the key (`(file)` for \
+            the file as a whole); the table in force is unchanged."),
         (status = 503, description = "The table file cannot be read, or the audit service did not record the change; nothing changed. \
             Try again after `Retry-After` seconds."),
     ))]

@@ -100,14 +100,8 @@ pub async fn start(config: ProxyConfig, signals: Signals) -> anyhow::Result<Star
     let peers = queue_platform::http_client::HttpClient::from_config(&config.server.tls)?;
     // The document describes the admin listener, where it is served: not the platform
     // endpoints of the public one.
-    let platform = Platform::with_own_document(
-        NAME,
-        None,
-        &config.tokens,
-        &config.telemetry,
-        peers,
-        admin::AdminApi::openapi(),
-    )?;
+    let platform =
+        Platform::with_own_document(NAME, None, &config.tokens, &config.telemetry, peers, admin::AdminApi::openapi())?;
     // With `server.tls.ca_file`, https upstreams (the services in a TLS deployment) may also
     // chain to the deployment's CA; the platform roots stay for a legacy side on a public CA.
     let internal_roots = match &config.server.tls.ca_file {

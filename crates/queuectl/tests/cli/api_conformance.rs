@@ -72,6 +72,9 @@ async fn schemathesis(app_url: &str, audience: &str, issuer: &str, keys: &TestKe
     let (ok, out) = run(command).await;
     assert!(ok, "schemathesis found failures in {audience}:\n{out}");
     assert!(out.contains("No issues found"), "schemathesis did not test {audience}:\n{out}");
+    // The summary, for `--nocapture` (what was generated and tested).
+    let summary = out.lines().skip_while(|l| !l.contains("SUMMARY")).collect::<Vec<_>>().join("\n");
+    println!("schemathesis, {audience}, {examples} examples:\n{summary}");
 }
 
 fn adjust_none(_: &mut ServiceConfig) {}
