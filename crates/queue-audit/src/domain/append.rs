@@ -423,12 +423,13 @@ async fn commit(inner: &Inner, remembered: &Remembered, jobs: &[Job], probe: Pro
                     (id, occurred, digest)
                 })
                 .collect();
-            if let Some((e, _)) = job
-                .events
-                .iter()
-                .zip(&prepared)
-                .find(|(e, (_, _, d))| known.get(&(e.tenant_id.clone(), e.event_id)).is_some_and(|k| &k.2 != d))
-            {
+            // Against what is stored (or added by an earlier job), and within the job: the same
+            // id twice in one batch with other content conflicts too.
+            let mut in_job: HashMap<(&str, Uuid), &[u8; 32]> = HashMap::with_capacity(job.events.len());
+            if let Some((e, _)) = job.events.iter().zip(&prepared).find(|(e, (_, _, d))| {
+                known.get(&(e.tenant_id.clone(), e.event_id)).is_some_and(|k| &k.2 != d)
+                    || in_job.insert((e.tenant_id.as_str(), e.event_id), d).is_some_and(|first| first != d)
+            }) {
                 results.push(Err(AppendError::Conflict(e.event_id)));
                 continue;
             }

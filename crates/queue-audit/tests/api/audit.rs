@@ -87,7 +87,32 @@ async fn a_batch_of_several_tenants_extends_each_chain_atomically() {
         .post_json_as("/api/v1/audit/events/batch", &a.writer(), &json!({"events": [event("t1", 13), changed]}))
         .await;
     assert_eq!(s.as_u16(), 409, "{body}");
-    for (tenant, events) in [("t1", 2), ("t2", 3)] {
+    // The same id twice in one batch: the same content is one event, other content a conflict.
+    let twice = event("t3", 1);
+    let (s, body) = a
+        .app
+        .post_json_as("/api/v1/audit/events/batch", &a.writer(), &json!({"events": [twice.clone(), twice.clone()]}))
+        .await;
+    assert_eq!(s.as_u16(), 201, "{body}");
+    assert_eq!(body["results"][0], body["results"][1], "{body}");
+    let mut other = event("t3", 2);
+    other["id"] = twice["id"].clone();
+    let (s, body) = a
+        .app
+        .post_json_as(
+            "/api/v1/audit/events/batch",
+            &a.writer(),
+            &json!({"events": [event("t3", 3), other.clone(), other]}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 409, "{body}");
+    let fresh = event("t4", 1);
+    let mut changed_twin = fresh.clone();
+    changed_twin["action"] = json!("auth.login.failed");
+    let (s, body) =
+        a.app.post_json_as("/api/v1/audit/events/batch", &a.writer(), &json!({"events": [fresh, changed_twin]})).await;
+    assert_eq!(s.as_u16(), 409, "an id twice with other content in one batch: {body}");
+    for (tenant, events) in [("t1", 2), ("t2", 3), ("t3", 1), ("t4", 0)] {
         let report = a.verify(tenant).await;
         assert_eq!((report["ok"].as_bool(), report["events"].as_i64()), (Some(true), Some(events)), "{report}");
     }
