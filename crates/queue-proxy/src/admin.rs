@@ -253,7 +253,18 @@ async fn reload(
 struct PhaseRequest {
     /// The migration phase: a route sends to Queue from its `cutover_phase` on.
     #[schema(schema_with = phase_schema)]
+    #[serde(deserialize_with = "integral")]
     phase: u8,
+}
+
+/// A JSON Schema `integer` is any number without a fraction, `2.0` too (serde's `u8` takes only
+/// `2`); out of `u8`'s range, or with a fraction, it is refused (422).
+fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    n.as_u64()
+        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= 255.0).map(|f| f as u64))
+        .and_then(|v| u8::try_from(v).ok())
+        .ok_or_else(|| serde::de::Error::custom(format!("`{n}` is not a phase")))
 }
 
 /// `phase`'s schema, from the phases a table may have.
