@@ -50,6 +50,28 @@ pub const MIGRATIONS: SchemaMigrations = SchemaMigrations { schema: SCHEMA, migr
 )]
 struct ApiDoc;
 
+/// This service's document, with the configured limits in it.
+fn document(config: &AuditConfig) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    wire::configured_batch(&mut doc, config.chain.max_batch);
+    require_tenant_id(&mut doc);
+    doc
+}
+
+/// Every read takes `tenant_id`; utoipa 5 leaves a parameter with `schema_with` optional.
+fn require_tenant_id(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{Required, path::ParameterIn};
+    for item in doc.paths.paths.values_mut() {
+        for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+            for p in op.parameters.iter_mut().flatten() {
+                if p.name == "tenant_id" && p.parameter_in == ParameterIn::Query {
+                    p.required = Required::True;
+                }
+            }
+        }
+    }
+}
+
 /// Opens the key provider and the key ring, creating epoch 1 on first start.
 pub async fn key_ring(config: &AuditConfig) -> anyhow::Result<domain::keyring::KeyRing> {
     let provider = domain::keys::KeyProvider::from_config(&config.keys).await?;
@@ -71,7 +93,7 @@ pub async fn run(config: AuditConfig, signals: Signals) -> anyhow::Result<Runnin
         telemetry: &config.telemetry,
         tokens: &config.tokens,
     }
-    .open(ApiDoc::openapi())
+    .open(document(&config))
     .await?;
     let keys = key_ring(&config).await?;
     // Check now that the current key decrypts, so a wrong KMS key or master key stops start-up.

@@ -55,8 +55,24 @@ impl Platform {
         http: HttpClient,
         mut openapi: utoipa::openapi::OpenApi,
     ) -> anyhow::Result<Arc<Self>> {
-        let tokens = Tokens::from_config(tokens_config, &http)?;
         openapi.merge(PlatformApi::openapi());
+        Self::with_own_document(name, db, tokens_config, telemetry, http, openapi)
+    }
+
+    /// As [`Platform::with_client`], for a document that describes a listener without the
+    /// platform endpoints (the proxy's admin listener): `openapi` is completed, not merged with
+    /// them, so it lists exactly what that listener serves.
+    pub fn with_own_document(
+        name: &'static str,
+        db: Option<Db>,
+        tokens_config: &TokensConfig,
+        telemetry: &TelemetryConfig,
+        http: HttpClient,
+        mut openapi: utoipa::openapi::OpenApi,
+    ) -> anyhow::Result<Arc<Self>> {
+        let tokens = Tokens::from_config(tokens_config, &http)?;
+        // The error body every completed document refers to.
+        openapi.merge(ErrorSchemas::openapi());
         let mut document = serde_json::to_value(&openapi)?;
         contract::complete(&mut document);
         let contract = Contract::from_document(&document);
@@ -324,3 +340,7 @@ async fn caller(caller: ServiceCaller) -> HttpResponse {
 #[derive(OpenApi)]
 #[openapi(paths(healthz, readyz, metrics, jwks, openapi, caller), components(schemas(error::ErrorBody)))]
 struct PlatformApi;
+
+#[derive(OpenApi)]
+#[openapi(components(schemas(error::ErrorBody)))]
+struct ErrorSchemas;

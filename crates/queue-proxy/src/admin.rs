@@ -110,6 +110,19 @@ pub(crate) async fn refuse_browsers(
     next.call(req).await
 }
 
+/// The proxy's document: exactly what the admin listener serves (the public listener's
+/// platform endpoints are not in it: `Platform::with_own_document`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "queue-proxy", description = "Queue proxy: phased strangler-fig routing. This is the admin \
+        API: the admin listener (loopback), for operators' service tokens (issuers `admin.issuers`, scope \
+        `proxy:admin`); requests shaped like a browser's (an `Origin`, a `Sec-Fetch-Site` other than `none`) \
+        or naming a foreign `Host` are refused with 403 before anything else (docs/proxy.md, \"The admin API\")."),
+    paths(routes, reload, phase, rollback, shadow, metrics, openapi, healthz),
+    tags((name = "admin", description = "The route table, its phase, reloads and rollbacks, the shadow report."))
+)]
+pub(crate) struct AdminApi;
+
 #[derive(Serialize)]
 struct RouteView<'a> {
     #[serde(flatten)]
@@ -118,23 +131,40 @@ struct RouteView<'a> {
     now: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"version": "9f2c41d0a7b3", "label": "december cutover", "phase": 2, "generation": 7,
+    "trigger": "admin", "loaded_at": "2026-12-07T14:03:22.481Z", "file": "/etc/queue/routes.toml",
+    "default_legacy": "raptor",
+    "upstreams": [{"name": "raptor", "side": "legacy", "base": "http://10.0.0.5:8080", "response_timeout_ms": 30000, "max_in_flight": 512}],
+    "routes": [{"name": "backup-codes", "match": {"prefix": "/api/v1/auth/backup-codes"}, "methods": [], "legacy": "raptor",
+        "queue_service": "auth", "queue_path": "/api/v1/auth/backup-codes", "cutover_phase": 2, "pinned": null,
+        "canary": null, "shadow": null, "now": "queue"}],
+    "history": [{"version": "51be07c3e8d2", "phase": 1, "generation": 6, "trigger": "phase"}]}))]
 struct TableView<'a> {
+    /// The table's content hash.
     version: &'a str,
     label: Option<&'a str>,
     phase: u8,
+    /// Counts the tables installed since start.
     generation: u64,
+    /// What installed it: `start`, `admin`, `phase`, `rollback`, `file-change`, `sighup`.
     trigger: &'a str,
     loaded_at: chrono::DateTime<chrono::Utc>,
+    /// The table file, when the proxy runs with one.
     file: Option<String>,
     default_legacy: Option<&'a str>,
+    /// The legacy and Queue upstreams (docs/proxy.md, "The route table").
+    #[schema(value_type = Vec<Object>)]
     upstreams: Vec<&'a crate::table::Upstream>,
+    /// Each route as the table states it, with `now`: where it sends now (`legacy`, `queue`, or
+    /// `canary`, by cohort).
+    #[schema(value_type = Vec<Object>)]
     routes: Vec<RouteView<'a>>,
     /// Previous tables (newest first): what `POST /admin/rollback` returns to.
     history: Vec<HistoryEntry>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct HistoryEntry {
     version: String,
     phase: u8,
@@ -142,6 +172,10 @@ struct HistoryEntry {
     trigger: &'static str,
 }
 
+/// The route table in force, where each route sends now, and the tables a rollback returns to.
+#[utoipa::path(get, path = "/admin/routes", tag = "admin", operation_id = "get_route_table",
+    security(("service_token" = ["proxy:admin"])),
+    responses((status = 200, description = "The table in force.", body = TableView<'_>)))]
 async fn routes(state: web::Data<ProxyState>, _caller: ServiceCaller) -> HttpResponse {
     let loaded = state.tables.current();
     let t = &loaded.table;
@@ -194,6 +228,17 @@ fn refused(e: ChangeError) -> ApiError {
     }
 }
 
+/// Re-read the table file and install it (validated whole first; audited before it applies).
+#[utoipa::path(post, path = "/admin/reload", tag = "admin", operation_id = "reload_route_table",
+    security(("service_token" = ["proxy:admin"])),
+    responses(
+        (status = 200, description = "Installed, or the file holds the table in force (`changed: false`).", body = Change),
+        (status = 409, description = "The proxy runs without a table file, or the table in force changed meanwhile; nothing changed."),
+        (status = 422, description = "The table file holds a table that does not validate: `field` names the key (`(file)` for \
+            the file as a whole); the table in force is unchanged."),
+        (status = 503, description = "The table file cannot be read, or the audit service did not record the change; nothing changed. \
+            Try again after `Retry-After` seconds."),
+    ))]
 async fn reload(
     state: web::Data<ProxyState>,
     caller: ServiceCaller,
@@ -202,12 +247,47 @@ async fn reload(
     change(&state, &caller, &req, || state.tables.plan_reload()).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"phase": 2}))]
 struct PhaseRequest {
+    /// The migration phase: a route sends to Queue from its `cutover_phase` on.
+    #[schema(schema_with = phase_schema)]
+    #[serde(deserialize_with = "integral")]
     phase: u8,
 }
 
+/// A JSON Schema `integer` is any number without a fraction, `2.0` too (serde's `u8` takes only
+/// `2`); out of `u8`'s range, or with a fraction, it is refused (422).
+fn integral<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    n.as_u64()
+        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= 255.0).map(|f| f as u64))
+        .and_then(|v| u8::try_from(v).ok())
+        .ok_or_else(|| serde::de::Error::custom(format!("`{n}` is not a phase")))
+}
+
+/// `phase`'s schema, from the phases a table may have.
+fn phase_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Integer)
+        .minimum(Some(*crate::table::PHASES.start()))
+        .maximum(Some(*crate::table::PHASES.end()))
+        .build()
+}
+
+/// Install the table in force with another phase (audited before it applies; written back to
+/// the table file).
+#[utoipa::path(post, path = "/admin/phase", tag = "admin", operation_id = "set_phase",
+    security(("service_token" = ["proxy:admin"])),
+    request_body = PhaseRequest,
+    responses(
+        (status = 200, description = "Installed, or already in force (`changed: false`).", body = Change),
+        (status = 409, description = "The table in force changed meanwhile; nothing changed."),
+        (status = 422, description = "Not a phase (`field` is `phase`); the table in force is unchanged."),
+        (status = 503, description = "The audit service did not record the change, or the table file cannot be written; \
+            nothing changed. Try again after `Retry-After` seconds."),
+    ))]
 async fn phase(
     state: web::Data<ProxyState>,
     caller: ServiceCaller,
@@ -217,6 +297,14 @@ async fn phase(
     change(&state, &caller, &req, || state.tables.plan_phase(body.phase)).await
 }
 
+/// Return to the previous table, exactly (audited before it applies).
+#[utoipa::path(post, path = "/admin/rollback", tag = "admin", operation_id = "roll_back_route_table",
+    security(("service_token" = ["proxy:admin"])),
+    responses(
+        (status = 200, description = "The previous table is in force.", body = Change),
+        (status = 409, description = "There is no previous table, or the table in force changed meanwhile; nothing changed."),
+        (status = 503, description = "The audit service did not record the change; nothing changed. Try again after `Retry-After` seconds."),
+    ))]
 async fn rollback(
     state: web::Data<ProxyState>,
     caller: ServiceCaller,
@@ -319,20 +407,54 @@ fn compensate(audit: queue_audit_client::AuditClient, announced: &AuditEvent) {
     });
 }
 
-async fn shadow(state: web::Data<ProxyState>, _caller: ServiceCaller) -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "routes": state.shadow.report() }))
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"routes": {"backup-codes": {"compared": 120, "matched": 118, "mismatched": 2,
+    "shadow_errors": 0, "skipped": 1, "dropped": 0, "match_rate": 0.9833, "samples": []}}}))]
+struct ShadowView {
+    /// Per shadowed route: compared, matched, mismatched, shadow errors, skipped, dropped, the
+    /// match rate and the newest mismatch samples.
+    #[schema(value_type = BTreeMap<String, Object>)]
+    routes: std::collections::BTreeMap<String, crate::shadow::RouteReport>,
 }
 
+/// The shadow comparison report, per shadowed route.
+#[utoipa::path(get, path = "/admin/shadow", tag = "admin", operation_id = "get_shadow_report",
+    security(("service_token" = ["proxy:admin"])),
+    responses((status = 200, description = "The report since start.", body = ShadowView)))]
+async fn shadow(state: web::Data<ProxyState>, _caller: ServiceCaller) -> HttpResponse {
+    HttpResponse::Ok().json(ShadowView { routes: state.shadow.report() })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"status": "ok", "service": "queue-proxy-admin"}))]
+struct AdminHealth {
+    status: &'static str,
+    service: &'static str,
+}
+
+/// The admin listener is up (open: no token, for probes).
+#[utoipa::path(get, path = "/healthz", tag = "admin", operation_id = "admin_healthz",
+    responses(
+        (status = 200, description = "Up.", body = AdminHealth),
+        (status = 403, description = "A browser-shaped request (`Origin`, `Sec-Fetch-Site`) or a foreign `Host`.",
+            body = queue_platform::error::ErrorBody),
+    ))]
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok", "service": "queue-proxy-admin"}))
+    HttpResponse::Ok().json(AdminHealth { status: "ok", service: "queue-proxy-admin" })
 }
 
 /// The proxy's own metrics: here only, never on the front door.
+#[utoipa::path(get, path = "/metrics", tag = "admin", operation_id = "get_metrics",
+    security(("service_token" = ["proxy:admin"])),
+    responses((status = 200, description = "Prometheus text exposition.", content_type = "text/plain")))]
 async fn metrics(state: web::Data<ProxyState>, _caller: ServiceCaller) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.platform.metrics.render())
 }
 
 /// The proxy's OpenAPI document: here only, never on the front door.
+#[utoipa::path(get, path = "/openapi.json", tag = "admin", operation_id = "get_openapi_document",
+    security(("service_token" = ["proxy:admin"])),
+    responses((status = 200, description = "This document.", content_type = "application/json")))]
 async fn openapi(state: web::Data<ProxyState>, _caller: ServiceCaller) -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(state.platform.openapi().to_string())
 }

@@ -45,10 +45,6 @@ use crate::store::TableStore;
 
 pub const NAME: &str = "queue-proxy";
 
-#[derive(OpenApi)]
-#[openapi(info(title = "queue-proxy", description = "Queue proxy: phased strangler-fig routing."))]
-struct ApiDoc;
-
 /// What every request handler reaches.
 pub(crate) struct ProxyState {
     tables: TableStore,
@@ -102,7 +98,10 @@ pub async fn run(config: ProxyConfig, signals: Signals) -> anyhow::Result<Runnin
 /// Starts both listeners and the background tasks (table watch, SIGHUP, shadow dispatcher).
 pub async fn start(config: ProxyConfig, signals: Signals) -> anyhow::Result<Started> {
     let peers = queue_platform::http_client::HttpClient::from_config(&config.server.tls)?;
-    let platform = Platform::with_client(NAME, None, &config.tokens, &config.telemetry, peers, ApiDoc::openapi())?;
+    // The document describes the admin listener, where it is served: not the platform
+    // endpoints of the public one.
+    let platform =
+        Platform::with_own_document(NAME, None, &config.tokens, &config.telemetry, peers, admin::AdminApi::openapi())?;
     // With `server.tls.ca_file`, https upstreams (the services in a TLS deployment) may also
     // chain to the deployment's CA; the platform roots stay for a legacy side on a public CA.
     let internal_roots = match &config.server.tls.ca_file {
@@ -191,6 +190,9 @@ pub async fn start(config: ProxyConfig, signals: Signals) -> anyhow::Result<Star
             .app_data(web::JsonConfig::default().limit(4096).error_handler(queue_platform::error::json_error_handler))
             .configure(admin::configure(admin_issuers.clone()))
             .default_service(web::to(queue_platform::error::not_found))
+            // A method the document does not declare: 405 with `Allow` (inside the browser
+            // check, so a browser is refused before it learns the methods).
+            .wrap(actix_web::middleware::from_fn(queue_platform::error::method_not_allowed))
             .wrap(actix_web::middleware::from_fn(admin::refuse_browsers))
     })
     .workers(1)

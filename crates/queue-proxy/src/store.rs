@@ -29,7 +29,9 @@ pub(crate) struct Loaded {
 }
 
 /// What a change did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"changed": true, "version": "9f2c41d0a7b3", "previous_version": "51be07c3e8d2",
+    "phase": 2, "generation": 7, "persisted": true}))]
 pub(crate) struct Change {
     pub(crate) changed: bool,
     pub(crate) version: String,

@@ -1,6 +1,8 @@
 //! Appending events with group commit. A fixed set of writer tasks (shards) owns the tenants:
 //! a tenant always goes to the same shard, so its chain is extended strictly in order, and each
-//! writer gathers whatever has queued up (events of several tenants) into one transaction.
+//! writer gathers whatever has queued up (events of several tenants) into one transaction. A
+//! batch of several tenants goes to its first tenant's shard and is one job there (atomic); the
+//! heads of its other tenants are locked or checked as against another replica (below).
 //! Across replicas, the chain head rows (`SELECT … ORDER BY tenant_id FOR UPDATE`, always in
 //! tenant order, so two replicas cannot deadlock) serialise writers of one tenant.
 //!
@@ -64,7 +66,7 @@ impl NewEvent {
 type Reply = oneshot::Sender<Result<Vec<Appended>, AppendError>>;
 
 struct Job {
-    tenant: String,
+    /// Of one tenant or several (a batch is atomic whatever its tenants).
     events: Vec<NewEvent>,
     reply: Reply,
 }
@@ -108,12 +110,15 @@ impl Appender {
         Self { shards: shards.into() }
     }
 
-    /// Appends `events` (all of one tenant) atomically; returns each event's `{seq, mac}`.
-    pub async fn append(&self, tenant: &str, events: Vec<NewEvent>) -> Result<Vec<Appended>, AppendError> {
+    /// Appends `events` atomically, all or none; returns each event's `{seq, mac}`. Events of
+    /// several tenants go to the writer of the first one's: its transaction locks (or checks)
+    /// every head it extends, as it does against other replicas.
+    pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, AppendError> {
+        let Some(first) = <[NewEvent]>::first(&events) else { return Ok(Vec::new()) };
+        let owner = shard(&first.tenant_id, self.shards.len());
         let (reply, rx) = oneshot::channel();
-        let job = Job { tenant: tenant.to_string(), events, reply };
-        self.shards[shard(tenant, self.shards.len())]
-            .send(job)
+        self.shards[owner]
+            .send(Job { events, reply })
             .map_err(|_| AppendError::Unavailable("the service is shutting down".into()))?;
         rx.await.map_err(|_| AppendError::Internal(anyhow::anyhow!("writer task ended")))?
     }
@@ -373,7 +378,7 @@ async fn commit(inner: &Inner, remembered: &Remembered, jobs: &[Job], probe: Pro
     let mut conn = inner.db.conn().await.map_err(|e| AppendError::Unavailable(e.to_string()))?;
     // Tenants in sorted order: heads are created and locked in this order on every replica.
     let tenants: Vec<&str> = {
-        let mut t: Vec<&str> = jobs.iter().map(|j| j.tenant.as_str()).collect();
+        let mut t: Vec<&str> = jobs.iter().flat_map(|j| j.events.iter().map(|e| e.tenant_id.as_str())).collect();
         t.sort_unstable();
         t.dedup();
         t
@@ -403,10 +408,10 @@ async fn commit(inner: &Inner, remembered: &Remembered, jobs: &[Job], probe: Pro
         let mut cols = Columns::default();
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let Some((seq, prev)) = chains.get_mut(job.tenant.as_str()) else {
+            if job.events.iter().any(|e| !chains.contains_key(e.tenant_id.as_str())) {
                 results.push(Err(AppendError::Internal(anyhow::anyhow!("no chain head for the tenant"))));
                 continue;
-            };
+            }
             // First pass: does anything in this job conflict?
             let prepared: Vec<(String, String, [u8; 32])> = job
                 .events
@@ -418,22 +423,25 @@ async fn commit(inner: &Inner, remembered: &Remembered, jobs: &[Job], probe: Pro
                     (id, occurred, digest)
                 })
                 .collect();
-            if let Some((e, _)) = job
-                .events
-                .iter()
-                .zip(&prepared)
-                .find(|(e, (_, _, d))| known.get(&(job.tenant.clone(), e.event_id)).is_some_and(|k| &k.2 != d))
-            {
+            // Against what is stored (or added by an earlier job), and within the job: the same
+            // id twice in one batch with other content conflicts too.
+            let mut in_job: HashMap<(&str, Uuid), &[u8; 32]> = HashMap::with_capacity(job.events.len());
+            if let Some((e, _)) = job.events.iter().zip(&prepared).find(|(e, (_, _, d))| {
+                known.get(&(e.tenant_id.clone(), e.event_id)).is_some_and(|k| &k.2 != d)
+                    || in_job.insert((e.tenant_id.as_str(), e.event_id), d).is_some_and(|first| first != d)
+            }) {
                 results.push(Err(AppendError::Conflict(e.event_id)));
                 continue;
             }
             let mut out = Vec::with_capacity(job.events.len());
             for (e, (id, occurred, digest)) in job.events.iter().zip(prepared) {
-                let key_of = (job.tenant.clone(), e.event_id);
+                let key_of = (e.tenant_id.clone(), e.event_id);
                 if let Some((s, m, _)) = known.get(&key_of) {
                     out.push(Appended { id: e.event_id, seq: *s, mac: hex(m) });
                     continue;
                 }
+                // Present: every tenant of the job was checked above.
+                let Some((seq, prev)) = chains.get_mut(e.tenant_id.as_str()) else { continue };
                 *seq += 1;
                 let fields =
                     ChainedFields { seq: *seq, recorded_at: &recorded, key_id: epoch, ..e.fields(&id, &occurred) };
@@ -573,7 +581,7 @@ async fn read_heads<'a>(
     let geneses: Vec<Vec<u8>> = tenants.iter().map(|t| chain::genesis(t).to_vec()).collect();
     // Every (tenant, id) of the batch, as two parallel arrays.
     let (id_tenants, ids): (Vec<&str>, Vec<Uuid>) =
-        jobs.iter().flat_map(|j| j.events.iter().map(|e| (j.tenant.as_str(), e.event_id))).unzip();
+        jobs.iter().flat_map(|j| j.events.iter().map(|e| (e.tenant_id.as_str(), e.event_id))).unzip();
     let shared: &diesel_async::AsyncPgConnection = c;
     let ensure = prepared(
         diesel::sql_query(

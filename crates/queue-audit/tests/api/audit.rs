@@ -58,12 +58,64 @@ async fn bad_input_names_the_field_and_writes_nothing() {
     let mut e = event("t1", 1);
     e["payload"] = json!({"blob": "x".repeat(20_000)});
     assert_eq!(a.write(&e).await.0, 413);
-    let (s, body) = a
-        .app
-        .post_json_as("/api/v1/audit/events/batch", &a.writer(), &json!({"events": [event("t1", 1), event("t2", 2)]}))
-        .await;
+    let mut bad = event("t2", 2);
+    bad["tenant_id"] = json!("t,2");
+    let (s, body) =
+        a.app.post_json_as("/api/v1/audit/events/batch", &a.writer(), &json!({"events": [event("t1", 1), bad]})).await;
     assert_eq!((s.as_u16(), body["error"]["field"].as_str()), (422, Some("events[1].tenant_id")));
     assert_eq!(a.verify("t1").await["events"], 0);
+}
+
+/// A batch may mix tenants (the document cannot say "one tenant", so the service does not ask
+/// it): each event extends its own tenant's chain, all in one transaction, and a conflict in
+/// one tenant writes nothing in the other.
+#[tokio::test]
+async fn a_batch_of_several_tenants_extends_each_chain_atomically() {
+    let a = Audit::start().await;
+    a.write_n("t2", 2).await;
+    let t2 = event("t2", 11);
+    let batch = json!({"events": [event("t1", 10), t2.clone(), event("t1", 12)]});
+    let (s, body) = a.app.post_json_as("/api/v1/audit/events/batch", &a.writer(), &batch).await;
+    assert_eq!(s.as_u16(), 201, "{body}");
+    let seqs: Vec<i64> =
+        body["results"].as_array().expect("results").iter().map(|r| r["seq"].as_i64().expect("seq")).collect();
+    assert_eq!(seqs, vec![1, 3, 2], "each tenant's own chain");
+    let mut changed = t2;
+    changed["action"] = json!("auth.login.failed");
+    let (s, body) = a
+        .app
+        .post_json_as("/api/v1/audit/events/batch", &a.writer(), &json!({"events": [event("t1", 13), changed]}))
+        .await;
+    assert_eq!(s.as_u16(), 409, "{body}");
+    // The same id twice in one batch: the same content is one event, other content a conflict.
+    let twice = event("t3", 1);
+    let (s, body) = a
+        .app
+        .post_json_as("/api/v1/audit/events/batch", &a.writer(), &json!({"events": [twice.clone(), twice.clone()]}))
+        .await;
+    assert_eq!(s.as_u16(), 201, "{body}");
+    assert_eq!(body["results"][0], body["results"][1], "{body}");
+    let mut other = event("t3", 2);
+    other["id"] = twice["id"].clone();
+    let (s, body) = a
+        .app
+        .post_json_as(
+            "/api/v1/audit/events/batch",
+            &a.writer(),
+            &json!({"events": [event("t3", 3), other.clone(), other]}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 409, "{body}");
+    let fresh = event("t4", 1);
+    let mut changed_twin = fresh.clone();
+    changed_twin["action"] = json!("auth.login.failed");
+    let (s, body) =
+        a.app.post_json_as("/api/v1/audit/events/batch", &a.writer(), &json!({"events": [fresh, changed_twin]})).await;
+    assert_eq!(s.as_u16(), 409, "an id twice with other content in one batch: {body}");
+    for (tenant, events) in [("t1", 2), ("t2", 3), ("t3", 1), ("t4", 0)] {
+        let report = a.verify(tenant).await;
+        assert_eq!((report["ok"].as_bool(), report["events"].as_i64()), (Some(true), Some(events)), "{report}");
+    }
 }
 
 #[tokio::test]

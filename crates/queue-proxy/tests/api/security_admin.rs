@@ -221,6 +221,48 @@ async fn the_front_door_never_serves_the_proxys_metrics_or_openapi() {
     assert!(p.admin_text("/metrics").await.contains("queue_proxy_requests_total"));
 }
 
+/// The proxy's document describes the admin listener, where it is served: exactly its paths and
+/// methods, each guarded one with the operator's scope; an undeclared method is answered 405
+/// with `Allow` (after the browser check), a platform path of the public listener 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_document_is_what_the_admin_listener_serves() {
+    let legacy = standin("raptor", false);
+    let auth = standin("queue-auth", true);
+    let p = Proxy::start(&table(1, &legacy.url(), &auth.url(), "")).await;
+    let (status, doc) = p.admin_get("/openapi.json").await;
+    assert_eq!(status, 200, "{doc}");
+    let mut served: Vec<String> = endpoints().iter().map(|(m, path, _)| format!("{m} {path}")).collect();
+    served.push("GET /healthz".into());
+    let mut declared = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("item") {
+            declared.push(format!("{} {path}", method.to_uppercase()));
+            let security = &op["security"];
+            if path == "/healthz" {
+                assert!(security.is_null(), "/healthz is open: {security}");
+            } else {
+                assert_eq!(security, &json!([{"service_token": ["proxy:admin"]}]), "{method} {path}");
+            }
+        }
+    }
+    served.sort();
+    declared.sort();
+    assert_eq!(declared, served);
+
+    for (method, path, allow) in [(Method::PUT, "/admin/routes", "GET"), (Method::DELETE, "/admin/phase", "POST")] {
+        let r = p.client.request(method, p.admin_url(path)).bearer_auth(p.admin_token()).send().await.expect("request");
+        assert_eq!(r.status(), 405, "{path}");
+        assert_eq!(r.headers().get("allow").and_then(|v| v.to_str().ok()), Some(allow), "{path}");
+    }
+    let (status, _) =
+        call(&p, &(Method::PUT, "/admin/routes", None), None, &[("Origin", "https://evil.example")]).await;
+    assert_eq!(status, 403, "a browser learns nothing, not even the methods");
+    for path in ["/readyz", "/.well-known/jwks.json", "/internal/v1/caller"] {
+        let (status, body) = p.admin_get(path).await;
+        assert_eq!((status.as_u16(), body["error"]["code"].as_str()), (404, Some("not_found")), "{path}: {body}");
+    }
+}
+
 /// A stand-in of the audit service's `POST /api/v1/audit/events` that can be taken down: up, it
 /// keeps each event and answers 201; down, it answers 503.
 struct AuditStandin {

@@ -295,7 +295,8 @@ fn render_schema(out: &mut String, name: &str, schema: &Value) {
             // Inline parts of a composition (e.g. a flattened struct plus its own fields, or the
             // variants of a tagged enum).
             for combinator in ["allOf", "oneOf", "anyOf"] {
-                for part in schema[combinator].as_array().into_iter().flatten().filter(|p| p["properties"].is_object()) {
+                for part in schema[combinator].as_array().into_iter().flatten().filter(|p| p["properties"].is_object())
+                {
                     if let Some(title) = part["title"].as_str() {
                         let _ = writeln!(out, "`{title}`:\n");
                     }
