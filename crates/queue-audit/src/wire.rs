@@ -27,6 +27,10 @@ pub const USER_AGENT_MAX: usize = 1024;
 /// A string in the payload (a key or a value) holds no U+0000: the payload is also kept as
 /// `jsonb`, which cannot hold it.
 pub const PAYLOAD_TEXT_PATTERN: &str = "^[^\\u0000]*$";
+/// How deep arrays and objects may nest inside a payload (the payload object itself is level 0).
+/// A bound any audit record stays far within; it also lets the document state the payload
+/// without a recursive schema, which code generators cannot all follow.
+pub const PAYLOAD_MAX_DEPTH: usize = 5;
 /// A W3C trace id.
 pub const TRACE_ID_PATTERN: &str = "^[0-9a-f]{32}$";
 /// Free text holds no control characters (`char::is_control`: U+0000–U+001F, U+007F–U+009F).
@@ -127,6 +131,19 @@ fn nul_in(v: &Value, at: &str) -> Option<String> {
     }
 }
 
+/// Where in `v` (at nesting `level`) an array or object sits deeper than [`PAYLOAD_MAX_DEPTH`].
+fn too_deep(v: &Value, at: &str, level: usize) -> Option<String> {
+    let children: Box<dyn Iterator<Item = (String, &Value)>> = match v {
+        Value::Array(items) => Box::new(items.iter().enumerate().map(|(i, item)| (format!("{at}[{i}]"), item))),
+        Value::Object(o) => Box::new(o.iter().map(|(k, item)| (format!("{at}.{k}"), item))),
+        _ => return None,
+    };
+    if level > PAYLOAD_MAX_DEPTH {
+        return Some(at.to_string());
+    }
+    children.into_iter().find_map(|(path, item)| too_deep(item, &path, level + 1))
+}
+
 const FIELDS: [&str; 10] =
     ["id", "tenant_id", "actor", "action", "target", "occurred_at", "ip", "user_agent", "trace_id", "payload"];
 
@@ -175,6 +192,12 @@ pub fn parse_event(v: &Value, prefix: &str, max_payload: usize) -> Result<NewEve
         Some(p @ Value::Object(_)) => p.clone(),
         Some(_) => return Err(ApiError::invalid(format!("{prefix}payload"), "must be an object")),
     };
+    if let Some(at) = too_deep(&payload, "payload", 0) {
+        return Err(ApiError::invalid(
+            format!("{prefix}{at}"),
+            format!("arrays and objects nest at most {PAYLOAD_MAX_DEPTH} levels deep in a payload"),
+        ));
+    }
     if let Some(at) = nul_in(&payload, "payload") {
         return Err(ApiError::invalid(format!("{prefix}{at}"), "must not hold U+0000 (in a key or a string)"));
     }
@@ -278,24 +301,42 @@ pub fn event_schema() -> Value {
             "trace_id": {"type": ["string", "null"], "pattern": TRACE_ID_PATTERN, "description": "W3C trace id."},
             "payload": {"type": ["object", "null"],
                 "propertyNames": {"type": "string", "pattern": PAYLOAD_TEXT_PATTERN},
-                "additionalProperties": {"$ref": "#/components/schemas/PayloadValue"},
-                "description": "Free-form; `{}` when absent. Larger than `chain.max_payload_bytes` of canonical JSON: 413."}
+                "additionalProperties": {"$ref": format!("#/components/schemas/{}", payload_value_name(1))},
+                "description": format!("Free-form; `{{}}` when absent; arrays and objects nest at most \
+                    {PAYLOAD_MAX_DEPTH} levels deep. Larger than `chain.max_payload_bytes` of canonical JSON: 413.")}
         },
         "example": event_example()
     })
 }
 
-/// Any JSON value whose keys and strings hold no U+0000 (a payload's values).
-pub fn payload_value_schema() -> Value {
-    let this = json!({"$ref": "#/components/schemas/PayloadValue"});
-    json!({
-        "anyOf": [
-            {"type": ["null", "boolean", "number"]},
-            {"type": "string", "pattern": PAYLOAD_TEXT_PATTERN},
-            {"type": "array", "items": this},
-            {"type": "object", "propertyNames": {"type": "string", "pattern": PAYLOAD_TEXT_PATTERN}, "additionalProperties": this}
-        ]
-    })
+/// The name of the schema of a payload value at nesting `level` (1 to [`PAYLOAD_MAX_DEPTH`] + 1).
+fn payload_value_name(level: usize) -> String {
+    format!("PayloadValue{level}")
+}
+
+/// Any JSON value at nesting `level` whose keys and strings hold no U+0000; arrays and objects
+/// only up to [`PAYLOAD_MAX_DEPTH`] (written out level by level, not recursively).
+fn payload_value_schema(level: usize) -> Value {
+    let mut any_of = vec![
+        json!({"type": "null"}),
+        json!({"type": "boolean"}),
+        json!({"type": "number"}),
+        json!({"type": "string", "pattern": PAYLOAD_TEXT_PATTERN}),
+    ];
+    if level <= PAYLOAD_MAX_DEPTH {
+        let next = json!({"$ref": format!("#/components/schemas/{}", payload_value_name(level + 1))});
+        any_of.push(json!({"type": "array", "items": next}));
+        any_of.push(json!({"type": "object", "propertyNames": {"type": "string", "pattern": PAYLOAD_TEXT_PATTERN},
+            "additionalProperties": next}));
+    }
+    json!({"anyOf": any_of})
+}
+
+/// The payload values' schemas, one per nesting level.
+fn payload_value_schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+    for level in 1..=PAYLOAD_MAX_DEPTH + 1 {
+        schemas.push((payload_value_name(level), schema(payload_value_schema(level))));
+    }
 }
 
 /// `{"events": [...]}`: 1 to `max_batch` events.
@@ -328,7 +369,7 @@ impl utoipa::ToSchema for EventBody {
     }
 
     fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
-        schemas.push(("PayloadValue".into(), schema(payload_value_schema())));
+        payload_value_schemas(schemas);
     }
 }
 
@@ -349,7 +390,7 @@ impl utoipa::ToSchema for BatchBody {
 
     fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
         schemas.push(("Event".into(), schema(event_schema())));
-        schemas.push(("PayloadValue".into(), schema(payload_value_schema())));
+        payload_value_schemas(schemas);
     }
 }
 
@@ -371,6 +412,23 @@ mod tests {
                "payload": {"b": 1, "a": [true]}})
     }
 
+    #[test]
+    fn a_payload_nests_at_most_max_depth_levels() {
+        let nest =
+            |n: usize| (0..n).fold(json!(1), |inner, i| if i % 2 == 0 { json!([inner]) } else { json!({"k": inner}) });
+        let mut v = ok();
+        v["payload"] = json!({"a": nest(PAYLOAD_MAX_DEPTH)});
+        assert!(parse_event(&v, "", 1 << 16).is_ok(), "{PAYLOAD_MAX_DEPTH} levels are fine");
+        v["payload"] = json!({"a": nest(PAYLOAD_MAX_DEPTH + 1)});
+        let field = field_of(v);
+        assert!(field.starts_with("payload.a") && field.len() > "payload.a".len(), "{field}");
+        // The document states the same bound: a container at the last level is a scalar-only schema.
+        let last = payload_value_schema(PAYLOAD_MAX_DEPTH + 1);
+        assert_eq!(last["anyOf"].as_array().map(Vec::len), Some(4), "{last}");
+        let deepest_container = payload_value_schema(PAYLOAD_MAX_DEPTH);
+        assert_eq!(deepest_container["anyOf"].as_array().map(Vec::len), Some(6), "{deepest_container}");
+    }
+
     fn field_of(v: Value) -> String {
         match parse_event(&v, "", 1024) {
             Err(ApiError::Unprocessable { field, .. }) => field,
@@ -380,9 +438,12 @@ mod tests {
 
     #[test]
     fn the_schemas_are_valid_schemas() {
-        for (name, value) in
-            [("event", event_schema()), ("batch", batch_schema(7)), ("payload", payload_value_schema())]
-        {
+        for (name, value) in [
+            ("event", event_schema()),
+            ("batch", batch_schema(7)),
+            ("payload", payload_value_schema(1)),
+            ("deepest payload", payload_value_schema(PAYLOAD_MAX_DEPTH + 1)),
+        ] {
             let back = serde_json::to_value(schema(value.clone())).expect("serialise");
             assert_eq!(back, value, "{name}: utoipa keeps every keyword");
         }

@@ -155,7 +155,9 @@ async fn generated_python_clients_build_and_rbacs_works_against_the_service() {
     for service in SERVICES {
         let mut command = Command::new(tool("openapi-python-client"));
         command
-            .args(["generate", "--meta", "none", "--fail-on-warning", "--path"])
+            .args(["generate", "--meta", "none", "--fail-on-warning", "--config"])
+            .arg(repo().join("tests/api/openapi-python-client.yaml"))
+            .arg("--path")
             .arg(repo().join(format!("docs/api/{service}.openapi.json")))
             .arg("--output-path")
             .arg(out.path().join(format!("queue_{service}_api")))
