@@ -112,9 +112,10 @@ fn complete_operation(path: &str, method: &str, op: &mut Map<String, Value>, pat
     }
     if !is_platform(path) {
         let what = if changes && secured {
-            "The database is unreachable, or the replay set of one-use tokens is full; nothing changed."
+            "A dependency (the database, or a peer such as audit) is unreachable, or the replay set of \
+             one-use tokens is full; nothing changed."
         } else {
-            "A dependency (the database) is unreachable; nothing changed."
+            "A dependency (the database, or a peer) is unreachable; nothing changed."
         };
         add("503", format!("{what} Try again after `Retry-After` seconds."));
     }
