@@ -24,9 +24,9 @@ const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "
 const ERROR_SCHEMA: &str = "#/components/schemas/ErrorBody";
 
 /// Completes a service's document: security schemes, the statuses the platform answers, the
-/// error body on every error status and `Retry-After` where a client should wait.
-pub fn complete(document: &mut Value) {
-    let cookie = crate::sessions::COOKIE;
+/// error body on every error status and `Retry-After` where a client should wait. `cookie` is
+/// the session cookie's name (`sessions::COOKIE`).
+pub fn complete(document: &mut Value, cookie: &str) {
     let schemes = json!({
         SERVICE_TOKEN: {
             "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn the_platform_statuses_schemes_error_bodies_and_retry_after_are_declared() {
         let mut d = document();
-        complete(&mut d);
+        complete(&mut d, "queue_session");
         let op = &d["paths"]["/api/v1/things/{id}"]["delete"];
         for status in ["400", "401", "403", "404", "409", "413", "422", "429", "503"] {
             assert_eq!(
@@ -273,7 +273,7 @@ mod tests {
         );
         let schemes = &d["components"]["securitySchemes"];
         assert_eq!(schemes["service_token"]["bearerFormat"], "JWT");
-        assert_eq!(schemes["session_cookie"]["name"], crate::sessions::COOKIE);
+        assert_eq!(schemes["session_cookie"]["name"], "queue_session");
         // No body, no query, no security: nothing of theirs; the platform's own: not even 503.
         let batch = &d["paths"]["/api/v1/things/batch"]["post"]["responses"];
         assert_eq!(

@@ -74,7 +74,7 @@ impl Platform {
         // The error body every completed document refers to.
         openapi.merge(ErrorSchemas::openapi());
         let mut document = serde_json::to_value(&openapi)?;
-        contract::complete(&mut document);
+        contract::complete(&mut document, crate::sessions::COOKIE);
         let contract = Contract::from_document(&document);
         let openapi = serde_json::to_string(&document)?;
         let trace_peers = telemetry.trusted_peers.clone();
