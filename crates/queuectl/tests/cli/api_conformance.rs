@@ -9,7 +9,6 @@
 //! so a run is repeatable and takes well under a minute per service.
 
 use queue_platform::{ServiceConfig, Signals};
-use queue_proxy::{AdminConfig, ProxyConfig, RoutingConfig};
 use queue_testkit::{TestApp, TestDb, TestKeys};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -254,22 +253,8 @@ async fn full_sessions(auth: &TestApp) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_failure_in_the_proxy_admin_api() {
     let keys = TestKeys::new();
-    let base = queue_testkit::service_config("proxy", "postgres://unused@127.0.0.1/none", &keys);
-    let config = ProxyConfig {
-        server: base.server,
-        telemetry: base.telemetry,
-        tokens: base.tokens,
-        admin: AdminConfig { listen: "127.0.0.1:0".parse().expect("addr"), ..AdminConfig::default() },
-        routing: RoutingConfig { table: None, watch_interval_ms: 0, history: 10 },
-        forwarding: Default::default(),
-        identity: Default::default(),
-        shadow: Default::default(),
-        audit: None,
-    };
-    let started = queue_proxy::start(config, Signals::Ignore).await.expect("proxy starts");
-    let addr = started.admin_addr;
-    let handle = started.running.handle();
-    tokio::spawn(started.running.wait());
-    schemathesis(&format!("http://{addr}"), "proxy", "operator", &keys, None).await;
-    handle.stop(true).await;
+    crate::with_proxy_admin(&keys, async |addr| {
+        schemathesis(&format!("http://{addr}"), "proxy", "operator", &keys, None).await;
+    })
+    .await;
 }

@@ -4,7 +4,6 @@
 //! when a committed page differs. `QUEUE_UPDATE_API_DOCS=1` rewrites the pages instead.
 
 use queue_platform::Signals;
-use queue_proxy::{AdminConfig, ProxyConfig, RoutingConfig};
 use queue_testkit::TestApp;
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
@@ -133,33 +132,19 @@ async fn audit_document(dir: &Path) -> Value {
 
 async fn proxy_document() -> Value {
     let keys = queue_testkit::TestKeys::new();
-    let base = queue_testkit::service_config("proxy", "postgres://unused@127.0.0.1/none", &keys);
-    let config = ProxyConfig {
-        server: base.server,
-        telemetry: base.telemetry,
-        tokens: base.tokens,
-        admin: AdminConfig { listen: "127.0.0.1:0".parse().expect("addr"), ..AdminConfig::default() },
-        routing: RoutingConfig { table: None, watch_interval_ms: 0, history: 10 },
-        forwarding: Default::default(),
-        identity: Default::default(),
-        shadow: Default::default(),
-        audit: None,
-    };
-    let started = queue_proxy::start(config, Signals::Ignore).await.expect("proxy starts");
     // The proxy's document is served on its admin listener only, to an operator's token.
-    let addr = started.admin_addr;
-    let handle = started.running.handle();
-    tokio::spawn(started.running.wait());
-    let response = reqwest::Client::new()
-        .get(format!("http://{addr}/openapi.json"))
-        .bearer_auth(keys.token("operator", "proxy", &["proxy:admin"]))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(response.status(), 200);
-    let document = response.json().await.expect("json");
-    handle.stop(true).await;
-    document
+    let token = keys.token("operator", "proxy", &["proxy:admin"]);
+    crate::with_proxy_admin(&keys, async |addr| {
+        let response = reqwest::Client::new()
+            .get(format!("http://{addr}/openapi.json"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("json")
+    })
+    .await
 }
 
 // ---- rendering ----

@@ -12,7 +12,7 @@ mod tls;
 use queue_platform::config::TrustedIssuerConfig;
 use queue_platform::{ServiceConfig, Signals};
 use queue_testkit::process::command;
-use queue_testkit::{TestApp, TestDb};
+use queue_testkit::{TestApp, TestDb, TestKeys};
 use std::path::Path;
 
 const BIN: &str = env!("CARGO_BIN_EXE_queuectl");
@@ -24,6 +24,30 @@ pub(crate) fn queuectl(args: &[&str], env: &[(&str, &str)]) -> (i32, String, Str
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The proxy without a route table, its admin listener on 127.0.0.1:0 (trusting the test
+/// identities of `keys`): `using` runs against that listener, then the proxy stops.
+pub(crate) async fn with_proxy_admin<T>(keys: &TestKeys, using: impl AsyncFnOnce(std::net::SocketAddr) -> T) -> T {
+    use queue_proxy::{AdminConfig, ProxyConfig, RoutingConfig};
+    let base = queue_testkit::service_config("proxy", "postgres://unused@127.0.0.1/none", keys);
+    let config = ProxyConfig {
+        server: base.server,
+        telemetry: base.telemetry,
+        tokens: base.tokens,
+        admin: AdminConfig { listen: "127.0.0.1:0".parse().expect("addr"), ..AdminConfig::default() },
+        routing: RoutingConfig { table: None, watch_interval_ms: 0, history: 10 },
+        forwarding: Default::default(),
+        identity: Default::default(),
+        shadow: Default::default(),
+        audit: None,
+    };
+    let started = queue_proxy::start(config, Signals::Ignore).await.expect("proxy starts");
+    let handle = started.running.handle();
+    tokio::spawn(started.running.wait());
+    let out = using(started.admin_addr).await;
+    handle.stop(true).await;
+    out
 }
 
 fn trust_raptor_from(dir: &Path) -> impl FnOnce(&mut ServiceConfig) {
