@@ -5,8 +5,9 @@
 //! (tests/api/requirements.txt, installed by scripts/install-test-deps.sh).
 //!
 //! Each service runs in this process on a real PostgreSQL and a real socket, rbac writing to a
-//! real audit. Examples are bounded (`QUEUE_API_EXAMPLES`, default 10 per operation) and seeded,
-//! so a run is repeatable and takes well under a minute per service.
+//! real audit. Examples are bounded (`QUEUE_API_EXAMPLES`, default 10 per operation) and seeded
+//! (`QUEUE_API_SEED` to explore another), so a run is repeatable and takes well under a minute
+//! per service.
 
 use queue_platform::{ServiceConfig, Signals};
 use queue_testkit::{TestApp, TestDb, TestKeys};
@@ -51,6 +52,7 @@ async fn every_document_passes_the_standard_validator() {
 /// with the scopes the operation declares and no more (tests/api/hooks.py).
 async fn schemathesis(app_url: &str, audience: &str, issuer: &str, keys: &TestKeys, session: Option<&str>) {
     let examples = std::env::var("QUEUE_API_EXAMPLES").unwrap_or_else(|_| "10".into());
+    let seed = std::env::var("QUEUE_API_SEED").unwrap_or_else(|_| SEED.into());
     let report = tempfile::tempdir().expect("tmp");
     let mut command = Command::new(tool("schemathesis"));
     command
@@ -58,7 +60,7 @@ async fn schemathesis(app_url: &str, audience: &str, issuer: &str, keys: &TestKe
         .arg("run")
         .arg(repo().join(format!("docs/api/{audience}.openapi.json")))
         .args(["--url", app_url, "--checks", "all", "--max-examples", &examples])
-        .args(["--seed", SEED, "--workers", "1", "--no-color", "--generation-database", "none"])
+        .args(["--seed", &seed, "--workers", "1", "--no-color", "--generation-database", "none"])
         .env("PYTHONPATH", repo().join("tests/api"))
         .env("SCHEMATHESIS_HOOKS", "hooks")
         .env("QUEUE_API_QUEUECTL", crate::BIN)
