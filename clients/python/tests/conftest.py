@@ -118,6 +118,20 @@ class Stack:
     def audit(self) -> Service:
         return self.services["audit"]
 
+    def replica(self, name: str, *, raptor: str) -> Service:
+        """Another replica of a service (same database, a port of its own) whose trust in
+        ``raptor`` is the given ``[[tokens.trusted]]`` line (``jwks_url = "…"``). Not started."""
+        original = self.services[name]
+        port = free_port()
+        text = original.config.read_text()
+        text = text.replace(f'listen = "127.0.0.1:{original.port}"', f'listen = "127.0.0.1:{port}"')
+        static = f'public_key = "{self.keys / "raptor.pub.pem"}"'
+        assert static in text
+        text = text.replace(static, raptor)
+        config = self.base / f"{name}-replica-{port}.toml"
+        config.write_text(text)
+        return Service(name, config, port, self.base / f"{name}-replica-{port}.log")
+
     def signer(self) -> Signer:
         return Signer("raptor", load_private_key_file(self.keys / "raptor.pem"))
 
