@@ -155,8 +155,9 @@ class Stack:
         now = datetime.now(UTC)
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             conn.execute(
-                "INSERT INTO auth.queue_sessions (id, token_hash, user_id, tenant_id, kind, created_at, last_seen_at,"
-                " idle_expires_at, absolute_expires_at, verified_at) VALUES (%s, %s, %s, %s, 'full', %s, %s, %s, %s, %s)",
+                "INSERT INTO auth.queue_sessions (id, token_hash, user_id, tenant_id, kind, created_at,"
+                " last_seen_at, idle_expires_at, absolute_expires_at, verified_at)"
+                " VALUES (%s, %s, %s, %s, 'full', %s, %s, %s, %s, %s)",
                 (
                     uuid.uuid4(),
                     hashlib.sha256(token.encode()).digest(),

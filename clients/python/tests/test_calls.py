@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Stack
 
+from conftest import Stack
 from queue_client import (
     AuditEvent,
     Check,

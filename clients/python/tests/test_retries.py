@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from conftest import Stack, free_port
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from conftest import Stack, free_port
 from queue_client import Queue, RateLimited, RetryPolicy, Scope, Unavailable
 
 

@@ -9,11 +9,11 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from conftest import Service, Stack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from conftest import Service, Stack
 from queue_client import (
     KeyRing,
     Queue,
@@ -111,7 +111,9 @@ def auth_trusting_jwks(stack: Stack, jwks_server: tuple[str, dict[str, KeyRing]]
         replica.stop()
 
 
-def test_rotation_under_load_has_no_401_and_no_restart(stack: Stack, auth_trusting_jwks: tuple[Service, KeyRing]) -> None:
+def test_rotation_under_load_has_no_401_and_no_restart(
+    stack: Stack, auth_trusting_jwks: tuple[Service, KeyRing]
+) -> None:
     replica, ring = auth_trusting_jwks
     assert replica.process is not None
     pid = replica.process.pid
@@ -171,9 +173,9 @@ def test_without_the_publish_lead_there_is_a_window_of_401s(
     forced by a token with an unknown kid) and the new key is refused until the service may fetch
     again (``jwks_refetch_min_secs``, 1 s in these configs). The ring's lead is what avoids this."""
     replica, ring = auth_trusting_jwks
-    with Queue(Signer("raptor", generate_private_key()), auth_url=replica.url, retry=RetryPolicy.never()) as q:
-        with pytest.raises(Unauthorized):
-            q.users.caller()  # the service fetches the JWKS now
+    stranger = Queue(Signer("raptor", generate_private_key()), auth_url=replica.url, retry=RetryPolicy.never())
+    with stranger, pytest.raises(Unauthorized):
+        stranger.users.caller()  # the service fetches the JWKS now
     ring.begin_rotation(generate_private_key(), publish_lead=0)
     with Queue(Signer("raptor", ring), auth_url=replica.url, retry=RetryPolicy.never()) as q:
         with pytest.raises(Unauthorized):

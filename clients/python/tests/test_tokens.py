@@ -7,8 +7,8 @@ import json
 import httpx
 import jwt
 import pytest
-from conftest import BIN, Stack, run
 
+from conftest import BIN, Stack, run
 from queue_client import (
     Forbidden,
     Queue,
@@ -39,14 +39,25 @@ def test_a_python_token_has_the_format_of_docs_service_tokens(stack: Stack) -> N
     assert claims["aud"] == "audit", "one audience, as a string"
     assert claims["exp"] - claims["iat"] == 60
     assert claims["scope"] == ["audit:write", "audit:read"]
-    assert len(claims["jti"]) == 36 and claims["jti"] != jwt.decode(
-        signer.mint("audit"), public, algorithms=["EdDSA"], audience="audit"
-    )["jti"]
+    assert (
+        len(claims["jti"]) == 36
+        and claims["jti"] != jwt.decode(signer.mint("audit"), public, algorithms=["EdDSA"], audience="audit")["jti"]
+    )
 
 
 def test_queuectl_and_python_give_the_same_kid_for_the_same_key(stack: Stack) -> None:
     token = run(
-        BIN / "queuectl", "token", "mint", "--iss", "raptor", "--aud", "auth", "--scope", "x:y", "--keys-dir", stack.keys
+        BIN / "queuectl",
+        "token",
+        "mint",
+        "--iss",
+        "raptor",
+        "--aud",
+        "auth",
+        "--scope",
+        "x:y",
+        "--keys-dir",
+        stack.keys,
     ).strip()
     assert header(token)["kid"] == stack.signer().kid
     assert header(token)["typ"] == header(stack.signer().mint("auth"))["typ"]
@@ -125,7 +136,7 @@ def test_a_key_file_error_names_the_file_not_the_content(tmp_path: object) -> No
 
     path = Path(str(tmp_path)) / "bad.pem"
     path.write_text("not a key")
-    with pytest.raises(ValueError, match="bad.pem"):
+    with pytest.raises(ValueError, match=r"bad\.pem"):
         load_private_key_file(path)
     good = Path(str(tmp_path)) / "good.pem"
     key = generate_private_key()
