@@ -192,3 +192,15 @@ def test_an_action_raptor_does_not_own_is_forbidden(queue: Queue, tenant: str) -
         queue.audit.append(event(tenant, action="auth.session.created"))
     assert e.value.status == 403 and e.value.service == "audit"
     assert queue.audit.events(tenant).events == []
+
+
+def test_writes_spend_tokens_so_the_client_mints_one_per_request(stack: Stack, queue: Queue, tenant: str) -> None:
+    token = stack.signer().mint("audit", ["audit:write"])
+    headers = {"Authorization": f"Bearer {token}"}
+    url = f"{stack.audit.url}/api/v1/audit/events"
+    assert httpx.post(url, json=event(tenant).to_json(), headers=headers).status_code == 201
+    replayed = httpx.post(url, json=event(tenant).to_json(), headers=headers)
+    assert replayed.status_code == 401, "a token is spent by its first write"
+    for _ in range(3):
+        queue.audit.append(event(tenant))  # each with its own token
+    assert len(queue.audit.events(tenant).events) == 4

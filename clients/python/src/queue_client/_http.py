@@ -163,7 +163,15 @@ class ServiceClient:
                     raise error from None
             else:
                 if response.is_success:
-                    body = response.json() if response.content else None
+                    try:
+                        body = response.json() if response.content else None
+                    except ValueError:
+                        raise QueueError(
+                            f"answered {response.status_code} with a body that is not JSON",
+                            service=self.name,
+                            operation=operation,
+                            status=response.status_code,
+                        ) from None
                     return (response.status_code, body) if want_status else body
                 error = _error_from(response, self.name, operation)
                 if not isinstance(error, (RateLimited, Unavailable)) or (
