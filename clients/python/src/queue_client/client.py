@@ -311,11 +311,6 @@ class Queue:
         return Users(self._need("auth", self._auth))
 
     @property
-    def auth(self) -> Users:
-        """auth's calls that are not about sessions (``caller``, ``provision``)."""
-        return self.users
-
-    @property
     def rbac(self) -> Rbac:
         return Rbac(self._need("rbac", self._rbac))
 

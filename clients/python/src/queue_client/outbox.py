@@ -40,6 +40,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
     select,
     update,
 )
@@ -87,8 +88,10 @@ class Outbox:
     def pending(self, session: Session) -> int:
         """How many events wait to be delivered."""
         t = self.table
-        rows = session.execute(select(t.c.seq).where(t.c.delivered_at.is_(None), t.c.failed_at.is_(None)))
-        return len(rows.all())
+        count = session.scalar(
+            select(func.count()).select_from(t).where(t.c.delivered_at.is_(None), t.c.failed_at.is_(None))
+        )
+        return int(count or 0)
 
 
 def enqueue(session: Session, event: AuditEvent, *, outbox: Outbox) -> None:
