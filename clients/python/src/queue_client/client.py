@@ -3,25 +3,17 @@
 Paths, bodies, scopes and statuses follow ``docs/api/<svc>.openapi.json``. Which calls are
 retried (see :class:`queue_client.RetryPolicy`):
 
-============================  =====================================  ======================
-call                          route (scope)                          retried after
-============================  =====================================  ======================
-``sessions.validate``         auth POST /internal/v1/sessions/       any failure (a read)
-                              validate (``sessions:validate``)
-``users.provision``           auth POST /internal/v1/users           any failure: idempotent
-                              (``users:write``)                      by (tenant, email)
-``rbac.check``/``check_batch``  rbac POST /api/v1/rbac/check[/batch]  any failure (a read)
-                              (``rbac:check``)
-``rbac.grants``               rbac GET /api/v1/rbac/grants           any failure (a read)
-                              (``rbac:read``)
-``rbac.grant``/``revoke``     rbac POST /api/v1/rbac/grants,         only when not applied:
-                              DELETE …/grants/{id} (``rbac:grant``)  no connection, 503, 429
-``audit.append``/             audit POST /api/v1/audit/events[/      any failure: idempotent
-``append_batch``              batch] (``audit:write``)               by event id
-``audit.events``              audit GET /api/v1/audit/events         any failure (a read)
-                              (``audit:read``)
-``*.caller``                  GET /internal/v1/caller                any failure (a read)
-============================  =====================================  ======================
+- after any failure (reads, and writes that are idempotent):
+  ``sessions.validate`` (auth ``POST /internal/v1/sessions/validate``, ``sessions:validate``),
+  ``users.provision`` (auth ``POST /internal/v1/users``, ``users:write``; idempotent by tenant and
+  email), ``rbac.check`` / ``check_batch`` (``POST /api/v1/rbac/check[/batch]``, ``rbac:check``),
+  ``rbac.grants`` (``GET /api/v1/rbac/grants``, ``rbac:read``), ``audit.append`` /
+  ``append_batch`` (``POST /api/v1/audit/events[/batch]``, ``audit:write``; idempotent by event
+  id), ``audit.events`` (``GET /api/v1/audit/events``, ``audit:read``), ``*.caller``
+  (``GET /internal/v1/caller``);
+- only when the service cannot have applied them (no connection made, or 503 / 429, which the
+  contract defines as "nothing changed"): ``rbac.grant`` (``POST /api/v1/rbac/grants``) and
+  ``rbac.revoke`` (``DELETE /api/v1/rbac/grants/{id}``), scope ``rbac:grant``.
 """
 
 from __future__ import annotations
