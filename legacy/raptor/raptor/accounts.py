@@ -77,12 +77,17 @@ def find_by_email(conn: Connection, email: str, tenant: str | None) -> tuple[Cus
     return _customer(rows[0]), rows[0]._mapping["password_hash"]
 
 
+def burn_time(secret: str) -> None:
+    """Spend what checking one werkzeug hash costs (when there is no hash to check)."""
+    check_password_hash(_DUMMY_HASH, secret)
+
+
 def check_password(conn: Connection, email: str, password: str, tenant: str | None) -> Customer | None:
     """The customer when ``password`` is theirs, else None (unknown email, no password, wrong one)."""
     found = find_by_email(conn, email, tenant)
     customer, password_hash = found if found else (None, None)
     if customer is None or password_hash is None:
-        check_password_hash(_DUMMY_HASH, password)
+        burn_time(password)
         return None
     return customer if check_password_hash(password_hash, password) else None
 

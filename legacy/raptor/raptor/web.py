@@ -17,7 +17,7 @@ from flask import Flask, Response, abort, current_app, g, jsonify, redirect, ren
 from sqlalchemy import Engine
 from werkzeug.exceptions import HTTPException
 
-from . import accounts, backup_codes, email_verification, passkeys, rbac
+from . import accounts, audit, backup_codes, email_verification, passkeys, rbac
 from .accounts import COOKIE_NAME, SESSION_DAYS, Customer
 from .config import Config
 from .db import make_engine
@@ -550,6 +550,8 @@ def _password_signin(email: str, password: str, tenant: str | None) -> tuple[Cus
             c = accounts.check_password(conn, email, password, tenant or None)
         except accounts.AmbiguousEmail:
             return None, "this email is in several tenants: say which (tenant)"
+        if c is None:
+            audit.record("signin.failed", actor=None, conn=conn, method="password", email=email.strip().lower())
     return (c, None) if c else (None, "wrong email or password")
 
 
@@ -559,6 +561,10 @@ def _backup_signin(email: str, code: str, tenant: str | None) -> tuple[Customer 
             found = accounts.find_by_email(conn, email, tenant or None)
         except accounts.AmbiguousEmail:
             return None, "this email is in several tenants: say which (tenant)"
-        if found is None or not backup_codes.redeem(conn, found[0].id, code):
+        if found is None:
+            accounts.burn_time(code)  # an unknown email costs what a wrong code costs
+            audit.record("signin.failed", actor=None, conn=conn, method="backup_code", email=email.strip().lower())
+            return None, "wrong email or backup code"
+        if not backup_codes.redeem(conn, found[0].id, code):
             return None, "wrong email or backup code"
     return found[0], None
