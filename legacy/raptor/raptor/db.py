@@ -36,20 +36,24 @@ def database_tables(engine: Engine) -> set[str]:
 def ensure_schema(engine: Engine, schema_file: Path) -> bool:
     """Create the schema when the database is empty; True when it did."""
     wanted = schema_tables(schema_file)
-    have = database_tables(engine)
-    if have == wanted:
-        return False
-    if have:
-        missing, extra = sorted(wanted - have), sorted(have - wanted)
-        raise SchemaError(
-            f"the database is neither empty nor Raptor's: missing tables {missing}, unexpected tables {extra}"
-        )
     sql = schema_file.read_text(encoding="utf-8")
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
-        # One transaction; psycopg sends the whole file as one simple-query batch.
-        cur.execute(sql)
+        # One transaction, serialized against another Raptor starting on the same database.
+        cur.execute("SELECT pg_advisory_xact_lock(7017)")
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        have = {str(r[0]) for r in cur.fetchall()}
+        if have == wanted:
+            raw.rollback()
+            return False
+        if have:
+            raw.rollback()
+            missing, extra = sorted(wanted - have), sorted(have - wanted)
+            raise SchemaError(
+                f"the database is neither empty nor Raptor's: missing tables {missing}, unexpected tables {extra}"
+            )
+        cur.execute(sql)  # the file as it is, in this transaction
         raw.commit()
     finally:
         raw.close()

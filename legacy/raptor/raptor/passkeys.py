@@ -92,6 +92,14 @@ def register(
     transports = (credential.get("response") or {}).get("transports")
     if transports is not None and not (isinstance(transports, list) and all(isinstance(t, str) for t in transports)):
         raise PasskeyError("response.transports must be a list of strings")
+    # Serialize registrations per customer so that all their passkeys carry one user handle.
+    conn.execute(text("SELECT 1 FROM customers WHERE id = :c FOR UPDATE"), {"c": customer.id})
+    current = conn.execute(
+        text("SELECT user_handle FROM webauthn_credentials WHERE customer_id = :c ORDER BY id LIMIT 1"),
+        {"c": customer.id},
+    ).first()
+    if current is not None and not secrets.compare_digest(bytes(current[0]), user_handle):
+        raise PasskeyError("another passkey was registered meanwhile: start again")
     taken = conn.execute(
         text("SELECT 1 FROM webauthn_credentials WHERE credential_id = :id"), {"id": verified.credential_id}
     ).first()

@@ -156,3 +156,29 @@ def test_refusals(base_url: str, make_customer: MakeCustomer) -> None:
     assert r.status_code == 400 and "no authenticate ceremony" in r.json()["error"]
     assert fresh.post("/api/passkeys/register/options").status_code == 401
     assert c.id > 0
+
+
+def test_concurrent_registrations_keep_one_user_handle(
+    base_url: str, engine: Engine, make_customer: MakeCustomer
+) -> None:
+    c = make_customer("race")
+    first, second = Client(base_url), Client(base_url)
+    first.signin(c.email, c.password)
+    second.signin(c.email, c.password)
+    a, b = SoftAuthenticator(), SoftAuthenticator()
+    options_a = first.post("/api/passkeys/register/options").json()
+    options_b = second.post("/api/passkeys/register/options").json()
+    assert options_a["user"]["id"] != options_b["user"]["id"]  # nobody has a passkey yet: two fresh handles
+    assert second.post("/api/passkeys/register/verify", json={"credential": b.create(options_b)}).status_code == 201
+    late = first.post("/api/passkeys/register/verify", json={"credential": a.create(options_a)})
+    assert late.status_code == 400 and "start again" in late.json()["error"]
+    register(first, a)  # a new ceremony picks up the handle the customer has now
+    with engine.connect() as conn:
+        handles = (
+            conn.execute(
+                text("SELECT DISTINCT user_handle FROM webauthn_credentials WHERE customer_id = :c"), {"c": c.id}
+            )
+            .scalars()
+            .all()
+        )
+    assert [bytes(h) for h in handles] == [unb64u(options_b["user"]["id"])]

@@ -64,3 +64,18 @@ def test_the_schema_is_created_once_and_a_foreign_database_is_refused(config: Co
         assert database_tables(eng2) == {"something_else"}
     finally:
         eng2.dispose()
+
+
+def test_two_starts_at_once_create_the_schema_once(config: Config, postgres: Postgres) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = postgres.create_database("raptor_race_test").replace("postgresql://", "postgresql+psycopg://")
+    engines = [make_engine(url), make_engine(url)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            created = sorted(pool.map(lambda e: ensure_schema(e, config.schema_file), engines))
+        assert created == [False, True]
+        assert database_tables(engines[0]) == TABLES
+    finally:
+        for e in engines:
+            e.dispose()
