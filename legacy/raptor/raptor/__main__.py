@@ -1,0 +1,81 @@
+"""``python -m raptor``: create the schema on an empty database, seed, and serve."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from werkzeug.serving import run_simple
+
+from .config import Config, ConfigError
+from .db import SchemaError, ensure_schema, make_engine
+from .seed import DEMO_CUSTOMERS, DEMO_TENANT_NAME, seed
+from .web import create_app
+
+HELP = """\
+Raptor, the legacy Flask app (a stand-in on raptor-schema.sql).
+
+On start it executes raptor-schema.sql when the database has no tables, seeds RBAC's built-in
+roles, and seeds the demo data (tenant Acme and its customers) unless it is there already.
+
+Environment:
+  RAPTOR_DATABASE_URL      postgresql://USER@HOST:PORT/DB (required)
+  RAPTOR_MAIL_DIR          where outgoing mail is written, one JSON file per message (required)
+  RAPTOR_RP_ID             passkey relying party id (default localhost)
+  RAPTOR_ORIGIN            the origin browsers use (default http://localhost:8080); https => Secure cookies
+  RAPTOR_SECRET_KEY        signs the passkey-ceremony cookie (default: random per process)
+  FLAG_AUTH_BACKUP_CODES   1 to enable backup codes (#1507)
+  FLAG_EMAIL_VERIFICATION  1 to enable email verification (#1508)
+"""
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT such as 127.0.0.1:8090, not {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m raptor", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--listen",
+        type=_listen,
+        default=("127.0.0.1", 8090),
+        metavar="HOST:PORT",
+        help="address to serve on (default 127.0.0.1:8090)",
+    )
+    parser.add_argument("--no-demo", action="store_true", help="do not seed the demo data")
+    parser.add_argument("--init-only", action="store_true", help="create the schema and seed, then exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = Config.from_env()
+    except ConfigError as e:
+        print(f"raptor: {e}", file=sys.stderr)
+        return 2
+    engine = make_engine(config.database_url)
+    try:
+        if ensure_schema(engine, config.schema_file):
+            logging.getLogger("raptor").info("created the schema from %s", config.schema_file)
+    except SchemaError as e:
+        print(f"raptor: {e}", file=sys.stderr)
+        return 1
+    if seed(engine, demo=not args.no_demo):
+        who = ", ".join(f"{c.email} ({c.role})" for c in DEMO_CUSTOMERS)
+        logging.getLogger("raptor").info(
+            "seeded the demo tenant %s: %s (passwords in README.md)", DEMO_TENANT_NAME, who
+        )
+    if args.init_only:
+        return 0
+    host, port = args.listen
+    app = create_app(config, engine)
+    run_simple(host, port, app, threaded=True, use_reloader=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Raptor's configuration: read from the environment (prefix ``RAPTOR_``, flags ``FLAG_``) by
+:func:`Config.from_env`, or built directly in code and tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_SCHEMA_FILE = Path(__file__).resolve().parent.parent / "raptor-schema.sql"
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in TRUE_WORDS:
+        return True
+    if raw in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{name} must be one of 1/true/yes/on or 0/false/no/off, not {raw!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str
+    mail_dir: Path
+    rp_id: str = "localhost"
+    rp_name: str = "Raptor"
+    origin: str = "http://localhost:8080"
+    secret_key: str | None = None
+    flag_backup_codes: bool = False
+    flag_email_verification: bool = False
+    schema_file: Path = field(default=DEFAULT_SCHEMA_FILE)
+
+    @property
+    def secure_cookies(self) -> bool:
+        """The session cookie is ``Secure`` when Raptor's public origin is https."""
+        return urlsplit(self.origin).scheme == "https"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        url = env.get("RAPTOR_DATABASE_URL", "").strip()
+        if not url:
+            raise ConfigError("RAPTOR_DATABASE_URL is not set (e.g. postgresql://queue@127.0.0.1:5432/raptor)")
+        mail_dir = env.get("RAPTOR_MAIL_DIR", "").strip()
+        if not mail_dir:
+            raise ConfigError("RAPTOR_MAIL_DIR is not set (the directory Raptor writes its outgoing mail into)")
+        origin = env.get("RAPTOR_ORIGIN", "http://localhost:8080").strip().rstrip("/")
+        if urlsplit(origin).scheme not in ("http", "https") or not urlsplit(origin).netloc:
+            raise ConfigError(f"RAPTOR_ORIGIN must be an http(s) origin like http://localhost:8080, not {origin!r}")
+        schema = env.get("RAPTOR_SCHEMA_FILE", "").strip()
+        return cls(
+            database_url=normalize_database_url(url),
+            mail_dir=Path(mail_dir),
+            rp_id=env.get("RAPTOR_RP_ID", "localhost").strip() or "localhost",
+            origin=origin,
+            secret_key=env.get("RAPTOR_SECRET_KEY") or None,
+            flag_backup_codes=_flag(env, "FLAG_AUTH_BACKUP_CODES"),
+            flag_email_verification=_flag(env, "FLAG_EMAIL_VERIFICATION"),
+            schema_file=Path(schema) if schema else DEFAULT_SCHEMA_FILE,
+        )
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept libpq-style ``postgresql://`` URLs and select SQLAlchemy's psycopg 3 driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
