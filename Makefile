@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PG_PORT := 54329
 
-.PHONY: help run test test-deps fmt fmt-check clippy lint-python test-rust test-e2e check-deploy schema schema-check build db db-stop db-psql clean-var bench-audit bench-proxy bench-auth bench-rbac bench bench-deps
+.PHONY: help run test test-deps fmt fmt-check clippy lint-python test-python test-rust test-e2e check-deploy schema schema-check build db db-stop db-psql clean-var bench-audit bench-proxy bench-auth bench-rbac bench bench-deps
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -11,7 +11,7 @@ help: ## list the targets
 run: ## the whole stack on a project-local PostgreSQL; Ctrl-C stops it
 	scripts/run-stack.sh
 
-test: test-deps fmt-check clippy lint-python check-deploy schema-check test-rust ## everything CI checks
+test: test-deps fmt-check clippy lint-python check-deploy schema-check test-rust test-python ## everything CI checks
 
 test-deps: ## pgaudit, moto (KMS), the API tools (var/venv-api), chromium + playwright-core (browser test) for the tests; idempotent
 	scripts/install-test-deps.sh
@@ -27,10 +27,23 @@ clippy:
 
 PY := var/venv-api/bin
 PY_FILES := scripts tools tests/api
-lint-python: ## ruff check, ruff format --check and mypy --strict on the repo's Python (tools from var/venv-api)
+lint-python: ## ruff check, ruff format --check and mypy --strict on the repo's Python (each package with its own venv)
 	$(PY)/ruff check $(PY_FILES)
 	$(PY)/ruff format --check $(PY_FILES)
 	MYPYPATH=tests/api $(PY)/mypy --strict scripts tools tests/api/hooks.py tests/api/tokens.py
+	var/venv-client/bin/ruff check clients/python
+	var/venv-client/bin/ruff format --check clients/python
+	cd clients/python && ../../var/venv-client/bin/mypy src tests
+	var/venv-raptor/bin/ruff check legacy/raptor
+	var/venv-raptor/bin/ruff format --check legacy/raptor
+	var/venv-raptor/bin/mypy --config-file legacy/raptor/pyproject.toml legacy/raptor/raptor legacy/raptor/tests
+
+# The Python packages' suites, against the real services (target/debug, built by test-rust).
+# Two runs: each package has its own `tests` package and pyproject.toml.
+test-python: ## the Python suites: the client (clients/python) against the real services, Raptor (legacy/raptor)
+	cargo build --bins -p queue-audit -p queue-rbac -p queue-auth -p queuectl
+	env -u DATABASE_URL var/venv-client/bin/pytest clients/python/tests -q
+	var/venv-raptor/bin/pytest legacy/raptor/tests -q
 
 # Each test binary starts its own throwaway PostgreSQL unless DATABASE_URL names a cluster.
 test-rust:

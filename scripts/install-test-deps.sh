@@ -5,6 +5,8 @@
 #   - moto[server] in var/venv-moto: a KMS-compatible server the aws-kms tests start on loopback;
 #   - the API contract tools (tests/api/requirements.txt: schemathesis, openapi-spec-validator,
 #     openapi-python-client, ruff, mypy) in var/venv-api, for crates/queuectl/tests/cli/api_conformance.rs;
+#   - the Python client's test environment (clients/python/requirements-dev.txt) in var/venv-client,
+#     Raptor's (legacy/raptor/requirements.txt: the app, its tests, its linters) in var/venv-raptor;
 #   - Debian's chromium (/usr/bin/chromium) and tests/browser/node_modules (`npm ci`: playwright-core,
 #     pinned by tests/browser/package-lock.json) for the browser journey (crates/queue-e2e, browser.rs);
 #   - diesel_cli (postgres only, pinned, --locked; needs libpq-dev) in ~/.cargo/bin, for
@@ -46,14 +48,21 @@ if ! var/venv-moto/bin/moto_server --help >/dev/null 2>&1; then
   var/venv-moto/bin/pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
 fi
 
-# Reinstalled when tests/api/requirements.txt changes (its copy in the venv is the stamp).
-if ! cmp -s tests/api/requirements.txt var/venv-api/requirements.txt; then
-  echo "test-deps: pip install -r tests/api/requirements.txt into var/venv-api"
+# venv DIR REQUIREMENTS: (re)installs DIR from the pinned REQUIREMENTS when they changed (their
+# copy in DIR is the stamp). From the repo root: requirements may install a package of the repo
+# in editable mode by a relative path.
+venv() {
+  local dir="$1" req="$2"
+  cmp -s "$req" "$dir/requirements.txt" && return 0
+  echo "test-deps: pip install -r $req into $dir"
   mkdir -p var
-  python3 -m venv var/venv-api
-  var/venv-api/bin/pip install -q --disable-pip-version-check -r tests/api/requirements.txt
-  cp tests/api/requirements.txt var/venv-api/requirements.txt
-fi
+  python3 -m venv "$dir"
+  "$dir/bin/pip" install -q --disable-pip-version-check -r "$req"
+  cp "$req" "$dir/requirements.txt"
+}
+venv var/venv-api tests/api/requirements.txt
+venv var/venv-client clients/python/requirements-dev.txt
+venv var/venv-raptor legacy/raptor/requirements.txt
 
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "test-deps: npm ci in tests/browser (playwright-core; no browser download)"
