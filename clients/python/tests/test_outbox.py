@@ -86,6 +86,16 @@ def test_the_function_form_enqueues_too(engine: Engine, tenant: str) -> None:
     assert [r[0] for r in rows(engine, tenant)] == [event.id]
 
 
+def test_a_core_connection_enqueues_in_its_transaction(engine: Engine, tenant: str) -> None:
+    kept, dropped = ticket_closed(tenant, "T-10"), ticket_closed(tenant, "T-11")
+    with engine.begin() as conn:
+        outbox.enqueue(conn, kept)
+    with pytest.raises(RuntimeError), engine.begin() as conn:
+        outbox.enqueue(conn, dropped)
+        raise RuntimeError("the change failed")
+    assert [r[0] for r in rows(engine, tenant)] == [kept.id]
+
+
 def test_the_relay_delivers_in_order_once(stack: Stack, engine: Engine, queue: Queue, tenant: str) -> None:
     events = [close_ticket(engine, tenant, f"T-{n}") for n in range(7)]
     relay = Relay(engine, outbox, queue.audit, batch=3)

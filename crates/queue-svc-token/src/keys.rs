@@ -160,8 +160,13 @@ fn thumbprint(x: &[u8; 32]) -> String {
 }
 
 /// A fresh Ed25519 key pair as (private PKCS#8 PEM, public SPKI PEM).
+///
+/// The private key is PKCS#8 v1 (RFC 5208, the seed only), as `openssl genpkey -algorithm ed25519`
+/// writes it: every library reads v1, while v2 (RFC 5958, with the public key inside) is refused
+/// by some still in use (Python's `cryptography` before 51, which Raptor's dependencies pin).
+/// Reading accepts both.
 pub fn generate_ed25519_pem() -> Result<(Zeroizing<String>, String), KeyError> {
-    let der = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| KeyError::Generation)?;
+    let der = Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new()).map_err(|_| KeyError::Generation)?;
     let key = SigningKey::from_pkcs8_der(Zeroizing::new(der.as_ref().to_vec()))?;
     Ok((key.to_pem(), key.public().to_pem()))
 }
@@ -179,6 +184,19 @@ mod tests {
         let from_jwk = PublicKey::from_jwk(&public.to_jwk()).expect("jwk");
         assert_eq!(from_jwk.kid(), public.kid());
         assert!(!format!("{signing:?}").contains(&private_pem[30..60]));
+    }
+
+    #[test]
+    fn keys_are_written_as_pkcs8_v1_and_v2_keys_still_load() {
+        let (private_pem, _) = generate_ed25519_pem().expect("generate");
+        let der = pem::parse(private_pem.as_str()).expect("pem").into_contents();
+        // SEQUENCE { INTEGER 0 (v1), AlgorithmIdentifier, OCTET STRING }: 48 bytes, no public key.
+        assert_eq!((der.len(), &der[2..5]), (48, &[0x02, 0x01, 0x00][..]));
+        let v2 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("v2");
+        assert_eq!(v2.as_ref()[4], 0x01, "aws-lc writes v2 with version 1");
+        let pem_v2 = pem::encode(&pem::Pem::new("PRIVATE KEY", v2.as_ref().to_vec()));
+        let key = SigningKey::from_pem(&pem_v2).expect("a v2 key loads");
+        assert_eq!(key.kid().len(), 43);
     }
 
     #[test]

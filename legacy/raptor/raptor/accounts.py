@@ -103,7 +103,15 @@ def create_session(conn: Connection, customer: Customer, *, method: str, ip: str
         ),
         {"c": customer.id, "t": token, "d": SESSION_DAYS, "ip": ip, "ua": user_agent},
     ).scalar_one()
-    audit.record("session.created", actor=customer.id, conn=conn, session_id=session_id, method=method, ip=ip)
+    audit.record(
+        "session.created",
+        actor=customer.id,
+        conn=conn,
+        tenant=customer.tenant_id,
+        target=("session", session_id),
+        method=method,
+        ip=ip,
+    )
     return token
 
 
@@ -131,4 +139,4 @@ def revoke_session(conn: Connection, session_id: int, actor: int) -> None:
         text("UPDATE customer_sessions SET revoked_at = now() WHERE id = :id AND revoked_at IS NULL"),
         {"id": session_id},
     )
-    audit.record("session.revoked", actor=actor, conn=conn, session_id=session_id)
+    audit.record("session.revoked", actor=actor, conn=conn, target=("session", session_id), session_id=session_id)

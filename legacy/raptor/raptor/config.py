@@ -38,6 +38,14 @@ class Config:
     flag_backup_codes: bool = False
     flag_email_verification: bool = False
     schema_file: Path = field(default=DEFAULT_SCHEMA_FILE)
+    # Queue (issue 18): Raptor signs service tokens as issuer `raptor` with this key, publishes it
+    # at /.well-known/jwks.json, and calls the services whose URLs are set.
+    signing_key: Path | None = None
+    queue_audit_url: str | None = None
+    queue_rbac_url: str | None = None
+    queue_auth_url: str | None = None
+    key_publish_lead_secs: float = 300.0
+    key_check_secs: float = 2.0
 
     @property
     def secure_cookies(self) -> bool:
@@ -57,6 +65,12 @@ class Config:
         if urlsplit(origin).scheme not in ("http", "https") or not urlsplit(origin).netloc:
             raise ConfigError(f"RAPTOR_ORIGIN must be an http(s) origin like http://localhost:8080, not {origin!r}")
         schema = env.get("RAPTOR_SCHEMA_FILE", "").strip()
+        key = env.get("RAPTOR_SIGNING_KEY", "").strip()
+        urls = {name: _url(env, f"RAPTOR_QUEUE_{name.upper()}_URL") for name in ("audit", "rbac", "auth")}
+        if not key and any(urls.values()):
+            raise ConfigError(
+                "RAPTOR_SIGNING_KEY is not set: calling Queue needs Raptor's Ed25519 key (var/keys/raptor.pem)"
+            )
         return cls(
             database_url=normalize_database_url(url),
             mail_dir=Path(mail_dir),
@@ -66,7 +80,36 @@ class Config:
             flag_backup_codes=_flag(env, "FLAG_AUTH_BACKUP_CODES"),
             flag_email_verification=_flag(env, "FLAG_EMAIL_VERIFICATION"),
             schema_file=Path(schema) if schema else DEFAULT_SCHEMA_FILE,
+            signing_key=Path(key) if key else None,
+            queue_audit_url=urls["audit"],
+            queue_rbac_url=urls["rbac"],
+            queue_auth_url=urls["auth"],
+            key_publish_lead_secs=_seconds(env, "RAPTOR_KEY_PUBLISH_LEAD_SECS", 300.0),
+            key_check_secs=_seconds(env, "RAPTOR_KEY_CHECK_SECS", 2.0, minimum=0.1),
         )
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip().rstrip("/")
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name} must be an http(s) URL like http://127.0.0.1:8083, not {raw!r}")
+    return raw
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not minimum <= value <= 86400:
+        raise ConfigError(f"{name} must be between {minimum} and 86400 seconds, not {raw}")
+    return value
 
 
 def normalize_database_url(url: str) -> str:

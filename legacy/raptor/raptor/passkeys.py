@@ -34,7 +34,13 @@ from .accounts import Customer
 
 
 class PasskeyError(Exception):
-    """A ceremony failed; the message says why (never secret)."""
+    """A ceremony failed; the message says why (never secret). A sign-in refused for a known
+    passkey names it, so the caller can record the rejection (its own transaction is rolled back)."""
+
+    def __init__(self, message: str, *, customer_id: int | None = None, passkey_id: int | None = None) -> None:
+        super().__init__(message)
+        self.customer_id = customer_id
+        self.passkey_id = passkey_id
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,14 @@ def register(
             "name": (name or "").strip()[:100] or None,
         },
     ).scalar_one()
-    audit.record("passkey.registered", actor=customer.id, conn=conn, passkey_id=row_id)
+    audit.record(
+        "passkey.registered",
+        actor=customer.id,
+        conn=conn,
+        tenant=customer.tenant_id,
+        target=("passkey", row_id),
+        passkey_id=row_id,
+    )
     return int(row_id)
 
 
@@ -185,13 +198,14 @@ def authenticate(
             credential_current_sign_count=int(row.sign_count),
         )
     except (InvalidAuthenticationResponse, ValueError, KeyError, TypeError) as e:
-        audit.record("passkey.rejected", actor=int(row.customer_id), conn=conn, passkey_id=row.id, error=str(e))
-        raise PasskeyError(f"sign-in not verified: {e}") from None
+        raise PasskeyError(
+            f"sign-in not verified: {e}", customer_id=int(row.customer_id), passkey_id=int(row.id)
+        ) from None
     conn.execute(
         text("UPDATE webauthn_credentials SET sign_count = :n, last_used_at = now() WHERE id = :id"),
         {"n": verified.new_sign_count, "id": row.id},
     )
-    audit.record("passkey.used", actor=int(row.customer_id), conn=conn, passkey_id=row.id)
+    audit.record("passkey.used", actor=int(row.customer_id), conn=conn, target=("passkey", row.id), passkey_id=row.id)
     return int(row.customer_id)
 
 

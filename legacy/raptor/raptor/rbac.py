@@ -180,8 +180,16 @@ def grant(
         },
     ).scalar_one()
     row = conn.execute(text(_GRANT_SELECT + " WHERE g.id = :id"), {"id": grant_id}).one()
-    audit.record("rbac.grant.created", actor=granter, conn=conn, grant=grant_to_json(row))
-    return grant_to_json(row)
+    made = grant_to_json(row)
+    audit.record(
+        "rbac.grant.created",
+        actor=granter,
+        conn=conn,
+        tenant=scope.tenant_id,
+        target=("customer", customer_id),
+        grant=made,
+    )
+    return made
 
 
 def revoke(conn: Connection, actor: int, grant_id: int, reason: str) -> dict[str, Any]:
@@ -202,7 +210,15 @@ def revoke(conn: Connection, actor: int, grant_id: int, reason: str) -> dict[str
         {"id": grant_id, "by": actor},
     )
     after = conn.execute(text(_GRANT_SELECT + " WHERE g.id = :id"), {"id": grant_id}).one()
-    audit.record("rbac.grant.revoked", actor=actor, conn=conn, grant_id=grant_id, reason=reason.strip())
+    audit.record(
+        "rbac.grant.revoked",
+        actor=actor,
+        conn=conn,
+        tenant=row.tenant_id,
+        target=("grant", grant_id),
+        grant_id=grant_id,
+        reason=reason.strip(),
+    )
     return grant_to_json(after)
 
 

@@ -107,7 +107,7 @@ def seed_demo(conn: Connection) -> bool:
                 "r": c.role,
             },
         )
-    audit.record("demo.seeded", actor=None, conn=conn, tenant_id=str(DEMO_TENANT_ID))
+    audit.record("demo.seeded", actor=None, conn=conn, tenant=DEMO_TENANT_ID, target=("tenant", str(DEMO_TENANT_ID)))
     return True
 
 

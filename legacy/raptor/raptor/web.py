@@ -21,6 +21,7 @@ from . import accounts, audit, backup_codes, email_verification, passkeys, rbac
 from .accounts import COOKIE_NAME, SESSION_DAYS, Customer
 from .config import Config
 from .db import make_engine
+from .queue_link import QueueLink, QueueUnavailable, QueueView
 from .tickets import TICKETS
 
 log = logging.getLogger("raptor")
@@ -33,14 +34,18 @@ class State:
     config: Config
     engine: Engine
     rp: passkeys.RelyingParty
+    # Raptor's link to Queue (RAPTOR_SIGNING_KEY set), else None.
+    queue: QueueLink | None
 
 
 def state() -> State:
     return cast(State, current_app.extensions["raptor"])
 
 
-def create_app(config: Config, engine: Engine | None = None) -> Flask:
-    """The Raptor app for ``config``. It expects the schema to exist (``python -m raptor`` creates it)."""
+def create_app(config: Config, engine: Engine | None = None, *, start_queue: bool = True) -> Flask:
+    """The Raptor app for ``config``. It expects the schema and the outbox to exist (``python -m
+    raptor`` creates them). With ``RAPTOR_SIGNING_KEY`` it links to Queue and, unless
+    ``start_queue`` is false, starts the key-file watcher and the audit relay (threads)."""
     app = Flask(__name__)
     secret = config.secret_key
     if not secret:
@@ -55,10 +60,15 @@ def create_app(config: Config, engine: Engine | None = None) -> Flask:
         SESSION_COOKIE_SECURE=config.secure_cookies,
         MAX_CONTENT_LENGTH=64 * 1024,
     )
+    engine = engine or make_engine(config.database_url)
+    link = QueueLink(config, engine) if config.signing_key is not None else None
+    if link is not None and start_queue:
+        link.start()
     app.extensions["raptor"] = State(
         config=config,
-        engine=engine or make_engine(config.database_url),
+        engine=engine,
         rp=passkeys.RelyingParty(id=config.rp_id, name=config.rp_name, origin=config.origin),
+        queue=link,
     )
     app.before_request(_load_session)
     app.register_error_handler(HTTPException, _error)
@@ -194,6 +204,13 @@ def _tenant_arg(raw: str | None) -> uuid.UUID:
         abort(400, "tenant_id must be a UUID")
 
 
+def _queue_view(permission: str, tickets: list[str | None]) -> QueueView:
+    link = state().queue
+    if link is None or not link.can_check:
+        raise QueueUnavailable("Raptor is not linked to Queue (RAPTOR_QUEUE_AUTH_URL and RAPTOR_QUEUE_RBAC_URL)")
+    return link.check_tickets(customer(), permission, tickets)
+
+
 def _visible_tickets(c: Customer) -> list[Any]:
     with state().engine.begin() as conn:
         if rbac.may(conn, c.id, "ticket.read", c.tenant_id, None):
@@ -212,7 +229,22 @@ def _routes(app: Flask) -> None:
 
     @app.get("/healthz")
     def healthz() -> Response:
-        return jsonify(status="ok")
+        link = state().queue
+        return jsonify(
+            status="ok",
+            signing_kid=link.keys.signing_kid if link else None,
+            outbox_pending=audit.pending(state().engine),
+        )
+
+    @app.get("/.well-known/jwks.json")
+    def jwks() -> Response:
+        """Raptor's public keys, for Queue's services (``[[tokens.trusted]] jwks_url``)."""
+        link = state().queue
+        if link is None:
+            resp = jsonify(error="Raptor has no signing key (RAPTOR_SIGNING_KEY is not set)")
+            resp.status_code = 404
+            return resp
+        return jsonify(link.keys.ring.jwks())
 
     # sign-in and sign-out
 
@@ -353,6 +385,17 @@ def _routes(app: Flask) -> None:
                 )
                 c = accounts.get_customer(conn, customer_id)
         except passkeys.PasskeyError as e:
+            if e.customer_id is not None:
+                # The ceremony's transaction was rolled back: the rejection is its own.
+                with state().engine.begin() as conn:
+                    audit.record(
+                        "passkey.rejected",
+                        actor=e.customer_id,
+                        conn=conn,
+                        target=("passkey", e.passkey_id or 0),
+                        passkey_id=e.passkey_id,
+                        error=str(e),
+                    )
             return _fail(401, str(e))
         if c is None:
             return _fail(401, "the customer is not active")
@@ -519,6 +562,51 @@ def _routes(app: Flask) -> None:
             ticket_id=ticket,
         )
 
+    # Queue-backed checks
+
+    @app.get("/access")
+    @signed_in
+    def access() -> Any:
+        """Each ticket with Raptor's decision and Queue's (rbac, for the customer's Queue user)."""
+        with state().engine.begin() as conn:
+            ours = [rbac.may(conn, customer().id, "ticket.read", customer().tenant_id, t.id) for t in TICKETS]
+        try:
+            view = _queue_view("ticket.read", [t.id for t in TICKETS])
+            error = None
+        except QueueUnavailable as e:
+            view, error = None, str(e)
+        page = render_template(
+            "access.html",
+            customer=customer(),
+            rows=[(t, ours[i], view.allowed[i] if view else None) for i, t in enumerate(TICKETS)],
+            queue_user=view.user_id if view else None,
+            error=error,
+        )
+        return Response(page, status=200 if view else 503)
+
+    @app.get("/api/queue/check")
+    @signed_in
+    def api_queue_check() -> Any:
+        """``permission`` (and ``ticket_id``) for the signed-in customer, asked of Raptor and of Queue."""
+        permission = request.args.get("permission", "")
+        if not permission:
+            return _fail(400, "permission is required")
+        ticket = request.args.get("ticket_id") or None
+        with state().engine.begin() as conn:
+            ours = rbac.may(conn, customer().id, permission, customer().tenant_id, ticket)
+        try:
+            view = _queue_view(permission, [ticket])
+        except QueueUnavailable as e:
+            return _fail(502, f"Queue did not answer the check: {e}")
+        return jsonify(
+            raptor=ours,
+            queue=view.allowed[0],
+            queue_user_id=view.user_id,
+            permission=permission,
+            tenant_id=str(customer().tenant_id),
+            ticket_id=ticket,
+        )
+
     # tickets
 
     @app.get("/tickets")
@@ -551,7 +639,17 @@ def _password_signin(email: str, password: str, tenant: str | None) -> tuple[Cus
         except accounts.AmbiguousEmail:
             return None, "this email is in several tenants: say which (tenant)"
         if c is None:
-            audit.record("signin.failed", actor=None, conn=conn, method="password", email=email.strip().lower())
+            # Attributed to the customer's tenant when the email is someone's (else logged only).
+            known = accounts.find_by_email(conn, email, tenant or None)
+            audit.record(
+                "signin.failed",
+                actor=None,
+                conn=conn,
+                tenant=known[0].tenant_id if known else None,
+                target=("customer", known[0].id) if known else None,
+                method="password",
+                email=email.strip().lower(),
+            )
     return (c, None) if c else (None, "wrong email or password")
 
 

@@ -19,6 +19,7 @@ import pytest
 import requests
 from flask import Flask
 from raptor import Config, create_app
+from raptor.audit import ensure_outbox
 from raptor.db import ensure_schema, make_engine
 from raptor.seed import DEMO_TENANT_ID, seed
 from sqlalchemy import Engine, text
@@ -89,6 +90,7 @@ def config(postgres: Postgres, mail_dir: Path) -> Config:
 def engine(config: Config) -> Iterator[Engine]:
     eng = make_engine(config.database_url)
     assert ensure_schema(eng, config.schema_file) is True
+    ensure_outbox(eng)
     seed(eng, demo=True)
     yield eng
     eng.dispose()

@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     DateTime,
     Engine,
     Identity,
@@ -79,8 +80,9 @@ class Outbox:
             schema=schema,
         )
 
-    def enqueue(self, session: Session, event: AuditEvent) -> None:
-        """Adds the event in the session's transaction: committed with the change or not at all."""
+    def enqueue(self, session: Session | Connection, event: AuditEvent) -> None:
+        """Adds the event in the transaction of ``session`` (an ORM session or a Core connection):
+        committed with the change or not at all."""
         session.execute(
             self.table.insert().values(event_id=event.id, body=event.canonical(), enqueued_at=_now(), attempts=0)
         )
@@ -94,7 +96,7 @@ class Outbox:
         return int(count or 0)
 
 
-def enqueue(session: Session, event: AuditEvent, *, outbox: Outbox) -> None:
+def enqueue(session: Session | Connection, event: AuditEvent, *, outbox: Outbox) -> None:
     """:meth:`Outbox.enqueue` as a function."""
     outbox.enqueue(session, event)
 

@@ -54,7 +54,12 @@ def load_private_key(pem: bytes | str) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"not a PKCS#8 PEM private key: {e}") from None
+        hint = ""
+        if "extra data" in str(e):
+            # A PKCS#8 v2 key (RFC 5958: the public key inside), which cryptography < 51 refuses;
+            # `queuectl keys init` writes v1 now, as `openssl genpkey -algorithm ed25519` does.
+            hint = " (a PKCS#8 v2 key, which this cryptography cannot read: make a new one)"
+        raise ValueError(f"not a PKCS#8 PEM private key: {e}{hint}") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"not an Ed25519 key: {type(key).__name__}")
     return key
