@@ -3,7 +3,7 @@
 //! sign-in, the tickets page by permission; screenshots in
 //! `<target>/browser-screenshots/raptor/`), checked from outside the browser in Raptor's database
 //! and against what the proxy forwarded; then cross-origin writes, a forged session cookie and
-//! forged forwarding headers, sent through the proxy.
+//! forged forwarding headers, sent through the proxy; and audit stopped and brought back.
 
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel_async::RunQueryDsl;
@@ -315,4 +315,32 @@ async fn with_audit_stopped_raptor_keeps_serving_and_audit_comes_back_on_its_add
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(stack.verify_chain("T9").await["ok"], true);
     assert_eq!(signin().await.expect("sign in").status(), StatusCode::OK);
+}
+
+/// What the proxy tells the legacy side about the client, seen by the echo stand-in (the same
+/// forwarding path as Raptor's; Raptor itself reads none of these headers: it records the
+/// socket's address, the proxy's, as the session's `ip`, which the test above checks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_forwarding_headers_do_not_reach_the_legacy_side_as_the_clients_address() {
+    let stack = Stack::start(Options::default()).await;
+    let forged = "203.0.113.66";
+    let r = stack
+        .client
+        .get(format!("{}/api/v1/tickets", stack.proxy.base_url))
+        .header("X-Forwarded-For", forged)
+        .header("X-Forwarded-Proto", "https")
+        .header("X-Forwarded-Host", "evil.example")
+        .header("Forwarded", format!("for={forged};proto=https;host=evil.example"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), StatusCode::OK);
+    let echo: Value = r.json().await.expect("the echo");
+    let h = &echo["headers"];
+    // Replaced, not extended: the proxy trusts nobody in front of it (as deploy/local ships).
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{echo}");
+    assert_eq!(h["x-forwarded-proto"], "http", "{echo}");
+    let host = stack.proxy.base_url.trim_start_matches("http://");
+    assert_eq!(h["x-forwarded-host"], host, "{echo}");
+    assert!(h.get("forwarded").is_none(), "Forwarded is dropped: {echo}");
 }
