@@ -110,6 +110,19 @@ impl TestDb {
         Self { url: with_db(admin_url(), &name), _dropper: std::sync::Arc::new(DropDatabase(name.clone())), name }
     }
 
+    /// A new empty database (none of Queue's schemas), for an app that creates its own: Raptor
+    /// executes raptor-schema.sql on an empty database and refuses one with tables in it. Built
+    /// from `template0`, so nothing added to the cluster's `template1` leaks in.
+    pub async fn empty() -> Self {
+        let name = format!("qt_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = admin().await;
+        diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE template0"))
+            .execute(&mut conn)
+            .await
+            .expect("create an empty database");
+        Self { url: with_db(admin_url(), &name), _dropper: std::sync::Arc::new(DropDatabase(name.clone())), name }
+    }
+
     /// A fresh connection to this database.
     pub async fn conn(&self) -> AsyncPgConnection {
         AsyncPgConnection::establish(&self.url).await.expect("connect to the test database")

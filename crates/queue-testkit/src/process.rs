@@ -42,6 +42,9 @@ pub fn free_port() -> u16 {
 pub struct ServiceProcess {
     child: Child,
     pub base_url: String,
+    binary: String,
+    /// The environment it was started with, `QUEUE_SERVER__LISTEN` included (for a restart).
+    env: Vec<(String, String)>,
     stderr_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -58,29 +61,53 @@ impl ServiceProcess {
         let listen = format!("127.0.0.1:{port}");
         let dir = tempfile::tempdir().expect("tmp");
         let stderr_path = dir.path().join("stderr.log");
-        let mut all = env.to_vec();
-        all.push(("QUEUE_SERVER__LISTEN", &listen));
-        let child = command(binary, &all)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr_path).expect("log file"))
-            .spawn()
-            .expect("spawn");
-        let mut p = Self { child, base_url: format!("http://{listen}"), stderr_path, _dir: dir };
+        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        env.push(("QUEUE_SERVER__LISTEN".into(), listen.clone()));
+        let child = Self::spawn_logging(binary, &env, &stderr_path);
+        let mut p =
+            Self { child, base_url: format!("http://{listen}"), binary: binary.into(), env, stderr_path, _dir: dir };
+        p.wait_healthy().await;
+        p
+    }
+
+    fn spawn_logging(binary: &str, env: &[(String, String)], log: &std::path::Path) -> Child {
+        let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        // Appended: a restarted process's log follows the one before it.
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+        command(binary, &refs).stdout(Stdio::null()).stderr(log).spawn().expect("spawn")
+    }
+
+    async fn wait_healthy(&mut self) {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = client.get(format!("{}/healthz", p.base_url)).send().await
+            if let Ok(r) = client.get(format!("{}/healthz", self.base_url)).send().await
                 && r.status().is_success()
             {
                 break;
             }
-            if let Some(status) = p.child.try_wait().expect("wait") {
-                panic!("{binary} exited with {status} before it was healthy: {}", p.stderr());
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                panic!("{} exited with {status} before it was healthy: {}", self.binary, self.stderr());
             }
-            assert!(Instant::now() < deadline, "{binary} not healthy within 30 s: {}", p.stderr());
+            assert!(Instant::now() < deadline, "{} not healthy within 30 s: {}", self.binary, self.stderr());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        p
+    }
+
+    /// Kills the process (SIGKILL: nothing is flushed or drained, as in a crash) and waits for
+    /// it. [`Self::restart`] brings it back on the same port with the same config.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the binary again (stopping it first if it still runs) on the same address with
+    /// the same environment and config, its log appended to the same file, and waits until
+    /// `/healthz` answers.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn_logging(&self.binary, &self.env, &self.stderr_path);
+        self.wait_healthy().await;
     }
 
     pub fn stderr(&self) -> String {

@@ -1,5 +1,6 @@
 //! The whole system as processes: the service binaries on one PostgreSQL behind the proxy, with
-//! the legacy stand-in as Raptor (support.rs says where the binaries come from).
+//! the legacy echo stand-in or the real Raptor on the legacy side (support.rs says where the
+//! binaries come from).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,6 +8,8 @@ mod browser;
 mod contract;
 mod cutover;
 mod flood;
+mod headless;
+mod raptor;
 mod replicas;
 mod support;
 mod tenant_claim;

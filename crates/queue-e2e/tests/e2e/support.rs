@@ -1,6 +1,8 @@
-//! The stack under test: the real binaries of audit, rbac, auth, proxy and the legacy stand-in as
+//! The stack under test: the real binaries of audit, rbac, auth, proxy and the legacy side as
 //! processes, on one database of the test cluster (each service owns its schema in it),
-//! with keys made as `queuectl keys init` makes them and config files in a temp dir.
+//! with keys made as `queuectl keys init` makes them and config files in a temp dir. The legacy
+//! side is the echo stand-in (`legacy-standin`) or, with `Options::raptor`, the real Raptor
+//! (`legacy/raptor`, Flask) on its own empty database.
 //!
 //! **Where the binaries come from.** `env!("CARGO_BIN_EXE_…")` only names a crate's own
 //! binaries, so the tests take the service binaries from the directory cargo built this test
@@ -74,7 +76,12 @@ pub fn bin(name: &str) -> String {
     dir.join(name).display().to_string()
 }
 
-/// The legacy stand-in (Raptor), killed on drop.
+/// The repository's root (the tests are built from `crates/queue-e2e`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the repository root")
+}
+
+/// The legacy stand-in (an echo server answering as Raptor), killed on drop.
 pub struct Legacy {
     child: Child,
     pub url: String,
@@ -108,6 +115,35 @@ impl Drop for Legacy {
     }
 }
 
+/// How the services trust tokens of issuer `raptor`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// `Jwks` is for the tests of Raptor's key rotation (issue 18, item 3), which land with Raptor's JWKS.
+#[allow(dead_code)]
+pub enum RaptorTrust {
+    /// By the static public key `queuectl keys init` wrote (`public_key = ".../raptor.pub.pem"`).
+    PublicKey,
+    /// By Raptor's JWKS, `jwks_url = "http://127.0.0.1:<raptor port>/.well-known/jwks.json"`, with
+    /// `tokens.jwks_refetch_min_secs` set to this (how soon an unknown `kid` may refetch).
+    Jwks { refetch_min_secs: u64 },
+}
+
+/// The real Raptor as the legacy upstream (see [`Raptor`]).
+#[derive(Clone, Copy, Debug)]
+pub struct RaptorOptions {
+    pub trust: RaptorTrust,
+    /// `RAPTOR_KEY_PUBLISH_LEAD_SECS`: how long a new key is published before Raptor signs with it.
+    pub key_publish_lead_secs: u64,
+    /// `RAPTOR_KEY_CHECK_SECS`: how often Raptor looks at its key file.
+    pub key_check_secs: u64,
+}
+
+impl Default for RaptorOptions {
+    /// Raptor's own defaults, trusted by the static key (as `make run` does today).
+    fn default() -> Self {
+        Self { trust: RaptorTrust::PublicKey, key_publish_lead_secs: 300, key_check_secs: 2 }
+    }
+}
+
 #[derive(Clone, Copy)]
 pub struct Options {
     pub replicas: usize,
@@ -118,11 +154,13 @@ pub struct Options {
     /// The proxy's `forwarding.trusted_proxies` (a TOML array). Default: none, as shipped in
     /// deploy/local/proxy.toml.
     pub proxy_trusted_proxies: &'static str,
+    /// The real Raptor instead of the echo stand-in as the legacy upstream. Default: the echo.
+    pub raptor: Option<RaptorOptions>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { replicas: 1, otlp: false, auth_limits: "", proxy_trusted_proxies: "[]" }
+        Self { replicas: 1, otlp: false, auth_limits: "", proxy_trusted_proxies: "[]", raptor: None }
     }
 }
 
@@ -137,7 +175,10 @@ pub struct Stack {
     pub auth: Vec<ServiceProcess>,
     pub rbac: Vec<ServiceProcess>,
     pub audit: ServiceProcess,
-    _legacy: Legacy,
+    /// The echo stand-in, when the stack runs without Raptor.
+    _legacy: Option<Legacy>,
+    /// The real Raptor, with `Options::raptor`.
+    pub raptor: Option<Raptor>,
     pub otlp: Option<OtlpSink>,
     pub keys: TestKeys,
     pub client: reqwest::Client,
@@ -156,8 +197,15 @@ fn toml_str(p: &Path) -> String {
 }
 
 /// The tables every service has: server, database, telemetry and tokens (trusting every other
-/// identity by its public key file, as `queuectl keys init` lays them out).
-fn common(issuer: &str, db: Option<&str>, keys: &TestKeys, otlp: Option<&OtlpSink>) -> String {
+/// identity by its public key file, as `queuectl keys init` lays them out, or Raptor by its
+/// JWKS at `raptor_jwks`: (URL, `jwks_refetch_min_secs`)).
+fn common(
+    issuer: &str,
+    db: Option<&str>,
+    keys: &TestKeys,
+    otlp: Option<&OtlpSink>,
+    raptor_jwks: Option<(&str, u64)>,
+) -> String {
     let mut s = String::from("[server]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n\n");
     if let Some(url) = db {
         s += &format!("[database]\nurl = \"{url}\"\npool_size = 4\n\n");
@@ -167,8 +215,21 @@ fn common(issuer: &str, db: Option<&str>, keys: &TestKeys, otlp: Option<&OtlpSin
         s += &format!("otlp_endpoint = \"{}\"\n", o.endpoint_for(issuer));
     }
     s += &format!("\n[tokens]\nissuer = \"{issuer}\"\nsigning_key = {}\n", toml_str(&keys.private(issuer)));
+    if let Some((_, refetch)) = raptor_jwks {
+        s += &format!("jwks_refetch_min_secs = {refetch}\n");
+    }
     for other in IDENTITIES.iter().filter(|i| **i != issuer) {
-        s += &format!("\n[[tokens.trusted]]\nissuer = \"{other}\"\npublic_key = {}\n", toml_str(&keys.public(other)));
+        match raptor_jwks {
+            Some((url, _)) if *other == "raptor" => {
+                s += &format!("\n[[tokens.trusted]]\nissuer = \"raptor\"\njwks_url = \"{url}\"\n");
+            }
+            _ => {
+                s += &format!(
+                    "\n[[tokens.trusted]]\nissuer = \"{other}\"\npublic_key = {}\n",
+                    toml_str(&keys.public(other))
+                );
+            }
+        }
     }
     s
 }
@@ -212,20 +273,27 @@ impl Stack {
             }
         };
 
-        let legacy = Legacy::start().await;
+        // Raptor's port is chosen first too: the services' configs may name its JWKS.
+        let raptor_port = free_port();
+        let jwks_url = format!("http://127.0.0.1:{raptor_port}/.well-known/jwks.json");
+        let raptor_jwks = match opts.raptor.map(|r| r.trust) {
+            Some(RaptorTrust::Jwks { refetch_min_secs }) => Some((jwks_url.as_str(), refetch_min_secs)),
+            _ => None,
+        };
+        let common = |issuer: &str, db: Option<&str>| common(issuer, db, &keys, otlp.as_ref(), raptor_jwks);
+        // The echo stand-in needs nothing from Queue: it starts first. Raptor calls Queue's
+        // services, so it starts after them (below), before the proxy.
+        let legacy = if opts.raptor.is_none() { Some(Legacy::start().await) } else { None };
         let audit_cfg = format!(
             "{}\n[keys]\nprovider = \"local\"\nlocal_master_key = {}\nlocal_checkpoint_key = {}\n",
-            common("audit", Some(&db.url), &keys, otlp.as_ref()),
+            common("audit", Some(&db.url)),
             toml_str(&audit_keys.local_master_key),
             toml_str(&audit_keys.local_checkpoint_key),
         );
         let audit = start(write("audit", audit_cfg), "queue-audit").await;
 
-        let rbac_cfg = format!(
-            "{}\n[audit]\nurl = \"{}\"\ntimeout_ms = 5000\n",
-            common("rbac", Some(&db.url), &keys, otlp.as_ref()),
-            audit.base_url
-        );
+        let rbac_cfg =
+            format!("{}\n[audit]\nurl = \"{}\"\ntimeout_ms = 5000\n", common("rbac", Some(&db.url)), audit.base_url);
         let rbac_cfg = write("rbac", rbac_cfg);
         let auth_cfg = format!(
             r#"{common}
@@ -260,7 +328,7 @@ poll_interval_ms = 200
 [flags]
 auth_backup_codes = true
 "#,
-            common = common("auth", Some(&db.url), &keys, otlp.as_ref()),
+            common = common("auth", Some(&db.url)),
             pepper = toml_str(&pepper),
             mail = toml_str(&mail_dir),
             audit = audit.base_url,
@@ -275,6 +343,18 @@ auth_backup_codes = true
             rbac.push(r);
             auth.push(a);
         }
+        let raptor = match opts.raptor {
+            Some(o) => {
+                let queue = RaptorQueue { audit: &audit.base_url, rbac: &rbac[0].base_url, auth: &auth[0].base_url };
+                Some(Raptor::start(raptor_port, &dir.path().join("raptor"), &keys, &browser_origin, queue, o).await)
+            }
+            None => None,
+        };
+        let legacy_url = match (&raptor, &legacy) {
+            (Some(r), _) => r.url.clone(),
+            (None, Some(l)) => l.url.clone(),
+            (None, None) => unreachable!("one legacy upstream is started"),
+        };
 
         // The route table: backup codes move to Queue in phase 2 (as in deploy/local/routes.toml);
         // the rest of auth and rbac are pinned to Queue so the tests can sign in and grant through
@@ -325,7 +405,7 @@ queue = {{ service = "rbac" }}
 cutover_phase = 2
 pinned = "queue"
 "#,
-                legacy = legacy.url,
+                legacy = legacy_url,
                 auth = auth[0].base_url,
                 rbac = rbac[0].base_url,
             ),
@@ -334,7 +414,7 @@ pinned = "queue"
         let admin_addr = format!("127.0.0.1:{}", free_port());
         let proxy_cfg = format!(
             "{}\n[admin]\nlisten = \"{admin_addr}\"\n\n[routing]\ntable = {}\n\n[forwarding]\ntrusted_proxies = {}\n\n[audit]\nurl = \"{}\"\n",
-            common("proxy", None, &keys, otlp.as_ref()),
+            common("proxy", None),
             toml_str(&table),
             opts.proxy_trusted_proxies,
             audit.base_url
@@ -350,6 +430,7 @@ pinned = "queue"
             rbac,
             audit,
             _legacy: legacy,
+            raptor,
             otlp,
             keys,
             client: reqwest::Client::new(),
@@ -369,7 +450,15 @@ pinned = "queue"
         for (i, p) in self.rbac.iter().enumerate() {
             s += &format!("--- rbac[{i}]\n{}\n", p.stderr());
         }
+        if let Some(r) = &self.raptor {
+            s += &format!("--- raptor\n{}\n", r.stderr());
+        }
         s
+    }
+
+    /// The real Raptor of a stack started with `Options::raptor`.
+    pub fn raptor(&self) -> &Raptor {
+        self.raptor.as_ref().expect("a stack started with Options { raptor: Some(..), .. }")
     }
 
     /// Raptor's token for rbac: grants, checks, reads.
@@ -516,12 +605,153 @@ pinned = "queue"
         v
     }
 
+    /// A GET of the proxy's admin API, with an operator's token.
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let token = self.keys.token("operator", "proxy", &["proxy:admin"]);
+        let (s, v) = self.get(&self.admin, path, Some(&token)).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {v}");
+        v
+    }
+
     /// The proxy's admin API, with an operator's token (as `queuectl proxy …` mints it).
     pub async fn admin_post(&self, path: &str, body: &Value) -> Value {
         let token = self.keys.token("operator", "proxy", &["proxy:admin"]);
         let (s, v) = self.post(&self.admin, path, Some(&token), body).await;
         assert_eq!(s, StatusCode::OK, "{path}: {v}");
         v
+    }
+}
+
+/// Where Raptor calls Queue's services (`RAPTOR_QUEUE_*_URL`).
+pub struct RaptorQueue<'a> {
+    pub audit: &'a str,
+    pub rbac: &'a str,
+    pub auth: &'a str,
+}
+
+/// The real Raptor, `python -m raptor` from `legacy/raptor` in `var/venv-raptor`, on an empty
+/// database of its own (it executes raptor-schema.sql and seeds the demo data on first start),
+/// signing its tokens for Queue with a copy of the stack's `raptor` key. Killed on drop; its
+/// database is dropped with it.
+// `signing_key`, `mail_dir` and `run` are for the tests of Raptor's Queue wiring (issue 18,
+// item 3: key rotation with `python -m raptor rotate-key`), which land with that wiring.
+#[allow(dead_code)]
+pub struct Raptor {
+    child: Child,
+    /// `http://127.0.0.1:<port>`: Raptor directly (a browser goes through the proxy instead).
+    pub url: String,
+    /// Raptor's database: raptor-schema.sql in `public` (and Queue's outbox in its own schema).
+    pub db: TestDb,
+    /// `RAPTOR_SIGNING_KEY`: a copy of the stack's raptor private key, Raptor's to rotate.
+    pub signing_key: PathBuf,
+    /// `RAPTOR_MAIL_DIR`.
+    pub mail_dir: PathBuf,
+    python: PathBuf,
+    env: Vec<(String, String)>,
+    stderr_path: PathBuf,
+}
+
+impl Raptor {
+    async fn start(
+        port: u16,
+        dir: &Path,
+        keys: &TestKeys,
+        browser_origin: &str,
+        queue: RaptorQueue<'_>,
+        opts: RaptorOptions,
+    ) -> Self {
+        let python = repo_root().join("var/venv-raptor/bin/python");
+        assert!(
+            python.is_file(),
+            "{} is missing: scripts/install-test-deps.sh (or `make test-deps`) builds Raptor's virtualenv",
+            python.display()
+        );
+        let db = TestDb::empty().await;
+        let mail_dir = dir.join("mail");
+        std::fs::create_dir_all(&mail_dir).expect("Raptor's mail directory");
+        let signing_key = dir.join("raptor.pem");
+        std::fs::copy(keys.private("raptor"), &signing_key).expect("copy the raptor key");
+        let mut secret = [0u8; 32];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").expect("urandom"), &mut secret)
+            .expect("random bytes");
+        let env: Vec<(String, String)> = [
+            ("RAPTOR_DATABASE_URL", db.url.clone()),
+            ("RAPTOR_MAIL_DIR", mail_dir.display().to_string()),
+            ("RAPTOR_ORIGIN", browser_origin.to_string()),
+            ("RAPTOR_RP_ID", "localhost".to_string()),
+            ("RAPTOR_SECRET_KEY", secret.iter().map(|b| format!("{b:02x}")).collect()),
+            ("FLAG_AUTH_BACKUP_CODES", "1".to_string()),
+            ("FLAG_EMAIL_VERIFICATION", "1".to_string()),
+            ("RAPTOR_SIGNING_KEY", signing_key.display().to_string()),
+            ("RAPTOR_QUEUE_AUDIT_URL", queue.audit.to_string()),
+            ("RAPTOR_QUEUE_RBAC_URL", queue.rbac.to_string()),
+            ("RAPTOR_QUEUE_AUTH_URL", queue.auth.to_string()),
+            ("RAPTOR_KEY_PUBLISH_LEAD_SECS", opts.key_publish_lead_secs.to_string()),
+            ("RAPTOR_KEY_CHECK_SECS", opts.key_check_secs.to_string()),
+            // Python writes its log lines as they come (the test reads them while Raptor runs).
+            ("PYTHONUNBUFFERED", "1".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let stderr_path = dir.join("stderr.log");
+        let listen = format!("127.0.0.1:{port}");
+        let child = Self::command_in(&python, &env, &["--listen", &listen])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).expect("Raptor's log"))
+            .spawn()
+            .expect("spawn python -m raptor");
+        let mut raptor =
+            Self { child, url: format!("http://{listen}"), db, signing_key, mail_dir, python, env, stderr_path };
+        let client = reqwest::Client::new();
+        // The first start creates the schema and hashes three demo passwords.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(format!("{}/healthz", raptor.url)).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            if let Some(status) = raptor.child.try_wait().expect("wait") {
+                panic!("Raptor exited with {status} before it was healthy:\n{}", raptor.stderr());
+            }
+            assert!(Instant::now() < deadline, "Raptor not healthy within 60 s:\n{}", raptor.stderr());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        raptor
+    }
+
+    /// `python -m raptor <args>` in `legacy/raptor` with exactly `env` (and PATH).
+    fn command_in(python: &Path, env: &[(String, String)], args: &[&str]) -> std::process::Command {
+        let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut c = command(&python.display().to_string(), &refs);
+        c.current_dir(repo_root().join("legacy/raptor")).args(["-m", "raptor"]).args(args);
+        c
+    }
+
+    /// `python -m raptor <args>` with the running Raptor's environment (e.g. `rotate-key`), to
+    /// completion: (exit success, stdout, stderr).
+    #[allow(dead_code)]
+    pub async fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let mut c = tokio::process::Command::from(Self::command_in(&self.python, &self.env, args));
+        let out = c.kill_on_drop(true).output().await.expect("run python -m raptor");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Raptor's log: Python's logging and werkzeug's request lines.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Raptor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
