@@ -64,23 +64,23 @@ else
   bad "GET $PROXY/tickets as the admin: $code"
 fi
 
-keys="$(curl -fsS "$RAPTOR/.well-known/jwks.json" | json 'len(d["keys"])' 2>/dev/null)" || keys=0
+keys="$(curl -fs "$RAPTOR/.well-known/jwks.json" | json 'len(d["keys"])' 2>/dev/null)" || keys=0
 if [ "$keys" -gt 0 ]; then ok "$RAPTOR/.well-known/jwks.json: $keys key(s)"; else bad "$RAPTOR/.well-known/jwks.json: no key"; fi
 
 # The sign-in's event goes through Raptor's outbox to Queue's audit (asynchronously: poll).
 token="$("$QUEUECTL" token mint --iss raptor --aud audit --scope audit:read)" || token=""
 found=0
 for _ in $(seq 1 20); do
-  found="$(curl -fsS -H "Authorization: Bearer $token" \
-    "$AUDIT/api/v1/audit/events?tenant_id=$ACME&action=raptor.session.created&since=$since" \
-    | json 'len(d["events"])' 2>/dev/null)" || found=0
+  code="$(curl -sS -o "$work/events" -w '%{http_code}' -H "Authorization: Bearer $token" \
+    "$AUDIT/api/v1/audit/events?tenant_id=$ACME&action=raptor.session.created&since=$since")" || code=000
+  if [ "$code" = 200 ]; then found="$(json 'len(d["events"])' <"$work/events")" || found=0; fi
   [ "$found" -gt 0 ] && break
   sleep 0.5
 done
 if [ "$found" -gt 0 ]; then
   ok "raptor.session.created reached Queue's audit (tenant Acme)"
 else
-  bad "raptor.session.created did not reach Queue's audit within 10 s"
+  bad "raptor.session.created did not reach Queue's audit within 10 s (last answer $code $(head -c 200 "$work/events"))"
 fi
 
 # A phase change rewrites the proxy's copy of the table, never the tracked file.
