@@ -55,7 +55,10 @@ mkdir -p var/log
 pids=()
 declare -A PID=()
 stop() {
-  trap - INT TERM EXIT
+  # Once stopping, further signals are ignored: make passes its SIGTERM on to this script after
+  # the one its process group got, and a second Ctrl-C must not leave the services running.
+  trap '' INT TERM
+  trap - EXIT
   say "stopping"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
