@@ -43,7 +43,7 @@ done
 
 # Raptor behind the proxy, phase 1.
 type="$(curl -fsS -o "$work/home" -w '%{content_type}' "$PROXY/")" || type=""
-if [[ "$type" == text/html* ]] && grep -q "<h1>Raptor</h1>" "$work/home"; then
+if [[ "$type" == text/html* ]] && grep -q "<title>[^<]*Raptor</title>" "$work/home"; then
   ok "$PROXY/ is Raptor's home page"
 else
   bad "$PROXY/ is not Raptor's home page (content type '$type')"
