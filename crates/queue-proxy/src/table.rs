@@ -858,4 +858,52 @@ cutover_phase = 3
         assert!(!in_percent(0, 0.0));
         assert!(in_percent(9999, 100.0));
     }
+
+    /// The table `make run` starts with (deploy/local/routes.toml, docs/proxy.md "The table under
+    /// make run"): valid, in phase 1, and no route takes Raptor's own pages or API
+    /// (legacy/raptor/README.md): in every phase they fall to `default_legacy`, Raptor. Queue's
+    /// account pages reach auth from phase 3, with the last of the API routes they call.
+    #[test]
+    fn the_make_run_table_leaves_raptors_own_paths_to_raptor_in_every_phase() {
+        let shipped =
+            Table::parse(include_str!("../../../deploy/local/routes.toml")).expect("deploy/local/routes.toml");
+        assert_eq!(shipped.phase, 1);
+        assert_eq!(shipped.default_legacy.as_deref(), Some("raptor"));
+        let raptor = [
+            ("GET", "/"),
+            ("GET", "/signin"),
+            ("POST", "/signin"),
+            ("POST", "/signin/backup-code"),
+            ("POST", "/signout"),
+            ("GET", "/account"),
+            ("POST", "/account/backup-codes"),
+            ("POST", "/account/email/verify"),
+            ("GET", "/tickets"),
+            ("GET", "/tickets/T-1001"),
+            ("GET", "/access"),
+            ("POST", "/api/signin/password"),
+            ("POST", "/api/signin/backup-code"),
+            ("POST", "/api/signout"),
+            ("GET", "/api/me"),
+            ("POST", "/api/passkeys/register/options"),
+            ("POST", "/api/passkeys/signin/verify"),
+            ("GET", "/api/passkeys"),
+            ("POST", "/api/backup-codes"),
+            ("POST", "/api/email/send-code"),
+            ("POST", "/api/rbac/grants"),
+            ("POST", "/api/rbac/grants/7/revoke"),
+            ("GET", "/api/rbac/check"),
+            ("GET", "/api/queue/check"),
+        ];
+        for phase in 1..=4 {
+            let t = Table::parse(&shipped.source_with_phase(phase).expect("phase line")).expect("valid");
+            for (method, path) in raptor {
+                let taken = t.find(method, path).map(|m| m.route.name.clone());
+                assert_eq!(taken, None, "phase {phase}: {method} {path} is taken from Raptor");
+            }
+            let pages = t.find("GET", "/auth/login").expect("the auth-pages route");
+            let want = if phase >= 3 { Side::Queue } else { Side::Legacy };
+            assert_eq!(t.static_side(pages.route).map(|(side, _)| side), Some(want), "phase {phase}");
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! `legacy-standin`: plays Raptor for `make run` and the proxy's tests (see
+//! `legacy-standin`: an echoing Raptor for the proxy's and the end-to-end tests (see
 //! `queue_proxy::standin`). Stops on SIGTERM or Ctrl-C.
 
 use clap::Parser;
