@@ -70,6 +70,17 @@ impl SigningKey {
     pub fn to_pem(&self) -> Zeroizing<String> {
         Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", self.pkcs8.to_vec())))
     }
+
+    /// The same key as PKCS#8 v1 PEM when it was read as v2 (see [`generate_ed25519_pem`] for
+    /// why v1); `None` when it already is v1.
+    pub fn as_pkcs8_v1_pem(&self) -> Result<Option<Zeroizing<String>>, KeyError> {
+        let pair = Ed25519KeyPair::from_pkcs8(&self.pkcs8).map_err(|_| KeyError::NotEd25519)?;
+        let v1 = pair.to_pkcs8v1().map_err(|_| KeyError::NotEd25519)?;
+        if v1.as_ref() == self.pkcs8.as_slice() {
+            return Ok(None);
+        }
+        Ok(Some(Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", v1.as_ref().to_vec())))))
+    }
 }
 
 impl fmt::Debug for SigningKey {
@@ -196,7 +207,10 @@ mod tests {
         assert_eq!(v2.as_ref()[4], 0x01, "aws-lc writes v2 with version 1");
         let pem_v2 = pem::encode(&pem::Pem::new("PRIVATE KEY", v2.as_ref().to_vec()));
         let key = SigningKey::from_pem(&pem_v2).expect("a v2 key loads");
-        assert_eq!(key.kid().len(), 43);
+        let v1 = key.as_pkcs8_v1_pem().expect("re-encode").expect("v2 becomes v1");
+        let again = SigningKey::from_pem(&v1).expect("the v1 form loads");
+        assert_eq!(again.kid(), key.kid(), "the same key");
+        assert!(again.as_pkcs8_v1_pem().expect("v1").is_none(), "v1 stays as it is");
     }
 
     #[test]

@@ -316,7 +316,18 @@ fn keys_init(dir: &Path, force: bool) -> anyhow::Result<()> {
         let private = dir.join(format!("{name}.pem"));
         let public = dir.join(format!("{name}.pub.pem"));
         if private.exists() && !force {
-            println!("{name}: kept {}", private.display());
+            // Keys written before PKCS#8 v1 became the format are rewritten in it: the same key
+            // (and kid), readable by every library (queue_svc_token::generate_ed25519_pem).
+            let pem =
+                std::fs::read_to_string(&private).with_context(|| format!("cannot read {}", private.display()))?;
+            let key =
+                SigningKey::from_pem(&pem).with_context(|| format!("{} is not an Ed25519 key", private.display()))?;
+            if let Some(v1) = key.as_pkcs8_v1_pem()? {
+                write_private(&private, v1.as_bytes())?;
+                println!("{name}: kept {} (the same key, rewritten as PKCS#8 v1)", private.display());
+            } else {
+                println!("{name}: kept {}", private.display());
+            }
             continue;
         }
         let (private_pem, public_pem) = generate_ed25519_pem()?;

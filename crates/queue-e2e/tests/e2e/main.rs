@@ -10,6 +10,7 @@ mod cutover;
 mod flood;
 mod headless;
 mod raptor;
+mod raptor_queue;
 mod replicas;
 mod support;
 mod tenant_claim;

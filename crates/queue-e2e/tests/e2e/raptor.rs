@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 use crate::headless::run_journey;
 use crate::support::{Options, RaptorOptions, Stack};
 
-const ADMIN: (&str, &str) = ("admin@acme.test", "raptor-admin-demo");
+pub(crate) const ADMIN: (&str, &str) = ("admin@acme.test", "raptor-admin-demo");
 
-fn with_raptor() -> Options {
+pub(crate) fn with_raptor() -> Options {
     Options { raptor: Some(RaptorOptions::default()), ..Options::default() }
 }
 
@@ -173,7 +173,7 @@ async fn raptor_in_headless_chromium_through_the_proxy_in_phase_1() {
 }
 
 /// The `raptor_session` cookie a response sets (name=value), if any.
-fn session_cookie(r: &reqwest::Response) -> Option<String> {
+pub(crate) fn session_cookie(r: &reqwest::Response) -> Option<String> {
     r.headers()
         .get_all(SET_COOKIE)
         .iter()
