@@ -33,7 +33,7 @@ lint-python: ## ruff check, ruff format --check and mypy --strict on the repo's 
 	MYPYPATH=tests/api $(PY)/mypy --strict scripts tools tests/api/hooks.py tests/api/tokens.py
 	var/venv-client/bin/ruff check clients/python
 	var/venv-client/bin/ruff format --check clients/python
-	cd clients/python && ../../var/venv-client/bin/mypy src tests
+	cd clients/python && ../../var/venv-client/bin/mypy src tests examples
 	var/venv-raptor/bin/ruff check legacy/raptor
 	var/venv-raptor/bin/ruff format --check legacy/raptor
 	var/venv-raptor/bin/mypy --config-file legacy/raptor/pyproject.toml legacy/raptor/raptor legacy/raptor/tests

@@ -2,7 +2,8 @@
 # CI's check of `make run`: start it, wait for "Queue is running", check /healthz, /readyz and
 # /.well-known/jwks.json on all four ports; then Raptor behind the proxy at http://localhost:8080
 # (its home page, the demo admin's sign-in, the tickets page with that session), Raptor's JWKS on
-# 8090, that the sign-in's audit event (raptor.session.created) reached Queue's audit, and that
+# 8090, that the sign-in's audit event (raptor.session.created) reached Queue's audit, the Python
+# quickstart of docs/raptor.md (clients/python/examples/quickstart.py), and that
 # `queuectl proxy phase N` rewrites var/routes.toml, not deploy/local/routes.toml. Then it stops
 # the stack (SIGTERM to make's process group, as Ctrl-C does) and checks that no service, Raptor
 # or cluster process of this checkout is left. Exits non-zero on any failure.
@@ -81,6 +82,16 @@ if [ "$found" -gt 0 ]; then
   ok "raptor.session.created reached Queue's audit (tenant Acme)"
 else
   bad "raptor.session.created did not reach Queue's audit within 10 s (last answer $code $(head -c 200 "$work/events"))"
+fi
+
+# The quickstart of docs/raptor.md, as a Python service runs it against make run (the client's
+# test venv has the package; `make test` builds it before CI runs this).
+if var/venv-client/bin/python clients/python/examples/quickstart.py >"$work/quickstart" 2>&1 \
+  && grep -q "^may read T-1: True" "$work/quickstart" && grep -q "^may read T-2: False" "$work/quickstart" \
+  && grep -q "^after the revocation, may read T-1: False" "$work/quickstart"; then
+  ok "clients/python/examples/quickstart.py (docs/raptor.md) against make run"
+else
+  bad "clients/python/examples/quickstart.py: $(tail -n 5 "$work/quickstart")"
 fi
 
 # A phase change rewrites the proxy's copy of the table, never the tracked file.
