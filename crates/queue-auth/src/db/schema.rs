@@ -73,6 +73,8 @@ pub mod auth {
             name -> Text,
             created_at -> Timestamptz,
             last_used_at -> Nullable<Timestamptz>,
+            legacy_id -> Nullable<Text>,
+            legacy_source -> Nullable<Jsonb>,
         }
     }
 
@@ -93,10 +95,12 @@ pub mod auth {
             id -> Uuid,
             user_id -> Uuid,
             set_id -> Uuid,
-            code_hash -> Bytea,
+            code_hash -> Nullable<Bytea>,
             created_at -> Timestamptz,
             used_at -> Nullable<Timestamptz>,
             voided_at -> Nullable<Timestamptz>,
+            legacy_id -> Nullable<Text>,
+            legacy_hash -> Nullable<Text>,
         }
     }
 
@@ -128,6 +132,7 @@ pub mod auth {
             ip -> Nullable<Text>,
             user_agent -> Nullable<Text>,
             verified_at -> Nullable<Timestamptz>,
+            legacy_id -> Nullable<Text>,
         }
     }
 
@@ -141,6 +146,8 @@ pub mod auth {
             status -> Text,
             created_at -> Timestamptz,
             updated_at -> Timestamptz,
+            legacy_id -> Nullable<Text>,
+            webauthn_user_handle -> Nullable<Bytea>,
         }
     }
 
