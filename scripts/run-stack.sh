@@ -68,6 +68,21 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+# wait_ready NAME PATH TRIES: until http://127.0.0.1:PORT[NAME]PATH answers 2xx (every 0.2 s, at
+# most TRIES times, sooner given up when the process exited); else the log's last lines, exit 1.
+wait_ready() {
+  local name="$1" path="$2" tries="$3" url="http://127.0.0.1:${PORT[$1]}$2"
+  for _ in $(seq 1 "$tries"); do
+    if curl -fsS "$url" >/dev/null 2>&1; then return 0; fi
+    if ! kill -0 "${PID[$name]}" 2>/dev/null; then break; fi
+    sleep 0.2
+  done
+  curl -fsS "$url" >/dev/null 2>&1 && return 0
+  echo "run: $name did not answer $path; last lines of var/log/$name.log:" >&2
+  tail -n 20 "var/log/$name.log" >&2
+  exit 1
+}
+
 # Raptor first: the services fetch its JWKS (deploy/local/*.toml, [[tokens.trusted]] raptor).
 mkdir -p var/raptor-mail
 RAPTOR_SECRET_KEY="$(<var/keys/raptor-secret.key)" \
@@ -78,22 +93,13 @@ RAPTOR_SIGNING_KEY="$PWD/var/keys/raptor.pem" \
 RAPTOR_QUEUE_AUTH_URL="http://127.0.0.1:${PORT[auth]}" \
 RAPTOR_QUEUE_RBAC_URL="http://127.0.0.1:${PORT[rbac]}" \
 RAPTOR_QUEUE_AUDIT_URL="http://127.0.0.1:${PORT[audit]}" \
-FLAG_AUTH_BACKUP_CODES=1 FLAG_EMAIL_VERIFICATION=1 \
+FLAG_AUTH_BACKUP_CODES=1 FLAG_EMAIL_VERIFICATION=1 RAPTOR_PROXY_HOPS=1 \
 PYTHONPATH="$PWD/legacy/raptor" \
   setsid "$RAPTOR_PY" -m raptor --listen "127.0.0.1:${PORT[raptor]}" >>var/log/raptor.log 2>&1 &
 pids+=($!)
 PID[raptor]=$!
 # The first start creates the schema and seeds the demo data (password hashing: a few seconds).
-for _ in $(seq 1 300); do
-  if curl -fsS "http://127.0.0.1:${PORT[raptor]}/healthz" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "${PID[raptor]}" 2>/dev/null; then break; fi
-  sleep 0.2
-done
-if ! curl -fsS "http://127.0.0.1:${PORT[raptor]}/healthz" >/dev/null 2>&1; then
-  echo "run: Raptor did not answer /healthz; last lines of var/log/raptor.log:" >&2
-  tail -n 20 var/log/raptor.log >&2
-  exit 1
-fi
+wait_ready raptor /healthz 300
 
 # Fresh at each start: the shipped phase (1), whatever `queuectl proxy phase N` did last time.
 cp deploy/local/routes.toml "$ROUTES"
@@ -108,16 +114,7 @@ for s in "${SERVICES[@]}"; do
 done
 
 for s in "${SERVICES[@]}"; do
-  for _ in $(seq 1 100); do
-    if curl -fsS "http://127.0.0.1:${PORT[$s]}/readyz" >/dev/null 2>&1; then break; fi
-    if ! kill -0 "${PID[$s]}" 2>/dev/null; then break; fi
-    sleep 0.2
-  done
-  if ! curl -fsS "http://127.0.0.1:${PORT[$s]}/readyz" >/dev/null 2>&1; then
-    echo "run: $s did not become ready; last lines of var/log/$s.log:" >&2
-    tail -n 20 "var/log/$s.log" >&2
-    exit 1
-  fi
+  wait_ready "$s" /readyz 100
 done
 
 say "Queue is running (started in $((SECONDS - started)) s)"

@@ -9,88 +9,22 @@
 //   node journey.mjs <proxy url, http://localhost:PORT> <dev mail dir> <screenshot dir>
 //
 // Started by crates/queue-e2e/tests/e2e/browser.rs (`cargo test -p queue-e2e browser`).
-import { chromium } from 'playwright-core';
-import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { credentials, device as openDevice, launch, newAuthenticator, Run, STEP_TIMEOUT } from './harness.mjs';
 
 const [base, mailDir, shotDir] = process.argv.slice(2);
 if (!base || !mailDir || !shotDir) {
   console.error('usage: node journey.mjs <proxy url> <mail dir> <screenshot dir>');
   process.exit(2);
 }
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-// The flags this machine needs (docs/testing.md): no sandbox as root, and no background
-// connections, which the closed network refuses.
-const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync'];
 const EMAIL = 'ada@example.com';
-const STEP_TIMEOUT = 15_000;
 
-mkdirSync(shotDir, { recursive: true });
-const started = Date.now();
-let stepNo = 0;
-let current = 'start';
-const problems = [];
-
-function fail(message) {
-  throw new Error(message);
-}
-
-function check(cond, message) {
-  if (!cond) fail(message);
-}
-
-/** A browser window with its own cookies and its own virtual authenticator ("a device"). */
-async function device(browser, name) {
-  const context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
-  const page = await context.newPage();
-  page.setDefaultTimeout(STEP_TIMEOUT);
-  page.on('pageerror', (e) => problems.push(`${name}: page error: ${e.message}`));
-  page.on('console', (m) => {
-    const text = m.text();
-    // A refused script or style would be a CSP violation: the pages must need none.
-    if (/Content Security Policy/i.test(text)) problems.push(`${name}: ${text}`);
-    if (m.type() === 'error') console.log(`  [${name} console] ${text}`);
-  });
-  const cdp = await context.newCDPSession(page);
-  await cdp.send('WebAuthn.enable', { enableUI: false });
-  const dev = { name, context, page, cdp, authenticatorId: null };
-  await newAuthenticator(dev);
-  return dev;
-}
-
-async function newAuthenticator(dev) {
-  if (dev.authenticatorId) {
-    await dev.cdp.send('WebAuthn.removeVirtualAuthenticator', { authenticatorId: dev.authenticatorId });
-  }
-  const { authenticatorId } = await dev.cdp.send('WebAuthn.addVirtualAuthenticator', {
-    options: {
-      protocol: 'ctap2',
-      transport: 'internal',
-      hasResidentKey: true,
-      hasUserVerification: true,
-      isUserVerified: true,
-      automaticPresenceSimulation: true,
-    },
-  });
-  dev.authenticatorId = authenticatorId;
-}
-
-async function credentials(dev) {
-  const { credentials } = await dev.cdp.send('WebAuthn.getCredentials', { authenticatorId: dev.authenticatorId });
-  return credentials;
-}
-
-async function step(name, dev, fn) {
-  current = name;
-  stepNo += 1;
-  const t0 = Date.now();
-  await fn();
-  if (problems.length) fail(problems.join('\n'));
-  const file = join(shotDir, `${String(stepNo).padStart(2, '0')}-${name}.png`);
-  await dev.page.screenshot({ path: file, fullPage: true });
-  console.log(`ok ${stepNo} ${name} (${Date.now() - t0} ms) → ${file}`);
-}
+const run = new Run(shotDir);
+const fail = (message) => run.fail(message);
+const check = (cond, message) => run.check(cond, message);
+const step = (name, dev, fn) => run.step(name, dev.page, fn);
+const device = (browser, name) => openDevice(browser, name, run);
 
 /** The message the page shows (errors and confirmations), once it says `expected`. */
 async function expectMessage(page, expected) {
@@ -179,7 +113,7 @@ async function loginByButton(dev, credential) {
   await expectAccount(dev.page);
 }
 
-const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+const browser = await launch();
 let exit = 0;
 const laptop = await device(browser, 'laptop');
 let phone = null;
@@ -339,18 +273,10 @@ try {
     await waitRows(page, 'passkeys', 1);
   });
 
-  console.log(`journey passed: ${stepNo} steps in ${Date.now() - started} ms (screenshots in ${shotDir})`);
+  run.passed();
 } catch (err) {
   exit = 1;
-  console.error(`FAILED at step "${current}": ${err.message}`);
-  for (const d of [laptop, phone].filter(Boolean)) {
-    console.error(`  ${d.name} at ${d.page.url()}`);
-    try {
-      await d.page.screenshot({ path: join(shotDir, `failed-${current}-${d.name}.png`), fullPage: true });
-    } catch (_) {
-      // the page may be gone
-    }
-  }
+  await run.failed(err, [laptop, phone]);
 } finally {
   await browser.close();
 }

@@ -14,51 +14,23 @@
 //
 // Started by crates/queue-e2e/tests/e2e/raptor.rs (`cargo test -p queue-e2e --test e2e raptor`).
 // The demo data is legacy/raptor/README.md's.
-import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { credentials, device, launch, Run } from './harness.mjs';
 
 const [base, shotDir] = process.argv.slice(2);
 if (!base || !shotDir) {
   console.error('usage: node raptor.mjs <proxy url> <screenshot dir>');
   process.exit(2);
 }
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-// The flags this machine needs (docs/testing.md): no sandbox as root, and no background
-// connections, which the closed network refuses.
-const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync'];
 const ACME = '5a3c0e1e-0000-4000-8000-00000000a0c1';
 const ADMIN = { email: 'admin@acme.test', password: 'raptor-admin-demo' };
 const AGENT = { email: 'agent@acme.test', password: 'raptor-agent-demo' };
 const VIEWER = { email: 'viewer@acme.test', password: 'raptor-viewer-demo' };
-const STEP_TIMEOUT = 15_000;
 
-mkdirSync(shotDir, { recursive: true });
-const started = Date.now();
-let stepNo = 0;
-let current = 'start';
-const problems = [];
+const run = new Run(shotDir);
+const fail = (message) => run.fail(message);
+const check = (cond, message) => run.check(cond, message);
+const step = (name, fn) => run.step(name, page, fn);
 const requests = [];
-
-function fail(message) {
-  throw new Error(message);
-}
-
-function check(cond, message) {
-  if (!cond) fail(message);
-}
-
-async function step(name, fn) {
-  current = name;
-  stepNo += 1;
-  const t0 = Date.now();
-  await fn();
-  if (problems.length) fail(problems.join('\n'));
-  const file = join(shotDir, `${String(stepNo).padStart(2, '0')}-${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  console.log(`ok ${stepNo} ${name} (${Date.now() - t0} ms) → ${file}`);
-}
 
 /** Waits for `path` and fails with what the page shows when it does not come. */
 async function expectPath(path) {
@@ -121,32 +93,10 @@ async function visit(path) {
   return [res.status(), await mainText()];
 }
 
-const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
-const context = await browser.newContext({ viewport: { width: 1000, height: 800 } });
-const page = await context.newPage();
-page.setDefaultTimeout(STEP_TIMEOUT);
-page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-page.on('console', (m) => {
-  if (m.type() === 'error') console.log(`  [console] ${m.text()}`);
-});
+const browser = await launch();
+const me = await device(browser, 'browser', run);
+const { context, page } = me;
 context.on('request', (r) => requests.push(`${r.method()} ${r.url()}`));
-const cdp = await context.newCDPSession(page);
-await cdp.send('WebAuthn.enable', { enableUI: false });
-const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
-  options: {
-    protocol: 'ctap2',
-    transport: 'internal',
-    hasResidentKey: true,
-    hasUserVerification: true,
-    isUserVerified: true,
-    automaticPresenceSimulation: true,
-  },
-});
-
-async function credentials() {
-  const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
-  return credentials;
-}
 
 let exit = 0;
 try {
@@ -175,7 +125,7 @@ try {
     } catch (e) {
       fail(`the passkey is not listed; the page says: ${await page.locator('#passkey-error').textContent()}`);
     }
-    const creds = await credentials();
+    const creds = await credentials(me);
     check(creds.length === 1 && creds[0].isResidentCredential, `one discoverable credential: ${JSON.stringify(creds)}`);
     check(creds[0].rpId === 'localhost', `relying party localhost: ${creds[0].rpId}`);
   });
@@ -188,7 +138,7 @@ try {
 
   await step('admin-signs-in-with-the-passkey-usernameless', async () => {
     await signInWithPasskey(null);
-    check((await credentials())[0].signCount >= 1, 'the authenticator signed');
+    check((await credentials(me))[0].signCount >= 1, 'the authenticator signed');
   });
 
   await step('admin-signs-out-again', async () => {
@@ -252,17 +202,11 @@ try {
 
   const elsewhere = requests.filter((r) => !r.split(' ')[1].startsWith(`${base}/`) && !r.split(' ')[1].startsWith('data:'));
   check(elsewhere.length === 0, `every request goes to ${base}: ${elsewhere.join(', ')}`);
-  console.log(`journey passed: ${stepNo} steps in ${Date.now() - started} ms (screenshots in ${shotDir})`);
+  run.passed();
   console.log(`requests: ${requests.length}`);
 } catch (err) {
   exit = 1;
-  console.error(`FAILED at step "${current}": ${err.message}`);
-  console.error(`  at ${page.url()}`);
-  try {
-    await page.screenshot({ path: join(shotDir, `failed-${current}.png`), fullPage: true });
-  } catch (_) {
-    // the page may be gone
-  }
+  await run.failed(err, [me]);
 } finally {
   await browser.close();
 }

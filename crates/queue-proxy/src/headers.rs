@@ -35,14 +35,15 @@ pub(crate) const HOP_BY_HOP_NAMES: [&str; 9] = [
     "upgrade",
 ];
 
-/// The client's forwarding headers (replaced or extended) and the shadow mark (removed), in
-/// the order [`upstream_headers`] reads them.
-const FORWARDING: [HeaderName; 5] = [
+/// The client's forwarding headers (replaced or extended), the shadow mark (removed) and
+/// `X-Real-IP` (kept from a trusted proxy only), in the order [`upstream_headers`] reads them.
+const FORWARDING: [HeaderName; 6] = [
     HeaderName::from_static("x-forwarded-for"),
     HeaderName::from_static("x-forwarded-proto"),
     HeaderName::from_static("x-forwarded-host"),
     HeaderName::from_static("forwarded"),
     HeaderName::from_static("x-queue-shadow"),
+    HeaderName::from_static("x-real-ip"),
 ];
 
 /// W3C trace context (believed only from trusted proxies).
@@ -147,7 +148,7 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
 }
 
 /// Bits for the hop-by-hop names (0-8, in [`HOP_BY_HOP`]'s order) and the forwarding names
-/// (9-13, in [`FORWARDING`]'s order) present in `headers`: one pass over the names, no lookups
+/// (9-14, in [`FORWARDING`]'s order) present in `headers`: one pass over the names, no lookups
 /// (a lookup hashes the name; most messages carry few of these).
 fn present(headers: &HeaderMap) -> u32 {
     let mut mask = 0;
@@ -167,6 +168,7 @@ fn present(headers: &HeaderMap) -> u32 {
             "x-forwarded-host" => 11,
             "forwarded" => 12,
             "x-queue-shadow" => 13,
+            "x-real-ip" => 14,
             _ => continue,
         };
         mask |= 1 << bit;
@@ -224,6 +226,11 @@ pub(crate) fn upstream_headers(
     take(3);
     // Only the proxy marks shadow copies.
     take(4);
+    // Another common name for the client's address: believed from a trusted proxy only, as
+    // X-Forwarded-For (an upstream that reads it must not get a client's claim).
+    if let Some(v) = take(5).filter(|_| trusted_peer) {
+        h.insert(FORWARDING[5].clone(), v);
+    }
 
     let xff = match (trusted_peer, prev_xff.as_ref().and_then(|v| v.to_str().ok())) {
         (true, Some(prev)) => HeaderValue::from_str(&format!("{prev}, {peer}")).ok(),
@@ -317,5 +324,26 @@ mod tests {
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["content-type"]);
+    }
+
+    #[test]
+    fn a_clients_address_claims_are_replaced_and_a_trusted_proxys_kept() {
+        let claims = |h: &mut HeaderMap| {
+            h.insert(FORWARDING[0].clone(), HeaderValue::from_static("203.0.113.66"));
+            h.insert(FORWARDING[3].clone(), HeaderValue::from_static("for=203.0.113.66"));
+            h.insert(FORWARDING[5].clone(), HeaderValue::from_static("203.0.113.66"));
+        };
+        let id = HeaderValue::from_static("req-1");
+        let peer: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut h = HeaderMap::new();
+        claims(&mut h);
+        upstream_headers(&mut h, &id, peer, false, false);
+        assert_eq!(h[&FORWARDING[0]], "192.0.2.7");
+        assert!(h.get(&FORWARDING[3]).is_none() && h.get(&FORWARDING[5]).is_none(), "{h:?}");
+        let mut h = HeaderMap::new();
+        claims(&mut h);
+        upstream_headers(&mut h, &id, peer, true, false);
+        assert_eq!(h[&FORWARDING[0]], "203.0.113.66, 192.0.2.7");
+        assert_eq!(h[&FORWARDING[5]], "203.0.113.66", "a trusted proxy's X-Real-IP passes");
     }
 }

@@ -35,6 +35,7 @@ Environment:
   RAPTOR_RP_ID             passkey relying party id (default localhost)
   RAPTOR_ORIGIN            the origin browsers use (default http://localhost:8080); https => Secure cookies
   RAPTOR_SECRET_KEY        signs the passkey-ceremony cookie (default: random per process)
+  RAPTOR_PROXY_HOPS        proxies in front that set X-Forwarded-For (default 0; behind Queue's proxy: 1)
   FLAG_AUTH_BACKUP_CODES   1 to enable backup codes (#1507)
   FLAG_EMAIL_VERIFICATION  1 to enable email verification (#1508)
 

@@ -46,6 +46,9 @@ class Config:
     queue_auth_url: str | None = None
     key_publish_lead_secs: float = 300.0
     key_check_secs: float = 2.0
+    # How many proxies in front of Raptor set X-Forwarded-For (werkzeug's ProxyFix); 0: none, the
+    # socket's address is the client's. Behind Queue's proxy (make run): 1.
+    proxy_hops: int = 0
 
     @property
     def secure_cookies(self) -> bool:
@@ -86,6 +89,7 @@ class Config:
             queue_auth_url=urls["auth"],
             key_publish_lead_secs=_seconds(env, "RAPTOR_KEY_PUBLISH_LEAD_SECS", 300.0),
             key_check_secs=_seconds(env, "RAPTOR_KEY_CHECK_SECS", 2.0, minimum=0.1),
+            proxy_hops=_hops(env.get("RAPTOR_PROXY_HOPS", "").strip()),
         )
 
 
@@ -97,6 +101,14 @@ def _url(env: Mapping[str, str], name: str) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"{name} must be an http(s) URL like http://127.0.0.1:8083, not {raw!r}")
     return raw
+
+
+def _hops(raw: str) -> int:
+    if not raw:
+        return 0
+    if not raw.isdigit() or int(raw) > 5:
+        raise ConfigError(f"RAPTOR_PROXY_HOPS must be 0 to 5 (proxies in front of Raptor), not {raw!r}")
+    return int(raw)
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:

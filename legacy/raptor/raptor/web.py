@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast
 from flask import Flask, Response, abort, current_app, g, jsonify, redirect, render_template, request, session
 from sqlalchemy import Engine
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import accounts, audit, backup_codes, email_verification, passkeys, rbac
 from .accounts import COOKIE_NAME, SESSION_DAYS, Customer
@@ -70,6 +71,10 @@ def create_app(config: Config, engine: Engine | None = None, *, start_queue: boo
         rp=passkeys.RelyingParty(id=config.rp_id, name=config.rp_name, origin=config.origin),
         queue=link,
     )
+    if config.proxy_hops:
+        # The client's address from X-Forwarded-For as the proxies in front set it (only theirs:
+        # Queue's proxy replaces what the client sent), for sessions and audit events.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=config.proxy_hops)  # type: ignore[method-assign]
     app.before_request(_load_session)
     app.register_error_handler(HTTPException, _error)
     _routes(app)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from dataclasses import replace
 from datetime import timedelta
 
 from raptor import Config, create_app
@@ -126,3 +127,23 @@ def test_the_cookie_is_secure_when_the_origin_is_https(config: Config, engine: E
         r = Client(url).post("/api/signin/password", json={"email": ADMIN[0], "password": ADMIN[1]})
     assert r.status_code == 200
     assert "Secure" in r.headers["Set-Cookie"]
+
+
+def test_behind_a_proxy_the_forwarded_address_is_recorded(
+    config: Config, engine: Engine, make_customer: MakeCustomer
+) -> None:
+    c = make_customer("hops")
+    for hops, sent, recorded in ((0, "203.0.113.9", "127.0.0.1"), (1, "203.0.113.9", "203.0.113.9")):
+        with serve(create_app(replace(config, proxy_hops=hops), engine)) as url:
+            r = Client(url).post(
+                "/api/signin/password",
+                json={"email": c.email, "password": c.password},
+                headers={"X-Forwarded-For": sent},
+            )
+            assert r.status_code == 200, r.text
+        with engine.connect() as conn:
+            ip = conn.execute(
+                text("SELECT host(ip) FROM customer_sessions WHERE customer_id = :c ORDER BY id DESC LIMIT 1"),
+                {"c": c.id},
+            ).scalar_one()
+        assert ip == recorded, (hops, ip)

@@ -207,9 +207,10 @@ async fn raptor_through_the_proxy_refuses_cross_origin_writes_forged_cookies_and
     assert!(sessions_of(&stack, ADMIN.0).await.is_empty(), "no session from a cross-origin sign-in");
 
     // The client names another address in every forwarding header it can: Raptor records the
-    // proxy's (loopback), never the client's claim. The proxy trusts nobody in front of it here
-    // (as deploy/local ships), so it replaces X-Forwarded-For with the peer's address and drops
-    // Forwarded; Raptor reads neither (it records the socket's address, the proxy's).
+    // address the proxy saw (loopback, this test's socket), never the client's claim. The proxy
+    // trusts nobody in front of it here (as deploy/local ships), so it replaces X-Forwarded-For
+    // with the peer's address and drops Forwarded and X-Real-IP; Raptor, one proxy behind
+    // (`RAPTOR_PROXY_HOPS=1`), takes the client's address from X-Forwarded-For.
     let forged = "203.0.113.66";
     let r = stack
         .client
@@ -318,8 +319,8 @@ async fn with_audit_stopped_raptor_keeps_serving_and_audit_comes_back_on_its_add
 }
 
 /// What the proxy tells the legacy side about the client, seen by the echo stand-in (the same
-/// forwarding path as Raptor's; Raptor itself reads none of these headers: it records the
-/// socket's address, the proxy's, as the session's `ip`, which the test above checks).
+/// forwarding path as Raptor's; Raptor reads X-Forwarded-For as the proxy set it, which the test
+/// above checks in the session's `ip`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_forwarding_headers_do_not_reach_the_legacy_side_as_the_clients_address() {
     let stack = Stack::start(Options::default()).await;
@@ -331,6 +332,7 @@ async fn forged_forwarding_headers_do_not_reach_the_legacy_side_as_the_clients_a
         .header("X-Forwarded-Proto", "https")
         .header("X-Forwarded-Host", "evil.example")
         .header("Forwarded", format!("for={forged};proto=https;host=evil.example"))
+        .header("X-Real-IP", forged)
         .send()
         .await
         .expect("GET");
@@ -343,4 +345,5 @@ async fn forged_forwarding_headers_do_not_reach_the_legacy_side_as_the_clients_a
     let host = stack.proxy.base_url.trim_start_matches("http://");
     assert_eq!(h["x-forwarded-host"], host, "{echo}");
     assert!(h.get("forwarded").is_none(), "Forwarded is dropped: {echo}");
+    assert!(h.get("x-real-ip").is_none(), "a client's X-Real-IP is dropped: {echo}");
 }

@@ -682,6 +682,8 @@ impl Raptor {
             ("RAPTOR_SECRET_KEY", secret.iter().map(|b| format!("{b:02x}")).collect()),
             ("FLAG_AUTH_BACKUP_CODES", "1".to_string()),
             ("FLAG_EMAIL_VERIFICATION", "1".to_string()),
+            // Behind the proxy, which replaces X-Forwarded-For with the address it saw (as make run).
+            ("RAPTOR_PROXY_HOPS", "1".to_string()),
             ("RAPTOR_SIGNING_KEY", signing_key.display().to_string()),
             ("RAPTOR_QUEUE_AUDIT_URL", queue.audit.to_string()),
             ("RAPTOR_QUEUE_RBAC_URL", queue.rbac.to_string()),
