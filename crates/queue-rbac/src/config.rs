@@ -74,6 +74,8 @@ pub struct CallersConfig {
     pub checkers: Vec<String>,
     /// May read roles, grants, history and reconcile (`rbac:read`).
     pub readers: Vec<String>,
+    /// May import Raptor's roles and grants (`rbac:import`, `/internal/v1/import/*`; issue 19).
+    pub importers: Vec<String>,
 }
 
 impl Default for CallersConfig {
@@ -82,6 +84,7 @@ impl Default for CallersConfig {
             granters: vec!["raptor".into()],
             checkers: vec!["raptor".into(), "proxy".into(), "audit".into(), "auth".into()],
             readers: vec!["raptor".into()],
+            importers: vec!["operator".into()],
         }
     }
 }

@@ -55,6 +55,8 @@ grant history, pre-write audit and reconcile."
         handlers::history::list_grants,
         handlers::history::ticket_principals,
         handlers::reconcile::reconcile,
+        handlers::import::import_roles,
+        handlers::import::import_grants,
     )
 )]
 struct ApiDoc;

@@ -9,7 +9,15 @@ use actix_web::web;
 use queue_platform::ServicePolicy;
 use queue_platform::service_auth::ReadOnlyRoute;
 
-use crate::handlers::{check, grants, history, reconcile, roles};
+use crate::handlers::{check, grants, history, import, reconcile, roles};
+
+/// An import batch (1000 records, a grant's reason up to 1000 characters) is larger than other
+/// requests: its own body limit, above `server.max_body_bytes`.
+const IMPORT_MAX_BODY: usize = 8 * 1024 * 1024;
+
+fn import_body() -> web::JsonConfig {
+    web::JsonConfig::default().limit(IMPORT_MAX_BODY).error_handler(queue_platform::error::json_error_handler)
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let route = |path: &str| web::resource(path).app_data(ServicePolicy::any_trusted().data());
@@ -21,5 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             route("/api/v1/rbac/tenants/{tenant_id}/tickets/{ticket_id}/principals").get(history::ticket_principals),
         )
-        .service(route("/api/v1/rbac/reconcile").get(reconcile::reconcile));
+        .service(route("/api/v1/rbac/reconcile").get(reconcile::reconcile))
+        .service(route("/internal/v1/import/roles").app_data(import_body()).post(import::import_roles))
+        .service(route("/internal/v1/import/grants").app_data(import_body()).post(import::import_grants));
 }

@@ -46,6 +46,16 @@ pub struct NewGrantRow<'a> {
     pub reason: &'a str,
     pub granted_at: DateTime<Utc>,
     pub audit_event_id: Uuid,
+    /// Raptor's row id, for a grant imported from Raptor.
+    pub legacy_id: Option<&'a str>,
+    /// An imported grant revoked at Raptor comes in revoked (`revoked_by` set with it).
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_by: Option<&'a str>,
+    pub revoke_reason: Option<&'a str>,
+    pub revoke_event_id: Option<Uuid>,
+    /// Set when the grant had expired before it was imported: its import event says so, and the
+    /// expiry job does not announce an expiry that happened at Raptor.
+    pub expiry_recorded_at: Option<DateTime<Utc>>,
 }
 
 pub async fn by_id(conn: &mut Conn, id: Uuid) -> QueryResult<Option<GrantRow>> {
@@ -129,6 +139,17 @@ pub async fn active_of(conn: &mut Conn, principals: &[&str]) -> QueryResult<Vec<
         .select((g::principal_id, g::id, g::role_id, g::scope_type, g::tenant_id, g::ticket_id, g::expires_at))
         .load(conn)
         .await
+}
+
+/// The grant imported from Raptor's row `legacy_id`.
+pub async fn by_legacy_id(conn: &mut Conn, legacy_id: &str) -> QueryResult<Option<GrantRow>> {
+    g::table
+        .inner_join(r::table)
+        .filter(g::legacy_id.eq(legacy_id))
+        .select(GrantRow::as_select())
+        .first(conn)
+        .await
+        .optional()
 }
 
 pub async fn insert(conn: &mut Conn, grant: &NewGrantRow<'_>) -> QueryResult<()> {

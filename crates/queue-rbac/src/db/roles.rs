@@ -1,5 +1,6 @@
 //! `rbac_roles`, `rbac_role_permissions` and `rbac_permissions`.
 
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use std::collections::HashMap;
@@ -17,6 +18,8 @@ pub struct RoleRow {
     pub tenant_id: Option<String>,
     pub builtin: bool,
     pub description: String,
+    /// Raptor's row id, for a role imported from Raptor.
+    pub legacy_id: Option<String>,
 }
 
 /// Built-in roles and, with `tenant`, that tenant's own: built-in first, then by name.
@@ -70,8 +73,15 @@ pub async fn known_permissions(conn: &mut Conn, names: &[String]) -> QueryResult
     p::table.filter(p::name.eq_any(names)).select(p::name).load(conn).await
 }
 
-/// A tenant's own role, with its permissions.
-pub async fn insert(conn: &mut Conn, role: &RoleRow, permissions: &[String], created_by: &str) -> QueryResult<()> {
+/// A tenant's own role, with its permissions; `created_at` defaults to now (an imported role
+/// keeps Raptor's).
+pub async fn insert(
+    conn: &mut Conn,
+    role: &RoleRow,
+    permissions: &[String],
+    created_by: &str,
+    created_at: Option<DateTime<Utc>>,
+) -> QueryResult<()> {
     diesel::insert_into(r::table)
         .values((
             r::id.eq(role.id),
@@ -80,9 +90,39 @@ pub async fn insert(conn: &mut Conn, role: &RoleRow, permissions: &[String], cre
             r::builtin.eq(false),
             r::description.eq(&role.description),
             r::created_by.eq(created_by),
+            r::legacy_id.eq(role.legacy_id.as_deref()),
+            created_at.map(|at| r::created_at.eq(at)),
         ))
         .execute(conn)
         .await?;
+    if permissions.is_empty() {
+        return Ok(());
+    }
     let rows: Vec<_> = permissions.iter().map(|perm| (rp::role_id.eq(role.id), rp::permission.eq(perm))).collect();
     diesel::insert_into(rp::table).values(rows).execute(conn).await.map(drop)
+}
+
+/// The role imported from Raptor's row `legacy_id`.
+pub async fn by_legacy_id(conn: &mut Conn, legacy_id: &str) -> QueryResult<Option<RoleRow>> {
+    r::table.select(RoleRow::as_select()).filter(r::legacy_id.eq(legacy_id)).first(conn).await.optional()
+}
+
+/// The role named `name` exactly where it lives: built in (`tenant` `None`) or the tenant's own
+/// (no fallback to the built-in, unlike [`by_name`]).
+pub async fn by_name_exact(conn: &mut Conn, name: &str, tenant: Option<&str>) -> QueryResult<Option<RoleRow>> {
+    let mut q = r::table.select(RoleRow::as_select()).filter(r::name.eq(name)).into_boxed();
+    q = match tenant {
+        Some(t) => q.filter(r::tenant_id.eq(t)),
+        None => q.filter(r::tenant_id.is_null()),
+    };
+    q.first(conn).await.optional()
+}
+
+/// Links a role defined at Queue to Raptor's row `legacy_id`; false if it has a legacy id already.
+pub async fn link_legacy(conn: &mut Conn, id: Uuid, legacy_id: &str) -> QueryResult<bool> {
+    let n = diesel::update(r::table.filter(r::id.eq(id)).filter(r::legacy_id.is_null()))
+        .set(r::legacy_id.eq(legacy_id))
+        .execute(conn)
+        .await?;
+    Ok(n == 1)
 }

@@ -54,6 +54,7 @@ pub mod rbac {
             revoke_reason -> Nullable<Text>,
             revoke_event_id -> Nullable<Uuid>,
             expiry_recorded_at -> Nullable<Timestamptz>,
+            legacy_id -> Nullable<Text>,
         }
     }
 
@@ -121,6 +122,7 @@ pub mod rbac {
             description -> Text,
             created_by -> Text,
             created_at -> Timestamptz,
+            legacy_id -> Nullable<Text>,
         }
     }
 

@@ -130,6 +130,12 @@ pub async fn create(w: &Prewriter, actor: &Actor, req: NewGrant, origin: &Origin
         reason: &grant.reason,
         granted_at: grant.granted_at,
         audit_event_id: grant.audit_event_id,
+        legacy_id: None,
+        revoked_at: None,
+        revoked_by: None,
+        revoke_reason: None,
+        revoke_event_id: None,
+        expiry_recorded_at: None,
     };
     match w.write(change, origin, Apply::InsertGrant(&row)).await? {
         Applied::Done(revision) => {

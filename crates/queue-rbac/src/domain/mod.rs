@@ -7,6 +7,7 @@ pub(crate) mod checker;
 pub(crate) mod expiry;
 pub(crate) mod grants;
 pub(crate) mod history;
+pub(crate) mod import;
 pub(crate) mod model;
 pub(crate) mod prewrite;
 pub(crate) mod reach;

@@ -123,6 +123,14 @@ pub enum Apply<'a> {
         row: &'a RoleRow,
         permissions: &'a [String],
         created_by: &'a str,
+        /// Now unless given (an imported role keeps Raptor's).
+        created_at: Option<DateTime<Utc>>,
+    },
+    /// Link a role defined at Queue to the Raptor row it matches (nothing to do if it is linked
+    /// already).
+    LinkRole {
+        id: Uuid,
+        legacy_id: &'a str,
     },
 }
 
@@ -132,9 +140,10 @@ impl Apply<'_> {
         match self {
             Apply::InsertGrant(row) => grants::insert(c, row).await.map(|()| true),
             Apply::Revoke { id, by, reason, at, event } => grants::revoke(c, *id, by, reason, *at, *event).await,
-            Apply::InsertRole { row, permissions, created_by } => {
-                roles::insert(c, row, permissions, created_by).await.map(|()| true)
+            Apply::InsertRole { row, permissions, created_by, created_at } => {
+                roles::insert(c, row, permissions, created_by, *created_at).await.map(|()| true)
             }
+            Apply::LinkRole { id, legacy_id } => roles::link_legacy(c, *id, legacy_id).await,
         }
     }
 }

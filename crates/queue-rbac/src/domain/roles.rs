@@ -132,8 +132,10 @@ pub async fn create(w: &Prewriter, actor: &Actor, req: NewRole, origin: &Origin)
         tenant_id: role.tenant_id.clone(),
         builtin: false,
         description: role.description.clone(),
+        legacy_id: None,
     };
-    let apply = Apply::InsertRole { row: &row, permissions: &role.permissions, created_by: &actor.label };
+    let apply =
+        Apply::InsertRole { row: &row, permissions: &role.permissions, created_by: &actor.label, created_at: None };
     match w.write(change, origin, apply).await? {
         Applied::Done(revision) => Ok((role, revision)),
         Applied::Nothing => Err(Error::Internal(anyhow::anyhow!("a role's insert reported nothing to do"))),

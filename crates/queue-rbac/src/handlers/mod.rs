@@ -6,6 +6,7 @@ pub(crate) mod access;
 pub(crate) mod check;
 pub(crate) mod grants;
 pub(crate) mod history;
+pub(crate) mod import;
 pub(crate) mod reconcile;
 pub(crate) mod roles;
 

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod client;
+mod import;
 mod outbox;
 mod platform;
 mod rbac;

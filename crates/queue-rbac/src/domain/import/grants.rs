@@ -1,0 +1,306 @@
+//! Raptor's grants, kept as they were: the principal, the role, the scope, the granter, the
+//! time, the reason (a missing one becomes `imported from Raptor`), the expiry and the
+//! revocation. Revoked and expired grants come in too, out of force, so the history (`GET
+//! /grants?at=`) shows them and checks deny them. A grant revoked at Raptor since its import is
+//! revoked here (`updated`); Queue keeps a grant's terms, so any other change is refused, named.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use queue_audit_client::Party;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashSet;
+use uuid::Uuid;
+
+use super::{ImportResult, Importer, Outcome, admit, legacy_party_label};
+use crate::db::grants::{self as rows, NewGrantRow};
+use crate::db::roles as role_rows;
+use crate::domain::model::{Grant, Scope, check_id};
+use crate::domain::prewrite::{Applied, Apply, Change, PLATFORM_TENANT};
+use crate::domain::{Error, rules};
+
+/// What a grant without a reason at Raptor says.
+pub const DEFAULT_REASON: &str = "imported from Raptor";
+/// The revoke reason of a grant revoked at Raptor (which keeps none).
+const REVOKED_AT_RAPTOR: &str = "revoked at Raptor";
+
+/// Where a Raptor grant applies, as Raptor's columns have it (null ids where the type has none).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyScope {
+    /// `global`, `tenant` or `ticket`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub ticket_id: Option<String>,
+}
+
+/// One row of Raptor's `rbac_grants`, its people named by their Queue user ids.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"legacy_id": "901", "principal_id": "0b7e6a52-3c1d-4f8e-9a2b-5c6d7e8f9a01",
+    "role": "agent", "role_tenant_id": null,
+    "scope": {"type": "ticket", "tenant_id": "6f1c2d4e-8a3b-4c5d-9e6f-7a8b9c0d1e2f", "ticket_id": "T-1042"},
+    "granted_by": "3d2c1b0a-9e8f-4a7b-8c6d-5e4f3a2b1c0d", "granted_at": "2025-11-03T14:20:00Z",
+    "expires_at": null, "reason": "covers T-1042 while Dana is away", "revoked_at": null, "revoked_by": null}))]
+pub struct LegacyGrant {
+    /// Raptor's `rbac_grants.id`, as a decimal string.
+    pub legacy_id: String,
+    /// The Queue user id of Raptor's `customer_id`.
+    pub principal_id: String,
+    /// The role's name.
+    pub role: String,
+    /// The role's tenant: null for a built-in role.
+    #[serde(default)]
+    pub role_tenant_id: Option<String>,
+    pub scope: LegacyScope,
+    /// The granter's Queue user id; null: the system (a seed or a migration).
+    #[serde(default)]
+    pub granted_by: Option<String>,
+    pub granted_at: DateTime<Utc>,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// The revoker's Queue user id; null with `revoked_at`: the system.
+    #[serde(default)]
+    pub revoked_by: Option<String>,
+}
+
+/// A record checked: its scope, reason and times as Queue stores them.
+struct Checked<'a> {
+    rec: &'a LegacyGrant,
+    scope: Scope,
+    reason: String,
+    granted_by: String,
+    granted_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+fn check(rec: &LegacyGrant) -> Result<Checked<'_>, String> {
+    let bad = |e: Error| e.to_string();
+    check_id("principal_id", &rec.principal_id).map_err(bad)?;
+    if !rules::is_role_name(&rec.role) {
+        return Err(format!("role `{}` is not a Queue role name", rec.role));
+    }
+    for (field, id) in
+        [("role_tenant_id", &rec.role_tenant_id), ("granted_by", &rec.granted_by), ("revoked_by", &rec.revoked_by)]
+    {
+        if let Some(id) = id {
+            check_id(field, id).map_err(bad)?;
+        }
+    }
+    let s = &rec.scope;
+    let scope = Scope::from_columns(&s.kind, s.tenant_id.clone(), s.ticket_id.clone())
+        .ok_or_else(|| format!("scope: type `{}` with these ids describes no scope", s.kind))?;
+    scope.validate("scope").map_err(bad)?;
+    if rec.revoked_by.is_some() && rec.revoked_at.is_none() {
+        return Err("revoked_by without revoked_at".into());
+    }
+    let reason = match rec.reason.as_deref().map(str::trim) {
+        None | Some("") => DEFAULT_REASON.to_string(),
+        Some(r) if rules::is_reason(r) => r.to_string(),
+        Some(_) => return Err("reason: at most 1000 characters, no NUL".into()),
+    };
+    Ok(Checked {
+        rec,
+        scope,
+        reason,
+        granted_by: legacy_party_label(rec.granted_by.as_deref()),
+        granted_at: rec.granted_at.trunc_subsecs(6),
+        expires_at: rec.expires_at.map(|e| e.trunc_subsecs(6)),
+        revoked_at: rec.revoked_at.map(|e| e.trunc_subsecs(6)),
+    })
+}
+
+/// Imports a batch of grants, one answer per record.
+#[tracing::instrument(skip_all, fields(records = records.len(), dry_run = imp.dry_run))]
+pub async fn import(imp: &Importer<'_>, records: &[LegacyGrant]) -> Result<Vec<ImportResult>, Error> {
+    let mut seen = HashSet::new();
+    let mut results = Vec::with_capacity(records.len());
+    for rec in records {
+        let result = match admit(&mut seen, &rec.legacy_id).and_then(|()| check(rec)) {
+            Ok(c) => one(imp, c).await?,
+            Err(reason) => ImportResult::refused(&rec.legacy_id, reason),
+        };
+        results.push(result);
+    }
+    Ok(results)
+}
+
+/// The role the record names, exactly where it names it (built in, or its tenant's own).
+async fn one(imp: &Importer<'_>, c: Checked<'_>) -> Result<ImportResult, Error> {
+    let lid = c.rec.legacy_id.as_str();
+    let (role, existing) = {
+        let mut conn = imp.writes.db.conn().await?;
+        let role = role_rows::by_name_exact(&mut conn, &c.rec.role, c.rec.role_tenant_id.as_deref()).await?;
+        let existing = rows::by_legacy_id(&mut conn, lid).await?;
+        (role, existing.map(Grant::from_row).transpose()?)
+    };
+    let Some(role) = role else {
+        let place = c.rec.role_tenant_id.as_deref().map_or("built in".to_string(), |t| format!("of tenant {t}"));
+        return Ok(ImportResult::refused(
+            lid,
+            format!("Queue has no role `{}` {place}: import the roles first", c.rec.role),
+        ));
+    };
+    if let Some(t) = &role.tenant_id
+        && c.scope.tenant() != Some(t.as_str())
+    {
+        return Ok(ImportResult::refused(lid, "a tenant's own role can only be granted within that tenant"));
+    }
+    match existing {
+        None => create(imp, &c, role.id, &role.name).await,
+        Some(g) => again(imp, &c, g, role.id).await,
+    }
+}
+
+/// A grant not imported before: inserted as it was at Raptor, in force or not.
+async fn create(imp: &Importer<'_>, c: &Checked<'_>, role_id: Uuid, role_name: &str) -> Result<ImportResult, Error> {
+    let lid = c.rec.legacy_id.as_str();
+    if imp.dry_run {
+        return Ok(ImportResult::new(lid, Outcome::Created, None, None));
+    }
+    let now = Utc::now().trunc_subsecs(6);
+    let event_id = Uuid::new_v4();
+    let revoked_by = c.revoked_at.map(|_| legacy_party_label(c.rec.revoked_by.as_deref()));
+    let grant = Grant {
+        id: Uuid::new_v4(),
+        principal_id: c.rec.principal_id.clone(),
+        role: role_name.to_string(),
+        role_id,
+        scope: c.scope.clone(),
+        expires_at: c.expires_at,
+        granted_by: c.granted_by.clone(),
+        reason: c.reason.clone(),
+        granted_at: c.granted_at,
+        audit_event_id: event_id,
+        revoked_at: c.revoked_at,
+        revoked_by: revoked_by.clone(),
+        revoke_reason: c.revoked_at.map(|_| REVOKED_AT_RAPTOR.to_string()),
+    };
+    // An expiry that passed at Raptor is told by this event; the expiry job does not announce it.
+    let expired = grant.revoked_at.is_none() && grant.expires_at.is_some_and(|e| e <= now);
+    let tenant = grant.scope.tenant().unwrap_or(PLATFORM_TENANT).to_string();
+    let change = Change {
+        event_id,
+        tenant: &tenant,
+        action: "rbac.legacy.grant.imported",
+        actor: imp.party.clone(),
+        target: Party::new("grant", grant.id.to_string()),
+        occurred_at: now,
+        payload: json!({ "legacy_id": lid, "grant": grant, "in_force": in_force(&grant, now) }),
+    };
+    let row = NewGrantRow {
+        id: grant.id,
+        principal_id: &grant.principal_id,
+        role_id,
+        scope_type: grant.scope.kind(),
+        tenant_id: grant.scope.tenant(),
+        ticket_id: grant.scope.ticket(),
+        expires_at: grant.expires_at,
+        granted_by: &grant.granted_by,
+        reason: &grant.reason,
+        granted_at: grant.granted_at,
+        audit_event_id: event_id,
+        legacy_id: Some(lid),
+        revoked_at: grant.revoked_at,
+        revoked_by: revoked_by.as_deref(),
+        revoke_reason: grant.revoke_reason.as_deref(),
+        revoke_event_id: grant.revoked_at.map(|_| event_id),
+        expiry_recorded_at: expired.then_some(now),
+    };
+    match imp.writes.write(change, &imp.origin, Apply::InsertGrant(&row)).await? {
+        Applied::Done(_) => {
+            imp.writes.metrics.change("imported");
+            Ok(ImportResult::new(lid, Outcome::Created, Some(grant.id.to_string()), None))
+        }
+        Applied::Nothing => Err(Error::Internal(anyhow::anyhow!("an imported grant's insert reported nothing to do"))),
+    }
+}
+
+fn in_force(g: &Grant, now: DateTime<Utc>) -> bool {
+    g.granted_at <= now && g.revoked_at.is_none_or(|r| r > now) && g.expires_at.is_none_or(|e| e > now)
+}
+
+/// The terms Raptor changed since the import (Queue never rewrites them).
+fn changed_terms(c: &Checked<'_>, g: &Grant, role_id: Uuid) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let pairs = [
+        ("principal_id", g.principal_id == c.rec.principal_id),
+        ("role", g.role_id == role_id),
+        ("scope", g.scope == c.scope),
+        ("granted_by", g.granted_by == c.granted_by),
+        ("granted_at", g.granted_at == c.granted_at),
+        ("expires_at", g.expires_at == c.expires_at),
+        ("reason", g.reason == c.reason),
+    ];
+    for (field, same) in pairs {
+        if !same {
+            changed.push(field);
+        }
+    }
+    changed
+}
+
+/// A grant imported before: the same (`unchanged`), revoked at Raptor since (`updated`), revoked
+/// at Queue since (`skipped`: not restored), or changed otherwise (`refused`).
+async fn again(imp: &Importer<'_>, c: &Checked<'_>, g: Grant, role_id: Uuid) -> Result<ImportResult, Error> {
+    let lid = c.rec.legacy_id.as_str();
+    let id = Some(g.id.to_string());
+    let changed = changed_terms(c, &g, role_id);
+    if !changed.is_empty() {
+        let reason =
+            format!("changed at Raptor since the import: {} (Queue keeps a grant's terms)", changed.join(", "));
+        return Ok(ImportResult::new(lid, Outcome::Refused, id, Some(reason)));
+    }
+    match (c.revoked_at, g.revoked_at) {
+        (None, None) | (Some(_), Some(_)) => Ok(ImportResult::new(lid, Outcome::Unchanged, id, None)),
+        (None, Some(at)) => {
+            let reason = format!(
+                "revoked at Queue at {at} by {}; in force at Raptor: not restored",
+                g.revoked_by.as_deref().unwrap_or("?")
+            );
+            Ok(ImportResult::new(lid, Outcome::Skipped, id, Some(reason)))
+        }
+        (Some(at), None) => revoke(imp, c, g, at).await,
+    }
+}
+
+/// Revokes an imported grant Raptor revoked since, at Raptor's time, by Raptor's revoker.
+async fn revoke(imp: &Importer<'_>, c: &Checked<'_>, g: Grant, at: DateTime<Utc>) -> Result<ImportResult, Error> {
+    let lid = c.rec.legacy_id.as_str();
+    let by = legacy_party_label(c.rec.revoked_by.as_deref());
+    let reason = format!("revoked at Raptor at {at} by {by}");
+    if imp.dry_run {
+        return Ok(ImportResult::new(lid, Outcome::Updated, Some(g.id.to_string()), Some(reason)));
+    }
+    let event_id = Uuid::new_v4();
+    let mut revoked = g.clone();
+    revoked.revoked_at = Some(at);
+    revoked.revoked_by = Some(by.clone());
+    revoked.revoke_reason = Some(REVOKED_AT_RAPTOR.to_string());
+    let tenant = g.scope.tenant().unwrap_or(PLATFORM_TENANT).to_string();
+    let change = Change {
+        event_id,
+        tenant: &tenant,
+        action: "rbac.legacy.grant.updated",
+        actor: imp.party.clone(),
+        target: Party::new("grant", g.id.to_string()),
+        occurred_at: Utc::now(),
+        payload: json!({ "legacy_id": lid, "grant": revoked, "change": "revoked" }),
+    };
+    let apply = Apply::Revoke { id: g.id, by: &by, reason: REVOKED_AT_RAPTOR, at, event: event_id };
+    match imp.writes.write(change, &imp.origin, apply).await? {
+        Applied::Done(_) => {
+            imp.writes.metrics.change("imported");
+            Ok(ImportResult::new(lid, Outcome::Updated, Some(g.id.to_string()), Some(reason)))
+        }
+        // Revoked at Queue meanwhile: the compensation says the event's change did not happen.
+        Applied::Nothing => Ok(ImportResult::new(lid, Outcome::Unchanged, Some(g.id.to_string()), None)),
+    }
+}

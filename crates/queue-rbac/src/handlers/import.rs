@@ -1,0 +1,107 @@
+//! `POST /internal/v1/import/roles` and `POST /internal/v1/import/grants`: Raptor's roles and
+//! grants brought in by an importer (`callers.importers` with `rbac:import`; `queuectl legacy
+//! import`), each record answered on its own (domain `import`).
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use queue_platform::{ApiError, Caller};
+use serde::{Deserialize, Serialize};
+
+use super::access::origin;
+use crate::domain::import::grants::LegacyGrant;
+use crate::domain::import::roles::LegacyRole;
+use crate::domain::import::{self, ImportResult, Importer};
+use crate::state::RbacState;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolesImport {
+    /// 1 to 1000 of Raptor's roles.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub records: Vec<LegacyRole>,
+    /// Decide every outcome and write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsImport {
+    /// 1 to 1000 of Raptor's grants.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub records: Vec<LegacyGrant>,
+    /// Decide every outcome and write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ImportResults {
+    /// One per record, in the batch's order.
+    pub results: Vec<ImportResult>,
+}
+
+/// The importer of this batch: one of `callers.importers` holding `rbac:import` (users never).
+fn importer<'a>(
+    state: &'a RbacState,
+    caller: &Caller,
+    req: &HttpRequest,
+    dry_run: bool,
+) -> Result<Importer<'a>, ApiError> {
+    if !caller.service_may(&state.callers.importers, "rbac:import") {
+        return Err(ApiError::Forbidden(format!(
+            "`{}` may not import (needs to be one of callers.importers, with scope rbac:import)",
+            caller.label()
+        )));
+    }
+    Ok(Importer {
+        writes: &state.writes,
+        label: caller.label(),
+        party: queue_audit_client::Party::new(caller.kind(), caller.id()),
+        origin: origin(req),
+        dry_run,
+    })
+}
+
+/// Import Raptor's roles: built-ins matched, tenants' roles created (each audited first).
+#[utoipa::path(post, path = "/internal/v1/import/roles", tag = "import", operation_id = "import_roles",
+    request_body = RolesImport,
+    security(("service_token" = ["rbac:import"])),
+    responses((status = 200, description = "one result per record, in order", body = ImportResults),
+              (status = 403, description = "the caller is no importer"),
+              (status = 422, description = "not 1 to 1000 records"),
+              (status = 503, description = "the audit service did not record a change; the records before it are \
+                                            done, the rest is not: send the batch again")))]
+#[tracing::instrument(skip_all)]
+pub async fn import_roles(
+    req: HttpRequest,
+    state: web::Data<RbacState>,
+    caller: Caller,
+    body: web::Json<RolesImport>,
+) -> Result<HttpResponse, ApiError> {
+    let imp = importer(&state, &caller, &req, body.dry_run)?;
+    import::check_batch_size(body.records.len())?;
+    let results = import::roles::import(&imp, &body.records).await?;
+    Ok(HttpResponse::Ok().json(ImportResults { results }))
+}
+
+/// Import Raptor's grants with their history (each audited first).
+#[utoipa::path(post, path = "/internal/v1/import/grants", tag = "import", operation_id = "import_grants",
+    request_body = GrantsImport,
+    security(("service_token" = ["rbac:import"])),
+    responses((status = 200, description = "one result per record, in order", body = ImportResults),
+              (status = 403, description = "the caller is no importer"),
+              (status = 422, description = "not 1 to 1000 records"),
+              (status = 503, description = "the audit service did not record a change; the records before it are \
+                                            done, the rest is not: send the batch again")))]
+#[tracing::instrument(skip_all)]
+pub async fn import_grants(
+    req: HttpRequest,
+    state: web::Data<RbacState>,
+    caller: Caller,
+    body: web::Json<GrantsImport>,
+) -> Result<HttpResponse, ApiError> {
+    let imp = importer(&state, &caller, &req, body.dry_run)?;
+    import::check_batch_size(body.records.len())?;
+    let results = import::grants::import(&imp, &body.records).await?;
+    Ok(HttpResponse::Ok().json(ImportResults { results }))
+}
