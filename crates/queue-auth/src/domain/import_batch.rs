@@ -13,6 +13,7 @@ pub const MAX_RECORDS: usize = 1000;
 #[serde(deny_unknown_fields)]
 pub struct ImportBatch<T> {
     /// 1 to 1000 records, each imported (or refused) on its own.
+    #[schema(min_items = 1, max_items = 1000)]
     pub records: Vec<T>,
     /// Compute the same outcomes and write nothing.
     #[serde(default)]

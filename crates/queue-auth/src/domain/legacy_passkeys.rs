@@ -26,7 +26,7 @@ use crate::db::schema::auth::{passkeys as pk, users as user_rows};
 /// A passkey as Raptor stored it (py_webauthn's `VerifiedRegistration`), bytes as base64url.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"legacy_id": "31", "user_legacy_id": "7", "credential_id": "AbCdEf0123456789AbCdEf", "public_key": "pQECAyYgASFYIOQ1e3b0Yy0Y2w8mW7u6L8nqhrxV1lJwaZ2H0x0wF6xYIlggmB2Hk5dF6cUu1bY5c0o3yYl4yV7S3w5k8rQeXh7Tq3c", "sign_count": 3, "aaguid": "00000000-0000-0000-0000-000000000000", "device_type": "multi_device", "backed_up": true, "user_verified": true, "transports": ["internal", "hybrid"], "user_handle": "3q2-7wAAAAAAAAAAAAAAAA", "name": "Ada's phone", "created_at": "2026-03-01T09:00:00Z", "last_used_at": "2026-11-30T18:12:00Z"}))]
+#[schema(example = json!({"legacy_id": "31", "user_legacy_id": "7", "credential_id": "drv_Wq5D0h1TxISpiBaLsHAUr5Jo8JU1EYlQXX4jnsU", "public_key": "pQECAyYgASFYIPIfziB7fvgCaP0uSnsQ73lu2AuKwC7R9Q7YBc6l4AjQIlgg7NYsf8z81omwbrt058b4uv3NgfqfhNeuRPkCnzodZ0Y", "sign_count": 3, "aaguid": "00000000-0000-0000-0000-000000000000", "device_type": "multi_device", "backed_up": true, "user_verified": true, "transports": ["internal", "hybrid"], "user_handle": "PfNutg_Tno28I3I9p7VIIQ", "name": "Ada's phone", "created_at": "2026-03-01T09:00:00Z", "last_used_at": "2026-11-30T18:12:00Z"}))]
 pub struct LegacyPasskey {
     /// Raptor's `webauthn_credentials.id`, as a decimal string.
     pub legacy_id: String,
@@ -36,9 +36,8 @@ pub struct LegacyPasskey {
     pub credential_id: String,
     /// `.credential_public_key`: the CBOR-encoded COSE key, base64url.
     pub public_key: String,
-    /// `.sign_count` as Raptor last saw it.
-    #[schema(minimum = 0, maximum = 4294967295_i64)]
-    pub sign_count: i64,
+    /// `.sign_count` as Raptor last saw it (WebAuthn's counter is 32 bits).
+    pub sign_count: u32,
     /// `.aaguid` (a hyphenated UUID).
     #[schema(nullable)]
     pub aaguid: Option<String>,
@@ -153,7 +152,6 @@ fn convert(r: &LegacyPasskey) -> std::result::Result<Converted, Refusal> {
         return Err(format!("user_handle has {} bytes; Queue takes 16", handle.len()));
     }
     let (cred, algorithm) = cose_key(&b64("public_key", &r.public_key)?)?;
-    let counter = u32::try_from(r.sign_count).map_err(|_| format!("sign_count {} is out of range", r.sign_count))?;
     let backup_eligible = match r.device_type.as_str() {
         "multi_device" => true,
         "single_device" if r.backed_up => return Err("backed_up is true for a single_device credential".into()),
@@ -172,7 +170,7 @@ fn convert(r: &LegacyPasskey) -> std::result::Result<Converted, Refusal> {
     let credential = Credential {
         cred_id: cred_id.clone(),
         cred,
-        counter,
+        counter: r.sign_count,
         transports,
         user_verified: r.user_verified,
         backup_eligible,
@@ -348,7 +346,7 @@ async fn create(
         pk::user_id.eq(owner.id),
         pk::cred_id.eq(&c.cred_id),
         pk::passkey.eq(to_json(&c.passkey)?),
-        pk::sign_count.eq(r.sign_count),
+        pk::sign_count.eq(i64::from(r.sign_count)),
         pk::name.eq(&c.name),
         pk::created_at.eq(r.created_at),
         pk::last_used_at.eq(r.last_used_at),
@@ -438,7 +436,7 @@ async fn update(
         ));
     }
     // Signed in at Queue since: its counter and last use may be ahead of Raptor's, never back.
-    let sign_count = e.sign_count.max(r.sign_count);
+    let sign_count = e.sign_count.max(i64::from(r.sign_count));
     let mut credential: Credential = c.passkey.clone().into();
     credential.counter = u32::try_from(sign_count).unwrap_or(credential.counter);
     let passkey: Passkey = credential.into();
@@ -485,6 +483,22 @@ mod tests {
         assert_eq!(passkey_name(Some("  ")), "Passkey");
         assert_eq!(passkey_name(Some("a\nb")), "a b");
         assert_eq!(passkey_name(Some(&"x".repeat(300))).len(), 100);
+    }
+
+    /// A key as Raptor's stand-in authenticator encodes it (cbor2, `legacy/raptor/tests/
+    /// authenticator.py`) and py_webauthn stores it: read by webauthn-rs's parser.
+    #[test]
+    fn a_key_encoded_by_python_parses() {
+        let bytes = b64(
+            "public_key",
+            "pQECAyYgASFYIPIfziB7fvgCaP0uSnsQ73lu2AuKwC7R9Q7YBc6l4AjQIlgg7NYsf8z81omwbrt058b4uv3NgfqfhNeuRPkCnzodZ0Y",
+        )
+        .expect("base64url");
+        let (key, name) = cose_key(&bytes).expect("an ES256 key");
+        assert_eq!((key.type_, name), (COSEAlgorithm::ES256, "ES256"));
+        // Padded base64url (Python's urlsafe_b64encode keeps the padding) reads the same.
+        assert_eq!(b64("k", "AQ==").expect("padded"), b64("k", "AQ").expect("unpadded"));
+        assert!(cose_key(&bytes[..bytes.len() - 1]).expect_err("truncated").starts_with("public_key is not CBOR"));
     }
 
     #[test]
