@@ -6,7 +6,7 @@
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use diesel::{ExpressionMethods, OptionalExtension, QueryDsl};
+use diesel::{BoolExpressionMethods, ExpressionMethods, OptionalExtension, QueryDsl};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use queue_audit_client::Party;
 use queue_platform::db::prepared;
@@ -275,13 +275,17 @@ async fn import_one(
     let Some(owner) = owner else {
         return refused(format!("unknown user legacy id {:?}: import the user first", r.user_legacy_id));
     };
+    // Another user's handle: their legacy one, or their user id (what Queue's own registrations
+    // carry).
+    let as_id = Uuid::from_slice(&c.handle).unwrap_or_default();
     let holder: Option<Uuid> = user_rows::table
-        .filter(user_rows::webauthn_user_handle.eq(&c.handle))
+        .filter(user_rows::webauthn_user_handle.eq(&c.handle).or(user_rows::id.eq(as_id)))
+        .filter(user_rows::id.ne(owner.id))
         .select(user_rows::id)
         .first(conn)
         .await
         .optional()?;
-    if holder.is_some_and(|h| h != owner.id) {
+    if holder.is_some() {
         return refused("user_handle belongs to another user".into());
     }
     if owner.handle.as_ref().is_some_and(|h| *h != c.handle) {

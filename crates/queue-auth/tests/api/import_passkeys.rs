@@ -233,7 +233,7 @@ async fn the_same_batch_again_is_unchanged_a_change_at_raptor_an_update_and_a_dr
 async fn what_cannot_work_at_queue_is_refused_with_the_reason_and_the_rest_imports() {
     let auth = Auth::start().await;
     legacy_user(&auth, "7", "ada@example.com").await;
-    legacy_user(&auth, "8", "bob@example.com").await;
+    let bob = legacy_user(&auth, "8", "bob@example.com").await;
     let handle = Uuid::new_v4();
     let good = raptor_passkey(&mut SoftPasskey::new(true), handle, "31", "7");
     let with_key = |legacy_id: &str, cose: &[u8]| {
@@ -270,6 +270,9 @@ async fn what_cannot_work_at_queue_is_refused_with_the_reason_and_the_rest_impor
     // Bob's passkey carrying Ada's handle (imported first in the batch).
     let mut shared = raptor_passkey(&mut SoftPasskey::new(true), handle, "41", "8");
     shared["name"] = Value::Null;
+    // A handle equal to another user's id (what their Queue-registered passkeys carry).
+    let mut bobs_id = raptor_passkey(&mut SoftPasskey::new(true), Uuid::new_v4(), "43", "7");
+    bobs_id["user_handle"] = json!(b64(bob.as_bytes()));
     let mut bad_device = raptor_passkey(&mut SoftPasskey::new(true), Uuid::new_v4(), "42", "8");
     bad_device["device_type"] = json!("roaming");
     let batch = json!([
@@ -282,6 +285,7 @@ async fn what_cannot_work_at_queue_is_refused_with_the_reason_and_the_rest_impor
         unknown_user,
         shared,
         bad_device,
+        bobs_id,
     ]);
     let results = import(&auth, batch, false).await;
     let got: Vec<(&str, &str, &str)> = results
@@ -304,12 +308,13 @@ async fn what_cannot_work_at_queue_is_refused_with_the_reason_and_the_rest_impor
         ("40", "unknown user legacy id \"999\""),
         ("41", "user_handle belongs to another user"),
         ("42", "device_type \"roaming\""),
+        ("43", "user_handle belongs to another user"),
     ];
     for ((legacy_id, reason), (got_id, outcome, got_reason)) in expect.iter().zip(&got[1..]) {
         assert_eq!((legacy_id, "refused"), (got_id, *outcome), "{results:?}");
         assert!(got_reason.starts_with(reason), "{legacy_id}: {got_reason}");
     }
-    assert_eq!(got.len(), 9);
+    assert_eq!(got.len(), 10);
     assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.passkeys").await, 1);
     assert_eq!(events(&auth, "auth.legacy.passkeys.imported").await, 1);
 }
