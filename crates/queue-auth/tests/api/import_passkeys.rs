@@ -411,3 +411,75 @@ async fn a_full_batch_of_1000_imports_in_one_request() {
     assert!(again.iter().all(|r| r["outcome"] == "unchanged"));
     assert_eq!(events(&auth, "auth.legacy.passkeys.imported").await, 1000);
 }
+
+/// Raptor's own software authenticator and py_webauthn (`raptor_passkey.py`, in
+/// var/venv-raptor): the record is what py_webauthn verified and Raptor stored, and the same
+/// authenticator then answers Queue's challenges, a resident key returning its user handle.
+struct RaptorAuthenticator {
+    dir: tempfile::TempDir,
+}
+
+impl RaptorAuthenticator {
+    fn run(&self, args: &[&str], stdin: Option<&Value>) -> Value {
+        use std::io::Write;
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let python = repo.join("var/venv-raptor/bin/python");
+        assert!(python.exists(), "{} is missing: run scripts/install-test-deps.sh", python.display());
+        let mut child = std::process::Command::new(python)
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/raptor_passkey.py"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python");
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(v) = stdin {
+            input.write_all(v.to_string().as_bytes()).expect("write");
+        }
+        drop(input);
+        let out = child.wait_with_output().expect("python runs");
+        assert!(out.status.success(), "raptor_passkey.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("json")
+    }
+
+    fn state(&self) -> String {
+        self.dir.path().join("authenticator.json").display().to_string()
+    }
+
+    fn register(legacy_id: &str, user_legacy_id: &str) -> (Self, Value) {
+        let a = Self { dir: tempfile::tempdir().expect("tmp") };
+        let record = a.run(&["register", &a.state(), legacy_id, user_legacy_id], None);
+        (a, record)
+    }
+
+    fn get(&self, options: &Value) -> Value {
+        self.run(&["get", &self.state()], Some(options))
+    }
+}
+
+#[tokio::test]
+async fn a_passkey_raptor_registered_with_py_webauthn_signs_in_at_queue() {
+    let auth = Auth::start().await;
+    let user = legacy_user(&auth, "7", "ada@example.com").await;
+    let (raptor, record) = RaptorAuthenticator::register("31", "7");
+    assert_eq!((record["device_type"].as_str(), record["backed_up"].as_bool()), (Some("multi_device"), Some(true)));
+    let results = import(&auth, json!([record]), false).await;
+    assert_eq!(results[0]["outcome"], "created", "{results:?}");
+
+    // By email.
+    let (s, v) = auth.post(START, None, &json!({"email": "ada@example.com"})).await;
+    assert_eq!(s, 200, "{v}");
+    let assertion = raptor.get(&v["options"]);
+    let (s, out) = auth.post(FINISH, None, &json!({"ceremony_id": v["ceremony_id"], "credential": assertion})).await;
+    assert_eq!((s.as_u16(), out["session"]["user_id"].as_str()), (200, Some(user.to_string().as_str())), "{out}");
+
+    // Usernameless: an empty allow list; the resident key picks itself and returns Raptor's handle.
+    let (_, v) = auth.post(START, None, &json!({})).await;
+    assert_eq!(v["options"]["publicKey"]["allowCredentials"], json!([]));
+    let assertion = raptor.get(&v["options"]);
+    assert_eq!(assertion["response"]["userHandle"], record["user_handle"]);
+    let (s, out) = auth.post(FINISH, None, &json!({"ceremony_id": v["ceremony_id"], "credential": assertion})).await;
+    assert_eq!((s.as_u16(), out["session"]["user_id"].as_str()), (200, Some(user.to_string().as_str())), "{out}");
+    assert_eq!(auth.scalar("SELECT sign_count AS n FROM auth.passkeys").await, 2);
+}
