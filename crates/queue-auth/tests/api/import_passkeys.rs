@@ -483,3 +483,28 @@ async fn a_passkey_raptor_registered_with_py_webauthn_signs_in_at_queue() {
     assert_eq!((s.as_u16(), out["session"]["user_id"].as_str()), (200, Some(user.to_string().as_str())), "{out}");
     assert_eq!(auth.scalar("SELECT sign_count AS n FROM auth.passkeys").await, 2);
 }
+
+#[tokio::test]
+async fn the_same_batch_sent_twice_at_once_imports_once() {
+    let auth = Auth::start().await;
+    legacy_user(&auth, "7", "ada@example.com").await;
+    let records: Vec<Value> = (1..=20)
+        .map(|i| {
+            let mut r = raptor_passkey(&mut SoftPasskey::new(true), Uuid::new_v4(), &i.to_string(), "7");
+            r["user_handle"] = json!(b64(&[7; 16]));
+            r
+        })
+        .collect();
+    let (a, b) = tokio::join!(import(&auth, json!(records), false), import(&auth, json!(records), false));
+    let outcomes =
+        |rs: &[Value]| rs.iter().map(|r| r["outcome"].as_str().expect("outcome").to_string()).collect::<Vec<_>>();
+    let (a, b) = (outcomes(&a), outcomes(&b));
+    // The user's row is locked per record: one request creates each passkey, the other then finds it.
+    for (x, y) in a.iter().zip(&b) {
+        let mut pair = [x.as_str(), y.as_str()];
+        pair.sort_unstable();
+        assert_eq!(pair, ["created", "unchanged"], "{a:?} {b:?}");
+    }
+    assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.passkeys").await, 20);
+    assert_eq!(events(&auth, "auth.legacy.passkeys.imported").await, 20);
+}
