@@ -450,6 +450,7 @@ async fn update(
         pk::passkey.eq(to_json(&passkey)?),
         pk::sign_count.eq(sign_count),
         pk::last_used_at.eq(last_used_at),
+        pk::created_at.eq(r.created_at),
         pk::legacy_source.eq(to_json(r)?),
     )))
     .execute(conn)
