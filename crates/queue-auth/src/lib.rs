@@ -46,6 +46,7 @@ User routes take a session token (cookie `queue_session` or `Authorization: Bear
     ),
     paths(
         handlers::users::provision,
+        handlers::import_passkeys::import,
         handlers::sessions::validate,
         handlers::sessions::whoami,
         handlers::sessions::logout,

@@ -6,7 +6,15 @@ use queue_platform::ServicePolicy;
 use queue_platform::service_auth::ReadOnlyRoute;
 
 use crate::config::GeneralConfig;
-use crate::handlers::{backup_codes, email, sessions, users, webauthn};
+use crate::handlers::{backup_codes, email, import_passkeys, sessions, users, webauthn};
+
+/// Who may import Raptor's data (issue 19). The `users` slice makes this `auth.importers` in the
+/// configuration (default `["operator"]`); until it lands, the default, fixed.
+const IMPORTERS: [&str; 1] = ["operator"];
+
+/// The most bytes one import batch may carry: 1000 passkeys are ~500 KiB of JSON, more than the
+/// server's default body limit.
+const IMPORT_MAX_BODY: usize = 4 * 1024 * 1024;
 
 pub fn configure(general: GeneralConfig) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
     move |cfg| {
@@ -23,6 +31,16 @@ pub fn configure(general: GeneralConfig) -> impl Fn(&mut web::ServiceConfig) + C
                 // A lookup with the session in the body: callers (the proxy) may reuse a token.
                 .app_data(ReadOnlyRoute)
                 .post(sessions::validate),
+        )
+        .service(
+            web::resource("/internal/v1/import/passkeys")
+                .app_data(ServicePolicy::issuers(&IMPORTERS).scope("users:import").data())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(IMPORT_MAX_BODY)
+                        .error_handler(queue_platform::error::json_error_handler),
+                )
+                .post(import_passkeys::import),
         )
         .route("/api/v1/auth/email/verification", web::post().to(email::send))
         .route("/api/v1/auth/email/verification/confirm", web::post().to(email::confirm))

@@ -1,7 +1,8 @@
 //! Passkeys (webauthn-rs): registration needs a session; login by email or usernameless
 //! (discoverable); user verification required; the ceremony state lives in PostgreSQL with an
 //! expiry and is taken (deleted) by the finish that uses it, so any replica can finish a
-//! ceremony once; a counter that does not go up is refused and audited.
+//! ceremony once; a counter that does not go up is refused and audited. A user whose passkeys
+//! came from Raptor keeps Raptor's WebAuthn user handle (`users.webauthn_user_handle`).
 
 use chrono::{DateTime, Duration, Utc};
 use diesel::{ExpressionMethods, NullableExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
@@ -153,6 +154,18 @@ fn discoverable(ccr: CreationChallengeResponse) -> Result<CreationChallengeRespo
     Ok(serde_json::from_value(v).map_err(|e| ApiError::internal(anyhow::anyhow!("options: {e}")))?)
 }
 
+/// The WebAuthn user handle this user's passkeys carry when it is not the user id: the one Raptor
+/// gave its customer (imported with their passkeys, `legacy_passkeys`). A passkey registered at
+/// Queue carries it too, so an authenticator keeps one account for the site; a usernameless
+/// login accepts it as well as the user id.
+async fn webauthn_handle(conn: &mut Conn, user_id: Uuid) -> Result<Option<Uuid>> {
+    let handle: Option<Option<Vec<u8>>> =
+        user_rows::table.find(user_id).select(user_rows::webauthn_user_handle).first(conn).await.optional()?;
+    // 16 bytes, as the import requires; another length (none today) is not a handle webauthn-rs
+    // can carry, so the user id stands.
+    Ok(handle.flatten().and_then(|h| Uuid::from_slice(&h).ok()))
+}
+
 #[tracing::instrument(skip_all)]
 pub async fn register_start(
     conn: &mut Conn,
@@ -165,8 +178,9 @@ pub async fn register_start(
     let existing: Vec<Vec<u8>> = pk::table.filter(pk::user_id.eq(user.id)).select(pk::cred_id).load(conn).await?;
     let exclude = (!existing.is_empty()).then(|| existing.into_iter().collect());
     let display = user.display_name.clone().unwrap_or_else(|| user.email.clone());
+    let handle = webauthn_handle(conn, user.id).await?.unwrap_or(user.id);
     let (ccr, state) = wa
-        .start_passkey_registration(user.id, &user.email, &display, exclude)
+        .start_passkey_registration(handle, &user.email, &display, exclude)
         .map_err(|e| ApiError::internal(anyhow::anyhow!("cannot start registration: {e}")))?;
     let ccr = discoverable(ccr)?;
     let id = store_ceremony(conn, now, ttl, "register", Some(user.id), Some(session.id), to_json(&state)?).await?;
@@ -411,8 +425,9 @@ pub async fn login_finish<T: Send>(
             }
             "discoverable" => {
                 let state: DiscoverableAuthentication = json(c.state)?;
+                let legacy_handle = webauthn_handle(conn, row.user_id).await?;
                 match wa.identify_discoverable_authentication(&credential) {
-                    Ok((handle, _)) if handle == row.user_id =>
+                    Ok((handle, _)) if handle == row.user_id || Some(handle) == legacy_handle =>
                     {
                         #[allow(deprecated)]
                         wa.finish_discoverable_authentication(&credential, state, &[DiscoverableKey::from(&passkey)])
