@@ -195,12 +195,7 @@ mod tests {
     use super::*;
 
     fn result(id: &str, outcome: Outcome, queue: Option<&str>, reason: Option<&str>) -> ImportResult {
-        ImportResult {
-            legacy_id: id.into(),
-            outcome,
-            id: queue.map(String::from),
-            reason: reason.map(String::from),
-        }
+        ImportResult { legacy_id: id.into(), outcome, id: queue.map(String::from), reason: reason.map(String::from) }
     }
 
     fn grant_row(customer: i64, granted_by: Option<i64>, role_id: i64) -> GrantRow {

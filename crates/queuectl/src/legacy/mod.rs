@@ -106,7 +106,7 @@ fn start(args: &ImportArgs) -> anyhow::Result<Report> {
         let source = Snapshot::open(&args.source_url).await?;
         let report = Report {
             source: queue_platform::config::redact_url(&args.source_url),
-            snapshot_at: Some(source.taken_at.to_rfc3339()),
+            snapshot_at: Some(source.taken_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
             dry_run: args.dry_run,
             kinds: Vec::new(),
             error: None,

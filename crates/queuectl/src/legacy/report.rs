@@ -32,14 +32,7 @@ pub struct Tally {
 
 impl Tally {
     pub fn new(kind: Kind, rows: u64) -> Self {
-        Self {
-            kind,
-            rows,
-            counts: BTreeMap::new(),
-            reasons: BTreeMap::new(),
-            elapsed: Duration::ZERO,
-            finished: false,
-        }
+        Self { kind, rows, counts: BTreeMap::new(), reasons: BTreeMap::new(), elapsed: Duration::ZERO, finished: false }
     }
 
     pub fn add(&mut self, r: &ImportResult) {
@@ -197,8 +190,7 @@ mod tests {
         t.add(&r("7", Outcome::Updated, Some("email_verified_at")));
         t.add(&r("8", Outcome::Created, None));
         t.finish(Duration::from_millis(1500), true);
-        let report =
-            Report { source: "src".into(), snapshot_at: None, dry_run: false, kinds: vec![t], error: None };
+        let report = Report { source: "src".into(), snapshot_at: None, dry_run: false, kinds: vec![t], error: None };
         assert_eq!(report.refused(), 7);
         let j = report.to_json();
         assert_eq!(j["kinds"][0]["refused"], 7);
