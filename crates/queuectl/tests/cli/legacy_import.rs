@@ -503,3 +503,47 @@ fn help_explains_the_import_with_an_example() {
         assert!(out.contains(s), "{s}\n{out}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_raptors_own_data_imports_with_nothing_refused() {
+    // Raptor itself creates its schema and seeds its built-in roles and demo customers.
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = repo.join("var/venv-raptor/bin/python");
+    assert!(python.is_file(), "{} is missing: `make test-deps` builds Raptor's virtualenv", python.display());
+    let db = TestDb::empty().await;
+    let mail = tempfile::tempdir().expect("tmp");
+    let mail_dir = mail.path().display().to_string();
+    let env = [("RAPTOR_DATABASE_URL", db.url.as_str()), ("RAPTOR_MAIL_DIR", mail_dir.as_str())];
+    let out = queue_testkit::process::command(&python.display().to_string(), &env)
+        .current_dir(repo.join("legacy/raptor"))
+        .args(["-m", "raptor", "--init-only"])
+        .output()
+        .expect("python -m raptor --init-only");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let queue = Queue::start();
+
+    let (code, out, err) = queue.import(&db.url, &["--json"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: Value = serde_json::from_str(&out).expect("a JSON report");
+    let by_kind: std::collections::BTreeMap<String, [u64; 6]> = counts(&report).into_iter().collect();
+    assert_eq!(by_kind["users"], [3, 3, 0, 0, 0, 0], "{report}");
+    assert_eq!(by_kind["roles"], [5, 5, 0, 0, 0, 0], "the five built-ins: {report}");
+    assert_eq!(by_kind["grants"], [3, 3, 0, 0, 0, 0], "{report}");
+    let received = queue.received();
+    let ada = records(&received, "users").into_iter().find(|u| u["email"] == "admin@acme.test").expect("Ada");
+    assert_eq!(ada["tenant_id"], "5a3c0e1e-0000-4000-8000-00000000a0c1");
+    let vera_id = {
+        let vera = records(&received, "users").into_iter().find(|u| u["email"] == "viewer@acme.test").expect("Vera");
+        queue.auth.id_of("users", vera["legacy_id"].as_str().expect("legacy id"))
+    };
+    let ticket_grant =
+        records(&received, "grants").into_iter().find(|g| g["scope"]["type"] == "ticket").expect("grant");
+    assert_eq!(
+        (&ticket_grant["principal_id"], &ticket_grant["role"], &ticket_grant["scope"]["ticket_id"]),
+        (&json!(vera_id), &json!("viewer"), &json!("T-1002"))
+    );
+    let auditor = records(&received, "roles").into_iter().find(|r| r["name"] == "auditor").expect("auditor");
+    assert_eq!(auditor["tenant_id"], Value::Null);
+    assert!(auditor["permissions"].as_array().is_some_and(|p| !p.is_empty()), "{auditor}");
+    queue.stop().await;
+}
