@@ -1,20 +1,46 @@
 //! One converter per kind: a Raptor row into the record its import endpoint takes. Nothing is
 //! decided here that a service decides (expired sessions, unknown hash methods, unsupported keys
-//! go as they are, and the service says `skipped` or `refused`); the one thing decided here is
-//! what only queuectl knows: which Queue user a grant's customers became, and whether its role
-//! made it.
+//! go as they are, and the service says `skipped` or `refused`); what is decided here is what
+//! only queuectl knows: which Queue user a grant's customers became, whether its role made it,
+//! whether its grantee is in its tenant (rbac knows no users), and — in a dry run — which records
+//! name a user or role that only this same run creates (the dry run writes nothing, so the
+//! service cannot find it: such a refusal is reported `skipped`, to be judged on the real run).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::legacy::records::{self, ImportResult, Outcome};
 use crate::legacy::source::{BackupCodeRow, CredentialRow, CustomerRow, GrantRow, RoleRow, SessionRow};
 
+/// Why a dry run's refusal of a record may only mean that what it names is not written yet.
+const USER_NOT_YET: &str = "dry run: its user is created by this import, so auth can judge it only on the real run";
+const ROLE_NOT_YET: &str = "dry run: its role is created by this import, so rbac can judge it only on the real run";
+
 /// A record to send, or a result already decided here.
 pub enum Prepared<T> {
-    Send(T),
+    /// `provisional`: set in a dry run when the record names something only this run creates.
+    Send {
+        record: T,
+        provisional: Option<&'static str>,
+    },
     Decided(ImportResult),
+}
+
+impl<T> Prepared<T> {
+    fn send(record: T) -> Self {
+        Prepared::Send { record, provisional: None }
+    }
+}
+
+/// The result to report: a refusal of a provisional record is `skipped` with the reason why.
+pub fn settle(result: ImportResult, provisional: Option<&'static str>) -> ImportResult {
+    match provisional {
+        Some(why) if result.outcome == Outcome::Refused => {
+            ImportResult { outcome: Outcome::Skipped, reason: Some(why.to_string()), ..result }
+        }
+        _ => result,
+    }
 }
 
 fn b64url(bytes: &[u8]) -> String {
@@ -22,7 +48,7 @@ fn b64url(bytes: &[u8]) -> String {
 }
 
 pub fn user(r: &CustomerRow) -> Prepared<records::User> {
-    Prepared::Send(records::User {
+    Prepared::send(records::User {
         legacy_id: r.id.to_string(),
         tenant_id: r.tenant_id.clone(),
         email: r.email.clone(),
@@ -33,51 +59,60 @@ pub fn user(r: &CustomerRow) -> Prepared<records::User> {
     })
 }
 
-pub fn session(r: &SessionRow) -> Prepared<records::Session> {
-    Prepared::Send(records::Session {
-        legacy_id: r.id.to_string(),
-        user_legacy_id: r.customer_id.to_string(),
-        token_sha256: b64url(&r.token_sha256),
-        created_at: r.created_at,
-        expires_at: r.expires_at,
-        last_seen_at: r.last_seen_at,
-        revoked_at: r.revoked_at,
-        ip: r.ip.clone(),
-        user_agent: r.user_agent.clone(),
-    })
+pub fn session(r: &SessionRow, users: &Customers) -> Prepared<records::Session> {
+    Prepared::Send {
+        record: records::Session {
+            legacy_id: r.id.to_string(),
+            user_legacy_id: r.customer_id.to_string(),
+            token_sha256: b64url(&r.token_sha256),
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            last_seen_at: r.last_seen_at,
+            revoked_at: r.revoked_at,
+            ip: r.ip.clone(),
+            user_agent: r.user_agent.clone(),
+        },
+        provisional: users.provisional(r.customer_id),
+    }
 }
 
-pub fn backup_code(r: &BackupCodeRow) -> Prepared<records::BackupCode> {
-    Prepared::Send(records::BackupCode {
-        legacy_id: r.id.to_string(),
-        user_legacy_id: r.customer_id.to_string(),
-        werkzeug_hash: r.code_hash.clone(),
-        created_at: r.created_at,
-        used_at: r.used_at,
-    })
+pub fn backup_code(r: &BackupCodeRow, users: &Customers) -> Prepared<records::BackupCode> {
+    Prepared::Send {
+        record: records::BackupCode {
+            legacy_id: r.id.to_string(),
+            user_legacy_id: r.customer_id.to_string(),
+            werkzeug_hash: r.code_hash.clone(),
+            created_at: r.created_at,
+            used_at: r.used_at,
+        },
+        provisional: users.provisional(r.customer_id),
+    }
 }
 
-pub fn passkey(r: &CredentialRow) -> Prepared<records::Passkey> {
-    Prepared::Send(records::Passkey {
-        legacy_id: r.id.to_string(),
-        user_legacy_id: r.customer_id.to_string(),
-        credential_id: b64url(&r.credential_id),
-        public_key: b64url(&r.public_key),
-        sign_count: r.sign_count,
-        aaguid: r.aaguid.clone(),
-        device_type: r.device_type.clone(),
-        backed_up: r.backed_up,
-        user_verified: r.user_verified,
-        transports: r.transports.clone(),
-        user_handle: b64url(&r.user_handle),
-        name: r.name.clone(),
-        created_at: r.created_at,
-        last_used_at: r.last_used_at,
-    })
+pub fn passkey(r: &CredentialRow, users: &Customers) -> Prepared<records::Passkey> {
+    Prepared::Send {
+        record: records::Passkey {
+            legacy_id: r.id.to_string(),
+            user_legacy_id: r.customer_id.to_string(),
+            credential_id: b64url(&r.credential_id),
+            public_key: b64url(&r.public_key),
+            sign_count: r.sign_count,
+            aaguid: r.aaguid.clone(),
+            device_type: r.device_type.clone(),
+            backed_up: r.backed_up,
+            user_verified: r.user_verified,
+            transports: r.transports.clone(),
+            user_handle: b64url(&r.user_handle),
+            name: r.name.clone(),
+            created_at: r.created_at,
+            last_used_at: r.last_used_at,
+        },
+        provisional: users.provisional(r.customer_id),
+    }
 }
 
 pub fn role(r: &RoleRow) -> Prepared<records::Role> {
-    Prepared::Send(records::Role {
+    Prepared::send(records::Role {
         legacy_id: r.id.to_string(),
         tenant_id: r.tenant_id.clone(),
         name: r.name.clone(),
@@ -87,50 +122,68 @@ pub fn role(r: &RoleRow) -> Prepared<records::Role> {
     })
 }
 
-/// What the users' import made of each customer.
+/// What the users' import made of a customer.
 enum Became {
-    User(String),
-    /// Created by a dry run: no Queue id exists yet.
-    WouldBeCreated,
+    /// `new`: created by this run, which is a dry run (the id is written nowhere, or absent).
+    User {
+        id: Option<String>,
+        new: bool,
+    },
     NotImported(String),
 }
 
-/// Raptor customer id → Queue user id, learnt from the users' results.
-pub struct UserIds {
-    ids: HashMap<i64, Became>,
+struct Customer {
+    tenant: String,
+    became: Became,
+}
+
+/// Raptor customer id → its tenant and Queue user, learnt from the users' rows and results.
+pub struct Customers {
+    known: HashMap<i64, Customer>,
     dry_run: bool,
 }
 
-impl UserIds {
+impl Customers {
     pub fn new(dry_run: bool) -> Self {
-        Self { ids: HashMap::new(), dry_run }
+        Self { known: HashMap::new(), dry_run }
     }
 
-    pub fn learn(&mut self, r: &ImportResult) {
-        let Ok(customer) = r.legacy_id.parse::<i64>() else { return };
+    pub fn learn(&mut self, row: &CustomerRow, r: &ImportResult) {
+        let new = self.dry_run && r.outcome == Outcome::Created;
         let became = match (&r.id, r.outcome) {
             (_, Outcome::Refused | Outcome::Skipped) => Became::NotImported(format!(
                 "was {} at auth: {}",
                 r.outcome.name(),
                 r.reason.as_deref().unwrap_or("no reason given")
             )),
-            (Some(id), _) => Became::User(id.clone()),
-            (None, Outcome::Created) if self.dry_run => Became::WouldBeCreated,
+            (Some(id), _) => Became::User { id: Some(id.clone()), new },
+            (None, _) if new => Became::User { id: None, new },
             (None, o) => Became::NotImported(format!("has no Queue id (auth answered `{}` without one)", o.name())),
         };
-        self.ids.insert(customer, became);
+        self.known.insert(row.id, Customer { tenant: row.tenant_id.clone(), became });
+    }
+
+    fn provisional(&self, customer: i64) -> Option<&'static str> {
+        match self.known.get(&customer) {
+            Some(Customer { became: Became::User { new: true, .. }, .. }) => Some(USER_NOT_YET),
+            _ => None,
+        }
     }
 
     /// The Queue user id of `customer`, or why there is none. A customer a dry run would create
-    /// gets a stand-in id (a UUID that spells the customer id, written nowhere) so that rbac can
-    /// still judge its grants.
-    fn resolve(&self, customer: i64, role: &str) -> Result<String, String> {
-        match self.ids.get(&customer) {
-            Some(Became::User(id)) => Ok(id.clone()),
-            Some(Became::WouldBeCreated) => Ok(dry_run_stand_in(customer)),
-            Some(Became::NotImported(why)) => Err(format!("{role} customer {customer} {why}")),
-            None => Err(format!("{role} customer {customer} is not among the imported users")),
+    /// and auth gave no id gets a stand-in (a UUID that spells the customer id, written nowhere)
+    /// so that rbac can still judge its grants.
+    fn resolve(&self, customer: i64, who: &str) -> Result<String, String> {
+        match self.known.get(&customer).map(|c| &c.became) {
+            Some(Became::User { id: Some(id), .. }) => Ok(id.clone()),
+            Some(Became::User { id: None, .. }) => Ok(dry_run_stand_in(customer)),
+            Some(Became::NotImported(why)) => Err(format!("{who} customer {customer} {why}")),
+            None => Err(format!("{who} customer {customer} is not among the imported users")),
         }
+    }
+
+    fn tenant(&self, customer: i64) -> Option<&str> {
+        self.known.get(&customer).map(|c| c.tenant.as_str())
     }
 }
 
@@ -139,36 +192,58 @@ pub fn dry_run_stand_in(customer: i64) -> String {
     format!("00000000-0000-4000-8000-{:012}", customer.rem_euclid(1_000_000_000_000))
 }
 
-/// Raptor role id → why it was not imported (roles that made it are absent).
-#[derive(Default)]
-pub struct RoleRefusals(HashMap<i64, String>);
+/// Raptor role id → what the roles' import made of it: why it was not imported, or that only
+/// this dry run creates it.
+pub struct Roles {
+    refused: HashMap<i64, String>,
+    new: HashSet<i64>,
+    dry_run: bool,
+}
 
-impl RoleRefusals {
-    pub fn learn(&mut self, r: &ImportResult) {
-        if matches!(r.outcome, Outcome::Refused | Outcome::Skipped)
-            && let Ok(role) = r.legacy_id.parse::<i64>()
-        {
-            let why = r.reason.as_deref().unwrap_or("no reason given");
-            self.0.insert(role, format!("{} at rbac: {why}", r.outcome.name()));
+impl Roles {
+    pub fn new(dry_run: bool) -> Self {
+        Self { refused: HashMap::new(), new: HashSet::new(), dry_run }
+    }
+
+    pub fn learn(&mut self, row: &RoleRow, r: &ImportResult) {
+        match r.outcome {
+            Outcome::Refused | Outcome::Skipped => {
+                let why = r.reason.as_deref().unwrap_or("no reason given");
+                self.refused.insert(row.id, format!("{} at rbac: {why}", r.outcome.name()));
+            }
+            Outcome::Created if self.dry_run => {
+                self.new.insert(row.id);
+            }
+            _ => {}
         }
     }
 }
 
 /// A grant with its principal, granter and revoker as Queue user ids; refused here when one of
 /// them, or its role, did not make it into Queue (a refused built-in must not be granted as
-/// Queue's own built-in of that name).
-pub fn grant(r: &GrantRow, users: &UserIds, roles: &RoleRefusals) -> Prepared<records::Grant> {
+/// Queue's own built-in of that name), or when its grantee is not in the grant's tenant.
+pub fn grant(r: &GrantRow, users: &Customers, roles: &Roles) -> Prepared<records::Grant> {
     match grant_record(r, users, roles) {
-        Ok(g) => Prepared::Send(g),
+        Ok(record) => Prepared::Send { record, provisional: roles.new.contains(&r.role_id).then_some(ROLE_NOT_YET) },
         Err(why) => Prepared::Decided(ImportResult::refused(r.id.to_string(), why)),
     }
 }
 
-fn grant_record(r: &GrantRow, users: &UserIds, roles: &RoleRefusals) -> Result<records::Grant, String> {
-    if let Some(why) = roles.0.get(&r.role_id) {
+fn grant_record(r: &GrantRow, users: &Customers, roles: &Roles) -> Result<records::Grant, String> {
+    if let Some(why) = roles.refused.get(&r.role_id) {
         return Err(format!("role {} ({}) was {why}", r.role_id, r.role));
     }
     let principal_id = users.resolve(r.customer_id, "the grantee")?;
+    // Raptor's own API refuses such a grant (409); a row made around it must not give a
+    // customer rights in another tenant at Queue.
+    if let (Some(scope), Some(home)) = (r.tenant_id.as_deref(), users.tenant(r.customer_id))
+        && scope != home
+    {
+        return Err(format!(
+            "the grantee customer {} is in tenant {home}, not in the grant's tenant {scope}",
+            r.customer_id
+        ));
+    }
     let granted_by = r.granted_by.map(|c| users.resolve(c, "the granting")).transpose()?;
     let revoked_by = r.revoked_by.map(|c| users.resolve(c, "the revoking")).transpose()?;
     Ok(records::Grant {
@@ -194,12 +269,43 @@ fn grant_record(r: &GrantRow, users: &UserIds, roles: &RoleRefusals) -> Result<r
 mod tests {
     use super::*;
 
-    fn result(id: &str, outcome: Outcome, queue: Option<&str>, reason: Option<&str>) -> ImportResult {
-        ImportResult { legacy_id: id.into(), outcome, id: queue.map(String::from), reason: reason.map(String::from) }
+    fn result(id: i64, outcome: Outcome, queue: Option<&str>, reason: Option<&str>) -> ImportResult {
+        ImportResult {
+            legacy_id: id.to_string(),
+            outcome,
+            id: queue.map(String::from),
+            reason: reason.map(String::from),
+        }
+    }
+
+    fn time() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("time")
+    }
+
+    fn customer(id: i64, tenant: &str) -> CustomerRow {
+        CustomerRow {
+            id,
+            tenant_id: tenant.into(),
+            email: format!("c{id}@example.test"),
+            email_verified_at: None,
+            display_name: None,
+            is_active: true,
+            created_at: time(),
+        }
+    }
+
+    fn role_row(id: i64) -> RoleRow {
+        RoleRow {
+            id,
+            tenant_id: None,
+            name: "viewer".into(),
+            description: None,
+            permissions: vec![],
+            created_at: time(),
+        }
     }
 
     fn grant_row(customer: i64, granted_by: Option<i64>, role_id: i64) -> GrantRow {
-        let t = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("time");
         GrantRow {
             id: 9,
             customer_id: customer,
@@ -210,11 +316,18 @@ mod tests {
             tenant_id: Some("t".into()),
             ticket_id: Some("T-1".into()),
             granted_by,
-            granted_at: t,
+            granted_at: time(),
             expires_at: None,
             reason: None,
             revoked_at: None,
             revoked_by: None,
+        }
+    }
+
+    fn sent(p: Prepared<records::Grant>) -> (records::Grant, Option<&'static str>) {
+        match p {
+            Prepared::Send { record, provisional } => (record, provisional),
+            Prepared::Decided(r) => panic!("decided {r:?}"),
         }
     }
 
@@ -224,23 +337,25 @@ mod tests {
                 assert_eq!(r.outcome, Outcome::Refused);
                 r.reason.unwrap_or_default()
             }
-            Prepared::Send(g) => panic!("sent {g:?}"),
+            Prepared::Send { record, .. } => panic!("sent {record:?}"),
         }
     }
 
     #[test]
     fn a_grant_takes_its_customers_queue_ids_or_is_refused_naming_the_customer() {
-        let mut users = UserIds::new(true);
-        users.learn(&result("1", Outcome::Unchanged, Some("u-1"), None));
-        users.learn(&result("2", Outcome::Refused, None, Some("email taken by legacy 7")));
-        users.learn(&result("3", Outcome::Created, None, None));
-        let mut roles = RoleRefusals::default();
-        roles.learn(&result("5", Outcome::Refused, None, Some("built-in differs: +rbac.grant")));
-        roles.learn(&result("4", Outcome::Unchanged, Some("r-4"), None));
+        let mut users = Customers::new(true);
+        users.learn(&customer(1, "t"), &result(1, Outcome::Unchanged, Some("u-1"), None));
+        users.learn(&customer(2, "t"), &result(2, Outcome::Refused, None, Some("email taken by legacy 7")));
+        users.learn(&customer(3, "t"), &result(3, Outcome::Created, None, None));
+        users.learn(&customer(4, "other"), &result(4, Outcome::Unchanged, Some("u-4"), None));
+        let mut roles = Roles::new(true);
+        roles.learn(&role_row(5), &result(5, Outcome::Refused, None, Some("built-in differs: +rbac.grant")));
+        roles.learn(&role_row(4), &result(4, Outcome::Unchanged, Some("r-4"), None));
 
-        let Prepared::Send(g) = grant(&grant_row(1, Some(3), 4), &users, &roles) else { panic!("refused") };
+        let (g, provisional) = sent(grant(&grant_row(1, Some(3), 4), &users, &roles));
         assert_eq!(g.principal_id, "u-1");
         assert_eq!(g.granted_by.as_deref(), Some("00000000-0000-4000-8000-000000000003"));
+        assert_eq!(provisional, None);
         let why = refused_reason(grant(&grant_row(2, None, 4), &users, &roles));
         assert_eq!(why, "the grantee customer 2 was refused at auth: email taken by legacy 7");
         let why = refused_reason(grant(&grant_row(1, Some(2), 4), &users, &roles));
@@ -249,13 +364,39 @@ mod tests {
         assert_eq!(why, "role 5 (viewer) was refused at rbac: built-in differs: +rbac.grant");
         let why = refused_reason(grant(&grant_row(8, None, 4), &users, &roles));
         assert_eq!(why, "the grantee customer 8 is not among the imported users");
+        let why = refused_reason(grant(&grant_row(4, None, 4), &users, &roles));
+        assert_eq!(why, "the grantee customer 4 is in tenant other, not in the grant's tenant t");
     }
 
     #[test]
     fn only_a_dry_run_stands_in_for_a_user_without_an_id() {
-        let mut users = UserIds::new(false);
-        users.learn(&result("3", Outcome::Created, None, None));
-        let why = refused_reason(grant(&grant_row(3, None, 4), &users, &RoleRefusals::default()));
+        let mut users = Customers::new(false);
+        users.learn(&customer(3, "t"), &result(3, Outcome::Created, None, None));
+        let why = refused_reason(grant(&grant_row(3, None, 4), &users, &Roles::new(false)));
         assert_eq!(why, "the grantee customer 3 has no Queue id (auth answered `created` without one)");
+    }
+
+    #[test]
+    fn in_a_dry_run_a_refusal_for_what_only_this_run_creates_is_a_skip() {
+        let mut users = Customers::new(true);
+        users.learn(&customer(3, "t"), &result(3, Outcome::Created, Some("u-3"), None));
+        users.learn(&customer(1, "t"), &result(1, Outcome::Unchanged, Some("u-1"), None));
+        let mut roles = Roles::new(true);
+        roles.learn(&role_row(4), &result(4, Outcome::Created, None, None));
+        assert_eq!(users.provisional(3), Some(USER_NOT_YET));
+        assert_eq!(users.provisional(1), None);
+        let (g, provisional) = sent(grant(&grant_row(3, None, 4), &users, &roles));
+        assert_eq!((g.principal_id.as_str(), provisional), ("u-3", Some(ROLE_NOT_YET)));
+
+        let refused = result(7, Outcome::Refused, None, Some("no Queue user has legacy id 3"));
+        let settled = settle(refused.clone(), Some(USER_NOT_YET));
+        assert_eq!((settled.outcome, settled.reason.as_deref()), (Outcome::Skipped, Some(USER_NOT_YET)));
+        assert_eq!(settle(refused, None).outcome, Outcome::Refused);
+        let created = result(7, Outcome::Created, None, None);
+        assert_eq!(settle(created, Some(USER_NOT_YET)).outcome, Outcome::Created);
+        // Not a dry run: nothing is provisional.
+        let mut real = Customers::new(false);
+        real.learn(&customer(3, "t"), &result(3, Outcome::Created, Some("u-3"), None));
+        assert_eq!(real.provisional(3), None);
     }
 }

@@ -18,10 +18,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use client::{Client, Endpoint};
-use convert::{Prepared, RoleRefusals, UserIds};
+use convert::{Customers, Prepared, Roles};
 use records::{ImportResult, Kind};
 use report::{Report, Tally};
-use source::{BackupCodeRow, CredentialRow, CustomerRow, GrantRow, RoleRow, SessionRow, Snapshot, SourceRow};
+use source::{BackupCodeRow, CredentialRow, GrantRow, SessionRow, Snapshot, SourceRow};
 
 /// The most records an import endpoint takes in one request.
 pub const MAX_BATCH: u16 = 1000;
@@ -152,14 +152,14 @@ struct Importer {
 impl Importer {
     /// Every kind, in order; grants learn their Queue user ids from the users' results.
     async fn all(&mut self) -> anyhow::Result<()> {
-        let mut users = UserIds::new(self.dry_run);
-        self.kind::<CustomerRow, _>(Kind::Users, convert::user, |r| users.learn(r)).await?;
-        self.kind::<SessionRow, _>(Kind::Sessions, convert::session, |_| {}).await?;
-        self.kind::<BackupCodeRow, _>(Kind::BackupCodes, convert::backup_code, |_| {}).await?;
-        self.kind::<CredentialRow, _>(Kind::Passkeys, convert::passkey, |_| {}).await?;
-        let mut roles = RoleRefusals::default();
-        self.kind::<RoleRow, _>(Kind::Roles, convert::role, |r| roles.learn(r)).await?;
-        self.kind::<GrantRow, _>(Kind::Grants, |g| convert::grant(g, &users, &roles), |_| {}).await
+        let mut users = Customers::new(self.dry_run);
+        self.kind(Kind::Users, convert::user, |row, r| users.learn(row, r)).await?;
+        self.kind(Kind::Sessions, |s: &SessionRow| convert::session(s, &users), |_, _| {}).await?;
+        self.kind(Kind::BackupCodes, |c: &BackupCodeRow| convert::backup_code(c, &users), |_, _| {}).await?;
+        self.kind(Kind::Passkeys, |p: &CredentialRow| convert::passkey(p, &users), |_, _| {}).await?;
+        let mut roles = Roles::new(self.dry_run);
+        self.kind(Kind::Roles, convert::role, |row, r| roles.learn(row, r)).await?;
+        self.kind(Kind::Grants, |g: &GrantRow| convert::grant(g, &users, &roles), |_, _| {}).await
     }
 
     /// One kind: counted, read a batch at a time, converted, sent; its tally joins the report
@@ -168,14 +168,14 @@ impl Importer {
         &mut self,
         kind: Kind,
         convert: impl Fn(&R) -> Prepared<T>,
-        mut learn: impl FnMut(&ImportResult),
+        mut learn: impl FnMut(&R, &ImportResult),
     ) -> anyhow::Result<()> {
         let started = Instant::now();
         let rows = self.source.count::<R>().await?;
         let mut tally = Tally::new(kind, rows);
         let outcome = self
-            .batches(kind, rows, &convert, &mut |r: &ImportResult| {
-                learn(r);
+            .batches(kind, rows, &convert, &mut |row: &R, r: &ImportResult| {
+                learn(row, r);
                 tally.add(r);
             })
             .await;
@@ -189,7 +189,7 @@ impl Importer {
         kind: Kind,
         rows: u64,
         convert: &impl Fn(&R) -> Prepared<T>,
-        seen: &mut impl FnMut(&ImportResult),
+        seen: &mut impl FnMut(&R, &ImportResult),
     ) -> anyhow::Result<()> {
         let batches = rows.div_ceil(self.batch as u64);
         let (mut after, mut n, mut read) = (i64::MIN, 0u64, 0usize);
@@ -202,21 +202,24 @@ impl Importer {
             if batches > 1 {
                 eprintln!("{}: batch {n} of {batches} ({read} of {rows} rows)", kind.name());
             }
-            let mut legacy_ids = Vec::with_capacity(page.len());
+            let mut sent = Vec::with_capacity(page.len());
             let mut records = Vec::with_capacity(page.len());
             for row in &page {
                 match convert(row) {
-                    Prepared::Send(record) => {
-                        legacy_ids.push(row.id().to_string());
+                    Prepared::Send { record, provisional } => {
+                        sent.push((row, provisional));
                         records.push(record);
                     }
-                    Prepared::Decided(result) => seen(&result),
+                    Prepared::Decided(result) => seen(row, &result),
                 }
             }
-            if !records.is_empty() {
-                for result in self.client.send(kind, &legacy_ids, &records, self.dry_run).await? {
-                    seen(&result);
-                }
+            if records.is_empty() {
+                continue;
+            }
+            let legacy_ids: Vec<String> = sent.iter().map(|(row, _)| row.id().to_string()).collect();
+            let results = self.client.send(kind, &legacy_ids, &records, self.dry_run).await?;
+            for ((row, provisional), result) in sent.into_iter().zip(results) {
+                seen(row, &convert::settle(result, provisional));
             }
         }
     }

@@ -297,7 +297,7 @@ async fn every_kind_reaches_its_endpoint_converted_and_a_second_run_changes_noth
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dry_run_passes_dry_run_writes_nothing_and_predicts_the_real_run() {
+async fn a_dry_run_passes_dry_run_writes_nothing_and_says_what_it_cannot_judge() {
     let db = raptor("").await;
     let queue = Queue::start();
 
@@ -318,12 +318,34 @@ async fn a_dry_run_passes_dry_run_writes_nothing_and_predicts_the_real_run() {
         (&json!("00000000-0000-4000-8000-000000000003"), &json!("00000000-0000-4000-8000-000000000001"))
     );
 
+    // What names a user or role only this run creates cannot be judged by a dry run: auth and
+    // rbac refuse it (they find no such user or role), queuectl reports it skipped, saying why.
+    assert_eq!(
+        counts(&dry),
+        [
+            ("users".to_string(), [3, 3, 0, 0, 0, 0]),
+            ("sessions".to_string(), [2, 0, 0, 0, 2, 0]),
+            ("backup-codes".to_string(), [2, 0, 0, 0, 2, 0]),
+            ("passkeys".to_string(), [2, 0, 0, 0, 2, 0]),
+            ("roles".to_string(), [3, 3, 0, 0, 0, 0]),
+            ("grants".to_string(), [4, 0, 0, 0, 4, 0]),
+        ],
+        "{dry}"
+    );
+    assert_eq!(
+        dry["kinds"][1]["reasons"][0]["reason"],
+        "dry run: its user is created by this import, so auth can judge it only on the real run"
+    );
+    assert_eq!(
+        dry["kinds"][5]["reasons"][0]["reason"],
+        "dry run: its role is created by this import, so rbac can judge it only on the real run"
+    );
+
     queue.auth.forget_received();
     queue.rbac.forget_received();
     let (code, out, _) = queue.import(&db.url, &["--json"]).await;
     assert_eq!(code, 0);
     let real: Value = serde_json::from_str(&out).expect("a JSON report");
-    assert_eq!(counts(&real), counts(&dry), "the dry run said what the real run did");
     assert_eq!(counts(&real), all_kinds(|rows| [rows, rows, 0, 0, 0, 0]));
     assert!(queue.received().iter().all(|r| r.body["dry_run"] == false));
     assert_eq!(queue.rbac.stored("grants"), 4);
@@ -338,7 +360,12 @@ async fn a_dry_run_passes_dry_run_writes_nothing_and_predicts_the_real_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_reported_grouped_with_their_grants_and_exit_1() {
-    let db = raptor("").await;
+    // A grant made around Raptor's API (which refuses it): Alan, of Acme, on a ticket of Beta.
+    let db = raptor(
+        "INSERT INTO rbac_grants (customer_id, role_id, scope_type, tenant_id, ticket_id, granted_at) \
+         VALUES (2, 1, 'ticket', '5a3c0e1e-0000-4000-8000-00000000b0c2', 'T-9', '2025-01-01 00:00:00+00')",
+    )
+    .await;
     let queue = Queue::start();
     queue.auth.refuse("users", "3", "a Queue user has this email with another legacy id (9)");
     queue.auth.refuse("passkeys", "2", "unsupported COSE algorithm -8 (EdDSA)");
@@ -356,18 +383,19 @@ async fn refusals_are_reported_grouped_with_their_grants_and_exit_1() {
         "roles refused x1: unknown permission ticket.write (legacy ids 2)",
         "grants refused x1: the grantee customer 3 was refused at auth: a Queue user has this email with another legacy id (9) (legacy ids 1)",
         "grants refused x1: role 2 (triage) was refused at rbac: unknown permission ticket.write (legacy ids 2)",
-        "done: 5 record(s) refused",
+        "grants refused x1: the grantee customer 2 is in tenant 5a3c0e1e-0000-4000-8000-00000000a0c1, not in the grant's tenant 5a3c0e1e-0000-4000-8000-00000000b0c2 (legacy ids 5)",
+        "done: 6 record(s) refused",
     ] {
         assert!(out.contains(line), "{line}\n{out}");
     }
     let row = out.lines().find(|l| l.starts_with("grants ")).expect("grants row");
     let cells: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(cells[..7], ["grants", "4", "2", "0", "0", "0", "2"], "{out}");
+    assert_eq!(cells[..7], ["grants", "5", "2", "0", "0", "0", "3"], "{out}");
 
     let (code, out, _) = queue.import(&db.url, &["--json"]).await;
     assert_eq!(code, 1);
     let report: Value = serde_json::from_str(&out).expect("a JSON report");
-    assert_eq!(report["refused"], 5);
+    assert_eq!(report["refused"], 6);
     assert_eq!(report["kinds"][0]["reasons"][0]["legacy_ids"], json!(["3"]));
     queue.stop().await;
 }

@@ -3,7 +3,8 @@
 //! beside it: it records every request as it arrived (path, token claims, raw body) and answers
 //! by legacy id — `created` with a new id, `unchanged` for the same record, `updated` naming the
 //! changed fields; a dry run computes the same and keeps nothing (and gives a created record no
-//! id); the legacy ids in `refuse` are refused. The lead replaces it with the real services at
+//! id); a record naming a user or role not kept is refused (as the real services refuse it);
+//! the legacy ids in `refuse` are refused. The lead replaces it with the real services at
 //! the merge: nothing else in the tests knows it is a stand-in.
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
@@ -142,6 +143,9 @@ fn one(st: &mut State, kind: &str, record: &Value, dry_run: bool) -> Value {
     if let Some(reason) = st.refuse.get(&key) {
         return json!({"legacy_id": legacy_id, "outcome": "refused", "reason": reason});
     }
+    if let Some(why) = missing_owner(st, kind, record) {
+        return json!({"legacy_id": legacy_id, "outcome": "refused", "reason": why});
+    }
     match st.stored.get(&key).cloned() {
         Some((before, id)) if &before == record => json!({"legacy_id": legacy_id, "outcome": "unchanged", "id": id}),
         Some((before, id)) => {
@@ -158,5 +162,23 @@ fn one(st: &mut State, kind: &str, record: &Value, dry_run: bool) -> Value {
             st.stored.insert(key, (record.clone(), id.clone()));
             json!({"legacy_id": legacy_id, "outcome": "created", "id": id})
         }
+    }
+}
+
+/// What a record names that is not kept: its user (auth's kinds) or its role (grants).
+fn missing_owner(st: &State, kind: &str, record: &Value) -> Option<String> {
+    match kind {
+        "sessions" | "backup-codes" | "passkeys" => {
+            let user = record["user_legacy_id"].as_str().unwrap_or("");
+            let known = st.stored.contains_key(&("users".to_string(), user.to_string()));
+            (!known).then(|| format!("no Queue user has legacy id {user} (import the users first)"))
+        }
+        "grants" => {
+            let known = st.stored.iter().any(|((k, _), (role, _))| {
+                k == "roles" && role["name"] == record["role"] && role["tenant_id"] == record["role_tenant_id"]
+            });
+            (!known).then(|| format!("no role {} where the grant names it", record["role"]))
+        }
+        _ => None,
     }
 }
