@@ -2,7 +2,8 @@
 //! decided here that a service decides (expired sessions, unknown hash methods, unsupported keys
 //! go as they are, and the service says `skipped` or `refused`); what is decided here is what
 //! only queuectl knows: which Queue user a grant's customers became, whether its role made it,
-//! whether its grantee is in its tenant (rbac knows no users), and — in a dry run — which records
+//! whether its grantee is in its tenant (rbac knows no users), whether a passkey's counter fits
+//! WebAuthn's 32 bits (else the whole batch would fail at auth), and — in a dry run — which records
 //! name a user or role that only this same run creates (the dry run writes nothing, so the
 //! service cannot find it: such a refusal is reported `skipped`, to be judged on the real run).
 
@@ -90,6 +91,12 @@ pub fn backup_code(r: &BackupCodeRow, users: &Customers) -> Prepared<records::Ba
 }
 
 pub fn passkey(r: &CredentialRow, users: &Customers) -> Prepared<records::Passkey> {
+    // WebAuthn's counter is 32 bits; auth reads it as such, and a value it cannot read would
+    // fail the whole batch rather than this record.
+    if u32::try_from(r.sign_count).is_err() {
+        let why = format!("sign_count {} is not a WebAuthn signature counter (0 to {})", r.sign_count, u32::MAX);
+        return Prepared::Decided(ImportResult::refused(r.id.to_string(), why));
+    }
     Prepared::Send {
         record: records::Passkey {
             legacy_id: r.id.to_string(),
@@ -366,6 +373,35 @@ mod tests {
         assert_eq!(why, "the grantee customer 8 is not among the imported users");
         let why = refused_reason(grant(&grant_row(4, None, 4), &users, &roles));
         assert_eq!(why, "the grantee customer 4 is in tenant other, not in the grant's tenant t");
+    }
+
+    #[test]
+    fn a_counter_beyond_32_bits_is_refused_here() {
+        let t = time();
+        let mut row = CredentialRow {
+            id: 4,
+            customer_id: 1,
+            credential_id: vec![1],
+            public_key: vec![2],
+            sign_count: i64::from(u32::MAX),
+            aaguid: None,
+            device_type: "single_device".into(),
+            backed_up: false,
+            user_verified: true,
+            transports: None,
+            user_handle: vec![3],
+            name: None,
+            created_at: t,
+            last_used_at: None,
+        };
+        let users = Customers::new(false);
+        assert!(matches!(passkey(&row, &users), Prepared::Send { .. }));
+        row.sign_count += 1;
+        let Prepared::Decided(r) = passkey(&row, &users) else { panic!("sent") };
+        assert_eq!(
+            r.reason.as_deref(),
+            Some("sign_count 4294967296 is not a WebAuthn signature counter (0 to 4294967295)")
+        );
     }
 
     #[test]
