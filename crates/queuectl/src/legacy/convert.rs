@@ -15,8 +15,10 @@ use crate::legacy::records::{self, ImportResult, Outcome};
 use crate::legacy::source::{BackupCodeRow, CredentialRow, CustomerRow, GrantRow, RoleRow, SessionRow};
 
 /// Why a dry run's refusal of a record may only mean that what it names is not written yet.
-const USER_NOT_YET: &str = "dry run: its user is created by this import, so auth can judge it only on the real run";
-const ROLE_NOT_YET: &str = "dry run: its role is created by this import, so rbac can judge it only on the real run";
+const USER_NOT_YET: &str =
+    "dry run: its user is created or linked by this import, so auth can judge it only on the real run";
+const ROLE_NOT_YET: &str =
+    "dry run: its role is created or linked by this import, so rbac can judge it only on the real run";
 
 /// A record to send, or a result already decided here.
 pub enum Prepared<T> {
@@ -131,7 +133,8 @@ pub fn role(r: &RoleRow) -> Prepared<records::Role> {
 
 /// What the users' import made of a customer.
 enum Became {
-    /// `new`: created by this run, which is a dry run (the id is written nowhere, or absent).
+    /// `new`: created or updated (perhaps linked) by this run, which is a dry run (the id may be
+    /// written nowhere, or absent).
     User {
         id: Option<String>,
         new: bool,
@@ -156,7 +159,9 @@ impl Customers {
     }
 
     pub fn learn(&mut self, row: &CustomerRow, r: &ImportResult) {
-        let new = self.dry_run && r.outcome == Outcome::Created;
+        // Created, or updated (which may be a link of a Queue user without a legacy id): in a dry
+        // run auth may not find it by legacy id afterwards.
+        let new = self.dry_run && matches!(r.outcome, Outcome::Created | Outcome::Updated);
         let became = match (&r.id, r.outcome) {
             (_, Outcome::Refused | Outcome::Skipped) => Became::NotImported(format!(
                 "was {} at auth: {}",
@@ -218,7 +223,7 @@ impl Roles {
                 let why = r.reason.as_deref().unwrap_or("no reason given");
                 self.refused.insert(row.id, format!("{} at rbac: {why}", r.outcome.name()));
             }
-            Outcome::Created if self.dry_run => {
+            Outcome::Created | Outcome::Updated if self.dry_run => {
                 self.new.insert(row.id);
             }
             _ => {}
@@ -419,7 +424,10 @@ mod tests {
         users.learn(&customer(1, "t"), &result(1, Outcome::Unchanged, Some("u-1"), None));
         let mut roles = Roles::new(true);
         roles.learn(&role_row(4), &result(4, Outcome::Created, None, None));
+        let linked = Some("linked to the existing Queue user of this address");
+        users.learn(&customer(5, "t"), &result(5, Outcome::Updated, Some("u-5"), linked));
         assert_eq!(users.provisional(3), Some(USER_NOT_YET));
+        assert_eq!(users.provisional(5), Some(USER_NOT_YET), "a link is undone with the dry run too");
         assert_eq!(users.provisional(1), None);
         let (g, provisional) = sent(grant(&grant_row(3, None, 4), &users, &roles));
         assert_eq!((g.principal_id.as_str(), provisional), ("u-3", Some(ROLE_NOT_YET)));

@@ -334,11 +334,11 @@ async fn a_dry_run_passes_dry_run_writes_nothing_and_says_what_it_cannot_judge()
     );
     assert_eq!(
         dry["kinds"][1]["reasons"][0]["reason"],
-        "dry run: its user is created by this import, so auth can judge it only on the real run"
+        "dry run: its user is created or linked by this import, so auth can judge it only on the real run"
     );
     assert_eq!(
         dry["kinds"][5]["reasons"][0]["reason"],
-        "dry run: its role is created by this import, so rbac can judge it only on the real run"
+        "dry run: its role is created or linked by this import, so rbac can judge it only on the real run"
     );
 
     queue.auth.forget_received();
