@@ -456,6 +456,12 @@ async fn errors_name_what_failed_and_exit_2() {
     );
     assert!(!err.contains("hunter2") && !out.contains("hunter2"));
 
+    // A database that is not Raptor's.
+    let empty = TestDb::empty().await;
+    let (code, _, err) = queue.import(&empty.url, &[]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("is this Raptor's database?") && err.contains("customers"), "{err}");
+
     // No key for the importer.
     let (code, _, err) = run(&["legacy", "import", "--source-url", &db.url, "--keys-dir", "/nonexistent"], &[]).await;
     assert_eq!(code, 2);
