@@ -38,6 +38,9 @@ enum Command {
     /// Service-to-service TLS.
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Raptor, the legacy app Queue takes over from: import its identity data.
+    #[command(subcommand)]
+    Legacy(LegacyCommand),
     /// The proxy's route table, through its admin API: status, phase N, rollback, reload, shadow,
     /// metrics. Each call carries a service token (scope proxy:admin) minted from the operator's key.
     Proxy {
@@ -83,6 +86,14 @@ impl ProxyAuth {
         let minter = minter(&self.iss, &key)?;
         Ok(minter.mint(&self.aud, &["proxy:admin"], DEFAULT_TTL_SECS)?)
     }
+}
+
+#[derive(Subcommand)]
+enum LegacyCommand {
+    /// Import Raptor's users, sessions, backup codes, passkeys, roles and grants through the
+    /// services' import endpoints (idempotent: a second run reports everything unchanged).
+    /// Prints a report per kind; exits 1 when something was refused, 2 when it could not run.
+    Import(legacy::ImportArgs),
 }
 
 #[derive(Subcommand)]
@@ -238,6 +249,8 @@ fn main() -> ExitCode {
         Command::Audit(cmd) => audit::run(cmd),
         Command::Rbac(RbacCommand::Reconcile { database_url }) => rbac_reconcile(&database_url),
         Command::Proxy { admin_url, auth, command } => proxy::run(&admin_url, &auth, command),
+        // Its own exit statuses: 1 means records were refused, 2 that it could not run.
+        Command::Legacy(LegacyCommand::Import(args)) => return legacy::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -249,6 +262,7 @@ fn main() -> ExitCode {
 }
 
 mod audit;
+mod legacy;
 mod proxy;
 mod tls;
 

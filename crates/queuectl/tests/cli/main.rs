@@ -5,6 +5,8 @@ mod api_reference;
 mod audit;
 mod config_reference;
 mod deploy_configs;
+mod legacy_import;
+mod legacy_standin;
 mod module_cycles;
 mod proxy;
 mod tls;

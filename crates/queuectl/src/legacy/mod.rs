@@ -1,0 +1,226 @@
+//! `queuectl legacy import`: Raptor's identity data into Queue (issue 19, docs/legacy-import.md).
+//! Reads Raptor's tables in one read-only snapshot (`source`), converts each row into the record
+//! of the owning service's import endpoint (`convert`, `records`), sends them in batches of at
+//! most 1000 (`client`) in the order users → sessions, backup codes, passkeys → roles → grants,
+//! and prints what each kind brought (`report`). The services own their schemas and decide each
+//! record's outcome; queuectl never writes into them, and never into Raptor.
+
+mod client;
+mod convert;
+mod records;
+mod report;
+mod source;
+
+use clap::Args;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use client::{Client, Endpoint};
+use convert::{Customers, Prepared, Roles};
+use records::{ImportResult, Kind};
+use report::{Report, Tally};
+use source::{BackupCodeRow, CredentialRow, GrantRow, SessionRow, Snapshot, SourceRow};
+
+/// The most records an import endpoint takes in one request.
+pub const MAX_BATCH: u16 = 1000;
+
+const EXAMPLE: &str = "\
+Example, against `make run` (Raptor's database on the project's PostgreSQL, auth and rbac on
+their default ports, the operator's key in var/keys/operator.pem):
+
+  queuectl legacy import --source-url postgresql://queue@127.0.0.1:54329/raptor --dry-run
+  queuectl legacy import --source-url postgresql://queue@127.0.0.1:54329/raptor
+
+Exit status: 0 when every record was imported (created, updated, unchanged or skipped), 1 when
+some were refused (the report says which and why), 2 on a usage or connection error or when a
+service stopped the import (the report then shows what was done before). Running it again with
+nothing new at Raptor reports everything unchanged and writes nothing. See docs/legacy-import.md.";
+
+#[derive(Args)]
+#[command(after_long_help = EXAMPLE)]
+pub struct ImportArgs {
+    /// Raptor's database, `postgresql://USER[:PASSWORD]@HOST:PORT/DB`; read-only access is
+    /// enough (everything is read in one read-only REPEATABLE READ transaction).
+    #[arg(long, env = "RAPTOR_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    source_url: String,
+    /// Compute every outcome and write nothing (each batch carries `dry_run: true`).
+    #[arg(long)]
+    dry_run: bool,
+    /// Print the report as one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The auth service (users, sessions, backup codes, passkeys).
+    #[arg(long, env = "QUEUE_AUTH_URL", value_name = "URL", default_value = "http://127.0.0.1:8081")]
+    auth_url: String,
+    /// The rbac service (roles, grants).
+    #[arg(long, env = "QUEUE_RBAC_URL", value_name = "URL", default_value = "http://127.0.0.1:8082")]
+    rbac_url: String,
+    /// auth's identity (its `tokens.issuer`): the audience of the tokens sent to it.
+    #[arg(long, default_value = "auth")]
+    auth_audience: String,
+    /// rbac's identity: the audience of the tokens sent to it.
+    #[arg(long, default_value = "rbac")]
+    rbac_audience: String,
+    /// The importer identity the tokens are issued as (one of the services' importers); its
+    /// key is `<keys-dir>/<iss>.pem` unless --key is given.
+    #[arg(long, env = "QUEUE_OPERATOR", default_value = "operator")]
+    iss: String,
+    /// The importer's signing key (PKCS#8 PEM).
+    #[arg(long, env = "QUEUE_OPERATOR_KEY")]
+    key: Option<PathBuf>,
+    /// Where `<iss>.pem` is looked for when --key is not given.
+    #[arg(long, default_value = "var/keys")]
+    keys_dir: PathBuf,
+    /// Records per request.
+    #[arg(long, default_value_t = MAX_BATCH, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_BATCH)))]
+    batch_size: u16,
+}
+
+/// Runs the import; the exit status is 0, 1 (something refused) or 2 (it could not run or finish).
+pub fn run(args: ImportArgs) -> ExitCode {
+    match start(&args) {
+        Ok(report) => finish(&report, args.json),
+        Err(e) => {
+            eprintln!("queuectl: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn start(args: &ImportArgs) -> anyhow::Result<Report> {
+    let scheme = url::Url::parse(&args.source_url).map(|u| u.scheme().to_string()).unwrap_or_default();
+    if !matches!(scheme.as_str(), "postgres" | "postgresql") {
+        anyhow::bail!("--source-url must be a postgresql:// URL of Raptor's database");
+    }
+    let key = args.key.clone().unwrap_or_else(|| args.keys_dir.join(format!("{}.pem", args.iss)));
+    let minter = crate::minter(&args.iss, &key)?;
+    let client = Client::new(
+        minter,
+        Endpoint { url: args.auth_url.clone(), audience: args.auth_audience.clone() },
+        Endpoint { url: args.rbac_url.clone(), audience: args.rbac_audience.clone() },
+    )?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let source = Snapshot::open(&args.source_url).await?;
+        let report = Report {
+            source: queue_platform::config::redact_url(&args.source_url),
+            snapshot_at: Some(source.taken_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            dry_run: args.dry_run,
+            kinds: Vec::new(),
+            error: None,
+        };
+        let mut importer =
+            Importer { source, client, dry_run: args.dry_run, batch: usize::from(args.batch_size), report };
+        let outcome = importer.all().await;
+        importer.report.error = outcome.err().map(|e| format!("{e:#}"));
+        let Importer { source, mut report, .. } = importer;
+        if let Err(e) = source.close().await
+            && report.error.is_none()
+        {
+            report.error = Some(format!("{e:#}"));
+        }
+        Ok(report)
+    })
+}
+
+fn finish(report: &Report, json: bool) -> ExitCode {
+    if json {
+        println!("{:#}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    if let Some(e) = &report.error {
+        eprintln!("queuectl: the import stopped: {e}");
+        ExitCode::from(2)
+    } else if report.refused() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+struct Importer {
+    source: Snapshot,
+    client: Client,
+    dry_run: bool,
+    batch: usize,
+    report: Report,
+}
+
+impl Importer {
+    /// Every kind, in order; grants learn their Queue user ids from the users' results.
+    async fn all(&mut self) -> anyhow::Result<()> {
+        let mut users = Customers::new(self.dry_run);
+        self.kind(Kind::Users, convert::user, |row, r| users.learn(row, r)).await?;
+        self.kind(Kind::Sessions, |s: &SessionRow| convert::session(s, &users), |_, _| {}).await?;
+        self.kind(Kind::BackupCodes, |c: &BackupCodeRow| convert::backup_code(c, &users), |_, _| {}).await?;
+        self.kind(Kind::Passkeys, |p: &CredentialRow| convert::passkey(p, &users), |_, _| {}).await?;
+        let mut roles = Roles::new(self.dry_run);
+        self.kind(Kind::Roles, convert::role, |row, r| roles.learn(row, r)).await?;
+        self.kind(Kind::Grants, |g: &GrantRow| convert::grant(g, &users, &roles), |_, _| {}).await
+    }
+
+    /// One kind: counted, read a batch at a time, converted, sent; its tally joins the report
+    /// even when the kind stops half-way.
+    async fn kind<R: SourceRow, T: Serialize>(
+        &mut self,
+        kind: Kind,
+        convert: impl Fn(&R) -> Prepared<T>,
+        mut learn: impl FnMut(&R, &ImportResult),
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let rows = self.source.count::<R>().await?;
+        let mut tally = Tally::new(kind, rows);
+        let outcome = self
+            .batches(kind, rows, &convert, &mut |row: &R, r: &ImportResult| {
+                learn(row, r);
+                tally.add(r);
+            })
+            .await;
+        tally.finish(started.elapsed(), outcome.is_ok());
+        self.report.kinds.push(tally);
+        outcome
+    }
+
+    async fn batches<R: SourceRow, T: Serialize>(
+        &mut self,
+        kind: Kind,
+        rows: u64,
+        convert: &impl Fn(&R) -> Prepared<T>,
+        seen: &mut impl FnMut(&R, &ImportResult),
+    ) -> anyhow::Result<()> {
+        let batches = rows.div_ceil(self.batch as u64);
+        let (mut after, mut n, mut read) = (i64::MIN, 0u64, 0usize);
+        loop {
+            let page: Vec<R> = self.source.page(after, self.batch).await?;
+            let Some(last) = page.last() else { return Ok(()) };
+            after = last.id();
+            n += 1;
+            read += page.len();
+            if batches > 1 {
+                eprintln!("{}: batch {n} of {batches} ({read} of {rows} rows)", kind.name());
+            }
+            let mut sent = Vec::with_capacity(page.len());
+            let mut records = Vec::with_capacity(page.len());
+            for row in &page {
+                match convert(row) {
+                    Prepared::Send { record, provisional } => {
+                        sent.push((row, provisional));
+                        records.push(record);
+                    }
+                    Prepared::Decided(result) => seen(row, &result),
+                }
+            }
+            if records.is_empty() {
+                continue;
+            }
+            let legacy_ids: Vec<String> = sent.iter().map(|(row, _)| row.id().to_string()).collect();
+            let results = self.client.send(kind, &legacy_ids, &records, self.dry_run).await?;
+            for ((row, provisional), result) in sent.into_iter().zip(results) {
+                seen(row, &convert::settle(result, provisional));
+            }
+        }
+    }
+}
