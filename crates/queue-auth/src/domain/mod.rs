@@ -7,6 +7,8 @@ pub mod clock;
 pub mod crypto;
 pub mod email;
 pub mod fields;
+pub mod import_batch;
+pub mod legacy;
 pub mod limits;
 pub mod mailer;
 pub mod notify;

@@ -1,5 +1,6 @@
 pub mod backup_codes;
 pub mod email;
+pub mod import;
 pub mod sessions;
 pub mod users;
 pub mod webauthn;

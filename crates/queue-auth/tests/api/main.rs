@@ -6,6 +6,7 @@ mod audit_relay;
 mod backup_codes;
 mod client_ip;
 mod email;
+mod import;
 mod limits;
 mod pages;
 mod passkeys;
