@@ -453,3 +453,32 @@ async fn raptors_backup_codes_redeem_at_queue_once_and_used_ones_never() {
     let r = import(&auth, CODES, json!([stranger, code("501", SCRYPT_CODES[2].1, None)]), false).await;
     assert_eq!(outcomes(&r), ["refused", "refused"], "{r:?}");
 }
+
+#[tokio::test]
+async fn concurrent_redeems_of_a_raptor_code_win_once_and_a_queue_set_voids_raptors() {
+    let auth = Auth::start_with(|c| {
+        c.limits.delay_after_failures = 50;
+        c.limits.lockout_after_failures = 50;
+        // The passkey login below names no tenant.
+        c.auth.default_tenant = TENANT.into();
+    })
+    .await;
+    import(&auth, USERS, json!([user("1", "ada@acme.test", true)]), false).await;
+    let batch = json!([code("501", SCRYPT_CODES[0].1, None), code("502", SCRYPT_CODES[1].1, None)]);
+    assert_eq!(outcomes(&import(&auth, CODES, batch, false).await), ["created", "created"]);
+    let attempts = (0..6).map(|_| redeem(&auth, "mfrgg-zdfmz"));
+    let statuses: Vec<u16> = futures_util::future::join_all(attempts).await.into_iter().map(|(s, _)| s).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 401), "{statuses:?}");
+
+    // The imported user signs in at Queue (by the address) and generates a Queue set: Raptor's
+    // remaining code is void, like any older set.
+    let (token, _key) = auth.signed_in("ada@acme.test").await;
+    let (_, me) = auth.get("/api/v1/auth/session", &token).await;
+    assert_eq!(me["user"]["legacy_id"], "1", "{me}");
+    let (_, v) = auth.get("/api/v1/auth/backup-codes", &token).await;
+    assert_eq!(v["remaining"], 1, "Raptor's unused code counts: {v}");
+    let (s, v) = auth.post("/api/v1/auth/backup-codes", Some(&token), &json!({})).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(redeem(&auth, "gq3ts-mjqgk").await.0, 401);
+}

@@ -138,7 +138,7 @@ fn number<T: std::str::FromStr>(s: &str) -> Option<T> {
 
 /// Lowercase hex (what Python's `bytes.hex()` writes) to bytes.
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |b: u8| match b {
