@@ -104,7 +104,7 @@ pub struct LegacyLookup {
     pub legacy_id: String,
 }
 
-/// The user imported from Raptor's customer `legacy_id`, or 404.
+/// The user imported from Raptor's customer `legacy_id`, or 404 (also for a value that cannot be one).
 #[utoipa::path(get, path = "/internal/v1/users", tag = "users", operation_id = "find_user_by_legacy_id",
     security(("service_token" = ["users:read"])), params(LegacyLookup),
     responses((status = 200, body = User), (status = 404, description = "No user has this legacy id")))]
@@ -114,12 +114,15 @@ pub async fn find_by_legacy_id(
     query: web::Query<LegacyLookup>,
 ) -> Result<HttpResponse, ApiError> {
     let id = &query.legacy_id;
-    if !common::is_legacy_id(id) {
-        return Err(ApiError::invalid("legacy_id", "Raptor's customer id: decimal digits, no leading zero"));
-    }
-    let mut conn = state.conn().await?;
-    match legacy_users::find(&mut conn, id).await? {
+    let found = if common::is_legacy_id(id) {
+        let mut conn = state.conn().await?;
+        legacy_users::find(&mut conn, id).await?
+    } else {
+        // No user can have it: the same answer as an unknown one, without asking the database.
+        None
+    };
+    match found {
         Some(u) => Ok(HttpResponse::Ok().json(u)),
-        None => Err(ApiError::NotFound(format!("no user has legacy id {id}"))),
+        None => Err(ApiError::NotFound("no user has this legacy id".into())),
     }
 }
