@@ -180,9 +180,12 @@ async fn redeem_legacy(
         }
         None => Vec::new(),
     };
+    // Each check may hold scrypt's 32 MiB: a few at a time, the rest wait their turn.
+    let permit = LEGACY_CHECKS.acquire().await.map_err(ApiError::internal)?;
     let matched = tokio::task::spawn_blocking(move || legacy_match(&candidates, &raw))
         .await
         .map_err(|e| ApiError::internal(anyhow::anyhow!("backup-code verification stopped: {e}")))?;
+    drop(permit);
     conn.transaction::<_, super::Error, _>(async |conn| {
         let used: Option<Uuid> = match matched {
             Some(id) => prepared(
@@ -199,6 +202,10 @@ async fn redeem_legacy(
     })
     .await
 }
+
+/// How many werkzeug checks run at once in this process (each on a blocking thread, scrypt's
+/// default using 32 MiB), so a burst of redeems cannot exhaust memory or the blocking pool.
+static LEGACY_CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 /// werkzeug's default method and cost, for the decoy check: the code hashed is random and
 /// unknown, and the answer is thrown away.
