@@ -481,4 +481,32 @@ async fn concurrent_redeems_of_a_raptor_code_win_once_and_a_queue_set_voids_rapt
     let (s, v) = auth.post("/api/v1/auth/backup-codes", Some(&token), &json!({})).await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(redeem(&auth, "gq3ts-mjqgk").await.0, 401);
+    // A Raptor code older than that set, never imported before: replaced, so not brought.
+    let r = import(&auth, CODES, json!([code("503", SCRYPT_CODES[2].1, None)]), false).await;
+    assert_eq!((outcomes(&r), reason(&r[0])), (vec!["skipped"], "a newer set of backup codes replaced it"));
+    assert_eq!(redeem(&auth, "onswg-4tfon").await.0, 401);
+}
+
+#[tokio::test]
+async fn a_newer_raptor_set_voids_the_older_one() {
+    let auth = Auth::start().await;
+    import(&auth, USERS, json!([user("1", "ada@acme.test", true)]), false).await;
+    let mut old_used = code("500", PBKDF2_CODES[1].1, Some("2026-11-03T10:00:00Z"));
+    old_used["created_at"] = json!("2026-10-01T10:00:00Z");
+    let mut old = code("501", SCRYPT_CODES[1].1, None);
+    old["created_at"] = json!("2026-10-01T10:00:00Z");
+    let r = import(&auth, CODES, json!([old_used, old.clone()]), false).await;
+    assert_eq!(outcomes(&r), ["created", "created"]);
+    // Raptor made a new set since (and deleted the old unused codes): the old one is void here.
+    let new = code("511", SCRYPT_CODES[0].1, None);
+    let r = import(&auth, CODES, json!([new, code("512", PBKDF2_CODES[0].1, None)]), false).await;
+    assert_eq!(outcomes(&r), ["created", "created"]);
+    assert_eq!(reason(&r[0]), "voided 1 older unused code(s) of this user");
+    assert_eq!(reason(&r[1]), "", "codes of one set (one created_at) do not void each other");
+    assert_eq!(redeem(&auth, "gq3ts-mjqgk").await.0, 401);
+    assert_eq!(redeem(&auth, "mfrgg-zdfmz").await.0, 200);
+    // Sent again (an importer's retry), the old code stays void and the old used one used.
+    let r = import(&auth, CODES, json!([old]), false).await;
+    assert_eq!(outcomes(&r), ["unchanged"]);
+    assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.queue_backup_codes WHERE voided_at IS NOT NULL").await, 1);
 }

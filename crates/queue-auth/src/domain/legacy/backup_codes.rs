@@ -1,8 +1,8 @@
 //! Raptor's backup codes (`POST /internal/v1/import/backup-codes`): each keeps its werkzeug hash
 //! (`legacy_hash`; `code_hash` stays NULL), verified at redeem (`domain::backup_codes::redeem`).
 //! Used codes are imported used and stay used; a code imported unused and used at Raptor since
-//! is marked used here with Raptor's time. A hash method this service cannot verify is refused,
-//! named.
+//! is marked used here with Raptor's time. The newest set wins ([`create`]). A hash method this
+//! service cannot verify is refused, named.
 
 use chrono::{DateTime, Utc};
 use diesel::{ExpressionMethods, OptionalExtension, QueryDsl};
@@ -75,6 +75,10 @@ pub async fn import_one(conn: &mut Conn, ctx: &Ctx<'_>, r: &LegacyBackupCode) ->
     Ok(ImportResult::new(&r.legacy_id, Outcome::Updated, Some(e.id), Some("used at Raptor".into())))
 }
 
+/// A code never imported before. The newest set wins, as at both Raptor and Queue (Raptor deletes
+/// the unused codes of the older set when it makes a new one, in one transaction, so one set
+/// shares one `created_at`): an unused code older than a code the user already has here was
+/// replaced and is `skipped`; an unused code newer than the user's unused codes here voids them.
 async fn create(
     conn: &mut Conn,
     ctx: &Ctx<'_>,
@@ -82,12 +86,41 @@ async fn create(
     user: &User,
     hash: &Hash,
 ) -> RecordResult<ImportResult> {
+    let unused = r.used_at.is_none();
+    if unused {
+        let newer: i64 = bc::table
+            .filter(bc::user_id.eq(user.id))
+            .filter(bc::created_at.gt(r.created_at))
+            .count()
+            .get_result(conn)
+            .await?;
+        if newer > 0 {
+            let why = "a newer set of backup codes replaced it".to_string();
+            return Ok(ImportResult::new(&r.legacy_id, Outcome::Skipped, None, Some(why)));
+        }
+    }
+    let voided = if unused {
+        prepared(
+            diesel::update(
+                bc::table
+                    .filter(bc::user_id.eq(user.id))
+                    .filter(bc::created_at.lt(r.created_at))
+                    .filter(bc::used_at.is_null())
+                    .filter(bc::voided_at.is_null()),
+            )
+            .set(bc::voided_at.eq(ctx.now)),
+        )
+        .execute(conn)
+        .await?
+    } else {
+        0
+    };
     let id = Uuid::new_v4();
     prepared(diesel::insert_into(bc::table).values((
         bc::id.eq(id),
         bc::user_id.eq(user.id),
-        // Raptor's codes of a user form one set at Queue, named by the user: a set generated
-        // at Queue voids them like any older set.
+        // Raptor's codes of a user are one set at Queue, named by the user (sets are told apart
+        // by `created_at` above); a set generated at Queue voids them like any older set.
         bc::set_id.eq(user.id),
         bc::legacy_hash.eq(&r.werkzeug_hash),
         bc::created_at.eq(r.created_at),
@@ -96,10 +129,11 @@ async fn create(
     )))
     .execute(conn)
     .await?;
-    let payload =
-        serde_json::json!({"method": hash.method_name(), "used": r.used_at.is_some(), "created_at": r.created_at});
+    let payload = serde_json::json!({"method": hash.method_name(), "used": !unused, "created_at": r.created_at,
+        "voided_older": voided});
     record(conn, ctx, r, user, id, "auth.legacy.backup_codes.imported", payload).await?;
-    Ok(ImportResult::new(&r.legacy_id, Outcome::Created, Some(id), None))
+    let reason = (voided > 0).then(|| format!("voided {voided} older unused code(s) of this user"));
+    Ok(ImportResult::new(&r.legacy_id, Outcome::Created, Some(id), reason))
 }
 
 /// The audit event of an imported or updated code: ids, the method and times, never the hash.
