@@ -79,8 +79,9 @@ pub async fn sessions(
 }
 
 /// Import Raptor's backup codes with their werkzeug hashes (redeemable once at
-/// `/api/v1/auth/backup-codes/redeem`; used ones stay used): `created`, `updated` (used at
-/// Raptor since), `unchanged`, `refused` (an unsupported hash method, named).
+/// `/api/v1/auth/backup-codes/redeem`; used ones stay used; the newest set wins): `created`,
+/// `updated` (used at Raptor since), `unchanged`, `skipped` (unused, and older than a code the
+/// user has here), `refused` (an unsupported hash method, named).
 #[utoipa::path(post, path = "/internal/v1/import/backup-codes", tag = "import", operation_id = "import_backup_codes",
     security(("service_token" = ["users:import"])), request_body = ImportBatch<LegacyBackupCode>,
     responses((status = 200, body = ImportResults, description = "One result per record, in order")))]
