@@ -149,6 +149,13 @@ async fn the_lookup_by_legacy_id_is_for_services_with_the_scope() {
     assert_eq!(s, 403, "the scope is users:read");
     let (s, _) = auth.get("/internal/v1/users?legacy_id=42", &auth.app.token("rbac", &["users:read"])).await;
     assert_eq!(s, 403, "an issuer that is no provisioner, validator or importer");
+    // One path, two methods, each with its own policy; any other method is 405 naming both.
+    let r = auth.app.client.put(auth.app.url("/internal/v1/users")).send().await.expect("request");
+    assert_eq!(r.status(), 405);
+    let allow = r.headers().get("allow").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    let r = auth.app.client.get(auth.app.url("/internal/v1/import/users")).send().await.expect("request");
+    assert_eq!(r.status(), 405);
 }
 
 #[tokio::test]
