@@ -127,6 +127,16 @@ async fn users_come_in_once_by_legacy_id_with_every_outcome() {
     assert_eq!((ada["email"].as_str(), ada["status"].as_str()), (Some("ada.admin@acme.test"), Some("disabled")));
     assert_eq!(ada["email_verified_at"], "2025-03-01T09:00:00Z");
     assert_eq!(count(&auth, "auth.legacy.users.updated").await, 2);
+
+    // An address another user of the tenant holds: the database refuses the row, that record is
+    // refused (its savepoint rolled back), and the records after it still come in.
+    let taken = user("1", "vera@acme.test", false);
+    let r3 = import(&auth, USERS, json!([taken, user("8", "eve@acme.test", true)]), false).await;
+    assert_eq!(outcomes(&r3), ["refused", "created"], "{r3:?}");
+    assert!(reason(&r3[0]).contains("conflicts"), "{:?}", r3[0]);
+    let (_, ada) = auth.get("/internal/v1/users?legacy_id=1", &op).await;
+    assert_eq!(ada["email"], "ada.admin@acme.test");
+    assert_eq!(count(&auth, "auth.legacy.users.updated").await, 2);
 }
 
 #[tokio::test]
