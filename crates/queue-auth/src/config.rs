@@ -45,6 +45,9 @@ pub struct GeneralConfig {
     pub provisioners: Vec<String>,
     /// Issuers allowed to validate sessions (`POST /internal/v1/sessions/validate`).
     pub validators: Vec<String>,
+    /// Issuers allowed to import Raptor's data (`POST /internal/v1/import/{users,sessions,
+    /// backup-codes}`, scope `users:import`): `queuectl legacy import` signs as `operator`.
+    pub importers: Vec<String>,
     /// Proxies (CIDRs or addresses; the queue-proxy's, any load balancer's) whose
     /// `X-Forwarded-For` is believed: the client is the right-most address in it that is not one
     /// of them (`queue_platform::net`). From any other peer the header is ignored and the TCP
@@ -59,6 +62,7 @@ impl Default for GeneralConfig {
             pepper_file: "var/keys/auth-pepper.key".into(),
             provisioners: vec!["raptor".into()],
             validators: vec!["proxy".into(), "rbac".into(), "audit".into(), "raptor".into()],
+            importers: vec!["operator".into()],
             trusted_proxies: TrustedNetworks::none(),
         }
     }

@@ -47,6 +47,10 @@ User routes take a session token (cookie `queue_session` or `Authorization: Bear
     paths(
         handlers::users::provision,
         handlers::import_passkeys::import,
+        handlers::import::find_by_legacy_id,
+        handlers::import::users,
+        handlers::import::sessions,
+        handlers::import::backup_codes,
         handlers::sessions::validate,
         handlers::sessions::whoami,
         handlers::sessions::logout,

@@ -6,24 +6,27 @@ use queue_platform::ServicePolicy;
 use queue_platform::service_auth::ReadOnlyRoute;
 
 use crate::config::GeneralConfig;
-use crate::handlers::{backup_codes, email, import_passkeys, sessions, users, webauthn};
-
-/// Who may import Raptor's data (issue 19). The `users` slice makes this `auth.importers` in the
-/// configuration (default `["operator"]`); until it lands, the default, fixed.
-const IMPORTERS: [&str; 1] = ["operator"];
-
-/// The most bytes one import batch may carry: 1000 passkeys are ~500 KiB of JSON, more than the
-/// server's default body limit.
-const IMPORT_MAX_BODY: usize = 4 * 1024 * 1024;
+use crate::handlers::{backup_codes, email, import, import_passkeys, sessions, users, webauthn};
 
 pub fn configure(general: GeneralConfig) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
     move |cfg| {
         let provisioners: Vec<&str> = general.provisioners.iter().map(String::as_str).collect();
         let validators: Vec<&str> = general.validators.iter().map(String::as_str).collect();
+        let importers: Vec<&str> = general.importers.iter().map(String::as_str).collect();
+        // Issue 19: a user by Raptor's customer id, for whoever may provision, validate or import.
+        let readers: Vec<&str> = provisioners.iter().chain(&validators).chain(&importers).copied().collect::<Vec<_>>();
+        // Two resources on one path, one per method, each with its own policy.
         cfg.service(
             web::resource("/internal/v1/users")
+                .guard(guard::Post())
                 .app_data(ServicePolicy::issuers(&provisioners).scope("users:write").data())
                 .post(users::provision),
+        )
+        .service(
+            web::resource("/internal/v1/users")
+                .guard(guard::Get())
+                .app_data(ServicePolicy::issuers(&readers).scope("users:read").data())
+                .get(import::find_by_legacy_id),
         )
         .service(
             web::resource("/internal/v1/sessions/validate")
@@ -32,15 +35,21 @@ pub fn configure(general: GeneralConfig) -> impl Fn(&mut web::ServiceConfig) + C
                 .app_data(ReadOnlyRoute)
                 .post(sessions::validate),
         )
+        // Issue 19, item 1: Raptor's users, sessions and backup codes coming in (`queuectl legacy
+        // import`), batches of up to 1,000 records (a larger body limit than the rest).
         .service(
-            web::resource("/internal/v1/import/passkeys")
-                .app_data(ServicePolicy::issuers(&IMPORTERS).scope("users:import").data())
+            web::scope("/internal/v1/import")
+                .app_data(ServicePolicy::issuers(&importers).scope("users:import").data())
                 .app_data(
                     web::JsonConfig::default()
-                        .limit(IMPORT_MAX_BODY)
+                        .limit(import::MAX_BODY_BYTES)
                         .error_handler(queue_platform::error::json_error_handler),
                 )
-                .post(import_passkeys::import),
+                .app_data(web::PayloadConfig::new(import::MAX_BODY_BYTES))
+                .service(web::resource("/users").route(web::post().to(import::users)))
+                .service(web::resource("/sessions").route(web::post().to(import::sessions)))
+                .service(web::resource("/backup-codes").route(web::post().to(import::backup_codes)))
+                .service(web::resource("/passkeys").route(web::post().to(import_passkeys::import))),
         )
         .route("/api/v1/auth/email/verification", web::post().to(email::send))
         .route("/api/v1/auth/email/verification/confirm", web::post().to(email::confirm))

@@ -1,18 +1,18 @@
-//! The shape every internal import endpoint shares (issue 19, BRIEF-19 "Every endpoint"): a batch
-//! of 1 to 1000 records in, one result per record out, in order. A record that cannot be imported
-//! is `refused` with a reason and does not fail the batch.
+//! The envelope every import endpoint shares (issue 19, `POST /internal/v1/import/<kind>`): a
+//! batch of 1 to [`MAX_RECORDS`] records and a dry-run switch in, one [`ImportResult`] per record
+//! out, in order. What a record is depends on the kind (`domain::legacy`).
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The most records one batch carries.
+/// The most records one batch may carry.
 pub const MAX_RECORDS: usize = 1000;
 
 /// `{"records": [...], "dry_run": false}`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportBatch<T> {
-    /// 1 to 1000 records, each imported (or refused) on its own.
+    /// 1 to 1000 records, answered in order.
     #[schema(min_items = 1, max_items = 1000)]
     pub records: Vec<T>,
     /// Compute the same outcomes and write nothing.
@@ -21,40 +21,43 @@ pub struct ImportBatch<T> {
 }
 
 impl<T> ImportBatch<T> {
-    /// 1..=1000 records, else the usual 422.
-    pub fn check(&self) -> Result<(), queue_platform::ApiError> {
-        if self.records.is_empty() || self.records.len() > MAX_RECORDS {
-            return Err(queue_platform::ApiError::invalid(
-                "records",
-                format!("a batch has 1 to {MAX_RECORDS} records, not {}", self.records.len()),
-            ));
+    /// 422 unless the batch holds 1 to [`MAX_RECORDS`] records.
+    pub fn check_size(&self) -> Result<(), queue_platform::ApiError> {
+        if (1..=MAX_RECORDS).contains(&self.records.len()) {
+            Ok(())
+        } else {
+            Err(queue_platform::ApiError::invalid("records", format!("send 1 to {MAX_RECORDS} records per batch")))
         }
-        Ok(())
     }
 }
 
-/// What became of one record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+/// What happened to one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
+    /// New at Queue.
     Created,
+    /// Imported before (or linked now); what changed is in `reason`.
     Updated,
+    /// Imported before, nothing changed: nothing written, no audit event.
     Unchanged,
+    /// Not brought, by rule (an expired or revoked session never imported before): `reason`.
     Skipped,
+    /// Cannot be brought as it is: `reason` says why. The rest of the batch goes on.
     Refused,
 }
 
-/// One result per record, in the batch's order.
+/// One record's answer.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"legacy_id": "42", "outcome": "created", "id": "9c4e2f1a-6b3d-4a8e-b7c5-1d2e3f4a5b6c"}))]
+#[schema(example = json!({"legacy_id": "42", "outcome": "updated", "id": "0e9a1c52-8f6e-4b39-a3a4-5f0f3c1d2b7e", "reason": "changed: status"}))]
 pub struct ImportResult {
-    /// The record's id at Raptor, as sent.
+    /// The record's `legacy_id`, as sent.
     pub legacy_id: String,
     pub outcome: Outcome,
     /// The Queue id of the record, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<Uuid>,
-    /// Why: for `skipped` and `refused`, and what changed for `updated`.
+    /// Why, for `skipped`, `refused` and `updated`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -69,7 +72,7 @@ impl ImportResult {
     }
 }
 
-/// `{"results": [...]}`.
+/// `{"results": [...]}`, one per record, in order.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ImportResults {
     pub results: Vec<ImportResult>,

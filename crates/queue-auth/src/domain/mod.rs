@@ -9,6 +9,7 @@ pub mod email;
 pub mod fields;
 pub mod import_batch;
 pub mod legacy_passkeys;
+pub mod legacy;
 pub mod limits;
 pub mod mailer;
 pub mod notify;

@@ -36,7 +36,7 @@ pub fn check_tenant(t: &str) -> std::result::Result<(), ApiError> {
 
 #[derive(Debug, Clone, diesel::Queryable, diesel::Selectable, Serialize, utoipa::ToSchema)]
 #[diesel(table_name = users)]
-#[schema(example = json!({"id": "0e9a1c52-8f6e-4b39-a3a4-5f0f3c1d2b7e", "tenant_id": "acme", "email": "ada@example.com", "email_verified_at": "2026-12-07T14:58:12Z", "display_name": "Ada Lovelace", "status": "active", "created_at": "2026-12-07T14:58:12Z", "updated_at": "2026-12-07T14:58:12Z"}))]
+#[schema(example = json!({"id": "0e9a1c52-8f6e-4b39-a3a4-5f0f3c1d2b7e", "tenant_id": "acme", "email": "ada@example.com", "email_verified_at": "2026-12-07T14:58:12Z", "display_name": "Ada Lovelace", "status": "active", "created_at": "2026-12-07T14:58:12Z", "updated_at": "2026-12-07T14:58:12Z", "legacy_id": null}))]
 pub struct User {
     pub id: Uuid,
     pub tenant_id: String,
@@ -47,6 +47,8 @@ pub struct User {
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Raptor's customer id, for a user imported from Raptor (issue 19); else null.
+    pub legacy_id: Option<String>,
 }
 
 pub struct NewUser<'a> {

@@ -25,7 +25,7 @@ pub async fn import(
     req: HttpRequest,
     body: web::Json<super::Object<ImportBatch<LegacyPasskey>>>,
 ) -> Result<HttpResponse, ApiError> {
-    body.check()?;
+    body.check_size()?;
     let now = state.now();
     let info = info(&req);
     let mut conn = state.conn().await?;

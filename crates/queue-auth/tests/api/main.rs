@@ -7,6 +7,7 @@ mod backup_codes;
 mod client_ip;
 mod email;
 mod import_passkeys;
+mod import;
 mod limits;
 mod pages;
 mod passkeys;
