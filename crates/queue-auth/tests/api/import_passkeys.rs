@@ -426,7 +426,7 @@ impl RaptorAuthenticator {
         let python = repo.join("var/venv-raptor/bin/python");
         assert!(python.exists(), "{} is missing: run scripts/install-test-deps.sh", python.display());
         let mut child = std::process::Command::new(python)
-            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/raptor_passkey.py"))
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../legacy/raptor/tests/raptor_passkey.py"))
             .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())

@@ -28,7 +28,7 @@ use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, 
 pub const ORIGIN: &str = "http://localhost:8080";
 
 /// The binaries the tests run.
-const BINARIES: [&str; 5] = ["queue-audit", "queue-rbac", "queue-auth", "queue-proxy", "legacy-standin"];
+const BINARIES: [&str; 6] = ["queue-audit", "queue-rbac", "queue-auth", "queue-proxy", "legacy-standin", "queuectl"];
 
 fn bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("QUEUE_E2E_BIN_DIR")
@@ -58,7 +58,7 @@ pub fn bin(name: &str) -> String {
     static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     let dir = bin_dir();
     let checked = CHECKED.get_or_init(|| {
-        let build = "cargo build --bins -p queue-audit -p queue-rbac -p queue-auth -p queue-proxy";
+        let build = "cargo build --bins -p queue-audit -p queue-rbac -p queue-auth -p queue-proxy -p queuectl";
         for b in BINARIES {
             let p = dir.join(b);
             let built = std::fs::metadata(&p)
@@ -186,7 +186,7 @@ pub struct Stack {
     /// The proxy as a browser reaches it, `http://localhost:<port>` (a WebAuthn origin of auth:
     /// the relying party is `localhost`, so the browser must not use 127.0.0.1).
     pub browser_origin: String,
-    _db: TestDb,
+    db: TestDb,
     _dir: tempfile::TempDir,
 }
 
@@ -436,7 +436,7 @@ pinned = "queue"
             client: reqwest::Client::new(),
             mail_dir,
             browser_origin,
-            _db: db,
+            db,
             _dir: dir,
         }
     }
@@ -459,6 +459,11 @@ pinned = "queue"
     /// The real Raptor of a stack started with `Options::raptor`.
     pub fn raptor(&self) -> &Raptor {
         self.raptor.as_ref().expect("a stack started with Options { raptor: Some(..), .. }")
+    }
+
+    /// Queue's database (every service's schema).
+    pub fn db(&self) -> &TestDb {
+        &self.db
     }
 
     /// Raptor's token for rbac: grants, checks, reads.

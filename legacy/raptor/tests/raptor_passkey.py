@@ -1,15 +1,17 @@
-"""A passkey as Raptor registers it, for queue-auth's import test (tests/api/import_passkeys.rs).
+"""A software passkey for the Rust tests that meet Raptor: Raptor's own authenticator
+(``authenticator.py``, which keeps a resident key and its user handle) from the command line, its
+state (key, credential id, counter, user handle, origin) in a JSON file between calls.
 
-Raptor's own software authenticator (legacy/raptor/tests/authenticator.py) registers against
-py_webauthn the way raptor/passkeys.py does; the record printed is what `queuectl legacy import`
-sends for that `webauthn_credentials` row. The authenticator's state (its key, credential id,
-counter, user handle) is kept in a JSON file between calls, so later calls answer Queue's login
-challenges with the same passkey.
+  raptor_passkey.py register STATE LEGACY_ID USER_LEGACY_ID   registers against py_webauthn the way
+      raptor/passkeys.py does and prints the record `queuectl legacy import` sends for that
+      ``webauthn_credentials`` row (queue-auth's tests/api/import_passkeys.rs)
+  raptor_passkey.py create STATE ORIGIN < OPTIONS   navigator.credentials.create() over Raptor's
+      options (WebAuthn's JSON) at ORIGIN; prints the credential to post back
+      (queue-e2e's tests/e2e/legacy_import.rs)
+  raptor_passkey.py get STATE [USER_HANDLE_B64URL] < OPTIONS   an assertion over a server's
+      options (``{"publicKey": ...}`` as webauthn-rs writes them, or WebAuthn's JSON)
 
-  raptor_passkey.py register STATE LEGACY_ID USER_LEGACY_ID   prints the record
-  raptor_passkey.py get STATE [USER_HANDLE_B64URL] < OPTIONS  prints the assertion for Queue
-
-Run with var/venv-raptor/bin/python (py_webauthn, cbor2, cryptography).
+Run with var/venv-raptor/bin/python (py_webauthn, cbor2, cryptography), not collected by pytest.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from webauthn import generate_registration_options, options_to_json, verify_registration_response
 from webauthn.helpers.structs import AuthenticatorSelectionCriteria, ResidentKeyRequirement, UserVerificationRequirement
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "legacy" / "raptor" / "tests"))
-from authenticator import SoftAuthenticator, b64u, unb64u
+# Run as a file: legacy/raptor on the path, so the tests package imports as pytest sees it.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.authenticator import SoftAuthenticator, b64u, unb64u
 
 RP_ID = "localhost"
 ORIGIN = "http://localhost:8080"
@@ -42,13 +45,14 @@ def save(path: Path, a: SoftAuthenticator) -> None:
         "sign_count": a.sign_count,
         "user_handle": b64u(a.user_handle or b""),
         "backed_up": a.backed_up,
+        "origin": a.origin,
     }
     path.write_text(json.dumps(state))
 
 
 def load(path: Path) -> SoftAuthenticator:
     state = json.loads(path.read_text())
-    a = SoftAuthenticator(RP_ID, ORIGIN, backed_up=state["backed_up"])
+    a = SoftAuthenticator(RP_ID, state.get("origin", ORIGIN), backed_up=state["backed_up"])
     key = serialization.load_pem_private_key(state["key"].encode(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     a.key = key
@@ -95,11 +99,19 @@ def register(path: Path, legacy_id: str, user_legacy_id: str) -> dict[str, Any]:
     }
 
 
+def create(path: Path, origin: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A new resident passkey over ``options`` (py_webauthn's JSON, as Raptor's page gets it)."""
+    a = SoftAuthenticator(RP_ID, origin, backed_up=True)
+    credential: dict[str, Any] = a.create(options)
+    save(path, a)
+    return credential
+
+
 def get(path: Path, options: dict[str, Any], user_handle: str | None) -> dict[str, Any]:
-    """An assertion over Queue's options (webauthn-rs's `{"publicKey": ...}`); the counter goes up."""
+    """An assertion over a server's options; the counter goes up."""
     a = load(path)
     handle = unb64u(user_handle) if user_handle else None
-    assertion = a.get(options["publicKey"], user_handle=handle)
+    assertion: dict[str, Any] = a.get(options.get("publicKey", options), user_handle=handle)
     save(path, a)
     return assertion
 
@@ -108,6 +120,8 @@ def main(argv: list[str]) -> None:
     command, path = argv[1], Path(argv[2])
     if command == "register":
         print(json.dumps(register(path, argv[3], argv[4])))
+    elif command == "create":
+        print(json.dumps(create(path, argv[3], json.load(sys.stdin))))
     elif command == "get":
         print(json.dumps(get(path, json.load(sys.stdin), argv[3] if len(argv) > 3 else None)))
     else:
