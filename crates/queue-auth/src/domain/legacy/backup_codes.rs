@@ -13,10 +13,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::super::Conn;
-use super::super::audit::{self, Event};
 use super::super::import_batch::{ImportResult, Outcome};
 use super::super::users::User;
-use super::common::{Ctx, RecordResult, check_legacy_id, owner, refuse};
+use super::common::{Ctx, RecordResult, check_legacy_id, owner, record_event, refuse};
 use super::werkzeug::Hash;
 use crate::db::schema::auth::queue_backup_codes as bc;
 
@@ -71,7 +70,16 @@ pub async fn import_one(conn: &mut Conn, ctx: &Ctx<'_>, r: &LegacyBackupCode) ->
         .execute(conn)
         .await?;
     let payload = serde_json::json!({"changed": ["used_at"], "used_at": used_at});
-    record(conn, ctx, r, &user, e.id, "auth.legacy.backup_codes.updated", payload).await?;
+    record_event(
+        conn,
+        ctx,
+        &r.legacy_id,
+        &user,
+        Party::new("backup_code", e.id.to_string()),
+        "auth.legacy.backup_codes.updated",
+        payload,
+    )
+    .await?;
     Ok(ImportResult::new(&r.legacy_id, Outcome::Updated, Some(e.id), Some("used at Raptor".into())))
 }
 
@@ -131,32 +139,16 @@ async fn create(
     .await?;
     let payload = serde_json::json!({"method": hash.method_name(), "used": !unused, "created_at": r.created_at,
         "voided_older": voided});
-    record(conn, ctx, r, user, id, "auth.legacy.backup_codes.imported", payload).await?;
+    record_event(
+        conn,
+        ctx,
+        &r.legacy_id,
+        user,
+        Party::new("backup_code", id.to_string()),
+        "auth.legacy.backup_codes.imported",
+        payload,
+    )
+    .await?;
     let reason = (voided > 0).then(|| format!("voided {voided} older unused code(s) of this user"));
     Ok(ImportResult::new(&r.legacy_id, Outcome::Created, Some(id), reason))
-}
-
-/// The audit event of an imported or updated code: ids, the method and times, never the hash.
-async fn record(
-    conn: &mut Conn,
-    ctx: &Ctx<'_>,
-    r: &LegacyBackupCode,
-    user: &User,
-    id: Uuid,
-    action: &'static str,
-    mut payload: serde_json::Value,
-) -> RecordResult<()> {
-    if let Some(p) = payload.as_object_mut() {
-        p.insert("legacy_id".into(), r.legacy_id.clone().into());
-        p.insert("user_id".into(), user.id.to_string().into());
-    }
-    let event = Event {
-        tenant_id: &user.tenant_id,
-        actor: ctx.actor.clone(),
-        action,
-        target: Party::new("backup_code", id.to_string()),
-        payload,
-    };
-    audit::record(conn, ctx.now, ctx.info, event).await?;
-    Ok(())
 }

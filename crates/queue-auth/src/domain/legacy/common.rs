@@ -8,6 +8,7 @@ use diesel_async::RunQueryDsl;
 use queue_audit_client::Party;
 use queue_platform::ApiError;
 
+use super::super::audit::{self, Event};
 use super::super::users::User;
 use super::super::{Conn, RequestInfo};
 use crate::config::SessionsConfig;
@@ -109,4 +110,25 @@ pub async fn owner(conn: &mut Conn, user_legacy_id: &str) -> RecordResult<User> 
 /// The names of the fields that differ, for `updated`'s reason.
 pub fn changed(fields: &[(&'static str, bool)]) -> Vec<&'static str> {
     fields.iter().filter(|(_, differs)| *differs).map(|(name, _)| *name).collect()
+}
+
+/// The audit event of a created or updated record of `user`'s: the record's legacy id and the
+/// user's id added to `payload` (ids and times only, never a token, hash or key), in the user's
+/// tenant, by the importer, about `target`.
+pub async fn record_event(
+    conn: &mut Conn,
+    ctx: &Ctx<'_>,
+    legacy_id: &str,
+    user: &User,
+    target: Party,
+    action: &'static str,
+    mut payload: serde_json::Value,
+) -> RecordResult<()> {
+    if let Some(p) = payload.as_object_mut() {
+        p.insert("legacy_id".into(), legacy_id.into());
+        p.insert("user_id".into(), user.id.to_string().into());
+    }
+    let event = Event { tenant_id: &user.tenant_id, actor: ctx.actor.clone(), action, target, payload };
+    audit::record(conn, ctx.now, ctx.info, event).await?;
+    Ok(())
 }

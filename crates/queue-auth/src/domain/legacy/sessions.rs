@@ -17,10 +17,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::super::Conn;
-use super::super::audit::{self, Event};
 use super::super::import_batch::{ImportResult, Outcome};
 use super::super::users::User;
-use super::common::{Ctx, RecordResult, check_legacy_id, owner, refuse};
+use super::common::{Ctx, RecordResult, check_legacy_id, owner, record_event, refuse};
 use crate::db::schema::auth::queue_sessions as qs;
 
 /// A row of Raptor's `customer_sessions`, its token hashed.
@@ -124,7 +123,16 @@ async fn create(
     .execute(conn)
     .await?;
     let payload = serde_json::json!({"absolute_expires_at": r.expires_at, "created_at": r.created_at});
-    record(conn, ctx, r, user, id, "auth.legacy.sessions.imported", payload).await?;
+    record_event(
+        conn,
+        ctx,
+        &r.legacy_id,
+        user,
+        Party::new("session", id.to_string()),
+        "auth.legacy.sessions.imported",
+        payload,
+    )
+    .await?;
     Ok(ImportResult::new(&r.legacy_id, Outcome::Created, Some(id), None))
 }
 
@@ -158,7 +166,16 @@ async fn update(
         .execute(conn)
         .await?;
         let payload = serde_json::json!({"changed": ["revoked_at"], "revoked_at": at});
-        record(conn, ctx, r, user, e.id, "auth.legacy.sessions.updated", payload).await?;
+        record_event(
+            conn,
+            ctx,
+            &r.legacy_id,
+            user,
+            Party::new("session", e.id.to_string()),
+            "auth.legacy.sessions.updated",
+            payload,
+        )
+        .await?;
         return Ok(ImportResult::new(&r.legacy_id, Outcome::Updated, Some(e.id), Some("revoked at Raptor".into())));
     }
     let absolute = e.absolute_expires_at.min(r.expires_at);
@@ -180,32 +197,16 @@ async fn update(
     let diff: Vec<&str> =
         [("last_seen_at", slid), ("expires_at", shortened)].into_iter().filter_map(|(f, c)| c.then_some(f)).collect();
     let payload = serde_json::json!({"changed": diff, "absolute_expires_at": absolute, "last_seen_at": last_seen});
-    record(conn, ctx, r, user, e.id, "auth.legacy.sessions.updated", payload).await?;
+    record_event(
+        conn,
+        ctx,
+        &r.legacy_id,
+        user,
+        Party::new("session", e.id.to_string()),
+        "auth.legacy.sessions.updated",
+        payload,
+    )
+    .await?;
     let reason = format!("changed at Raptor: {}", diff.join(", "));
     Ok(ImportResult::new(&r.legacy_id, Outcome::Updated, Some(e.id), Some(reason)))
-}
-
-/// The audit event of an imported or updated session: ids and times, never the token's hash.
-async fn record(
-    conn: &mut Conn,
-    ctx: &Ctx<'_>,
-    r: &LegacySession,
-    user: &User,
-    id: Uuid,
-    action: &'static str,
-    mut payload: serde_json::Value,
-) -> RecordResult<()> {
-    if let Some(p) = payload.as_object_mut() {
-        p.insert("legacy_id".into(), r.legacy_id.clone().into());
-        p.insert("user_id".into(), user.id.to_string().into());
-    }
-    let event = Event {
-        tenant_id: &user.tenant_id,
-        actor: ctx.actor.clone(),
-        action,
-        target: Party::new("session", id.to_string()),
-        payload,
-    };
-    audit::record(conn, ctx.now, ctx.info, event).await?;
-    Ok(())
 }
