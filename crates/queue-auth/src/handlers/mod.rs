@@ -1,7 +1,7 @@
 pub mod backup_codes;
 pub mod email;
-pub mod import_passkeys;
 pub mod import;
+pub mod import_passkeys;
 pub mod sessions;
 pub mod users;
 pub mod webauthn;
