@@ -597,6 +597,7 @@ async fn batches_hold_at_most_1000_records_with_progress_on_stderr() {
         assert!(err.contains(&format!("backup-codes: batch {n} of 3")), "{err}");
     }
     assert!(err.contains("(2502 of 2502 rows)"), "{err}");
+    assert_eq!(queue.stored("backup-codes").await, 2502, "auth kept every one");
     assert!(!err.contains("users: batch"), "one batch, no progress: {err}");
     queue.stop().await;
 }
@@ -646,6 +647,8 @@ async fn errors_name_what_failed_and_exit_2() {
     let expected =
         format!("auth answered 403 Forbidden at POST {}/internal/v1/import/users: forbidden: ", queue.auth.url);
     assert!(err.contains(&expected) && err.contains("raptor"), "{err}");
+    let refused = queue.received().pop().expect("the request reached the tap");
+    assert_eq!((refused.status, &refused.claims["iss"]), (403, &json!("raptor")), "auth itself refused it");
     assert_eq!(queue.stored("users").await, 0, "the refused caller wrote nothing");
     assert!(out.contains("(stopped)") && out.contains("stopped: auth answered 403"), "{out}");
 
@@ -735,10 +738,8 @@ async fn the_real_raptors_own_data_imports_with_nothing_refused() {
     let received = queue.received();
     let ada = records(&received, "users").into_iter().find(|u| u["email"] == "admin@acme.test").expect("Ada");
     assert_eq!(ada["tenant_id"], "5a3c0e1e-0000-4000-8000-00000000a0c1");
-    let vera_id = {
-        let vera = records(&received, "users").into_iter().find(|u| u["email"] == "viewer@acme.test").expect("Vera");
-        queue.auth.id_of("users", vera["legacy_id"].as_str().expect("legacy id"))
-    };
+    let vera = records(&received, "users").into_iter().find(|u| u["email"] == "viewer@acme.test").expect("Vera");
+    let vera_id = queue.auth.id_of("users", vera["legacy_id"].as_str().expect("legacy id"));
     let ticket_grant =
         records(&received, "grants").into_iter().find(|g| g["scope"]["type"] == "ticket").expect("grant");
     assert_eq!(
@@ -748,5 +749,17 @@ async fn the_real_raptors_own_data_imports_with_nothing_refused() {
     let auditor = records(&received, "roles").into_iter().find(|r| r["name"] == "auditor").expect("auditor");
     assert_eq!(auditor["tenant_id"], Value::Null);
     assert!(auditor["permissions"].as_array().is_some_and(|p| !p.is_empty()), "{auditor}");
+    let (status, user) = queue.auth_user(vera["legacy_id"].as_str().expect("legacy id")).await;
+    assert_eq!((status, &user["id"], &user["email"]), (200, &json!(vera_id), &json!("viewer@acme.test")), "{user}");
+    assert_eq!(queue.stored("grants").await, 3);
+
+    // Again: the real services find nothing new.
+    let (code, out, err) = queue.import(&db.url, &["--json"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: Value = serde_json::from_str(&out).expect("a JSON report");
+    for (kind, [rows, created, updated, unchanged, _, refused]) in counts(&report) {
+        assert_eq!((created, updated, refused), (0, 0, 0), "{kind}: {report}");
+        assert!(unchanged > 0 || rows == 0, "{kind}: {report}");
+    }
     queue.stop().await;
 }
