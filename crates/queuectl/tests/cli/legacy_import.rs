@@ -174,6 +174,32 @@ impl Queue {
         (status.as_u16(), body)
     }
 
+    /// Audit events of the operator's imports per kind (users, sessions, backup codes,
+    /// passkeys, roles, grants): auth's in its outbox, rbac's in the audit log.
+    async fn audit_events(&self) -> [i64; 6] {
+        let s = &self.services;
+        let auth = |kind: &str| {
+            format!(
+                "SELECT count(*) FROM auth.audit_outbox WHERE event->>'action' LIKE 'auth.legacy.{kind}.%' \
+                 AND event->'actor'->>'id' = 'operator'"
+            )
+        };
+        let rbac = |kind: &str| {
+            format!(
+                "SELECT count(*) FROM audit.customer_audit_events WHERE action LIKE 'rbac.legacy.{kind}.%' \
+                 AND actor_type = 'service' AND actor_id = 'operator'"
+            )
+        };
+        [
+            s.count(&s.auth, &auth("users")).await,
+            s.count(&s.auth, &auth("sessions")).await,
+            s.count(&s.auth, &auth("backup_codes")).await,
+            s.count(&s.auth, &auth("passkeys")).await,
+            s.count(&s.audit, &rbac("role")).await,
+            s.count(&s.audit, &rbac("grant")).await,
+        ]
+    }
+
     async fn stop(&self) {
         self.auth.stop().await;
         self.rbac.stop().await;
@@ -401,6 +427,10 @@ async fn every_kind_reaches_its_endpoint_converted_and_a_second_run_changes_noth
         live.expires.to_rfc3339()
     );
     assert_eq!(queue.services.count(&queue.services.auth, &session).await, 1);
+    // One audit event per created record, by the operator: auth's in its outbox, rbac's in the
+    // audit log (written before the row).
+    let events = queue.audit_events().await;
+    assert_eq!(events, [3, 1, 2, 2, 2, 4], "users, sessions, backup codes, passkeys, roles, grants");
 
     // Again, with nothing new at Raptor: everything unchanged, as JSON.
     queue.forget_received();
@@ -413,6 +443,7 @@ async fn every_kind_reaches_its_endpoint_converted_and_a_second_run_changes_noth
     assert_eq!((&report["complete"], &report["refused"], &report["dry_run"]), (&json!(true), &json!(0), &json!(false)));
     assert!(report["source"].as_str().is_some_and(|s| s.contains(&reader) && !s.contains("s3cret")), "{report}");
     assert_eq!(records(&queue.received(), "grants"), records(&first, "grants"), "the same grants, the same Queue ids");
+    assert_eq!(queue.audit_events().await, events, "nothing changed, no audit event");
 
     // A revocation at Raptor since: the next run sends the changed record, reported `updated`.
     db.conn()
