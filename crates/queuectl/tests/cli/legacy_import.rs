@@ -200,6 +200,15 @@ impl Queue {
         ]
     }
 
+    /// Auth's answer for a session cookie (`POST /internal/v1/sessions/validate`, as the proxy).
+    async fn validate(&self, cookie: &str) -> Value {
+        let token = self.keys.token("proxy", "auth", &["sessions:validate"]);
+        let body = json!({ "token": cookie });
+        let (status, v) = self.services.auth.post_json_as("/internal/v1/sessions/validate", &token, &body).await;
+        assert_eq!(status.as_u16(), 200, "{v}");
+        v
+    }
+
     async fn stop(&self) {
         self.auth.stop().await;
         self.rbac.stop().await;
@@ -427,6 +436,11 @@ async fn every_kind_reaches_its_endpoint_converted_and_a_second_run_changes_noth
         live.expires.to_rfc3339()
     );
     assert_eq!(queue.services.count(&queue.services.auth, &session).await, 1);
+    // The browser's `raptor_session` cookie as it is: auth validates it, as the proxy asks.
+    let v = queue.validate(TOKEN).await;
+    assert_eq!((&v["valid"], &v["user_id"], &v["tenant_id"]), (&json!(true), &json!(ada), &json!(TENANT_A)), "{v}");
+    assert_eq!(v["absolute_expires_at"], json!(live.expires), "never later than Raptor's");
+    assert_eq!(queue.validate("AnotherRaptorTokenThatWasRevoked_0123456789").await["valid"], false);
     // One audit event per created record, by the operator: auth's in its outbox, rbac's in the
     // audit log (written before the row).
     let events = queue.audit_events().await;
@@ -463,6 +477,7 @@ async fn every_kind_reaches_its_endpoint_converted_and_a_second_run_changes_noth
     );
     let revoked = "SELECT count(*) FROM auth.queue_sessions WHERE legacy_id = '1' AND revoked_reason = 'legacy'";
     assert_eq!(queue.services.count(&queue.services.auth, revoked).await, 1);
+    assert_eq!(queue.validate(TOKEN).await["valid"], false, "revoked at Raptor, so at Queue");
     queue.stop().await;
 }
 
