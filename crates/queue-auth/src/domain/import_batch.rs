@@ -70,6 +70,15 @@ impl ImportResult {
     pub fn refused(legacy_id: &str, reason: impl Into<String>) -> Self {
         Self::new(legacy_id, Outcome::Refused, None, Some(reason.into()))
     }
+
+    /// The answer of a dry run: what it would have created has no Queue id (it was rolled back,
+    /// and a real run gives another one), so the caller cannot mistake it for a record.
+    pub fn rolled_back(self) -> Self {
+        match self.outcome {
+            Outcome::Created => Self { id: None, ..self },
+            _ => self,
+        }
+    }
 }
 
 /// `{"results": [...]}`, one per record, in order.

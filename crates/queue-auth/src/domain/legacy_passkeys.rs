@@ -246,7 +246,9 @@ pub async fn import(
         .await;
     match outcome {
         Ok(()) => Ok(results),
-        Err(super::Error::Db(diesel::result::Error::RollbackTransaction)) if dry_run => Ok(results),
+        Err(super::Error::Db(diesel::result::Error::RollbackTransaction)) if dry_run => {
+            Ok(results.into_iter().map(ImportResult::rolled_back).collect())
+        }
         Err(e) => Err(e),
     }
 }

@@ -220,6 +220,7 @@ async fn a_dry_run_answers_the_real_outcomes_and_writes_nothing() {
     let batch = json!([user("1", "ada@acme.test", true), user("2", "bad", true), user("3", "ADA@acme.test", true)]);
     let dry = import(&auth, USERS, batch.clone(), true).await;
     assert_eq!(outcomes(&dry), ["created", "refused", "refused"], "{dry:?}");
+    assert!(dry[0].get("id").is_none(), "a user a dry run would create has no Queue id yet: {dry:?}");
     assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.users").await, 0);
     assert_eq!(outbox(&auth).await, 0);
     let real = import(&auth, USERS, batch.clone(), false).await;

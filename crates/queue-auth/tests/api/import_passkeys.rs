@@ -184,6 +184,7 @@ async fn the_same_batch_again_is_unchanged_a_change_at_raptor_an_update_and_a_dr
     // A dry run: the outcome a real run gives, nothing written.
     let dry = import(&auth, json!([record]), true).await;
     assert_eq!(dry[0]["outcome"], "created", "{dry:?}");
+    assert!(dry[0].get("id").is_none(), "nothing created, no Queue id: {dry:?}");
     assert_eq!(counts().await, (0, 0, 0));
 
     let first = import(&auth, json!([record]), false).await;

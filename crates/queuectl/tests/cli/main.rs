@@ -6,7 +6,7 @@ mod audit;
 mod config_reference;
 mod deploy_configs;
 mod legacy_import;
-mod legacy_standin;
+mod legacy_tap;
 mod module_cycles;
 mod proxy;
 mod tls;

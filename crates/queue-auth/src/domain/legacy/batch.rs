@@ -83,7 +83,8 @@ pub async fn import(
         })
         .await;
     match outcome {
-        Ok(results) | Err(Abort::DryRun(results)) => Ok(results),
+        Ok(results) => Ok(results),
+        Err(Abort::DryRun(results)) => Ok(results.into_iter().map(ImportResult::rolled_back).collect()),
         Err(Abort::Failed(e)) => Err(e),
     }
 }
