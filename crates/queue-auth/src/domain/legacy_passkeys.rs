@@ -374,7 +374,7 @@ async fn create(
         Event {
             tenant_id: &owner.tenant_id,
             actor: actor(importer),
-            action: "auth.legacy.passkeys.imported",
+            action: "auth.legacy.passkey.imported",
             target: Party::new("passkey", id.to_string()),
             payload: facts(r, c, owner.id),
         },
@@ -471,7 +471,7 @@ async fn update(
         Event {
             tenant_id: &owner.tenant_id,
             actor: actor(importer),
-            action: "auth.legacy.passkeys.updated",
+            action: "auth.legacy.passkey.updated",
             target: Party::new("passkey", e.id.to_string()),
             payload,
         },

@@ -46,7 +46,7 @@ async fn run(
 /// Import Raptor's customers as users, by legacy id: `created`, `updated` (what changed, or
 /// linked to the user of that (tenant, email) provisioned earlier), `unchanged`, or `refused`
 /// (why: a bad field, an address held by another customer's user, a tenant change). One audit
-/// event per created or updated user, `auth.legacy.users.imported` / `.updated`.
+/// event per created or updated user, `auth.legacy.user.imported` / `.updated`.
 #[utoipa::path(post, path = "/internal/v1/import/users", tag = "import", operation_id = "import_users",
     security(("service_token" = ["users:import"])), request_body = ImportBatch<LegacyUser>,
     responses((status = 200, body = ImportResults, description = "One result per record, in order")))]

@@ -98,8 +98,8 @@ async fn users_come_in_once_by_legacy_id_with_every_outcome() {
     );
 
     // One event per created or updated record, by the importer, with no secret in it.
-    assert_eq!(count(&auth, "auth.legacy.users.imported").await, 2);
-    assert_eq!(count(&auth, "auth.legacy.users.updated").await, 1);
+    assert_eq!(count(&auth, "auth.legacy.user.imported").await, 2);
+    assert_eq!(count(&auth, "auth.legacy.user.updated").await, 1);
     assert_eq!(outbox(&auth).await, before + 3);
     assert_eq!(
         auth.scalar("SELECT count(*) AS n FROM auth.audit_outbox WHERE event->>'action' LIKE 'auth.legacy.%' AND event->'actor' = '{\"type\": \"service\", \"id\": \"operator\"}'::jsonb AND event->'payload'->>'legacy_id' IS NOT NULL").await,
@@ -126,7 +126,7 @@ async fn users_come_in_once_by_legacy_id_with_every_outcome() {
     let (_, ada) = auth.get("/internal/v1/users?legacy_id=1", &op).await;
     assert_eq!((ada["email"].as_str(), ada["status"].as_str()), (Some("ada.admin@acme.test"), Some("disabled")));
     assert_eq!(ada["email_verified_at"], "2025-03-01T09:00:00Z");
-    assert_eq!(count(&auth, "auth.legacy.users.updated").await, 2);
+    assert_eq!(count(&auth, "auth.legacy.user.updated").await, 2);
 
     // An address another user of the tenant holds: the database refuses the row, that record is
     // refused (its savepoint rolled back), and the records after it still come in.
@@ -136,7 +136,7 @@ async fn users_come_in_once_by_legacy_id_with_every_outcome() {
     assert!(reason(&r3[0]).contains("conflicts"), "{:?}", r3[0]);
     let (_, ada) = auth.get("/internal/v1/users?legacy_id=1", &op).await;
     assert_eq!(ada["email"], "ada.admin@acme.test");
-    assert_eq!(count(&auth, "auth.legacy.users.updated").await, 2);
+    assert_eq!(count(&auth, "auth.legacy.user.updated").await, 2);
 }
 
 #[tokio::test]
@@ -211,7 +211,7 @@ async fn only_an_importer_with_the_scope_imports_and_batches_are_bounded() {
     let r = import(&auth, USERS, json!(full), false).await;
     assert!(r.iter().all(|x| x["outcome"] == "created"));
     assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.users").await, 1000);
-    assert_eq!(count(&auth, "auth.legacy.users.imported").await, 1000);
+    assert_eq!(count(&auth, "auth.legacy.user.imported").await, 1000);
 }
 
 #[tokio::test]
@@ -348,8 +348,8 @@ async fn a_raptor_session_signs_in_at_queue_with_its_own_token_until_revoked_at_
     assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.queue_sessions WHERE revoked_reason = 'legacy'").await, 1);
     let r = import(&auth, SESSIONS, json!([signed_out]), false).await;
     assert_eq!(outcomes(&r), ["unchanged"]);
-    assert_eq!(count(&auth, "auth.legacy.sessions.imported").await, 1);
-    assert_eq!(count(&auth, "auth.legacy.sessions.updated").await, 2);
+    assert_eq!(count(&auth, "auth.legacy.session.imported").await, 1);
+    assert_eq!(count(&auth, "auth.legacy.session.updated").await, 2);
 }
 
 // Made with Raptor's own werkzeug 3.1.9 (var/venv-raptor), as Raptor hashes a code:

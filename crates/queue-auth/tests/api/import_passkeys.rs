@@ -134,7 +134,7 @@ async fn an_imported_passkey_signs_in_by_email_and_usernameless_and_keeps_its_ha
     // One event, by the importer, about the new passkey; facts, no key.
     assert_eq!(
         auth.scalar(&format!(
-            "SELECT count(*) AS n FROM auth.audit_outbox WHERE event->>'action' = 'auth.legacy.passkeys.imported' \
+            "SELECT count(*) AS n FROM auth.audit_outbox WHERE event->>'action' = 'auth.legacy.passkey.imported' \
              AND event->'actor' = '{{\"type\": \"service\", \"id\": \"operator\"}}' \
              AND event->'target'->>'id' = '{id}' AND event->'payload'->>'legacy_id' = '31' \
              AND event->'payload'->>'algorithm' = 'ES256' AND NOT event->'payload' ? 'public_key' \
@@ -212,7 +212,7 @@ async fn the_same_batch_again_is_unchanged_a_change_at_raptor_an_update_and_a_dr
         (Some("updated"), Some("changed at Raptor: sign_count, name, last_used_at"), &id)
     );
     assert_eq!(auth.scalar("SELECT sign_count AS n FROM auth.passkeys WHERE name = 'Ada''s old laptop'").await, 5);
-    assert_eq!(events(&auth, "auth.legacy.passkeys.updated").await, 1);
+    assert_eq!(events(&auth, "auth.legacy.passkey.updated").await, 1);
     assert_eq!(auth.scalar("SELECT (passkey->'cred'->>'counter')::bigint AS n FROM auth.passkeys").await, 5);
 
     // The counter is kept: an authenticator whose counter is below Raptor's is refused as a
@@ -317,7 +317,7 @@ async fn what_cannot_work_at_queue_is_refused_with_the_reason_and_the_rest_impor
     }
     assert_eq!(got.len(), 10);
     assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.passkeys").await, 1);
-    assert_eq!(events(&auth, "auth.legacy.passkeys.imported").await, 1);
+    assert_eq!(events(&auth, "auth.legacy.passkey.imported").await, 1);
 }
 
 #[tokio::test]
@@ -410,7 +410,7 @@ async fn a_full_batch_of_1000_imports_in_one_request() {
     println!("1000 passkeys imported in {took:?}");
     let again = import(&auth, json!(records), false).await;
     assert!(again.iter().all(|r| r["outcome"] == "unchanged"));
-    assert_eq!(events(&auth, "auth.legacy.passkeys.imported").await, 1000);
+    assert_eq!(events(&auth, "auth.legacy.passkey.imported").await, 1000);
 }
 
 /// Raptor's own software authenticator and py_webauthn (`raptor_passkey.py`, in
@@ -507,5 +507,5 @@ async fn the_same_batch_sent_twice_at_once_imports_once() {
         assert_eq!(pair, ["created", "unchanged"], "{a:?} {b:?}");
     }
     assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.passkeys").await, 20);
-    assert_eq!(events(&auth, "auth.legacy.passkeys.imported").await, 20);
+    assert_eq!(events(&auth, "auth.legacy.passkey.imported").await, 20);
 }

@@ -191,10 +191,10 @@ impl Queue {
             )
         };
         [
-            s.count(&s.auth, &auth("users")).await,
-            s.count(&s.auth, &auth("sessions")).await,
-            s.count(&s.auth, &auth("backup_codes")).await,
-            s.count(&s.auth, &auth("passkeys")).await,
+            s.count(&s.auth, &auth("user")).await,
+            s.count(&s.auth, &auth("session")).await,
+            s.count(&s.auth, &auth("backup_code")).await,
+            s.count(&s.auth, &auth("passkey")).await,
             s.count(&s.audit, &rbac("role")).await,
             s.count(&s.audit, &rbac("grant")).await,
         ]

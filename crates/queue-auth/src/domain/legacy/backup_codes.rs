@@ -76,7 +76,7 @@ pub async fn import_one(conn: &mut Conn, ctx: &Ctx<'_>, r: &LegacyBackupCode) ->
         &r.legacy_id,
         &user,
         Party::new("backup_code", e.id.to_string()),
-        "auth.legacy.backup_codes.updated",
+        "auth.legacy.backup_code.updated",
         payload,
     )
     .await?;
@@ -145,7 +145,7 @@ async fn create(
         &r.legacy_id,
         user,
         Party::new("backup_code", id.to_string()),
-        "auth.legacy.backup_codes.imported",
+        "auth.legacy.backup_code.imported",
         payload,
     )
     .await?;

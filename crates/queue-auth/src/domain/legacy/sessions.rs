@@ -129,7 +129,7 @@ async fn create(
         &r.legacy_id,
         user,
         Party::new("session", id.to_string()),
-        "auth.legacy.sessions.imported",
+        "auth.legacy.session.imported",
         payload,
     )
     .await?;
@@ -172,7 +172,7 @@ async fn update(
             &r.legacy_id,
             user,
             Party::new("session", e.id.to_string()),
-            "auth.legacy.sessions.updated",
+            "auth.legacy.session.updated",
             payload,
         )
         .await?;
@@ -203,7 +203,7 @@ async fn update(
         &r.legacy_id,
         user,
         Party::new("session", e.id.to_string()),
-        "auth.legacy.sessions.updated",
+        "auth.legacy.session.updated",
         payload,
     )
     .await?;

@@ -112,7 +112,7 @@ async fn create(conn: &mut Conn, ctx: &Ctx<'_>, r: &LegacyUser, w: &Wanted) -> R
     )
     .get_result(conn)
     .await?;
-    record(conn, ctx, &user, "auth.legacy.users.imported", serde_json::json!({})).await?;
+    record(conn, ctx, &user, "auth.legacy.user.imported", serde_json::json!({})).await?;
     Ok(ImportResult::new(&r.legacy_id, Outcome::Created, Some(user.id), None))
 }
 
@@ -161,7 +161,7 @@ async fn update(
         reason.push(format!("changed: {}", diff.join(", ")));
     }
     let payload = serde_json::json!({"changed": diff, "linked": linked.is_some()});
-    record(conn, ctx, &user, "auth.legacy.users.updated", payload).await?;
+    record(conn, ctx, &user, "auth.legacy.user.updated", payload).await?;
     Ok(ImportResult::new(&r.legacy_id, Outcome::Updated, Some(user.id), Some(reason.join("; "))))
 }
 
