@@ -26,6 +26,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = {"proxy": 8080, "auth": 8081, "rbac": 8082, "audit": 8083}
+OPERATOR_CALLEES = frozenset({"proxy", "auth", "rbac"})
 LEGACY_ISSUER = "raptor"
 
 problems: list[str] = []
@@ -130,8 +131,10 @@ def check_config(where: str, text: str, service: str, target: str) -> None:
         if ("jwks_url" in peer) == ("public_key" in peer):
             problem(here, "needs exactly one of jwks_url and public_key")
     issuers = [p.get("issuer") for p in trusted]
-    # The proxy also trusts the operators whose tokens (scope proxy:admin) its admin API takes.
-    expected = sorted((set(SERVICES) - {service}) | {LEGACY_ISSUER} | ({"operator"} if service == "proxy" else set()))
+    # The operator's tokens: the proxy's admin API (scope proxy:admin), and the imports of Raptor's
+    # data into auth and rbac (`queuectl legacy import`, scopes users:import and rbac:import).
+    operator = {"operator"} if service in OPERATOR_CALLEES else set()
+    expected = sorted((set(SERVICES) - {service}) | {LEGACY_ISSUER} | operator)
     if sorted(issuers) != expected:
         problem(where, f"trusted issuers are {sorted(issuers)}, expected {expected}")
 
