@@ -393,3 +393,18 @@ impl ServiceSettings for ProxyConfig {
         &self.telemetry
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_names_are_tokens() {
+        for ok in ["raptor_session", "queue_session", "__Host-s", "a.b"] {
+            assert!(is_cookie_name(ok), "{ok}");
+        }
+        for bad in ["", "raptor session", "a=b", "a;b", "a,b", "\"a\"", "é"] {
+            assert!(!is_cookie_name(bad), "{bad}");
+        }
+    }
+}
