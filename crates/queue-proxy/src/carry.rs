@@ -58,7 +58,9 @@ pub(crate) async fn check(state: &ProxyState, h: &HeaderMap) -> Option<Carried> 
         }
         Ok(None) => refused("unknown"),
         Err(_) => {
-            tracing::warn!("a Raptor session was not carried over: auth could not validate it now");
+            // auth's failure itself is logged (a warning) by identity.rs; this is per request, and a
+            // flood of made-up values while auth is busy must not flood the log.
+            tracing::debug!("a Raptor session was not carried over: auth could not validate it now");
             refused("unavailable")
         }
     }

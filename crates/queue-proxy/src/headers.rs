@@ -331,6 +331,23 @@ mod tests {
     }
 
     #[test]
+    fn raptors_cookie_is_swapped_for_queues() {
+        let mut h = HeaderMap::new();
+        h.append(http::header::COOKIE, HeaderValue::from_static("theme=dark; raptor_session=r1"));
+        h.append(http::header::COOKIE, HeaderValue::from_static("raptor_session=r2; lang=en"));
+        assert_eq!(cookie_value(&h, "raptor_session"), Some("r1"), "the first one");
+        assert_eq!(cookie_value(&h, "raptor"), None);
+        rewrite_cookies(&mut h, "raptor_session", Some(("queue_session", "r1")));
+        assert_eq!(
+            h.get_all(http::header::COOKIE).iter().collect::<Vec<_>>(),
+            ["theme=dark; lang=en; queue_session=r1"]
+        );
+        let mut h = HeaderMap::new();
+        rewrite_cookies(&mut h, "raptor_session", None);
+        assert!(h.is_empty(), "nothing to drop or add: untouched");
+    }
+
+    #[test]
     fn present_bits_follow_the_name_lists() {
         assert_eq!(HOP_BY_HOP.map(|n| n.as_str().to_string()), HOP_BY_HOP_NAMES.map(str::to_string));
         for (i, name) in HOP_BY_HOP.iter().enumerate() {

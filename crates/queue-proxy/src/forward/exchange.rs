@@ -1,6 +1,7 @@
 //! One forwarded request, step by step: admit it (canonical path, header size, the client's
-//! cap), plan it (plan.rs), read its body whole within its limits, take an upstream slot, edit
-//! its head (headers.rs) and queue its shadow copy, send it within the upstream's response
+//! cap), plan it (plan.rs), read its body whole within its limits, on its way to Queue check
+//! for a Raptor session to carry over (carry.rs), take an upstream slot, edit its head
+//! (headers.rs; carry.rs swaps the cookies) and queue its shadow copy, send it within the upstream's response
 //! timeout (over the worker's pool for plain-http upstreams, reqwest for https ones), and relay
 //! the answer (body.rs). Every failure becomes an answer from answer.rs; the table in force is
 //! loaded once and held to the end of the request.
