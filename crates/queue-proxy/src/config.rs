@@ -226,6 +226,22 @@ pub struct IdentityConfig {
     /// cache of valid sessions takes no new ones until entries expire; it is never emptied.
     #[serde(default = "default_cache_entries")]
     pub cache_entries: usize,
+    /// Raptor's session cookie (issue 19, item 2): a request to a route on Queue that carries
+    /// it and no Queue session is signed in at Queue when auth knows its value as a live
+    /// (imported) session, and the answer sets `cookie` to it. Never sent to Queue's services
+    /// itself. Empty turns the carry-over off (and Raptor's cookie then goes to Queue like any
+    /// other).
+    #[serde(default = "default_legacy_session_cookie")]
+    pub legacy_session_cookie: String,
+}
+
+fn default_legacy_session_cookie() -> String {
+    "raptor_session".into()
+}
+
+/// Whether `name` is a cookie name (an RFC 6265 token: visible ASCII but separators).
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
 fn default_cache_entries() -> usize {
@@ -254,6 +270,7 @@ impl Default for IdentityConfig {
             cookie: default_cookie(),
             tenant_header: default_tenant_header(),
             cache_entries: default_cache_entries(),
+            legacy_session_cookie: default_legacy_session_cookie(),
         }
     }
 }
@@ -354,6 +371,16 @@ impl Validate for ProxyConfig {
         if actix_web::http::header::HeaderName::from_bytes(self.identity.tenant_header.as_bytes()).is_err() {
             return Err(ConfigError::new("identity.tenant_header", "not a header name"));
         }
+        if !is_cookie_name(&self.identity.cookie) {
+            return Err(ConfigError::new("identity.cookie", "not a cookie name"));
+        }
+        let legacy = &self.identity.legacy_session_cookie;
+        if !legacy.is_empty() && (!is_cookie_name(legacy) || legacy == &self.identity.cookie) {
+            return Err(ConfigError::new(
+                "identity.legacy_session_cookie",
+                "must be empty (no carry-over) or a cookie name other than identity.cookie",
+            ));
+        }
         if self.shadow.queue == 0 || self.shadow.concurrency == 0 {
             return Err(ConfigError::new("shadow.queue", "shadow.queue and shadow.concurrency must be at least 1"));
         }
@@ -364,5 +391,20 @@ impl Validate for ProxyConfig {
 impl ServiceSettings for ProxyConfig {
     fn telemetry(&self) -> &TelemetryConfig {
         &self.telemetry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_names_are_tokens() {
+        for ok in ["raptor_session", "queue_session", "__Host-s", "a.b"] {
+            assert!(is_cookie_name(ok), "{ok}");
+        }
+        for bad in ["", "raptor session", "a=b", "a;b", "a,b", "\"a\"", "é"] {
+            assert!(!is_cookie_name(bad), "{bad}");
+        }
     }
 }

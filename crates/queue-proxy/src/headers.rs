@@ -1,7 +1,7 @@
 //! Header policy, in both directions: which headers never cross the proxy (hop-by-hop, and
 //! the names `Connection` lists), what the proxy adds on the way upstream (`X-Forwarded-*`, the
 //! request id, trace context) and whom it believes about them (`forwarding.trusted_proxies`),
-//! and what the legacy side may not see (Queue's session). Pure functions over `http` header
+//! what the legacy side may not see (Queue's session) and what Queue may not see (Raptor's). Pure functions over `http` header
 //! maps; the forwarding path (forward/) calls them, and upstream.rs's response parser drops
 //! the same hop-by-hop fields as it reads a head (its test checks against [`HOP_BY_HOP_NAMES`]).
 
@@ -59,20 +59,28 @@ pub(crate) fn forwarded_for(h: &HeaderMap) -> impl Iterator<Item = &[u8]> {
 }
 
 /// The headers of a shadow copy: the primary's upstream headers, marked as a copy (the shadow
-/// side can tell it from real traffic, to skip sending mail, say), and without Queue's
-/// session when the copy goes to the legacy side.
-pub(crate) fn shadow_copy(upstream_headers: &HeaderMap, to_legacy: bool, cookie: &str) -> HeaderMap {
+/// side can tell it from real traffic, to skip sending mail, say), without Queue's session
+/// (`cookie`) when the copy goes to the legacy side and without the legacy side's
+/// (`legacy_cookie`, when set) when it goes to Queue.
+pub(crate) fn shadow_copy(
+    upstream_headers: &HeaderMap,
+    to_legacy: bool,
+    cookie: &str,
+    legacy_cookie: &str,
+) -> HeaderMap {
     let mut headers = upstream_headers.clone();
     headers.insert(FORWARDING[4].clone(), HeaderValue::from_static("1"));
     if to_legacy {
         strip_queue_credentials(&mut headers, cookie);
+    } else if !legacy_cookie.is_empty() {
+        rewrite_cookies(&mut headers, legacy_cookie, None);
     }
     headers
 }
 
 /// Whether a bearer token has the shape of a Queue session token: 43 base64url characters
 /// (auth's `new_token`, 32 random bytes). Service tokens (JWTs, with dots) do not.
-fn looks_like_session_token(t: &str) -> bool {
+pub(crate) fn looks_like_session_token(t: &str) -> bool {
     t.len() == 43 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
@@ -87,26 +95,44 @@ pub(crate) fn strip_queue_credentials(h: &mut HeaderMap, cookie: &str) {
     if bearer_is_session {
         h.remove(http::header::AUTHORIZATION);
     }
-    let is_session = |pair: &str| pair.split_once('=').is_some_and(|(name, _)| name.trim() == cookie);
+    rewrite_cookies(h, cookie, None);
+}
+
+/// Removes cookie `drop` from the request's `Cookie` headers (other cookies are kept) and, with
+/// `add`, adds that cookie (name, value): the headers become one `Cookie` header when anything
+/// changes. Untouched when there is nothing to drop or add.
+pub(crate) fn rewrite_cookies(h: &mut HeaderMap, drop: &str, add: Option<(&str, &str)>) {
+    let is_dropped = |pair: &str| pair.split_once('=').is_some_and(|(name, _)| name.trim() == drop);
     let carries =
-        h.get_all(http::header::COOKIE).iter().any(|v| v.to_str().map_or(true, |v| v.split(';').any(is_session)));
-    if !carries {
+        h.get_all(http::header::COOKIE).iter().any(|v| v.to_str().map_or(true, |v| v.split(';').any(is_dropped)));
+    if !carries && add.is_none() {
         return;
     }
     // Cookie values that are not text are dropped with it: nothing can be kept safely.
+    let added = add.map(|(name, value)| format!("{name}={value}"));
     let kept: Vec<&str> = h
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty() && !is_session(pair))
+        .filter(|pair| !pair.is_empty() && !is_dropped(pair))
+        .chain(added.as_deref())
         .collect();
     let rebuilt = (!kept.is_empty()).then(|| HeaderValue::from_str(&kept.join("; ")).ok()).flatten();
     h.remove(http::header::COOKIE);
     if let Some(v) = rebuilt {
         h.insert(http::header::COOKIE, v);
     }
+}
+
+/// The first value of cookie `name` in the request's `Cookie` headers.
+pub(crate) fn cookie_value<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    h.get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.split_once('=').filter(|(n, _)| n.trim() == name).map(|(_, v)| v.trim()))
 }
 
 /// The incoming `x-request-id` when it is a sane token, else a new one.
@@ -302,6 +328,23 @@ mod tests {
         strip_queue_credentials(&mut h, "queue_session");
         assert!(h.get(http::header::COOKIE).is_none(), "a cookie header with only the session goes");
         assert_eq!(h[http::header::AUTHORIZATION], "Bearer raptor.jwt.token", "other bearers stay");
+    }
+
+    #[test]
+    fn raptors_cookie_is_swapped_for_queues() {
+        let mut h = HeaderMap::new();
+        h.append(http::header::COOKIE, HeaderValue::from_static("theme=dark; raptor_session=r1"));
+        h.append(http::header::COOKIE, HeaderValue::from_static("raptor_session=r2; lang=en"));
+        assert_eq!(cookie_value(&h, "raptor_session"), Some("r1"), "the first one");
+        assert_eq!(cookie_value(&h, "raptor"), None);
+        rewrite_cookies(&mut h, "raptor_session", Some(("queue_session", "r1")));
+        assert_eq!(
+            h.get_all(http::header::COOKIE).iter().collect::<Vec<_>>(),
+            ["theme=dark; lang=en; queue_session=r1"]
+        );
+        let mut h = HeaderMap::new();
+        rewrite_cookies(&mut h, "raptor_session", None);
+        assert!(h.is_empty(), "nothing to drop or add: untouched");
     }
 
     #[test]

@@ -13,7 +13,14 @@
 //! the cache is never emptied wholesale. While auth cannot answer (down, slow, or refusing the
 //! proxy), a session whose answer has expired but is still held keeps its identity, so a
 //! user's cohort does not flip to the fallback because someone made auth busy.
+//!
+//! The same answers decide the carry-over of Raptor's sessions (carry.rs, issue 19 item 2), with
+//! two differences ([`IdentityClient::live_session`]): only a fresh answer counts (a held
+//! identity while auth cannot answer carries nothing over), and at most
+//! [`CARRY_VALIDATIONS_IN_FLIGHT`] of those validations wait on auth at once, so values nobody
+//! has sent before (random ones, each one call) cost auth a bounded number of calls at a time.
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
@@ -27,6 +34,8 @@ use queue_platform::Platform;
 pub(crate) struct Identity {
     pub(crate) user_id: Option<String>,
     pub(crate) tenant_id: Option<String>,
+    /// When the session ends whatever its use (auth's `absolute_expires_at`).
+    pub(crate) absolute_expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -36,6 +45,24 @@ struct ValidateResponse {
     user_id: Option<String>,
     #[serde(default)]
     tenant_id: Option<String>,
+    #[serde(default)]
+    absolute_expires_at: Option<DateTime<Utc>>,
+}
+
+/// Auth could not say whether a session is live: down, slow, refusing the proxy, backing off
+/// after such a failure, or (carry-over only) too many validations waiting already.
+#[derive(Debug)]
+pub(crate) struct Unavailable;
+
+/// How many carry-over validations may wait on auth at once; more are not asked (the request
+/// goes on without a Queue session, as when auth is down).
+pub(crate) const CARRY_VALIDATIONS_IN_FLIGHT: usize = 32;
+
+/// One lookup: auth's answer (fresh from the cache or just asked), or none to be had, with the
+/// identity held from an expired answer when there is one.
+enum Lookup {
+    Answer(Option<Identity>),
+    Unavailable(Option<Identity>),
 }
 
 type Key = [u8; 32];
@@ -118,6 +145,8 @@ pub(crate) struct IdentityClient {
     cache: Mutex<Cache>,
     service_token: Mutex<Option<(String, Instant)>>,
     backoff_until: Mutex<Option<Instant>>,
+    /// Carry-over validations waiting on auth ([`CARRY_VALIDATIONS_IN_FLIGHT`]).
+    carry_slots: tokio::sync::Semaphore,
 }
 
 impl IdentityClient {
@@ -146,31 +175,62 @@ impl IdentityClient {
             cache: Mutex::new(Cache::new(cache_entries)),
             service_token: Mutex::new(None),
             backoff_until: Mutex::new(None),
+            carry_slots: tokio::sync::Semaphore::new(CARRY_VALIDATIONS_IN_FLIGHT),
         })
     }
 
-    /// The identity behind a session token; `None` when invalid or unknown.
+    /// The identity behind a session token; `None` when invalid or unknown. While auth cannot
+    /// answer, the identity of an expired answer still held.
     pub(crate) async fn identify(&self, platform: &Platform, session: &str) -> Option<Identity> {
+        match self.lookup(platform, session, None).await {
+            Lookup::Answer(id) | Lookup::Unavailable(id) => id,
+        }
+    }
+
+    /// For the carry-over of a Raptor session: the identity when auth says (now, or within
+    /// `cache_secs`) the token is a live session whose absolute expiry is still ahead; `None`
+    /// when it is not one; [`Unavailable`] when auth cannot say (an expired answer held does not
+    /// count) or [`CARRY_VALIDATIONS_IN_FLIGHT`] validations are waiting already.
+    pub(crate) async fn live_session(
+        &self,
+        platform: &Platform,
+        session: &str,
+    ) -> Result<Option<Identity>, Unavailable> {
+        match self.lookup(platform, session, Some(&self.carry_slots)).await {
+            Lookup::Answer(id) => Ok(id.filter(|i| i.absolute_expires_at.is_some_and(|at| at > Utc::now()))),
+            Lookup::Unavailable(_) => Err(Unavailable),
+        }
+    }
+
+    /// The cache's fresh answer, else auth's (cached); with `slots`, auth is asked only when
+    /// one is free.
+    async fn lookup(&self, platform: &Platform, session: &str, slots: Option<&tokio::sync::Semaphore>) -> Lookup {
         let key: Key = Sha256::digest(session.as_bytes()).into();
         let now = Instant::now();
         let stale = match lock(&self.cache).get(&key, now, self.ttl) {
-            Cached::Fresh(id) => return id,
+            Cached::Fresh(id) => return Lookup::Answer(id),
             Cached::Stale(id) => Some(id),
             Cached::Missing => None,
         };
         if lock(&self.backoff_until).is_some_and(|until| now < until) {
-            return stale;
+            return Lookup::Unavailable(stale);
         }
+        let _slot = match slots.map(|s| s.try_acquire()) {
+            Some(Err(_)) => return Lookup::Unavailable(stale),
+            Some(Ok(permit)) => Some(permit),
+            None => None,
+        };
         match self.ask(platform, session).await {
             Ok(id) => {
                 lock(&self.cache).insert(key, id.clone(), now, self.ttl);
-                id
+                Lookup::Answer(id)
             }
             Err(e) => {
                 tracing::warn!(error = %e, timeout_ms = self.timeout.as_millis() as u64,
-                    "session validation failed; canary cohorts fall back to tenant or client address");
+                    "session validation failed; canary cohorts fall back to tenant or client address, \
+                     and Raptor sessions are not carried over, until auth answers again");
                 *lock(&self.backoff_until) = Some(now + BACKOFF);
-                stale
+                Lookup::Unavailable(stale)
             }
         }
     }
@@ -191,7 +251,11 @@ impl IdentityClient {
             anyhow::bail!("auth answered {status}");
         }
         let body: ValidateResponse = resp.json().await?;
-        Ok(body.valid.then_some(Identity { user_id: body.user_id, tenant_id: body.tenant_id }))
+        Ok(body.valid.then_some(Identity {
+            user_id: body.user_id,
+            tenant_id: body.tenant_id,
+            absolute_expires_at: body.absolute_expires_at,
+        }))
     }
 
     /// A service token for auth, minted once a minute and reused.
@@ -217,7 +281,7 @@ mod tests {
     use super::*;
 
     fn id(u: &str) -> Option<Identity> {
-        Some(Identity { user_id: Some(u.to_string()), tenant_id: None })
+        Some(Identity { user_id: Some(u.to_string()), tenant_id: None, absolute_expires_at: None })
     }
 
     #[test]

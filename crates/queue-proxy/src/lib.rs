@@ -9,6 +9,7 @@
 
 mod admin;
 mod canonical;
+mod carry;
 mod clients;
 mod config;
 mod conn;
@@ -70,6 +71,10 @@ pub(crate) struct ProxyState {
     /// Longest pause while writing to a client (listener.rs).
     client_write_timeout: Duration,
     cookie: String,
+    /// Raptor's session cookie, carried over to Queue (carry.rs); empty: off.
+    legacy_cookie: String,
+    /// Whether the proxy's public scheme is https: a carried-over session's cookie is `Secure`.
+    cookie_secure: bool,
     tenant_header: String,
     /// Where admin changes are recorded before they apply; `None` when `[audit]` is absent.
     audit: Option<queue_audit_client::AuditClient>,
@@ -153,6 +158,8 @@ pub async fn start(config: ProxyConfig, signals: Signals) -> anyhow::Result<Star
         client_body_timeout: Duration::from_millis(f.client_body_timeout_ms),
         client_write_timeout: Duration::from_millis(f.client_write_timeout_ms),
         cookie: config.identity.cookie.clone(),
+        legacy_cookie: config.identity.legacy_session_cookie.clone(),
+        cookie_secure: config.server.public_url.as_ref().is_some_and(|u| u.scheme() == "https"),
         tenant_header: config.identity.tenant_header.to_ascii_lowercase(),
         audit: config.audit.as_ref().map(|a| {
             queue_audit_client::AuditClient::new(
@@ -168,6 +175,9 @@ pub async fn start(config: ProxyConfig, signals: Signals) -> anyhow::Result<Star
     // refuses every token, failing closed).
     for i in config.admin.issuers.iter().filter(|i| !config.tokens.trusted.iter().any(|t| &t.issuer == *i)) {
         tracing::warn!(issuer = %i, "admin.issuers names an issuer not in tokens.trusted: its tokens cannot verify");
+    }
+    if config.identity.auth_url.is_none() && !config.identity.legacy_session_cookie.is_empty() {
+        tracing::info!("no identity.auth_url: Raptor sessions are not carried over to Queue's routes");
     }
     if config.audit.is_none() {
         tracing::warn!("no [audit] configured: admin phase changes, reloads and rollbacks are not audited");

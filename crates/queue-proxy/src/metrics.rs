@@ -23,6 +23,11 @@ pub(crate) struct ProxyMetrics {
     /// The proxy's refusals of a client's request by kind (`too_many_requests`, `body_timeout`,
     /// `body_too_large`, `bad_path`).
     pub(crate) client_refusals: IntCounterVec,
+    /// Raptor sessions carried over to Queue (carry.rs).
+    pub(crate) legacy_sessions_carried: IntCounter,
+    /// Raptor session cookies not carried over, by reason (`malformed`, `unknown`,
+    /// `unavailable`).
+    pub(crate) legacy_sessions_refused: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -56,6 +61,12 @@ impl ProxyMetrics {
         )
         .expect("static metric definition");
         let _ = registry.register(Box::new(client_in_flight.clone()));
+        let legacy_sessions_carried = IntCounter::new(
+            "proxy_legacy_sessions_carried_total",
+            "Requests to Queue signed in with a Raptor session auth knows (queue_session set in the answer)",
+        )
+        .expect("static metric definition");
+        let _ = registry.register(Box::new(legacy_sessions_carried.clone()));
         Self {
             requests: counter(
                 registry,
@@ -95,6 +106,13 @@ impl ProxyMetrics {
                 "proxy_client_refusals_total",
                 "Requests the proxy refused before choosing an upstream, by kind",
                 &["kind"],
+            ),
+            legacy_sessions_carried,
+            legacy_sessions_refused: counter(
+                registry,
+                "proxy_legacy_sessions_refused_total",
+                "Raptor session cookies on requests to Queue not carried over, by reason (malformed, unknown, unavailable)",
+                &["reason"],
             ),
         }
     }

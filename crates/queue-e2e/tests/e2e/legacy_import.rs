@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use crate::raptor::{ADMIN, with_raptor};
 use crate::support::{Stack, bin, repo_root};
 
-const ACME: &str = "5a3c0e1e-0000-4000-8000-00000000a0c1";
+pub(crate) const ACME: &str = "5a3c0e1e-0000-4000-8000-00000000a0c1";
 
 /// `queuectl legacy import --json ARGS…` against the stack, as the operator: (exit code, report).
-async fn import(stack: &Stack, args: &[&str]) -> (i32, Value) {
+pub(crate) async fn import(stack: &Stack, args: &[&str]) -> (i32, Value) {
     let operator = stack.keys.private("operator").display().to_string();
     let out = tokio::process::Command::new(bin("queuectl"))
         .args(["legacy", "import", "--json", "--source-url", &stack.raptor().db.url])
@@ -41,7 +41,7 @@ async fn import(stack: &Stack, args: &[&str]) -> (i32, Value) {
 }
 
 /// Per kind: (created, updated, unchanged, skipped, refused).
-fn outcomes(report: &Value) -> Vec<(String, [u64; 5])> {
+pub(crate) fn outcomes(report: &Value) -> Vec<(String, [u64; 5])> {
     let kinds = report["kinds"].as_array().expect("kinds");
     let n = |k: &Value, f: &str| k[f].as_u64().expect("a count");
     kinds
@@ -56,13 +56,13 @@ fn outcomes(report: &Value) -> Vec<(String, [u64; 5])> {
 /// A browser at Raptor through the proxy, as far as cookies go: what Raptor sets (its session and
 /// the passkey ceremony's cookie) goes back with the next request.
 #[derive(Default)]
-struct Browser {
-    cookies: std::collections::BTreeMap<String, String>,
+pub(crate) struct Browser {
+    pub(crate) cookies: std::collections::BTreeMap<String, String>,
 }
 
 impl Browser {
     /// A JSON POST from Raptor's own origin: (status, body).
-    async fn post(&mut self, stack: &Stack, path: &str, body: &Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&mut self, stack: &Stack, path: &str, body: &Value) -> (StatusCode, Value) {
         let cookie: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let r = stack
             .client
@@ -196,7 +196,7 @@ async fn queue_database_holds(stack: &Stack, text: &str) -> Vec<String> {
 }
 
 /// The Queue user of a Raptor customer id (auth's lookup by legacy id): (status, user).
-async fn lookup(stack: &Stack, legacy_id: &str) -> (StatusCode, Value) {
+pub(crate) async fn lookup(stack: &Stack, legacy_id: &str) -> (StatusCode, Value) {
     let token = stack.keys.token("raptor", "auth", &["users:read"]);
     let path = format!("/internal/v1/users?legacy_id={legacy_id}");
     stack.get(&stack.auth[0].base_url, &path, Some(&token)).await

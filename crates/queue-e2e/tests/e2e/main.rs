@@ -9,6 +9,7 @@ mod contract;
 mod cutover;
 mod flood;
 mod headless;
+mod legacy_carry;
 mod legacy_import;
 mod raptor;
 mod raptor_queue;

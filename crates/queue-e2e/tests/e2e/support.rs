@@ -413,11 +413,14 @@ pinned = "queue"
         .expect("route table");
         let admin_addr = format!("127.0.0.1:{}", free_port());
         let proxy_cfg = format!(
-            "{}\n[admin]\nlisten = \"{admin_addr}\"\n\n[routing]\ntable = {}\n\n[forwarding]\ntrusted_proxies = {}\n\n[audit]\nurl = \"{}\"\n",
+            "{}\n[admin]\nlisten = \"{admin_addr}\"\n\n[routing]\ntable = {}\n\n[forwarding]\ntrusted_proxies = {}\n\n[audit]\nurl = \"{}\"\n\n[identity]\nauth_url = \"{}\"\n",
             common("proxy", None),
             toml_str(&table),
             opts.proxy_trusted_proxies,
-            audit.base_url
+            audit.base_url,
+            // As deploy/local/proxy.toml: sessions validated at auth (canary cohorts, and Raptor's
+            // sessions carried over to Queue's routes).
+            auth[0].base_url
         );
         let proxy_env = env(&write("proxy", proxy_cfg));
         let refs: Vec<(&str, &str)> = proxy_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

@@ -1,6 +1,7 @@
 //! One forwarded request, step by step: admit it (canonical path, header size, the client's
-//! cap), plan it (plan.rs), read its body whole within its limits, take an upstream slot, edit
-//! its head (headers.rs) and queue its shadow copy, send it within the upstream's response
+//! cap), plan it (plan.rs), read its body whole within its limits, on its way to Queue check
+//! for a Raptor session to carry over (carry.rs), take an upstream slot, edit its head
+//! (headers.rs; carry.rs swaps the cookies) and queue its shadow copy, send it within the upstream's response
 //! timeout (over the worker's pool for plain-http upstreams, reqwest for https ones), and relay
 //! the answer (body.rs). Every failure becomes an answer from answer.rs; the table in force is
 //! loaded once and held to the end of the request.
@@ -19,6 +20,7 @@ use super::plan::{self, NoPlan, Plan};
 use super::worker::Worker;
 use crate::ProxyState;
 use crate::canonical;
+use crate::carry;
 use crate::clients::ClientSlot;
 use crate::error::{ForwardError, Kind};
 use crate::headers;
@@ -60,6 +62,12 @@ pub(super) async fn forward(w: &Worker, req: Request<Incoming>, peer: IpAddr) ->
         Err(answer) => return answer,
     };
 
+    // A Raptor session to carry over to Queue (auth asked before an upstream slot is taken).
+    let carried = match ex.plan.side {
+        Side::Queue => carry::check(state, &head.headers).await,
+        Side::Legacy => None,
+    };
+
     // The upstream slot: taken only now that the exchange can start at once.
     let Ok(permit) = ex.plan.upstream.in_flight.clone().try_acquire_owned() else {
         return ex.overloaded();
@@ -71,8 +79,9 @@ pub(super) async fn forward(w: &Worker, req: Request<Incoming>, peer: IpAddr) ->
     let trusted_peer = state.trusted_proxies.contains(peer);
     headers::upstream_headers(&mut head.headers, &request_id_value, peer, trusted_peer, tracing_on);
     let primary_tx = ex.submit_shadow(&head, &body, client_uri.query());
-    if ex.plan.side == Side::Legacy {
-        headers::strip_queue_credentials(&mut head.headers, &state.cookie);
+    match ex.plan.side {
+        Side::Legacy => headers::strip_queue_credentials(&mut head.headers, &state.cookie),
+        Side::Queue => carry::to_queue(state, &mut head.headers, carried.as_ref()),
     }
 
     // The response timeout runs from the start of the exchange (the body is in hand).
@@ -88,6 +97,9 @@ pub(super) async fn forward(w: &Worker, req: Request<Incoming>, peer: IpAddr) ->
     ex.record(parts.status.as_u16(), ex.plan.shadow.as_ref().map(|s| s.side));
     headers::strip_hop_by_hop(&mut parts.headers);
     parts.headers.insert(headers::REQUEST_ID_HEADER, request_id_value);
+    if let Some(c) = &carried {
+        carry::answer(state, &mut parts.headers, c, chrono::Utc::now());
+    }
     let tee = primary_tx.map(|(tx, cap)| Tee::new(tx, cap, parts.status.as_u16(), content_length(&parts.headers)));
     let body = Relay::new(upstream_body, tee, state.read_timeout, permit, client_slot);
     Response::from_parts(parts, RespBody::Relay(body))
@@ -252,7 +264,12 @@ impl Exchange<'_> {
             method: head.method.clone(),
             path: self.path.to_string(),
             url: format!("{}{}{}", sp.upstream.base, sp.path, query.map(|q| format!("?{q}")).unwrap_or_default()),
-            headers: headers::shadow_copy(&head.headers, sp.side == Side::Legacy, &self.state.cookie),
+            headers: headers::shadow_copy(
+                &head.headers,
+                sp.side == Side::Legacy,
+                &self.state.cookie,
+                &self.state.legacy_cookie,
+            ),
             body: body.clone().unwrap_or_default(),
             shadow_side: sp.side,
             timeout: sp.upstream.response_timeout,

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod canary;
+mod carry;
 mod forwarding;
 mod phases;
 mod process;

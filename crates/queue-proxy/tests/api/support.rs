@@ -46,7 +46,8 @@ pub fn standin(name: &str, every_path: bool) -> Upstream {
 }
 
 /// A stand-in of auth's `POST /internal/v1/sessions/validate`: a session token `sess-<user>`
-/// is valid for user `<user>`; it counts the calls and refuses calls without a bearer token.
+/// is valid for user `<user>` (up to a `_`, after which a token may be padded to the length of a
+/// real one), until 2030-01-01; it counts the calls and refuses calls without a bearer token.
 /// With `down` set it answers 503 to everything (auth overwhelmed or down), uncounted.
 pub struct AuthStandin {
     pub upstream: Upstream,
@@ -77,7 +78,7 @@ pub fn auth_standin() -> AuthStandin {
                         return HttpResponse::Unauthorized().finish();
                     }
                     let token = body["token"].as_str().unwrap_or("");
-                    match token.strip_prefix("sess-") {
+                    match token.strip_prefix("sess-").map(|u| u.split('_').next().unwrap_or(u)) {
                         Some(user) => HttpResponse::Ok().json(serde_json::json!({
                             "valid": true, "session_id": format!("s-{user}"), "user_id": user,
                             "tenant_id": "tenant-1", "idle_expires_at": "2030-01-01T00:00:00Z",
@@ -185,6 +186,8 @@ pub struct Options {
     pub identity_cache_entries: usize,
     /// `server.tls.ca_file`: the CA https upstreams may chain to.
     pub ca_file: Option<PathBuf>,
+    /// `identity.legacy_session_cookie` (`None`: the default, `raptor_session`).
+    pub legacy_session_cookie: Option<String>,
 }
 
 impl Default for Options {
@@ -203,6 +206,7 @@ impl Default for Options {
             max_in_flight_per_client: ForwardingConfig::default().max_in_flight_per_client,
             identity_cache_entries: IdentityConfig::default().cache_entries,
             ca_file: None,
+            legacy_session_cookie: None,
         }
     }
 }
@@ -243,6 +247,9 @@ impl Proxy {
                 timeout_ms: 2000,
                 cache_secs: 600,
                 cache_entries: o.identity_cache_entries,
+                legacy_session_cookie: o
+                    .legacy_session_cookie
+                    .unwrap_or_else(|| IdentityConfig::default().legacy_session_cookie),
                 ..IdentityConfig::default()
             },
             shadow: ShadowConfig { queue: o.shadow_queue, concurrency: o.shadow_concurrency },
