@@ -1,7 +1,8 @@
 //! `queuectl legacy status` against a real Raptor database and real auth, rbac and audit: before
 //! any import (Queue holds nothing, Raptor its rows, a lag), after an import (equal, no lag), after
 //! a revocation at Raptor (a difference and a lag of seconds), after the import again (equal);
-//! the status endpoints refuse a non-importer, and an unreachable service exits 2.
+//! the status endpoints refuse a non-importer; a service that refuses or does not answer, a
+//! database that is not Raptor's and a URL that is none exit 2.
 
 use diesel_async::SimpleAsyncConnection;
 use serde_json::Value;
@@ -169,6 +170,13 @@ async fn the_status_follows_raptor_through_imports_and_a_revocation() {
     let (code, out, err) = queue.legacy("status", &db.url, "proxy", &[]).await;
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(err.contains("403") && err.contains("/internal/v1/import/status"), "{err}");
+
+    // A database that is not Raptor's, and a URL that is no database: exit 2, saying so.
+    let other = queue_testkit::TestDb::empty().await;
+    let (code, _, err) = queue.legacy("status", &other.url, "operator", &[]).await;
+    assert!(code == 2 && err.contains("is this Raptor's database?"), "{err}");
+    let (code, _, err) = queue.legacy("status", "http://127.0.0.1:1/", "operator", &[]).await;
+    assert!(code == 2 && err.contains("--source-url must be a postgresql:// URL"), "{err}");
     queue.stop().await;
 
     // A service that does not answer: exit 2.
