@@ -249,10 +249,10 @@ fn report(args: &StatusArgs) -> anyhow::Result<Report> {
     )?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let mut held = held(&client, Service::Auth).await?;
-        held.extend(self::held(&client, Service::Rbac).await?);
+        let mut at_queue = held(&client, Service::Auth).await?;
+        at_queue.extend(held(&client, Service::Rbac).await?);
         let mut source = Snapshot::open(&args.source_url).await?;
-        let lines = lines(&mut source, &held).await;
+        let lines = lines(&mut source, &at_queue).await;
         let snapshot_at = source.taken_at;
         source.close().await?;
         Ok(Report { source: queue_platform::config::redact_url(&args.source_url), snapshot_at, lines: lines? })
