@@ -51,6 +51,7 @@ User routes take a session token (cookie `queue_session` or `Authorization: Bear
         handlers::import::users,
         handlers::import::sessions,
         handlers::import::backup_codes,
+        handlers::import::status,
         handlers::sessions::validate,
         handlers::sessions::whoami,
         handlers::sessions::logout,

@@ -49,7 +49,9 @@ pub fn configure(general: GeneralConfig) -> impl Fn(&mut web::ServiceConfig) + C
                 .service(web::resource("/users").route(web::post().to(import::users)))
                 .service(web::resource("/sessions").route(web::post().to(import::sessions)))
                 .service(web::resource("/backup-codes").route(web::post().to(import::backup_codes)))
-                .service(web::resource("/passkeys").route(web::post().to(import_passkeys::import))),
+                .service(web::resource("/passkeys").route(web::post().to(import_passkeys::import)))
+                // Issue 19, item 4: what auth holds from Raptor (`queuectl legacy status`).
+                .service(web::resource("/status").route(web::get().to(import::status))),
         )
         .route("/api/v1/auth/email/verification", web::post().to(email::send))
         .route("/api/v1/auth/email/verification/confirm", web::post().to(email::confirm))

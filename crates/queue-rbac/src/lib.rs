@@ -57,6 +57,7 @@ grant history, pre-write audit and reconcile."
         handlers::reconcile::reconcile,
         handlers::import::import_roles,
         handlers::import::import_grants,
+        handlers::import::import_status,
     )
 )]
 struct ApiDoc;

@@ -38,7 +38,7 @@ enum Command {
     /// Service-to-service TLS.
     #[command(subcommand)]
     Tls(TlsCommand),
-    /// Raptor, the legacy app Queue takes over from: import its identity data.
+    /// Raptor, the legacy app Queue takes over from: import its identity data, and see how Queue compares with it.
     #[command(subcommand)]
     Legacy(LegacyCommand),
     /// The proxy's route table, through its admin API: status, phase N, rollback, reload, shadow,
@@ -94,6 +94,10 @@ enum LegacyCommand {
     /// services' import endpoints (idempotent: a second run reports everything unchanged).
     /// Prints a report per kind; exits 1 when something was refused, 2 when it could not run.
     Import(legacy::ImportArgs),
+    /// The cutover report: per kind, the rows at Raptor and at Queue (and live), the difference,
+    /// the sync lag, the sessions carried over, where refusals are seen, the write-back backlog.
+    /// Only reads; exits 2 when Raptor or a service cannot be read.
+    Status(legacy::StatusArgs),
 }
 
 #[derive(Subcommand)]
@@ -251,6 +255,7 @@ fn main() -> ExitCode {
         Command::Proxy { admin_url, auth, command } => proxy::run(&admin_url, &auth, command),
         // Its own exit statuses: 1 means records were refused, 2 that it could not run.
         Command::Legacy(LegacyCommand::Import(args)) => return legacy::run(args),
+        Command::Legacy(LegacyCommand::Status(args)) => return legacy::status(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

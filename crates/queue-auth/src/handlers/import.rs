@@ -1,17 +1,19 @@
 //! Raptor's identity data coming in (issue 19): `POST /internal/v1/import/{users,sessions,
 //! backup-codes}` for the importers (`auth.importers`, scope `users:import`; `queuectl legacy
 //! import`), and `GET /internal/v1/users?legacy_id=` to find a user by Raptor's customer id.
+//! `GET /internal/v1/import/status` counts what auth holds from Raptor (`queuectl legacy status`).
 //! The rules of each kind are in `domain::legacy`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use queue_platform::{ApiError, ServiceCaller};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::import_batch::{ImportBatch, ImportResults};
 use crate::domain::legacy::backup_codes::LegacyBackupCode;
 use crate::domain::legacy::batch::{self, Records};
 use crate::domain::legacy::common::{self, Ctx};
 use crate::domain::legacy::sessions::LegacySession;
+use crate::domain::legacy::status::{self as legacy_status, KindStatus};
 use crate::domain::legacy::users::{self as legacy_users, LegacyUser};
 use crate::domain::users::User;
 use crate::extract::info;
@@ -126,4 +128,28 @@ pub async fn find_by_legacy_id(
         Some(u) => Ok(HttpResponse::Ok().json(u)),
         None => Err(ApiError::NotFound("no user has this legacy id".into())),
     }
+}
+
+/// What auth holds from Raptor, per kind.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ImportStatus {
+    /// When the counts were taken (what "live" is measured against).
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// users, sessions, backup-codes, passkeys, in the import's order.
+    pub kinds: Vec<KindStatus>,
+}
+
+/// What auth holds from Raptor (issue 19's cutover report; `queuectl legacy status` compares it
+/// with Raptor): per kind the rows imported (legacy id set), the live ones among them (for
+/// sessions: the sessions carried over), and the newest of Raptor's own times kept. Read-only;
+/// for the importers (scope `users:import`).
+#[utoipa::path(get, path = "/internal/v1/import/status", tag = "import", operation_id = "import_status",
+    security(("service_token" = ["users:import"])),
+    responses((status = 200, body = ImportStatus, description = "Per kind: imported, live, newest Raptor time")))]
+#[tracing::instrument(skip_all)]
+pub async fn status(state: web::Data<AuthState>, _caller: ServiceCaller) -> Result<HttpResponse, ApiError> {
+    let at = state.now();
+    let mut conn = state.conn().await?;
+    let kinds = legacy_status::status(&mut conn, at).await.map_err(queue_platform::db::DbError::from_query)?;
+    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(ImportStatus { at, kinds }))
 }

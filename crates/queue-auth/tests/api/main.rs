@@ -8,6 +8,7 @@ mod client_ip;
 mod email;
 mod import;
 mod import_passkeys;
+mod import_status;
 mod limits;
 mod pages;
 mod passkeys;

@@ -1,6 +1,7 @@
 //! `POST /internal/v1/import/roles` and `POST /internal/v1/import/grants`: Raptor's roles and
 //! grants brought in by an importer (`callers.importers` with `rbac:import`; `queuectl legacy
-//! import`), each record answered on its own (domain `import`).
+//! import`), each record answered on its own (domain `import`); `GET /internal/v1/import/status`
+//! counts what rbac holds from Raptor (`queuectl legacy status`).
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use queue_platform::{ApiError, Caller};
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::access::origin;
 use crate::domain::import::grants::LegacyGrant;
 use crate::domain::import::roles::LegacyRole;
+use crate::domain::import::status::{self as import_status, KindStatus};
 use crate::domain::import::{self, ImportResult, Importer};
 use crate::state::RbacState;
 
@@ -104,4 +106,33 @@ pub async fn import_grants(
     import::check_batch_size(body.records.len())?;
     let results = import::grants::import(&imp, &body.records).await?;
     Ok(HttpResponse::Ok().json(ImportResults { results }))
+}
+
+/// What rbac holds from Raptor, per kind.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ImportStatus {
+    /// When the counts were taken (what "live" is measured against).
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// roles, grants.
+    pub kinds: Vec<KindStatus>,
+}
+
+/// What rbac holds from Raptor (issue 19's cutover report; `queuectl legacy status` compares it
+/// with Raptor): per kind the rows imported (legacy id set), the live ones (grants in force),
+/// and the newest of Raptor's own times kept. Read-only; for the importers (`rbac:import`).
+#[utoipa::path(get, path = "/internal/v1/import/status", tag = "import", operation_id = "import_status",
+    security(("service_token" = ["rbac:import"])),
+    responses((status = 200, description = "per kind: imported, live, newest Raptor time", body = ImportStatus),
+              (status = 403, description = "the caller is no importer")))]
+#[tracing::instrument(skip_all)]
+pub async fn import_status(state: web::Data<RbacState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    if !caller.service_may(&state.callers.importers, "rbac:import") {
+        return Err(ApiError::Forbidden(format!(
+            "`{}` may not read the import status (needs to be one of callers.importers, with scope rbac:import)",
+            caller.label()
+        )));
+    }
+    let at = chrono::Utc::now();
+    let kinds = import_status::report(&state.db, at).await?;
+    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(ImportStatus { at, kinds }))
 }

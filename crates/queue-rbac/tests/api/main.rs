@@ -3,6 +3,7 @@
 
 mod client;
 mod import;
+mod import_status;
 mod outbox;
 mod platform;
 mod rbac;

@@ -2,6 +2,7 @@
 //! of the importer (the operator's key, scope `<service>:import`, audience the service). An
 //! answer that is not the batch's results (a 4xx/5xx, a wrong count) stops the import with an
 //! error that names the service, the endpoint, and the answer's `error.code` and `message`.
+//! `status` reads a service's `GET /internal/v1/import/status` with the same token.
 
 use anyhow::Context;
 use queue_svc_token::{DEFAULT_TTL_SECS, Minter};
@@ -71,6 +72,29 @@ impl Client {
         check_results(&answer.results, legacy_ids)
             .with_context(|| format!("{}'s answer at POST {url} does not match the batch", service.name()))?;
         Ok(answer.results)
+    }
+}
+
+impl Client {
+    /// `GET /internal/v1/import/status` of `service`: what it holds from Raptor, as it answers.
+    pub async fn status(&self, service: Service) -> anyhow::Result<Value> {
+        let endpoint = self.endpoint(service);
+        let url = format!("{}/internal/v1/import/status", endpoint.url.trim_end_matches('/'));
+        let token = self.minter.mint(&endpoint.audience, &[service.scope()], DEFAULT_TTL_SECS)?;
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {} at GET {url}", service.name()))?;
+        let status = resp.status();
+        let body = resp.bytes().await.with_context(|| format!("reading {}'s answer at GET {url}", service.name()))?;
+        if !status.is_success() {
+            anyhow::bail!("{} answered {status} at GET {url}: {}", service.name(), error_of(&body));
+        }
+        serde_json::from_slice(&body)
+            .with_context(|| format!("{} answered GET {url} with something other than JSON", service.name()))
     }
 }
 

@@ -4,12 +4,14 @@
 //! most 1000 (`client`) in the order users → sessions, backup codes, passkeys → roles → grants,
 //! and prints what each kind brought (`report`). The services own their schemas and decide each
 //! record's outcome; queuectl never writes into them, and never into Raptor.
+//! `queuectl legacy status` (`status`) compares Raptor with what the services hold.
 
 mod client;
 mod convert;
 mod records;
 mod report;
 mod source;
+mod status;
 
 use clap::Args;
 use serde::Serialize;
@@ -22,6 +24,7 @@ use convert::{Customers, Prepared, Roles};
 use records::{ImportResult, Kind};
 use report::{Report, Tally};
 use source::{BackupCodeRow, CredentialRow, GrantRow, SessionRow, Snapshot, SourceRow};
+pub use status::{StatusArgs, run as status};
 
 /// The most records an import endpoint takes in one request.
 pub const MAX_BATCH: u16 = 1000;

@@ -72,6 +72,20 @@ impl Snapshot {
             .with_context(|| format!("reading Raptor: {}", R::PAGE))
     }
 
+    /// A read of queuectl's own inside the snapshot (`legacy status`'s counts), `$1` bound to
+    /// `since` (NULL when there is none).
+    pub async fn read<T: QueryableByName<Pg> + Send + 'static>(
+        &mut self,
+        sql: &'static str,
+        since: Option<DateTime<Utc>>,
+    ) -> anyhow::Result<T> {
+        diesel::sql_query(sql)
+            .bind::<Nullable<Timestamptz>, _>(since)
+            .get_result::<T>(&mut self.conn)
+            .await
+            .with_context(|| format!("reading Raptor ({sql}): is this Raptor's database?"))
+    }
+
     /// Ends the snapshot (it only ever read).
     pub async fn close(mut self) -> anyhow::Result<()> {
         self.conn.batch_execute("ROLLBACK").await.context("closing the snapshot")?;

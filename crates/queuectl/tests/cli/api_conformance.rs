@@ -122,7 +122,7 @@ async fn schemathesis_finds_no_failure_in_audit() {
 }
 
 /// rbac with a real audit behind it (every grant is written there first).
-async fn rbac_and_audit(keys: &TestKeys, dir: &Path) -> (TestApp, TestApp) {
+pub(crate) async fn rbac_and_audit(keys: &TestKeys, dir: &Path) -> (TestApp, TestApp) {
     let audit = audit(keys, dir).await;
     let audit_url = url::Url::parse(&audit.url("/")).expect("url");
     let rbac = TestApp::spawn_in(

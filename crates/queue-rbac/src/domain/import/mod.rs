@@ -4,10 +4,11 @@
 //! updated, skipped or refused with a reason, one answer per record. Every write goes through the
 //! pre-writer like any grant: its audit event (`rbac.legacy.<kind>.imported|updated`) is written
 //! first, and the change's transaction links it, so reconcile sees an audited change. A dry run
-//! decides the same outcomes and writes nothing.
+//! decides the same outcomes and writes nothing. `status` counts what rbac holds from Raptor.
 
 pub(crate) mod grants;
 pub(crate) mod roles;
+pub(crate) mod status;
 
 use queue_audit_client::Party;
 use serde::Serialize;
