@@ -7,6 +7,7 @@
 //! `queuectl legacy status` (`status`) compares Raptor with what the services hold.
 
 mod client;
+mod connection;
 mod convert;
 mod records;
 mod report;
@@ -15,11 +16,11 @@ mod status;
 
 use clap::Args;
 use serde::Serialize;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use client::{Client, Endpoint};
+use client::Client;
+use connection::Connection;
 use convert::{Customers, Prepared, Roles};
 use records::{ImportResult, Kind};
 use report::{Report, Tally};
@@ -44,38 +45,14 @@ nothing new at Raptor reports everything unchanged and writes nothing. See docs/
 #[derive(Args)]
 #[command(after_long_help = EXAMPLE)]
 pub struct ImportArgs {
-    /// Raptor's database, `postgresql://USER[:PASSWORD]@HOST:PORT/DB`; read-only access is
-    /// enough (everything is read in one read-only REPEATABLE READ transaction).
-    #[arg(long, env = "RAPTOR_DATABASE_URL", value_name = "URL", hide_env_values = true)]
-    source_url: String,
+    #[command(flatten)]
+    at: Connection,
     /// Compute every outcome and write nothing (each batch carries `dry_run: true`).
     #[arg(long)]
     dry_run: bool,
     /// Print the report as one JSON document instead of text.
     #[arg(long)]
     json: bool,
-    /// The auth service (users, sessions, backup codes, passkeys).
-    #[arg(long, env = "QUEUE_AUTH_URL", value_name = "URL", default_value = "http://127.0.0.1:8081")]
-    auth_url: String,
-    /// The rbac service (roles, grants).
-    #[arg(long, env = "QUEUE_RBAC_URL", value_name = "URL", default_value = "http://127.0.0.1:8082")]
-    rbac_url: String,
-    /// auth's identity (its `tokens.issuer`): the audience of the tokens sent to it.
-    #[arg(long, default_value = "auth")]
-    auth_audience: String,
-    /// rbac's identity: the audience of the tokens sent to it.
-    #[arg(long, default_value = "rbac")]
-    rbac_audience: String,
-    /// The importer identity the tokens are issued as (one of the services' importers); its
-    /// key is `<keys-dir>/<iss>.pem` unless --key is given.
-    #[arg(long, env = "QUEUE_OPERATOR", default_value = "operator")]
-    iss: String,
-    /// The importer's signing key (PKCS#8 PEM).
-    #[arg(long, env = "QUEUE_OPERATOR_KEY")]
-    key: Option<PathBuf>,
-    /// Where `<iss>.pem` is looked for when --key is not given.
-    #[arg(long, default_value = "var/keys")]
-    keys_dir: PathBuf,
     /// Records per request.
     #[arg(long, default_value_t = MAX_BATCH, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_BATCH)))]
     batch_size: u16,
@@ -93,22 +70,13 @@ pub fn run(args: ImportArgs) -> ExitCode {
 }
 
 fn start(args: &ImportArgs) -> anyhow::Result<Report> {
-    let scheme = url::Url::parse(&args.source_url).map(|u| u.scheme().to_string()).unwrap_or_default();
-    if !matches!(scheme.as_str(), "postgres" | "postgresql") {
-        anyhow::bail!("--source-url must be a postgresql:// URL of Raptor's database");
-    }
-    let key = args.key.clone().unwrap_or_else(|| args.keys_dir.join(format!("{}.pem", args.iss)));
-    let minter = crate::minter(&args.iss, &key)?;
-    let client = Client::new(
-        minter,
-        Endpoint { url: args.auth_url.clone(), audience: args.auth_audience.clone() },
-        Endpoint { url: args.rbac_url.clone(), audience: args.rbac_audience.clone() },
-    )?;
+    let source_url = args.at.source()?;
+    let client = args.at.client()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let source = Snapshot::open(&args.source_url).await?;
+        let source = Snapshot::open(source_url).await?;
         let report = Report {
-            source: queue_platform::config::redact_url(&args.source_url),
+            source: queue_platform::config::redact_url(source_url),
             snapshot_at: Some(source.taken_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
             dry_run: args.dry_run,
             kinds: Vec::new(),

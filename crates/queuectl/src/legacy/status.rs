@@ -12,10 +12,10 @@ use diesel::sql_types::{BigInt, Nullable, Timestamptz};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::fmt::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::client::{Client, Endpoint};
+use super::client::Client;
+use super::connection::Connection;
 use super::records::{Kind, Service};
 use super::source::Snapshot;
 
@@ -46,35 +46,11 @@ service cannot be read. See docs/legacy-import.md, \"Status\".";
 #[derive(Args)]
 #[command(after_long_help = EXAMPLE)]
 pub struct StatusArgs {
-    /// Raptor's database, `postgresql://USER[:PASSWORD]@HOST:PORT/DB`; read-only access is
-    /// enough.
-    #[arg(long, env = "RAPTOR_DATABASE_URL", value_name = "URL", hide_env_values = true)]
-    source_url: String,
+    #[command(flatten)]
+    at: Connection,
     /// Print the report as one JSON document instead of text.
     #[arg(long)]
     json: bool,
-    /// The auth service (users, sessions, backup codes, passkeys).
-    #[arg(long, env = "QUEUE_AUTH_URL", value_name = "URL", default_value = "http://127.0.0.1:8081")]
-    auth_url: String,
-    /// The rbac service (roles, grants).
-    #[arg(long, env = "QUEUE_RBAC_URL", value_name = "URL", default_value = "http://127.0.0.1:8082")]
-    rbac_url: String,
-    /// auth's identity (its `tokens.issuer`): the audience of the tokens sent to it.
-    #[arg(long, default_value = "auth")]
-    auth_audience: String,
-    /// rbac's identity: the audience of the tokens sent to it.
-    #[arg(long, default_value = "rbac")]
-    rbac_audience: String,
-    /// The importer identity the tokens are issued as (the status is for the importers); its
-    /// key is `<keys-dir>/<iss>.pem` unless --key is given.
-    #[arg(long, env = "QUEUE_OPERATOR", default_value = "operator")]
-    iss: String,
-    /// The importer's signing key (PKCS#8 PEM).
-    #[arg(long, env = "QUEUE_OPERATOR_KEY")]
-    key: Option<PathBuf>,
-    /// Where `<iss>.pem` is looked for when --key is not given.
-    #[arg(long, default_value = "var/keys")]
-    keys_dir: PathBuf,
 }
 
 /// Makes and prints the report; 0, or 2 when it could not be made.
@@ -237,25 +213,17 @@ struct Report {
 }
 
 fn report(args: &StatusArgs) -> anyhow::Result<Report> {
-    let scheme = url::Url::parse(&args.source_url).map(|u| u.scheme().to_string()).unwrap_or_default();
-    if !matches!(scheme.as_str(), "postgres" | "postgresql") {
-        anyhow::bail!("--source-url must be a postgresql:// URL of Raptor's database");
-    }
-    let key = args.key.clone().unwrap_or_else(|| args.keys_dir.join(format!("{}.pem", args.iss)));
-    let client = Client::new(
-        crate::minter(&args.iss, &key)?,
-        Endpoint { url: args.auth_url.clone(), audience: args.auth_audience.clone() },
-        Endpoint { url: args.rbac_url.clone(), audience: args.rbac_audience.clone() },
-    )?;
+    let source_url = args.at.source()?;
+    let client = args.at.client()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let mut at_queue = held(&client, Service::Auth).await?;
         at_queue.extend(held(&client, Service::Rbac).await?);
-        let mut source = Snapshot::open(&args.source_url).await?;
+        let mut source = Snapshot::open(source_url).await?;
         let lines = lines(&mut source, &at_queue).await;
         let snapshot_at = source.taken_at;
         source.close().await?;
-        Ok(Report { source: queue_platform::config::redact_url(&args.source_url), snapshot_at, lines: lines? })
+        Ok(Report { source: queue_platform::config::redact_url(source_url), snapshot_at, lines: lines? })
     })
 }
 
