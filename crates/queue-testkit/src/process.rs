@@ -32,10 +32,35 @@ pub fn run_to_exit(binary: &str, env: &[(&str, &str)]) -> Output {
     child.wait_with_output().expect("output")
 }
 
-/// A free loopback port (bind, read, release).
+/// A free loopback port for a process to listen on later, chosen **below** the kernel's ephemeral
+/// range: a port from that range (what binding port 0 gives) can be taken as the local end of any
+/// outgoing connection before the process binds it, which with many tests in parallel happens.
+/// Ports are handed out in turn from a per-process starting point, each checked free by binding.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let below = ephemeral_start().max(FIRST + 1000);
+    let span = below - FIRST;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let port = FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = u16::try_from(port).expect("a port");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
+}
+
+/// The first port of the kernel's ephemeral range (Linux: /proc/sys/net/ipv4/ip_local_port_range;
+/// elsewhere the IANA range's 49152).
+fn ephemeral_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(49_152)
 }
 
 /// A service binary running in the background; killed on drop if still running.
