@@ -8,7 +8,6 @@ use queue_testkit::{TestApp, TestDb, TestKeys};
 use std::path::Path;
 
 use crate::api_conformance::rbac_and_audit;
-use crate::queuectl;
 
 pub const SCHEMA: &str = include_str!("../../../../legacy/raptor/raptor-schema.sql");
 
@@ -46,7 +45,7 @@ impl Queue {
         all.extend(["--iss", iss]);
         all.extend(args);
         let key = self.keys.private(iss).display().to_string();
-        run(&all, &[("QUEUE_OPERATOR_KEY", &key)]).await
+        crate::queuectl_async(&all, &[("QUEUE_OPERATOR_KEY", &key)]).await
     }
 
     pub async fn stop(&self) {
@@ -73,17 +72,4 @@ async fn auth(keys: &TestKeys, dir: &Path) -> TestApp {
         |_| {},
     )
     .await
-}
-
-/// Runs queuectl off the async runtime (the services answer on it).
-pub async fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        queuectl(&args, &env)
-    })
-    .await
-    .expect("run")
 }

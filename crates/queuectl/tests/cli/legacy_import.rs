@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use crate::legacy_tap::{Received, Services, Tap};
-use crate::queuectl;
+use crate::{queuectl, queuectl_async};
 
 const SCHEMA: &str = include_str!("../../../../legacy/raptor/raptor-schema.sql");
 /// Customer 1's session cookie at Raptor, stored there in plaintext.
@@ -147,7 +147,7 @@ impl Queue {
         all.extend(["--rbac-url", &self.rbac.url]);
         all.extend(args);
         let operator = self.keys.private("operator").display().to_string();
-        run(&all, &[("QUEUE_OPERATOR_KEY", &operator)]).await
+        queuectl_async(&all, &[("QUEUE_OPERATOR_KEY", &operator)]).await
     }
 
     fn received(&self) -> Vec<Received> {
@@ -214,19 +214,6 @@ impl Queue {
         self.rbac.stop().await;
         self.services.stop().await;
     }
-}
-
-/// Runs queuectl off the async runtime (the stand-ins answer on it).
-async fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        queuectl(&args, &env)
-    })
-    .await
-    .expect("run")
 }
 
 /// What the service answered for each record of `kind`: (legacy id, outcome), in order.
@@ -654,13 +641,14 @@ async fn errors_name_what_failed_and_exit_2() {
     let queue = Queue::start().await;
 
     // Usage.
-    let (code, _, err) = run(&["legacy", "import"], &[]).await;
+    let (code, _, err) = queuectl_async(&["legacy", "import"], &[]).await;
     assert_eq!(code, 2);
     assert!(err.contains("--source-url"), "{err}");
     let (code, _, err) = queue.import("http://127.0.0.1:1/raptor", &[]).await;
     assert_eq!(code, 2);
     assert!(err.contains("must be a postgresql:// URL"), "{err}");
-    let (code, _, err) = run(&["legacy", "import", "--source-url", &db.url, "--batch-size", "1001"], &[]).await;
+    let (code, _, err) =
+        queuectl_async(&["legacy", "import", "--source-url", &db.url, "--batch-size", "1001"], &[]).await;
     assert_eq!(code, 2);
     assert!(err.contains("1001"), "{err}");
 
@@ -680,7 +668,8 @@ async fn errors_name_what_failed_and_exit_2() {
     assert!(err.contains("is this Raptor's database?") && err.contains("customers"), "{err}");
 
     // No key for the importer.
-    let (code, _, err) = run(&["legacy", "import", "--source-url", &db.url, "--keys-dir", "/nonexistent"], &[]).await;
+    let (code, _, err) =
+        queuectl_async(&["legacy", "import", "--source-url", &db.url, "--keys-dir", "/nonexistent"], &[]).await;
     assert_eq!(code, 2);
     assert!(err.contains("cannot read the signing key /nonexistent/operator.pem"), "{err}");
 
@@ -688,7 +677,8 @@ async fn errors_name_what_failed_and_exit_2() {
     let raptor_key = queue.keys.private("raptor").display().to_string();
     let args =
         ["legacy", "import", "--source-url", &db.url, "--auth-url", &queue.auth.url, "--rbac-url", &queue.rbac.url];
-    let (code, out, err) = run(&args, &[("QUEUE_OPERATOR", "raptor"), ("QUEUE_OPERATOR_KEY", &raptor_key)]).await;
+    let (code, out, err) =
+        queuectl_async(&args, &[("QUEUE_OPERATOR", "raptor"), ("QUEUE_OPERATOR_KEY", &raptor_key)]).await;
     assert_eq!(code, 2, "{out}");
     let expected =
         format!("auth answered 403 Forbidden at POST {}/internal/v1/import/users: forbidden: ", queue.auth.url);
@@ -711,7 +701,7 @@ async fn errors_name_what_failed_and_exit_2() {
         "http://127.0.0.1:1",
         "--json",
     ];
-    let (code, out, err) = run(&args, &[("QUEUE_OPERATOR_KEY", &operator)]).await;
+    let (code, out, err) = queuectl_async(&args, &[("QUEUE_OPERATOR_KEY", &operator)]).await;
     assert_eq!(code, 2);
     assert!(err.contains("cannot reach rbac at POST http://127.0.0.1:1/internal/v1/import/roles"), "{err}");
     let report: Value = serde_json::from_str(&out).expect("a JSON report");

@@ -30,6 +30,19 @@ pub(crate) fn queuectl(args: &[&str], env: &[(&str, &str)]) -> (i32, String, Str
     )
 }
 
+/// [`queuectl`] off the async runtime, for tests whose services answer on it.
+pub(crate) async fn queuectl_async(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        queuectl(&args, &env)
+    })
+    .await
+    .expect("run")
+}
+
 /// The proxy without a route table, its admin listener on 127.0.0.1:0 (trusting the test
 /// identities of `keys`): `using` runs against that listener, then the proxy stops.
 pub(crate) async fn with_proxy_admin<T>(keys: &TestKeys, using: impl AsyncFnOnce(std::net::SocketAddr) -> T) -> T {

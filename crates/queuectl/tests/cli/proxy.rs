@@ -7,8 +7,6 @@ use queue_testkit::{TestApp, TestKeys};
 use serde_json::Value;
 use std::path::Path;
 
-use crate::queuectl;
-
 /// A route table with Raptor at `legacy` and backup codes cut over in phase 2.
 fn table(phase: u8, legacy: &str) -> String {
     format!(
@@ -40,15 +38,8 @@ async fn start_proxy(table: &Path, keys: &TestKeys, audit: Option<url::Url>) -> 
 
 /// Runs queuectl off the async runtime with `env`.
 async fn run(args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        queuectl(&args, &env)
-    })
-    .await
-    .expect("run")
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    crate::queuectl_async(args, &env).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
