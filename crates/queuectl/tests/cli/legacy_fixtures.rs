@@ -55,7 +55,8 @@ impl Queue {
     }
 }
 
-async fn auth(keys: &TestKeys, dir: &Path) -> TestApp {
+/// auth on its own test database (backup codes on), trusting the test identities of `keys`.
+pub(crate) async fn auth(keys: &TestKeys, dir: &Path) -> TestApp {
     let pepper = dir.join("pepper.key");
     queue_auth::config::write_pepper(&pepper, true).expect("pepper");
     let mail = dir.join("mail");

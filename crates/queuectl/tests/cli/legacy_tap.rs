@@ -7,11 +7,12 @@
 //! then records and returns the real answer. The tests inspect what crossed the wire; what the
 //! services kept is read from their tables ([`Services::stored`]).
 
+use crate::api_conformance::rbac_and_audit;
+use crate::legacy_fixtures::auth;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::Engine;
 use diesel_async::RunQueryDsl;
-use queue_platform::{ServiceConfig, Signals};
-use queue_testkit::{TestApp, TestDb, TestKeys};
+use queue_testkit::{TestApp, TestKeys};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 
@@ -142,44 +143,11 @@ pub struct Services {
     _dir: tempfile::TempDir,
 }
 
-fn adjust_none(_: &mut ServiceConfig) {}
-
 impl Services {
     pub async fn start(keys: &TestKeys) -> Self {
         let dir = tempfile::tempdir().expect("tmp");
-        let data_keys = queue_audit::config::KeysConfig::local_in(dir.path(), true).expect("audit keys").0;
-        let audit = TestApp::spawn_in(
-            "audit",
-            TestDb::new(&[queue_audit::MIGRATIONS]).await,
-            keys.clone(),
-            move |c| queue_audit::run(queue_audit::AuditConfig::new(c, data_keys), Signals::Ignore),
-            adjust_none,
-        )
-        .await;
-        let audit_url = url::Url::parse(&audit.url("/")).expect("url");
-        let rbac = TestApp::spawn_in(
-            "rbac",
-            TestDb::new(&[queue_rbac::MIGRATIONS]).await,
-            keys.clone(),
-            move |c| queue_rbac::run(queue_rbac::RbacConfig::new(c, audit_url), Signals::Ignore),
-            adjust_none,
-        )
-        .await;
-        let pepper = dir.path().join("pepper.key");
-        queue_auth::config::write_pepper(&pepper, true).expect("pepper");
-        let mail = dir.path().join("mail");
-        let auth = TestApp::spawn_in(
-            "auth",
-            TestDb::new(&[queue_auth::MIGRATIONS]).await,
-            keys.clone(),
-            move |base| {
-                let mut config = queue_auth::config::AuthConfig::new(base, pepper);
-                config.mailer.dev_dir = mail;
-                queue_auth::run(config, Signals::Ignore)
-            },
-            adjust_none,
-        )
-        .await;
+        let (rbac, audit) = rbac_and_audit(keys, dir.path()).await;
+        let auth = auth(keys, dir.path()).await;
         Self { auth, rbac, audit, _dir: dir }
     }
 
