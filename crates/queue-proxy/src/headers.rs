@@ -73,7 +73,7 @@ pub(crate) fn shadow_copy(
     if to_legacy {
         strip_queue_credentials(&mut headers, cookie);
     } else if !legacy_cookie.is_empty() {
-        rewrite_cookies(&mut headers, legacy_cookie, None);
+        rewrite_cookies(&mut headers, &[legacy_cookie], None);
     }
     headers
 }
@@ -95,14 +95,14 @@ pub(crate) fn strip_queue_credentials(h: &mut HeaderMap, cookie: &str) {
     if bearer_is_session {
         h.remove(http::header::AUTHORIZATION);
     }
-    rewrite_cookies(h, cookie, None);
+    rewrite_cookies(h, &[cookie], None);
 }
 
-/// Removes cookie `drop` from the request's `Cookie` headers (other cookies are kept) and, with
+/// Removes the cookies named in `drop` from the request's `Cookie` headers (others are kept) and, with
 /// `add`, adds that cookie (name, value): the headers become one `Cookie` header when anything
 /// changes. Untouched when there is nothing to drop or add.
-pub(crate) fn rewrite_cookies(h: &mut HeaderMap, drop: &str, add: Option<(&str, &str)>) {
-    let is_dropped = |pair: &str| pair.split_once('=').is_some_and(|(name, _)| name.trim() == drop);
+pub(crate) fn rewrite_cookies(h: &mut HeaderMap, drop: &[&str], add: Option<(&str, &str)>) {
+    let is_dropped = |pair: &str| pair.split_once('=').is_some_and(|(name, _)| drop.contains(&name.trim()));
     let carries =
         h.get_all(http::header::COOKIE).iter().any(|v| v.to_str().map_or(true, |v| v.split(';').any(is_dropped)));
     if !carries && add.is_none() {
@@ -337,14 +337,20 @@ mod tests {
         h.append(http::header::COOKIE, HeaderValue::from_static("raptor_session=r2; lang=en"));
         assert_eq!(cookie_value(&h, "raptor_session"), Some("r1"), "the first one");
         assert_eq!(cookie_value(&h, "raptor"), None);
-        rewrite_cookies(&mut h, "raptor_session", Some(("queue_session", "r1")));
+        rewrite_cookies(&mut h, &["raptor_session"], Some(("queue_session", "r1")));
         assert_eq!(
             h.get_all(http::header::COOKIE).iter().collect::<Vec<_>>(),
             ["theme=dark; lang=en; queue_session=r1"]
         );
         let mut h = HeaderMap::new();
-        rewrite_cookies(&mut h, "raptor_session", None);
+        rewrite_cookies(&mut h, &["raptor_session"], None);
         assert!(h.is_empty(), "nothing to drop or add: untouched");
+
+        // A stale Queue session is replaced by the carried one, never sent beside it.
+        let mut h = HeaderMap::new();
+        h.insert(http::header::COOKIE, HeaderValue::from_static("queue_session=old; raptor_session=r3; a=1"));
+        rewrite_cookies(&mut h, &["raptor_session", "queue_session"], Some(("queue_session", "r3")));
+        assert_eq!(h.get_all(http::header::COOKIE).iter().collect::<Vec<_>>(), ["a=1; queue_session=r3"]);
     }
 
     #[test]

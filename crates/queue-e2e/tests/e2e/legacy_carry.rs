@@ -17,9 +17,16 @@ use crate::support::Stack;
 
 /// A GET through the proxy with `cookie`: (status, its `Set-Cookie` values, body).
 async fn through_proxy(stack: &Stack, path: &str, cookie: &str) -> (StatusCode, Vec<String>, Value) {
+    call(stack, reqwest::Method::GET, path, cookie).await
+}
+
+/// A call through the proxy from the browser's origin with `cookie`: (status, its `Set-Cookie`
+/// values, body).
+async fn call(stack: &Stack, method: reqwest::Method, path: &str, cookie: &str) -> (StatusCode, Vec<String>, Value) {
     let r = stack
         .client
-        .get(format!("{}{path}", stack.proxy.base_url))
+        .request(method, format!("{}{path}", stack.proxy.base_url))
+        .header(reqwest::header::ORIGIN, &stack.browser_origin)
         .header(reqwest::header::COOKIE, cookie)
         .send()
         .await
@@ -125,4 +132,68 @@ async fn a_raptor_session_is_signed_in_at_queue_through_the_proxy() {
     assert_eq!(proxy_metric(&stack, "queue_proxy_legacy_sessions_refused_total", "reason=\"unknown\"").await, 2.0);
     assert_eq!(proxy_metric(&stack, "queue_proxy_legacy_sessions_refused_total", "reason=\"malformed\"").await, 1.0);
     assert_eq!(proxy_metric(&stack, "queue_proxy_legacy_sessions_carried_total", "").await, 1.0);
+}
+
+/// The names of the cookies a `Set-Cookie` list removes (an empty value and `Max-Age=0`).
+fn removed(set: &[String]) -> Vec<&str> {
+    let mut names: Vec<&str> = set
+        .iter()
+        .filter(|c| c.contains("Max-Age=0"))
+        .filter_map(|c| c.split_once('=').filter(|(_, rest)| rest.starts_with(';')).map(|(name, _)| name))
+        .collect();
+    names.sort_unstable();
+    names
+}
+
+/// Item 2's second half at the browser: a sign-out on either side clears the browser's other
+/// cookie when it holds the same (carried-over) session, and a Queue session cookie auth refuses
+/// gives way to a live Raptor session instead of winning over it; a live one still wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_out_on_either_side_ends_both_cookies_and_a_stale_queue_cookie_gives_way() {
+    let stack = Stack::start(with_raptor()).await;
+    let (_first, a) = ada_signs_in(&stack).await;
+    let (mut second, b) = ada_signs_in(&stack).await;
+    let (code, report) = import(&stack, &[]).await;
+    assert_eq!(code, 0, "{report:#}\n{}", stack.logs());
+    let (s, ada) = lookup(&stack, "1").await;
+    assert_eq!(s, StatusCode::OK, "{ada}");
+
+    // Carried over, then signed out at Raptor through the proxy with both cookies: Raptor clears
+    // its cookie and the proxy clears Queue's, the same session.
+    let (s, set, _) = through_proxy(&stack, "/api/v1/auth/session", &format!("raptor_session={a}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(set[0].starts_with(&format!("queue_session={a};")), "{set:?}");
+    let both = format!("raptor_session={a}; queue_session={a}");
+    let (s, set, v) = call(&stack, reqwest::Method::POST, "/api/signout", &both).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(removed(&set), ["queue_session", "raptor_session"], "{set:?}");
+
+    // The second browser kept an old Queue cookie (its session was carried and then signed out
+    // at Raptor, which the sync brought to Queue) and signed in at Raptor again: the stale Queue
+    // cookie gives way, the new Raptor session is carried over and replaces it.
+    let (s, v) = second.post(&stack, "/api/signout", &json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_third, c) = ada_signs_in(&stack).await;
+    let (code, report) = import(&stack, &[]).await;
+    assert_eq!(code, 0, "{report:#}");
+    let stale = format!("queue_session={b}; raptor_session={c}");
+    let (s, set, me) = through_proxy(&stack, "/api/v1/auth/session", &stale).await;
+    assert_eq!(s, StatusCode::OK, "the new Raptor session signs her in: {me}\n{}", stack.logs());
+    assert_eq!(me["user"]["id"], ada["id"], "{me}");
+    assert!(set.len() == 1 && set[0].starts_with(&format!("queue_session={c};")), "{set:?}");
+
+    // A live Queue session of her own wins over a Raptor cookie that differs: nothing carried.
+    let own = format!("queue_session={c}; raptor_session={b}");
+    let (s, set, me) = through_proxy(&stack, "/api/v1/auth/session", &own).await;
+    assert_eq!(s, StatusCode::OK, "{me}");
+    assert!(set.is_empty(), "{set:?}");
+
+    // Signed out at Queue with the carried session: auth clears its cookie, the proxy Raptor's.
+    let both = format!("raptor_session={c}; queue_session={c}");
+    let (s, set, v) = call(&stack, reqwest::Method::DELETE, "/api/v1/auth/session", &both).await;
+    assert!(s.is_success(), "{s} {v}");
+    assert_eq!(removed(&set), ["queue_session", "raptor_session"], "{set:?}");
+    let (s, _, v) = through_proxy(&stack, "/api/v1/auth/session", &format!("queue_session={c}")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "the session ended at Queue: {v}");
+    assert_eq!(proxy_metric(&stack, "queue_proxy_legacy_sessions_carried_total", "").await, 2.0);
 }

@@ -77,6 +77,7 @@ pub(super) async fn forward(w: &Worker, req: Request<Incoming>, peer: IpAddr) ->
     // The request id was checked (or made) to be a token: a valid header value.
     let request_id_value = HeaderValue::from_str(&request_id).unwrap_or(HeaderValue::from_static("-"));
     let trusted_peer = state.trusted_proxies.contains(peer);
+    let shared_session = carry::shared_session(state, &head.headers);
     headers::upstream_headers(&mut head.headers, &request_id_value, peer, trusted_peer, tracing_on);
     let primary_tx = ex.submit_shadow(&head, &body, client_uri.query());
     match ex.plan.side {
@@ -99,6 +100,9 @@ pub(super) async fn forward(w: &Worker, req: Request<Incoming>, peer: IpAddr) ->
     parts.headers.insert(headers::REQUEST_ID_HEADER, request_id_value);
     if let Some(c) = &carried {
         carry::answer(state, &mut parts.headers, c, chrono::Utc::now());
+    }
+    if shared_session {
+        carry::mirror_sign_out(state, ex.plan.side, &mut parts.headers);
     }
     let tee = primary_tx.map(|(tx, cap)| Tee::new(tx, cap, parts.status.as_u16(), content_length(&parts.headers)));
     let body = Relay::new(upstream_body, tee, state.read_timeout, permit, client_slot);
