@@ -53,6 +53,7 @@ say "migrating"
 
 mkdir -p var/log
 pids=()
+follower=""
 declare -A PID=()
 stop() {
   # Once stopping, further signals are ignored: make passes its SIGTERM on to this script after
@@ -60,6 +61,7 @@ stop() {
   trap '' INT TERM
   trap - EXIT
   say "stopping"
+  [ -n "$follower" ] && kill -TERM "$follower" 2>/dev/null && wait "$follower" 2>/dev/null
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   scripts/pg-cluster.sh stop var/pg
@@ -117,6 +119,12 @@ for s in "${SERVICES[@]}"; do
   wait_ready "$s" /readyz 100
 done
 
+# Phases 1-2: what people do at Raptor reaches Queue within seconds (docs/legacy-import.md,
+# "--follow"): Raptor's customers, sessions, codes, passkeys, roles and grants, every 5 s.
+"$BIN/queuectl" legacy import --source-url "postgresql://queue@127.0.0.1:${PG_PORT}/raptor" \
+  --key var/keys/operator.pem --follow --interval 5 >>var/log/legacy-sync.log 2>&1 &
+follower=$!
+
 say "Queue is running (started in $((SECONDS - started)) s)"
 for s in proxy auth rbac audit; do
   printf '  %-6s http://127.0.0.1:%s   (health /healthz, ready /readyz, keys /.well-known/jwks.json, log var/log/%s.log)\n' "$s" "${PORT[$s]}" "$s"
@@ -124,6 +132,7 @@ done
 printf '  %-6s %s\n' "admin" "http://127.0.0.1:9080/admin/routes   (proxy admin, loopback, operator token: queuectl proxy status|phase N|rollback|reload|metrics)"
 printf '  %-6s %s\n' "routes" "$ROUTES   (copied from deploy/local/routes.toml at each start, phase 1; \`queuectl proxy phase N\` rewrites the copy)"
 printf '  %-6s %s\n' "raptor" "http://127.0.0.1:${PORT[raptor]}   (the legacy Flask app behind the proxy; keys /.well-known/jwks.json, log var/log/raptor.log, mail var/raptor-mail/)"
+printf '  %-6s %s\n' "sync" "queuectl legacy import --follow: Raptor's identity data into Queue every 5 s (log var/log/legacy-sync.log; queuectl legacy status)"
 printf '  %-6s %s\n' "db" "$DATABASE_URL   (Raptor's: postgres://queue@127.0.0.1:${PG_PORT}/raptor)"
 echo "  open http://localhost:8080/ (Raptor, phase 1), sign in as admin@acme.test / raptor-admin-demo"
 echo "       (also agent@acme.test / raptor-agent-demo, viewer@acme.test / raptor-viewer-demo: legacy/raptor/README.md)"

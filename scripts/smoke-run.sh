@@ -2,7 +2,8 @@
 # CI's check of `make run`: start it, wait for "Queue is running", check /healthz, /readyz and
 # /.well-known/jwks.json on all four ports; then Raptor behind the proxy at http://localhost:8080
 # (its home page, the demo admin's sign-in, the tickets page with that session), Raptor's JWKS on
-# 8090, that the sign-in's audit event (raptor.session.created) reached Queue's audit, the Python
+# 8090, that the sign-in's audit event (raptor.session.created) reached Queue's audit, that the
+# sync (queuectl legacy import --follow) brought Raptor's customers and that session, the Python
 # quickstart of docs/raptor.md (clients/python/examples/quickstart.py), and that
 # `queuectl proxy phase N` rewrites var/routes.toml, not deploy/local/routes.toml. Then it stops
 # the stack (SIGTERM to make's process group, as Ctrl-C does) and checks that no service, Raptor
@@ -82,6 +83,22 @@ if [ "$found" -gt 0 ]; then
   ok "raptor.session.created reached Queue's audit (tenant Acme)"
 else
   bad "raptor.session.created did not reach Queue's audit within 10 s (last answer $code $(head -c 200 "$work/events"))"
+fi
+
+# The sync (queuectl legacy import --follow, every 5 s) brings Raptor's customers and the admin's
+# session into Queue: the status shows no difference in users and the session carried over.
+synced=""
+for _ in $(seq 1 40); do
+  synced="$("$QUEUECTL" legacy status --source-url "postgresql://queue@127.0.0.1:54329/raptor" --json 2>/dev/null \
+    | json '[k["difference"]["rows"] for k in d["kinds"] if k["kind"] == "users"][0] == 0 and d["sessions_carried_over"] > 0' \
+    2>/dev/null)" || synced=""
+  [ "$synced" = True ] && break
+  sleep 0.5
+done
+if [ "$synced" = True ]; then
+  ok "the sync brought Raptor's customers and the admin's session into Queue (queuectl legacy status)"
+else
+  bad "queuectl legacy status: Raptor's customers or the admin's session not in Queue within 20 s (var/log/legacy-sync.log: $(tail -n 3 var/log/legacy-sync.log 2>/dev/null))"
 fi
 
 # The quickstart of docs/raptor.md, as a Python service runs it against make run (the client's

@@ -9,6 +9,7 @@
 mod client;
 mod connection;
 mod convert;
+mod follow;
 mod records;
 mod report;
 mod source;
@@ -36,6 +37,8 @@ their default ports, the operator's key in var/keys/operator.pem):
 
   queuectl legacy import --source-url postgresql://queue@127.0.0.1:54329/raptor --dry-run
   queuectl legacy import --source-url postgresql://queue@127.0.0.1:54329/raptor
+  # phases 1-2: keep Queue in step with Raptor, a round every 5 s until Ctrl-C
+  queuectl legacy import --source-url postgresql://queue@127.0.0.1:54329/raptor --follow
 
 Exit status: 0 when every record was imported (created, updated, unchanged or skipped), 1 when
 some were refused (the report says which and why), 2 on a usage or connection error or when a
@@ -56,10 +59,20 @@ pub struct ImportArgs {
     /// Records per request.
     #[arg(long, default_value_t = MAX_BATCH, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_BATCH)))]
     batch_size: u16,
+    /// Keep Queue in step with Raptor: import again every `--interval` seconds until stopped
+    /// (Ctrl-C or SIGTERM); a round that fails is logged and tried again, never fatal.
+    #[arg(long, conflicts_with = "dry_run")]
+    follow: bool,
+    /// Seconds between the rounds of `--follow`.
+    #[arg(long, default_value_t = 5, requires = "follow", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    interval: u64,
 }
 
 /// Runs the import; the exit status is 0, 1 (something refused) or 2 (it could not run or finish).
 pub fn run(args: ImportArgs) -> ExitCode {
+    if args.follow {
+        return follow::run(&args);
+    }
     match start(&args) {
         Ok(report) => finish(&report, args.json),
         Err(e) => {
@@ -73,27 +86,30 @@ fn start(args: &ImportArgs) -> anyhow::Result<Report> {
     let source_url = args.at.source()?;
     let client = args.at.client()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let source = Snapshot::open(source_url).await?;
-        let report = Report {
-            source: queue_platform::config::redact_url(source_url),
-            snapshot_at: Some(source.taken_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-            dry_run: args.dry_run,
-            kinds: Vec::new(),
-            error: None,
-        };
-        let mut importer =
-            Importer { source, client, dry_run: args.dry_run, batch: usize::from(args.batch_size), report };
-        let outcome = importer.all().await;
-        importer.report.error = outcome.err().map(|e| format!("{e:#}"));
-        let Importer { source, mut report, .. } = importer;
-        if let Err(e) = source.close().await
-            && report.error.is_none()
-        {
-            report.error = Some(format!("{e:#}"));
-        }
-        Ok(report)
-    })
+    runtime.block_on(once(args, source_url, client))
+}
+
+/// One import: Raptor's snapshot opened, every kind sent, the snapshot closed; the report says
+/// where it stopped when it did not finish.
+async fn once(args: &ImportArgs, source_url: &str, client: Client) -> anyhow::Result<Report> {
+    let source = Snapshot::open(source_url).await?;
+    let report = Report {
+        source: queue_platform::config::redact_url(source_url),
+        snapshot_at: Some(source.taken_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        dry_run: args.dry_run,
+        kinds: Vec::new(),
+        error: None,
+    };
+    let mut importer = Importer { source, client, dry_run: args.dry_run, batch: usize::from(args.batch_size), report };
+    let outcome = importer.all().await;
+    importer.report.error = outcome.err().map(|e| format!("{e:#}"));
+    let Importer { source, mut report, .. } = importer;
+    if let Err(e) = source.close().await
+        && report.error.is_none()
+    {
+        report.error = Some(format!("{e:#}"));
+    }
+    Ok(report)
 }
 
 fn finish(report: &Report, json: bool) -> ExitCode {

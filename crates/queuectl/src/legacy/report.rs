@@ -102,6 +102,18 @@ impl Report {
         self.kinds.iter().map(|t| t.count(Outcome::Refused)).sum()
     }
 
+    /// How many records of the whole run had `outcome`.
+    pub fn total(&self, outcome: Outcome) -> u64 {
+        self.kinds.iter().map(|t| t.count(outcome)).sum()
+    }
+
+    /// One line: the run's outcomes summed over the kinds, and its time.
+    pub fn summary(&self) -> String {
+        let seconds: f64 = self.kinds.iter().map(|t| t.elapsed.as_secs_f64()).sum();
+        let counts: Vec<String> = Outcome::ALL.iter().map(|&o| format!("{} {}", self.total(o), o.name())).collect();
+        format!("{} in {seconds:.2} s", counts.join(", "))
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "source": self.source,

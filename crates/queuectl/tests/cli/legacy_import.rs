@@ -799,3 +799,98 @@ async fn the_real_raptors_own_data_imports_with_nothing_refused() {
     }
     queue.stop().await;
 }
+
+/// A `queuectl legacy import --follow` child with its stdout lines arriving on a channel.
+struct Follower {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: std::process::ChildStderr,
+}
+
+impl Follower {
+    fn start(queue: &Queue, source: &str) -> Self {
+        use std::io::BufRead;
+        let operator = queue.keys.private("operator").display().to_string();
+        let mut child = queue_testkit::process::command(crate::BIN, &[("QUEUE_OPERATOR_KEY", &operator)])
+            .args(["legacy", "import", "--source-url", source, "--auth-url", &queue.auth.url])
+            .args(["--rbac-url", &queue.rbac.url, "--follow", "--interval", "1", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("queuectl --follow");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines, stderr }
+    }
+
+    /// The next round whose report satisfies `wanted` (within 20 s): its JSON document.
+    async fn round(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            match self.lines.try_recv() {
+                Ok(line) => {
+                    let report: Value = serde_json::from_str(&line).expect("one JSON document per line");
+                    if wanted(&report) {
+                        return report;
+                    }
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+        panic!("no round {what} within 20 s");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_brings_raptors_changes_by_the_next_round_and_stops_on_sigterm() {
+    let (db, _) = raptor("").await;
+    let queue = Queue::start().await;
+    let mut follower = Follower::start(&queue, &db.url);
+
+    let first = follower.round("1", |r| r["round"] == 1).await;
+    assert_eq!((&first["complete"], &first["refused"]), (&json!(true), &json!(0)), "{first}");
+    assert_eq!(counts(&first)[0], ("users".to_string(), [3, 3, 0, 0, 0, 0]), "{first}");
+    let quiet = follower.round("that changes nothing", |r| r["round"] == 2).await;
+    assert!(counts(&quiet).iter().all(|(_, c)| c[1] == 0 && c[2] == 0), "a quiet round writes nothing: {quiet}");
+
+    // At Raptor, while it follows: Ada signs out and uses a backup code; a new customer arrives.
+    db.conn()
+        .await
+        .batch_execute(
+            "UPDATE customer_sessions SET revoked_at = now() WHERE id = 1; \
+             UPDATE customer_backup_codes SET used_at = now() WHERE id = 1; \
+             INSERT INTO customers (tenant_id, email) VALUES ('5a3c0e1e-0000-4000-8000-00000000a0c1', 'new@acme.test');",
+        )
+        .await
+        .expect("changes at Raptor");
+    let changed = follower.round("with Raptor's changes", |r| counts(r)[0].1[1] == 1).await;
+    let by_kind = counts(&changed);
+    assert_eq!(by_kind[0].1[1], 1, "the new customer: {changed}");
+    assert_eq!(by_kind[1].1[2], 1, "the sign-out at Raptor: {changed}");
+    assert_eq!(by_kind[2].1[2], 1, "the used code: {changed}");
+    assert_eq!(queue.validate(TOKEN).await["valid"], false, "signed out at Raptor, so at Queue");
+
+    // SIGTERM: it stops by itself, exit 0, and says so.
+    let pid = follower.child.id().to_string();
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || {
+        let status = follower.child.wait().expect("wait");
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut follower.stderr, &mut err).expect("stderr");
+        (status, err)
+    })
+    .await
+    .expect("joined");
+    assert_eq!(status.0.code(), Some(0), "{}", status.1);
+    assert!(status.1.contains("stopped"), "{}", status.1);
+    queue.stop().await;
+}
