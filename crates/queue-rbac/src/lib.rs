@@ -57,6 +57,7 @@ grant history, pre-write audit and reconcile."
         handlers::reconcile::reconcile,
         handlers::import::import_roles,
         handlers::import::import_grants,
+        handlers::import::import_principals,
         handlers::import::import_status,
     )
 )]
@@ -105,7 +106,13 @@ pub async fn run(config: RbacConfig, signals: Signals) -> anyhow::Result<Running
         compensate_after_secs: config.audit.compensate_after_secs,
         failpoint,
     };
-    let state = Arc::new(state::RbacState { db, checker, writes, callers: config.callers.clone() });
+    let state = Arc::new(state::RbacState {
+        db,
+        checker,
+        writes,
+        callers: config.callers.clone(),
+        write_back_enabled: false,
+    });
     let data = actix_web::web::Data::from(state);
     // User sessions are validated by the auth service; without `[auth]`, service tokens only.
     let sessions = config.auth.as_ref().map(|a| SessionValidator::new(a.url.clone(), a.session_cache_secs).into_data());
