@@ -13,16 +13,22 @@ pub mod rbac {
     diesel::table! {
         rbac.legacy_writeback (id) {
             id -> Int8,
-            kind -> Text,
-            key -> Text,
-            record_id -> Uuid,
-            body -> Jsonb,
             created_at -> Timestamptz,
+            kind -> Text,
+            method -> Text,
+            path -> Text,
+            body -> Nullable<Jsonb>,
+            order_key -> Text,
+            coalesce_key -> Nullable<Text>,
+            subject -> Nullable<Uuid>,
+            on_delivered -> Nullable<Text>,
             attempts -> Int4,
             next_attempt_at -> Timestamptz,
             delivered_at -> Nullable<Timestamptz>,
+            superseded_by -> Nullable<Int8>,
             failed_at -> Nullable<Timestamptz>,
             last_error -> Nullable<Text>,
+            legacy_id -> Nullable<Text>,
         }
     }
 

@@ -1,47 +1,58 @@
 //! The write-back to Raptor (issue 19, item 3): `legacy_principals` (which Queue users came from
-//! Raptor, as which customer) and the outbox `legacy_writeback` (what to send to Raptor, written
-//! in the transaction of the change it reflects; the relay sends, marks and reports the rows).
+//! Raptor, as which customer) and the outbox `legacy_writeback` (queue-platform's
+//! `writeback::WRITEBACK_DDL`: rows written in the transaction of the change they reflect; the
+//! relay sends and marks them; here, what rbac itself reads of them).
 
-use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamptz};
 use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use super::Conn;
-use super::schema::rbac::{legacy_principals as p, legacy_writeback as w};
+use super::schema::rbac::{legacy_principals as p, legacy_writeback as w, rbac_grants as g};
 
+/// The outbox, schema-qualified, as the relay and `writeback::enqueue` take it.
+pub const TABLE: &str = "rbac.legacy_writeback";
 /// What a grant row sends to Raptor: its create, or its revoke.
 pub const GRANT_CREATE: &str = "grant.create";
 pub const GRANT_REVOKE: &str = "grant.revoke";
 
-/// The key a grant's rows are ordered by.
-pub fn grant_key(id: Uuid) -> String {
-    format!("grant:{id}")
-}
-
-/// A row to send.
-#[derive(Debug, Insertable)]
-#[diesel(table_name = w)]
-pub struct NewWriteBack {
-    pub kind: &'static str,
-    pub key: String,
-    pub record_id: Uuid,
-    pub body: serde_json::Value,
-}
-
-pub async fn insert(conn: &mut Conn, row: &NewWriteBack) -> QueryResult<()> {
-    diesel::insert_into(w::table).values(row).execute(conn).await.map(drop)
-}
-
-/// Whether the grant has a create row (delivered or not): a grant made at Queue for a Raptor
+/// Whether the grant has a create row that did not fail: a grant made at Queue for a Raptor
 /// user, whose revoke is written back too even before it has Raptor's id.
 pub async fn has_create(conn: &mut Conn, grant: Uuid) -> QueryResult<bool> {
     diesel::select(diesel::dsl::exists(
-        w::table.filter(w::record_id.eq(grant)).filter(w::kind.eq(GRANT_CREATE)).filter(w::failed_at.is_null()),
+        w::table.filter(w::subject.eq(grant)).filter(w::kind.eq(GRANT_CREATE)).filter(w::failed_at.is_null()),
     ))
     .get_result(conn)
     .await
+}
+
+/// The grant made at Queue whose delivered create became Raptor's row `legacy_id`.
+pub async fn grant_created_as(conn: &mut Conn, legacy_id: &str) -> QueryResult<Option<Uuid>> {
+    w::table
+        .filter(w::kind.eq(GRANT_CREATE))
+        .filter(w::legacy_id.eq(legacy_id))
+        .select(w::subject)
+        .first::<Option<Uuid>>(conn)
+        .await
+        .optional()
+        .map(Option::flatten)
+}
+
+/// Grants whose create was delivered (Raptor answered an id) and that do not carry it yet:
+/// `(grant, Raptor id)`, oldest first.
+pub async fn delivered_unlinked(conn: &mut Conn, limit: i64) -> QueryResult<Vec<(Uuid, String)>> {
+    let rows: Vec<(Option<Uuid>, Option<String>)> = w::table
+        .inner_join(g::table.on(w::subject.eq(g::id.nullable())))
+        .filter(w::kind.eq(GRANT_CREATE))
+        .filter(w::delivered_at.is_not_null())
+        .filter(w::legacy_id.is_not_null())
+        .filter(g::legacy_id.is_null())
+        .order(w::id)
+        .limit(limit)
+        .select((w::subject, w::legacy_id))
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().filter_map(|(s, l)| Some((s?, l?))).collect())
 }
 
 /// The customer ids of some Queue users, for those imported from Raptor.
@@ -66,42 +77,6 @@ pub async fn pairs_touching(
 pub async fn insert_principals(conn: &mut Conn, pairs: &[(String, String)]) -> QueryResult<()> {
     let rows: Vec<_> = pairs.iter().map(|(pr, l)| (p::principal_id.eq(pr), p::legacy_id.eq(l))).collect();
     diesel::insert_into(p::table).values(rows).execute(conn).await.map(drop)
-}
-
-/// The backlog of one kind: pending and failed rows, the oldest pending, the newest error.
-#[derive(Debug, QueryableByName)]
-pub struct KindBacklog {
-    #[diesel(sql_type = Text)]
-    pub kind: String,
-    #[diesel(sql_type = BigInt)]
-    pub pending: i64,
-    #[diesel(sql_type = BigInt)]
-    pub failed: i64,
-    #[diesel(sql_type = BigInt)]
-    pub delivered: i64,
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    pub oldest_pending_at: Option<DateTime<Utc>>,
-    #[diesel(sql_type = Nullable<Integer>)]
-    pub attempts: Option<i32>,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub last_error: Option<String>,
-}
-
-/// Hand-written: per kind, the counts and the error of the most recent attempt among the rows
-/// still owed (pending or failed).
-const BACKLOG: &str = "\
-SELECT kind, \
-       count(*) FILTER (WHERE delivered_at IS NULL AND failed_at IS NULL) AS pending, \
-       count(*) FILTER (WHERE failed_at IS NOT NULL) AS failed, \
-       count(*) FILTER (WHERE delivered_at IS NOT NULL) AS delivered, \
-       min(created_at) FILTER (WHERE delivered_at IS NULL AND failed_at IS NULL) AS oldest_pending_at, \
-       max(attempts) FILTER (WHERE delivered_at IS NULL) AS attempts, \
-       (array_agg(last_error ORDER BY id DESC) FILTER (WHERE delivered_at IS NULL AND last_error IS NOT NULL))[1] \
-         AS last_error \
-  FROM rbac.legacy_writeback GROUP BY kind ORDER BY kind";
-
-pub async fn backlog(conn: &mut Conn) -> QueryResult<Vec<KindBacklog>> {
-    diesel::sql_query(BACKLOG).load(conn).await
 }
 
 /// A role's Raptor row id, if it has one.

@@ -25,7 +25,7 @@ use super::checker::Checker;
 use super::{Error, Origin};
 use crate::db::grants::{self, NewGrantRow};
 use crate::db::roles::{self, RoleRow};
-use crate::db::writeback::{self, NewWriteBack};
+use crate::db::writeback;
 use crate::db::{Conn, links, outbox, revisions};
 use crate::metrics::RbacMetrics;
 
@@ -63,6 +63,8 @@ pub struct Prewriter {
     pub metrics: RbacMetrics,
     /// Wakes the outbox relay (a compensation became due).
     pub outbox: Arc<Notify>,
+    /// Wakes the write-back relay (a change to write back to Raptor committed).
+    pub write_back: Arc<Notify>,
     /// `audit.compensate_after_secs`.
     pub compensate_after_secs: u64,
     pub failpoint: Option<Failpoint>,
@@ -185,13 +187,16 @@ impl Prewriter {
         change: Change<'_>,
         origin: &Origin,
         apply: Apply<'_>,
-        write_back: Option<&NewWriteBack>,
+        write_back: Option<&queue_platform::writeback::Change>,
     ) -> Result<Applied, Error> {
         let held = self.hold(&change, origin).await?;
         self.prewrite(&change.event(origin), &held).await?;
         let applied = self.apply(&change, &held, &apply, write_back).await;
         match applied {
             Ok(Some(revision)) => {
+                if write_back.is_some() {
+                    self.write_back.notify_one();
+                }
                 self.checker.await_replicas(revision).await;
                 Ok(Applied::Done(revision))
             }
@@ -269,7 +274,7 @@ impl Prewriter {
         change: &Change<'_>,
         held: &Held,
         apply: &Apply<'_>,
-        write_back: Option<&NewWriteBack>,
+        write_back: Option<&queue_platform::writeback::Change>,
     ) -> Result<Option<i64>, Error> {
         let mut conn = self.db.conn().await?;
         let applied = conn
@@ -281,7 +286,7 @@ impl Prewriter {
                     return Err(Abort::Nothing);
                 }
                 if let Some(row) = write_back {
-                    writeback::insert(c, row).await?;
+                    queue_platform::writeback::enqueue(c, writeback::TABLE, row).await?;
                 }
                 links::link(c, change.event_id, change.tenant, change.action).await?;
                 Ok(revisions::current(c).await?)

@@ -1,22 +1,40 @@
 //! What rbac writes back to Raptor (issue 19, item 3; docs/rbac-service.md, "Write-back to
 //! Raptor"): a grant made at Queue to a user imported from Raptor, of a role that has a Raptor
 //! id, and the revoke of a grant that has (or will have) a Raptor id. The row is made here and
-//! written by the pre-writer in the change's own transaction; the relay sends it to Raptor's
-//! `/internal/queue/v1/grants…` and, for a create, links the answered id to the grant.
+//! written by the pre-writer in the change's own transaction; queue-platform's relay sends it to
+//! Raptor's `/internal/queue/v1/grants…`. A delivered create's answered id is linked to the grant
+//! by [`link_delivered`], through the pre-writer (audited first, like any change to a grant).
 //!
 //! Which Queue users came from Raptor rbac learns at import (`legacy_principals`, filled by
 //! `POST /internal/v1/import/principals`): rbac knows principals by Queue user id only.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Value, json};
+use queue_audit_client::Party;
+use queue_platform::writeback::{self as relay, Change as WriteBack, LEGACY_ID, OnDelivered};
+use serde_json::json;
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::model::Grant;
-use super::{Actor, ActorKind, Error};
+use super::prewrite::{Applied, Apply, Change, PLATFORM_TENANT, Prewriter};
+use super::{Actor, ActorKind, Error, Origin};
 use crate::db::Conn;
 use crate::db::grants as grant_rows;
-use crate::db::writeback::{self as rows, GRANT_CREATE, GRANT_REVOKE, NewWriteBack, grant_key};
+use crate::db::writeback::{self as rows, GRANT_CREATE, GRANT_REVOKE};
+
+/// The statement a delivered create names, so the relay fills Raptor's id into the revoke waiting
+/// behind it. It changes nothing: the grant is linked by [`link_delivered`], audited first (a
+/// bare UPDATE of a grant would be a change without an audit event, which reconcile reports).
+pub const NOTE_DELIVERED: &str = "grant.delivered";
+pub static STATEMENTS: [OnDelivered; 1] =
+    [OnDelivered { name: NOTE_DELIVERED, sql: "SELECT $1::uuid IS NOT NULL AND $2::text IS NOT NULL" }];
+
+fn order_key(grant: Uuid) -> String {
+    format!("grant:{grant}")
+}
 
 /// Raptor's ids are `bigint`s; Queue keeps them as decimal strings.
 fn raptor_id(legacy_id: &str) -> Result<i64, Error> {
@@ -48,7 +66,7 @@ fn acting_user(actor: &Actor) -> Option<&str> {
 /// has a Raptor id (Raptor could not hold it otherwise); the granter is the acting user's
 /// customer id, or null (the system) when they have none.
 #[tracing::instrument(skip_all)]
-pub async fn grant_created(conn: &mut Conn, grant: &Grant, actor: &Actor) -> Result<Option<NewWriteBack>, Error> {
+pub async fn grant_created(conn: &mut Conn, grant: &Grant, actor: &Actor) -> Result<Option<WriteBack>, Error> {
     let Some(role) = rows::role_legacy_id(conn, grant.role_id).await? else { return Ok(None) };
     let granter = acting_user(actor);
     let people: Vec<&str> = std::iter::once(grant.principal_id.as_str()).chain(granter).collect();
@@ -65,7 +83,12 @@ pub async fn grant_created(conn: &mut Conn, grant: &Grant, actor: &Actor) -> Res
         "expires_at": grant.expires_at.map(rfc3339),
         "reason": grant.reason,
     });
-    Ok(Some(NewWriteBack { kind: GRANT_CREATE, key: grant_key(grant.id), record_id: grant.id, body }))
+    let path = "/internal/queue/v1/grants".to_string();
+    Ok(Some(
+        WriteBack::new(GRANT_CREATE, "POST", path, order_key(grant.id))
+            .body(body)
+            .on_delivered(NOTE_DELIVERED, grant.id),
+    ))
 }
 
 /// The row that writes a revoke back: for a grant with a Raptor id, or one whose create is on its
@@ -76,51 +99,67 @@ pub async fn grant_revoked(
     grant: Uuid,
     at: DateTime<Utc>,
     actor: &Actor,
-) -> Result<Option<NewWriteBack>, Error> {
-    let linked = grant_rows::legacy_id_of(conn, grant).await?.is_some();
-    if !linked && !rows::has_create(conn, grant).await? {
-        return Ok(None);
-    }
+) -> Result<Option<WriteBack>, Error> {
+    // Raptor's id now, or `{legacy_id}`, filled in by the relay when the create is answered.
+    let id = match grant_rows::legacy_id_of(conn, grant).await? {
+        Some(id) => id,
+        None if rows::has_create(conn, grant).await? => LEGACY_ID.to_string(),
+        None => return Ok(None),
+    };
     let revoker = match acting_user(actor) {
         Some(u) => customers(conn, &[u]).await?.get(u).copied(),
         None => None,
     };
     let body = json!({ "revoked_at": rfc3339(at), "revoked_by": revoker });
-    Ok(Some(NewWriteBack { kind: GRANT_REVOKE, key: grant_key(grant), record_id: grant, body }))
+    let path = format!("/internal/queue/v1/grants/{id}/revoke");
+    Ok(Some(WriteBack::new(GRANT_REVOKE, "POST", path, order_key(grant)).body(body)))
 }
 
-/// Where a row goes at Raptor (relative to `[legacy] writeback_url`), resolved when it is sent: a
-/// revoke names the grant's Raptor id, which a grant made at Queue has only once its create was
-/// delivered. `Err` with a reason when it cannot go (its create failed: it never will).
-pub async fn target(conn: &mut Conn, kind: &str, grant: Uuid) -> Result<Result<String, String>, Error> {
-    match kind {
-        GRANT_CREATE => Ok(Ok("/internal/queue/v1/grants".to_string())),
-        GRANT_REVOKE => Ok(match grant_rows::legacy_id_of(conn, grant).await? {
-            Some(id) => Ok(format!("/internal/queue/v1/grants/{id}/revoke")),
-            None => Err(format!("grant {grant} has no Raptor id: its create was not delivered")),
-        }),
-        other => Ok(Err(format!("unknown write-back kind `{other}`"))),
+/// Links the grants whose create was delivered to Raptor's answered id, each through the
+/// pre-writer (`rbac.legacy.grant.linked`, audited first); how many were linked.
+#[tracing::instrument(skip_all)]
+pub async fn link_delivered(w: &Prewriter) -> Result<usize, Error> {
+    let found = rows::delivered_unlinked(&mut *w.db.conn().await?, 100).await?;
+    let mut linked = 0;
+    for (grant, legacy_id) in found {
+        let change = Change {
+            event_id: Uuid::new_v4(),
+            tenant: PLATFORM_TENANT,
+            action: "rbac.legacy.grant.linked",
+            actor: Party::new("service", "rbac"),
+            target: Party::new("grant", grant.to_string()),
+            occurred_at: Utc::now(),
+            payload: json!({ "legacy_id": legacy_id, "note": "written back to Raptor, which answered this row id" }),
+        };
+        let apply = Apply::LinkGrant { id: grant, legacy_id: &legacy_id };
+        if let Applied::Done(_) = w.write(change, &Origin::default(), apply).await? {
+            linked += 1;
+        }
     }
+    Ok(linked)
 }
 
-/// The Raptor id in a create's answer (`{"id": <row id>}`), as the decimal string Queue keeps.
-pub fn answered_id(answer: &Value) -> Option<String> {
-    match &answer["id"] {
-        Value::Number(n) => n.as_i64().map(|i| i.to_string()),
-        Value::String(s) if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() => Some(s.clone()),
-        _ => None,
-    }
+/// Links delivered creates every `every`, and at once when woken; `writes` finds the pre-writer
+/// in what `holder` holds (the service's state).
+pub fn spawn_linker<S: Send + Sync + 'static>(
+    holder: Arc<S>,
+    writes: fn(&S) -> &Prewriter,
+    every: Duration,
+    wake: Arc<Notify>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = link_delivered(writes(&holder)).await {
+                tracing::warn!(error = %e, "write-back: cannot link delivered grants yet");
+            }
+            let _ = tokio::time::timeout(every, wake.notified()).await;
+        }
+    })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answered_ids_are_raptor_row_ids() {
-        assert_eq!(answered_id(&json!({"id": 42})).as_deref(), Some("42"));
-        assert_eq!(answered_id(&json!({"id": "42"})).as_deref(), Some("42"));
-        assert_eq!(answered_id(&json!({"id": "4x"})), None);
-        assert_eq!(answered_id(&json!({})), None);
-    }
+/// The backlog as `GET /internal/v1/import/status` reports it (`write_back`).
+pub async fn backlog(conn: &mut Conn, enabled: bool) -> Result<relay::Backlog, Error> {
+    let mut b = relay::backlog(conn, rows::TABLE).await?;
+    b.enabled = enabled;
+    Ok(b)
 }

@@ -11,7 +11,7 @@ use super::access::origin;
 use crate::domain::import::grants::LegacyGrant;
 use crate::domain::import::principals::LegacyPrincipal;
 use crate::domain::import::roles::LegacyRole;
-use crate::domain::import::status::{self as import_status, KindStatus, WriteBackStatus};
+use crate::domain::import::status::{self as import_status, KindStatus};
 use crate::domain::import::{self, ImportResult, Importer};
 use crate::state::RbacState;
 
@@ -153,7 +153,7 @@ pub struct ImportStatus {
     /// roles, grants.
     pub kinds: Vec<KindStatus>,
     /// The write-back backlog (issue 19, item 3): what is still to be sent to Raptor, or failed.
-    pub write_back: WriteBackStatus,
+    pub write_back: queue_platform::writeback::Backlog,
 }
 
 /// What rbac holds from Raptor (issue 19's cutover report; `queuectl legacy status` compares it
@@ -173,6 +173,8 @@ pub async fn import_status(state: web::Data<RbacState>, caller: Caller) -> Resul
     }
     let at = chrono::Utc::now();
     let kinds = import_status::report(&state.db, at).await?;
-    let write_back = import_status::write_back(&state.db, state.write_back_enabled).await?;
+    let write_back =
+        crate::domain::writeback::backlog(&mut *state.db.conn().await.map_err(crate::domain::Error::from)?, state.write_back_enabled)
+            .await?;
     Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(ImportStatus { at, kinds, write_back }))
 }
