@@ -6,6 +6,7 @@
 //! record's outcome; queuectl never writes into them, and never into Raptor.
 //! `queuectl legacy status` (`status`) compares Raptor with what the services hold.
 
+pub mod backlog;
 mod client;
 mod connection;
 mod convert;
@@ -125,12 +126,42 @@ impl Importer {
     async fn all(&mut self) -> anyhow::Result<()> {
         let mut users = Customers::new(self.dry_run);
         self.kind(Kind::Users, convert::user, |row, r| users.learn(row, r)).await?;
+        self.principals(&users).await?;
         self.kind(Kind::Sessions, |s: &SessionRow| convert::session(s, &users), |_, _| {}).await?;
         self.kind(Kind::BackupCodes, |c: &BackupCodeRow| convert::backup_code(c, &users), |_, _| {}).await?;
         self.kind(Kind::Passkeys, |p: &CredentialRow| convert::passkey(p, &users), |_, _| {}).await?;
         let mut roles = Roles::new(self.dry_run);
         self.kind(Kind::Roles, convert::role, |row, r| roles.learn(row, r)).await?;
         self.kind(Kind::Grants, |g: &GrantRow| convert::grant(g, &users, &roles), |_, _| {}).await
+    }
+
+    /// Tells rbac which Queue users are which Raptor customers (`POST /internal/v1/import/principals`),
+    /// so it writes grants made at Queue for them back to Raptor (issue 19, item 3). Not a kind of
+    /// the report: nothing of Raptor's is created; a pair rbac refuses (the user or the customer
+    /// paired otherwise already) is named on standard error. Skipped in a dry run.
+    async fn principals(&mut self, users: &Customers) -> anyhow::Result<()> {
+        if self.dry_run {
+            return Ok(());
+        }
+        for chunk in users.imported().chunks(self.batch) {
+            let legacy_ids: Vec<String> = chunk.iter().map(|(c, _)| c.to_string()).collect();
+            let records: Vec<records::Principal> = chunk
+                .iter()
+                .map(|(c, id)| records::Principal { legacy_id: c.to_string(), principal_id: id.clone() })
+                .collect();
+            let results = self
+                .client
+                .send_to(records::Service::Rbac, records::PRINCIPALS_PATH, &legacy_ids, &records, false)
+                .await?;
+            for r in results.iter().filter(|r| r.outcome == records::Outcome::Refused) {
+                eprintln!(
+                    "rbac refused customer {} as a Raptor user (grants made at Queue for them are not written back): {}",
+                    r.legacy_id,
+                    r.reason.as_deref().unwrap_or("no reason given")
+                );
+            }
+        }
+        Ok(())
     }
 
     /// One kind: counted, read a batch at a time, converted, sent; its tally joins the report
