@@ -82,6 +82,7 @@ pub async fn grant_created(conn: &mut Conn, grant: &Grant, actor: &Actor) -> Res
         "granted_at": rfc3339(grant.granted_at),
         "expires_at": grant.expires_at.map(rfc3339),
         "reason": grant.reason,
+        "queue_id": grant.id.to_string(),
     });
     let path = "/internal/queue/v1/grants".to_string();
     Ok(Some(
@@ -110,7 +111,7 @@ pub async fn grant_revoked(
         Some(u) => customers(conn, &[u]).await?.get(u).copied(),
         None => None,
     };
-    let body = json!({ "revoked_at": rfc3339(at), "revoked_by": revoker });
+    let body = json!({ "revoked_at": rfc3339(at), "revoked_by": revoker, "queue_id": grant.to_string() });
     let path = format!("/internal/queue/v1/grants/{id}/revoke");
     Ok(Some(WriteBack::new(GRANT_REVOKE, "POST", path, order_key(grant)).body(body)))
 }
