@@ -9,7 +9,7 @@ CREATE TABLE rbac.legacy_principals (
   legacy_id    text        NOT NULL UNIQUE,
   linked_at    timestamptz NOT NULL DEFAULT now()
 );
-GRANT INSERT ON rbac.legacy_principals TO queue_rbac_app;
+GRANT SELECT, INSERT ON rbac.legacy_principals TO queue_rbac_app;
 
 -- The write-back outbox (queue_platform::writeback::WRITEBACK_DDL, the relay auth uses too): one
 -- row per change to send to Raptor's internal API (`/internal/queue/v1/grants...`), written in the

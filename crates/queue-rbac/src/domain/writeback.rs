@@ -113,7 +113,9 @@ pub async fn grant_revoked(
     };
     let body = json!({ "revoked_at": rfc3339(at), "revoked_by": revoker, "queue_id": grant.to_string() });
     let path = format!("/internal/queue/v1/grants/{id}/revoke");
-    Ok(Some(WriteBack::new(GRANT_REVOKE, "POST", path, order_key(grant)).body(body)))
+    let mut row = WriteBack::new(GRANT_REVOKE, "POST", path, order_key(grant)).body(body);
+    row.subject = Some(grant);
+    Ok(Some(row))
 }
 
 /// Links the grants whose create was delivered to Raptor's answered id, each through the
