@@ -199,8 +199,8 @@ async fn redeem_legacy(
             None => None,
         };
         // Used here, used at Raptor (write-back), so a rollback does not give it a second use.
-        if let Some((_, Some(legacy_id))) = &used {
-            super::writeback::backup_code_used(conn, legacy_id, now).await?;
+        if let Some((id, Some(legacy_id))) = &used {
+            super::writeback::backup_code_used(conn, *id, legacy_id, now).await?;
         }
         let used = used.map(|(id, _)| id);
         finish(conn, mail, now, info, used, user.as_ref(), true).await

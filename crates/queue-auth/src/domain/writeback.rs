@@ -12,6 +12,8 @@
 //! * an imported session revoked (sign-out, revoke one, others, all) → `POST /sessions/<id>/revoke`;
 //! * an imported backup code redeemed → `POST /backup-codes/<id>/use`.
 //!
+//! Each body also names the Queue record (`queue_id`), which Raptor keeps in its audit event.
+//!
 //! Sessions created at Queue and backup codes generated at Queue are not written back: Raptor
 //! cannot verify Queue's hashes (after a rollback, people sign in at Raptor with their passkeys).
 
@@ -41,7 +43,7 @@ pub const STATEMENTS: &[OnDelivered] = &[
     OnDelivered {
         name: PASSKEY_CREATED,
         sql: "UPDATE auth.passkeys SET legacy_id = $2, \
-              legacy_source = ($3 - 'customer_id') || jsonb_build_object('legacy_id', $2::text, \
+              legacy_source = ($3 - 'customer_id' - 'queue_id') || jsonb_build_object('legacy_id', $2::text, \
                 'user_legacy_id', $3->>'customer_id', 'last_used_at', NULL::text) \
               WHERE id = $1 AND legacy_id IS NULL AND $2 IS NOT NULL",
     },
@@ -149,6 +151,7 @@ pub async fn passkey_registered(conn: &mut Conn, p: NewPasskey<'_>) -> Result<()
         "user_handle": b64(p.user_handle.as_bytes()),
         "name": p.name,
         "created_at": time(p.created_at),
+        "queue_id": p.id,
     });
     enqueue(
         conn,
@@ -174,7 +177,7 @@ pub async fn passkey_used(
     enqueue(
         conn,
         Change::new("passkey.update", "PATCH", passkey_path(legacy_id, ""), passkey_key(id))
-            .body(json!({"sign_count": sign_count, "last_used_at": time(at)}))
+            .body(json!({"sign_count": sign_count, "last_used_at": time(at), "queue_id": id}))
             .coalesce(format!("passkey-use:{id}"))
             .on_delivered(PASSKEY_USED, id),
     )
@@ -186,11 +189,16 @@ pub async fn passkey_removed(conn: &mut Conn, user_id: Uuid, id: Uuid, legacy_id
     if user_legacy_id(conn, user_id).await?.is_none() {
         return Ok(());
     }
-    enqueue(conn, Change::new("passkey.delete", "DELETE", passkey_path(legacy_id, ""), passkey_key(id))).await
+    enqueue(
+        conn,
+        Change::new("passkey.delete", "DELETE", passkey_path(legacy_id, ""), passkey_key(id))
+            .body(json!({"queue_id": id})),
+    )
+    .await
 }
 
 /// An imported session revoked at Queue (a session made at Queue has no `legacy_id`).
-pub async fn session_revoked(conn: &mut Conn, legacy_id: &str, at: DateTime<Utc>) -> Result<()> {
+pub async fn session_revoked(conn: &mut Conn, id: Uuid, legacy_id: &str, at: DateTime<Utc>) -> Result<()> {
     enqueue(
         conn,
         Change::new(
@@ -199,13 +207,13 @@ pub async fn session_revoked(conn: &mut Conn, legacy_id: &str, at: DateTime<Utc>
             format!("/internal/queue/v1/sessions/{legacy_id}/revoke"),
             format!("session:{legacy_id}"),
         )
-        .body(json!({"revoked_at": time(at)})),
+        .body(json!({"revoked_at": time(at), "queue_id": id})),
     )
     .await
 }
 
 /// An imported backup code redeemed at Queue.
-pub async fn backup_code_used(conn: &mut Conn, legacy_id: &str, at: DateTime<Utc>) -> Result<()> {
+pub async fn backup_code_used(conn: &mut Conn, id: Uuid, legacy_id: &str, at: DateTime<Utc>) -> Result<()> {
     enqueue(
         conn,
         Change::new(
@@ -214,7 +222,7 @@ pub async fn backup_code_used(conn: &mut Conn, legacy_id: &str, at: DateTime<Utc
             format!("/internal/queue/v1/backup-codes/{legacy_id}/use"),
             format!("backup_code:{legacy_id}"),
         )
-        .body(json!({"used_at": time(at)})),
+        .body(json!({"used_at": time(at), "queue_id": id})),
     )
     .await
 }
