@@ -10,8 +10,9 @@
 //!   is undelivered and not failed. Across keys, oldest first.
 //! * **Raptor's id** of a record created by write-back is only known once the create is
 //!   answered: a later row's `path` may hold `{legacy_id}`, and the create's delivery fills it in
-//!   for the pending rows of its `order_key` (and runs the service's [`OnDelivered`] statement,
-//!   e.g. storing the id as the passkey's `legacy_id`).
+//!   for the pending rows of its `order_key`. A row may name one of the service's
+//!   [`OnDelivered`] statements, run when it is delivered (e.g. storing the id as the passkey's
+//!   `legacy_id`).
 //! * **Coalescing**: a row with a `coalesce_key` is superseded (marked delivered without being
 //!   sent, `superseded_by` set) when a newer undelivered row has the same key: only the latest
 //!   counter of a passkey goes.
@@ -201,8 +202,9 @@ pub async fn enqueue(conn: &mut AsyncPgConnection, table: &str, change: &Change)
 }
 
 /// A statement the relay runs (in the transaction that marks the row delivered) with `$1` the
-/// row's `subject` and `$2` the id Raptor answered with (text), e.g. storing it as the record's
-/// `legacy_id`. Rows name it; the SQL lives in the service, never in a row.
+/// row's `subject` (uuid), `$2` the id Raptor answered with (text; NULL when the answer has
+/// none) and `$3` the row's body (jsonb), e.g. storing the id as the record's `legacy_id`, or
+/// remembering what Raptor now holds. Rows name it; the SQL lives in the service, never in a row.
 #[derive(Debug, Clone, Copy)]
 pub struct OnDelivered {
     pub name: &'static str,
@@ -485,20 +487,27 @@ impl WritebackRelay {
         .execute(conn)
         .await?;
         self.metrics.sent.with_label_values(&[&row.kind, "delivered"]).inc();
-        let (Some(name), Some(id)) = (&row.on_delivered, legacy_id) else { return Ok(()) };
-        // The rows waiting behind this one learn Raptor's id.
-        diesel::sql_query(format!(
-            "UPDATE {table} SET path = replace(path, '{LEGACY_ID}', $2) \
-             WHERE order_key = $1 AND id > $3 AND delivered_at IS NULL AND failed_at IS NULL"
-        ))
-        .bind::<Text, _>(&row.order_key)
-        .bind::<Text, _>(&id)
-        .bind::<BigInt, _>(row.id)
-        .execute(conn)
-        .await?;
+        if let Some(id) = &legacy_id {
+            // The rows waiting behind this one learn Raptor's id.
+            diesel::sql_query(format!(
+                "UPDATE {table} SET path = replace(path, '{LEGACY_ID}', $2) \
+                 WHERE order_key = $1 AND id > $3 AND delivered_at IS NULL AND failed_at IS NULL"
+            ))
+            .bind::<Text, _>(&row.order_key)
+            .bind::<Text, _>(id)
+            .bind::<BigInt, _>(row.id)
+            .execute(conn)
+            .await?;
+        }
+        let Some(name) = &row.on_delivered else { return Ok(()) };
         match (self.statements.iter().find(|s| s.name == name), row.subject) {
             (Some(s), Some(subject)) => {
-                diesel::sql_query(s.sql).bind::<SqlUuid, _>(subject).bind::<Text, _>(&id).execute(conn).await?;
+                diesel::sql_query(s.sql)
+                    .bind::<SqlUuid, _>(subject)
+                    .bind::<Nullable<Text>, _>(&legacy_id)
+                    .bind::<Nullable<Jsonb>, _>(&row.body)
+                    .execute(conn)
+                    .await?;
             }
             _ => tracing::error!(row = row.id, statement = %name, "write-back: unknown on_delivered statement"),
         }

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -565,3 +567,65 @@ def test_a_tenants_own_role_is_granted_only_in_that_tenant(
     }
     r = rbac_caller.call("POST", "/grants", body)
     assert r.status_code == 422 and error_of(r)["field"] == "role_id"
+
+
+# --- races and peers ------------------------------------------------------------------------------
+
+
+def test_the_same_call_sent_concurrently_makes_one_row(
+    engine: Engine, rbac_caller: Queue, auth: Queue, make_customer: MakeCustomer
+) -> None:
+    """A relay retrying while its first attempt is still in flight: one grant, one passkey, one
+    event each; every answer names the same id."""
+    c = make_customer("wb-race")
+    grant = {
+        "customer_id": c.id,
+        "role_id": _role_id(engine, "agent"),
+        "scope_type": "tenant",
+        "tenant_id": str(DEMO_TENANT_ID),
+        "granted_at": "2026-04-01T00:00:00Z",
+    }
+    a = new_passkey(secrets.token_bytes(16))
+    passkey = passkey_body(c.id, a, a.user_handle or b"")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        grants = list(pool.map(lambda _: rbac_caller.call("POST", "/grants", grant), range(8)))
+        keys = list(pool.map(lambda _: auth.call("POST", "/passkeys", passkey), range(8)))
+    for answers in (grants, keys):
+        assert sorted(r.status_code for r in answers) == [200] * 7 + [201], [r.text for r in answers]
+        assert len({r.json()["id"] for r in answers}) == 1
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM rbac_grants WHERE customer_id = :c"), {"c": c.id}).scalar() == 1
+        n = conn.execute(text("SELECT count(*) FROM webauthn_credentials WHERE customer_id = :c"), {"c": c.id}).scalar()
+        assert n == 1
+    assert len(audit_events(engine, "rbac.grant.created", c.id)) == 1
+    assert len(audit_events(engine, "passkey.registered", keys[0].json()["id"])) == 1
+
+
+def test_an_issuer_whose_keys_cannot_be_fetched_is_a_retry(config: Config, engine: Engine, issuers: Issuers) -> None:
+    """auth's JWKS unreachable (auth's URL names a closed port): 503, which the relay retries,
+    not a 401 that would fail its rows for good."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    down = replace(writeback_config(config, issuers, ("auth", "rbac")), queue_auth_url=closed)
+    with serve(create_app(down, engine)) as url:
+        r = Queue(url, issuers.signer("auth")).call("GET", "/health")
+        assert r.status_code == 503, r.text
+        assert error_of(r)["code"] == "unavailable"
+        # rbac's keys are fetched from rbac: unaffected.
+        assert Queue(url, issuers.signer("rbac")).call("GET", "/health").status_code == 200
+
+
+def test_the_settings(config: Config) -> None:
+    from raptor.config import ConfigError
+
+    base = {"RAPTOR_DATABASE_URL": "postgresql://q@127.0.0.1:1/r", "RAPTOR_MAIL_DIR": "/tmp/m"}
+    linked = {**base, "RAPTOR_SIGNING_KEY": "k.pem", "RAPTOR_QUEUE_AUTH_URL": "http://127.0.0.1:8081/"}
+    assert Config.from_env(base).writeback_issuers == ()
+    on = Config.from_env({**linked, "RAPTOR_WRITEBACK_ISSUERS": " auth, auth ,"})
+    assert on.writeback_issuers == ("auth",)
+    assert on.writeback_jwks() == {"auth": "http://127.0.0.1:8081/.well-known/jwks.json"}
+    with pytest.raises(ConfigError, match="RAPTOR_QUEUE_RBAC_URL is not set"):
+        Config.from_env({**linked, "RAPTOR_WRITEBACK_ISSUERS": "auth,rbac"})
+    with pytest.raises(ConfigError, match="must be one of auth, rbac, audit"):
+        Config.from_env({**linked, "RAPTOR_WRITEBACK_ISSUERS": "raptor"})
