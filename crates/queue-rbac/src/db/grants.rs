@@ -215,5 +215,11 @@ pub async fn link_legacy(conn: &mut Conn, id: Uuid, legacy_id: &str) -> QueryRes
 
 /// A grant's Raptor row id, if it has one.
 pub async fn legacy_id_of(conn: &mut Conn, id: Uuid) -> QueryResult<Option<String>> {
-    g::table.filter(g::id.eq(id)).select(g::legacy_id).first::<Option<String>>(conn).await.optional().map(Option::flatten)
+    g::table
+        .filter(g::id.eq(id))
+        .select(g::legacy_id)
+        .first::<Option<String>>(conn)
+        .await
+        .optional()
+        .map(Option::flatten)
 }

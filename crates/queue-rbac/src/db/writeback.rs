@@ -82,5 +82,11 @@ pub async fn insert_principals(conn: &mut Conn, pairs: &[(String, String)]) -> Q
 /// A role's Raptor row id, if it has one.
 pub async fn role_legacy_id(conn: &mut Conn, role: Uuid) -> QueryResult<Option<String>> {
     use super::schema::rbac::rbac_roles as r;
-    r::table.filter(r::id.eq(role)).select(r::legacy_id).first::<Option<String>>(conn).await.optional().map(Option::flatten)
+    r::table
+        .filter(r::id.eq(role))
+        .select(r::legacy_id)
+        .first::<Option<String>>(conn)
+        .await
+        .optional()
+        .map(Option::flatten)
 }

@@ -173,8 +173,10 @@ pub async fn import_status(state: web::Data<RbacState>, caller: Caller) -> Resul
     }
     let at = chrono::Utc::now();
     let kinds = import_status::report(&state.db, at).await?;
-    let write_back =
-        crate::domain::writeback::backlog(&mut *state.db.conn().await.map_err(crate::domain::Error::from)?, state.write_back_enabled)
-            .await?;
+    let write_back = crate::domain::writeback::backlog(
+        &mut *state.db.conn().await.map_err(crate::domain::Error::from)?,
+        state.write_back_enabled,
+    )
+    .await?;
     Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(ImportStatus { at, kinds, write_back }))
 }

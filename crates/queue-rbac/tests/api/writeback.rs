@@ -172,9 +172,7 @@ async fn legacy_id_of(w: &World, grant: &str) -> Option<String> {
         let (s, v) = w.rbac.get_json_as(&format!("/api/v1/rbac/grants?principal_id={ADA}"), &w.admin()).await;
         assert_eq!(s, StatusCode::OK, "{v}");
         let linked = w
-            .scalar(&format!(
-                "SELECT count(*) AS n FROM rbac.rbac_grants WHERE id = '{grant}' AND legacy_id = '901'"
-            ))
+            .scalar(&format!("SELECT count(*) AS n FROM rbac.rbac_grants WHERE id = '{grant}' AND legacy_id = '901'"))
             .await;
         if linked == 1 {
             return Some("901".into());
@@ -249,7 +247,10 @@ async fn a_grant_for_a_raptor_user_goes_to_raptor_gets_its_id_and_its_revoke_fol
     assert_ne!(claims(&seen[1].bearer)["jti"], claims(&seen[0].bearer)["jti"], "a fresh token per request");
     revoke_again_is_no_new_row(&w, &id).await;
     let wb = write_back(&w).await;
-    assert_eq!((wb["enabled"].as_bool(), wb["pending"].as_i64(), wb["failed"].as_i64()), (Some(true), Some(0), Some(0)));
+    assert_eq!(
+        (wb["enabled"].as_bool(), wb["pending"].as_i64(), wb["failed"].as_i64()),
+        (Some(true), Some(0), Some(0))
+    );
     assert_eq!(wb["kinds"], json!([]), "{wb}");
 
     // The audit service down: the grant is refused (503) and no row is written with it.
@@ -287,8 +288,12 @@ async fn without_a_url_rows_wait_and_a_refusal_fails_for_good_and_stays_visible(
         ]
     );
     let wb = write_back(&w).await;
-    assert_eq!((wb["enabled"].as_bool(), wb["pending"].as_i64(), wb["failed"].as_i64()), (Some(false), Some(2), Some(0)));
-    let kinds: Vec<&str> = wb["kinds"].as_array().expect("kinds").iter().map(|k| k["kind"].as_str().unwrap_or("?")).collect();
+    assert_eq!(
+        (wb["enabled"].as_bool(), wb["pending"].as_i64(), wb["failed"].as_i64()),
+        (Some(false), Some(2), Some(0))
+    );
+    let kinds: Vec<&str> =
+        wb["kinds"].as_array().expect("kinds").iter().map(|k| k["kind"].as_str().unwrap_or("?")).collect();
     assert_eq!(kinds, vec!["grant.create", "grant.revoke"], "{wb}");
 
     // A replica that sends, to a Raptor that refuses (422): both rows fail for good, visible.

@@ -149,7 +149,10 @@ impl Gate {
         };
         let lines: Vec<String> = owed.iter().map(|(s, o)| format!("  {}", describe(*s, o))).collect();
         if self.args.force {
-            eprintln!("--force: {what} although the write-back to Raptor is not done; left behind:\n{}", lines.join("\n"));
+            eprintln!(
+                "--force: {what} although the write-back to Raptor is not done; left behind:\n{}",
+                lines.join("\n")
+            );
             return Ok(());
         }
         let why = if owed.iter().any(|(_, o)| o.is_err()) {

@@ -138,7 +138,10 @@ async fn a_rollback_waits_for_the_write_back_and_refuses_what_is_pending_or_fail
     queue.auth.stop().await;
     let (code, _, err) = run(&["proxy", "rollback", "--wait", "1"], &env).await;
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("the write-back backlog cannot be read") && err.contains("auth: unknown (cannot reach auth"), "{err}");
+    assert!(
+        err.contains("the write-back backlog cannot be read") && err.contains("auth: unknown (cannot reach auth"),
+        "{err}"
+    );
     assert!(err.contains("rbac: nothing pending"), "{err}");
 
     stop();

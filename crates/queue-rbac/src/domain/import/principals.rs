@@ -30,7 +30,11 @@ pub struct LegacyPrincipal {
 }
 
 /// What a stored pair says about a record.
-fn judge(rec: &LegacyPrincipal, by_principal: &HashMap<String, String>, by_legacy: &HashMap<String, String>) -> Outcome {
+fn judge(
+    rec: &LegacyPrincipal,
+    by_principal: &HashMap<String, String>,
+    by_legacy: &HashMap<String, String>,
+) -> Outcome {
     match (by_principal.get(&rec.principal_id), by_legacy.get(&rec.legacy_id)) {
         (None, None) => Outcome::Created,
         (Some(l), _) if *l == rec.legacy_id => Outcome::Unchanged,
@@ -38,7 +42,11 @@ fn judge(rec: &LegacyPrincipal, by_principal: &HashMap<String, String>, by_legac
     }
 }
 
-fn refusal(rec: &LegacyPrincipal, by_principal: &HashMap<String, String>, by_legacy: &HashMap<String, String>) -> String {
+fn refusal(
+    rec: &LegacyPrincipal,
+    by_principal: &HashMap<String, String>,
+    by_legacy: &HashMap<String, String>,
+) -> String {
     match (by_principal.get(&rec.principal_id), by_legacy.get(&rec.legacy_id)) {
         (Some(l), _) => format!("user {} is customer {l} already", rec.principal_id),
         (None, Some(p)) => format!("customer {} is user {p} already", rec.legacy_id),

@@ -50,4 +50,3 @@ pub async fn status(conn: &mut Conn, now: DateTime<Utc>) -> Result<Vec<KindStatu
 pub(crate) async fn report(db: &Db, now: DateTime<Utc>) -> Result<Vec<KindStatus>, Error> {
     Ok(status(&mut *db.conn().await?, now).await?)
 }
-
