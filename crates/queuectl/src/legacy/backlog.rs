@@ -138,7 +138,7 @@ impl Gate {
                 break owed;
             }
             if reported.is_none_or(|t| t.elapsed() >= REPORT_EVERY) {
-                let left = deadline.saturating_sub(started.elapsed()).as_secs();
+                let left = deadline.saturating_sub(started.elapsed()).as_secs_f64().ceil();
                 println!("waiting for the write-back to Raptor ({left}s left):");
                 for (s, o) in &owed {
                     println!("  {}", describe(*s, o));

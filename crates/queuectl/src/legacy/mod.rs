@@ -1,7 +1,8 @@
 //! `queuectl legacy import`: Raptor's identity data into Queue (issue 19, docs/legacy-import.md).
 //! Reads Raptor's tables in one read-only snapshot (`source`), converts each row into the record
 //! of the owning service's import endpoint (`convert`, `records`), sends them in batches of at
-//! most 1000 (`client`) in the order users → sessions, backup codes, passkeys → roles → grants,
+//! most 1000 (`client`) in the order users → sessions, backup codes, passkeys → (rbac pairs the
+//! users with their customer ids, for the write-back) → roles → grants,
 //! and prints what each kind brought (`report`). The services own their schemas and decide each
 //! record's outcome; queuectl never writes into them, and never into Raptor.
 //! `queuectl legacy status` (`status`) compares Raptor with what the services hold.
@@ -126,10 +127,10 @@ impl Importer {
     async fn all(&mut self) -> anyhow::Result<()> {
         let mut users = Customers::new(self.dry_run);
         self.kind(Kind::Users, convert::user, |row, r| users.learn(row, r)).await?;
-        self.principals(&users).await?;
         self.kind(Kind::Sessions, |s: &SessionRow| convert::session(s, &users), |_, _| {}).await?;
         self.kind(Kind::BackupCodes, |c: &BackupCodeRow| convert::backup_code(c, &users), |_, _| {}).await?;
         self.kind(Kind::Passkeys, |p: &CredentialRow| convert::passkey(p, &users), |_, _| {}).await?;
+        self.principals(&users).await?;
         let mut roles = Roles::new(self.dry_run);
         self.kind(Kind::Roles, convert::role, |row, r| roles.learn(row, r)).await?;
         self.kind(Kind::Grants, |g: &GrantRow| convert::grant(g, &users, &roles), |_, _| {}).await

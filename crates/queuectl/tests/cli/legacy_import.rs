@@ -288,18 +288,27 @@ async fn every_kind_reaches_its_endpoint_converted_and_a_second_run_changes_noth
     assert!(out.contains("redacted") && !out.contains("s3cret-pw") && !err.contains("s3cret-pw"), "{out}\n{err}");
     let first = queue.received();
 
-    // Each service got its kinds, in order, with a token of the operator for it.
+    // Each service got its kinds, in order, with a token of the operator for it; rbac learns which
+    // users are Raptor's before the roles (for the write-back of grants).
     let order: Vec<&str> = first.iter().map(|r| r.kind.as_str()).collect();
-    assert_eq!(order, ["users", "sessions", "backup-codes", "passkeys", "roles", "grants"]);
+    assert_eq!(order, ["users", "sessions", "backup-codes", "passkeys", "principals", "roles", "grants"]);
     for r in &first {
-        let (aud, scope) =
-            if r.kind == "roles" || r.kind == "grants" { ("rbac", "rbac:import") } else { ("auth", "users:import") };
+        let (aud, scope) = if ["principals", "roles", "grants"].contains(&r.kind.as_str()) {
+            ("rbac", "rbac:import")
+        } else {
+            ("auth", "users:import")
+        };
         assert_eq!(
             (&r.claims["iss"], &r.claims["aud"], &r.claims["scope"]),
             (&json!("operator"), &json!(aud), &json!([scope]))
         );
         assert_eq!(r.body["dry_run"], false);
     }
+    assert_eq!(
+        record(&first, "principals", "1"),
+        json!({"legacy_id": "1", "principal_id": queue.auth.id_of("users", "1")}),
+        "rbac pairs Ada's Queue id with her customer id"
+    );
 
     assert_eq!(
         record(&first, "users", "1"),
@@ -703,7 +712,8 @@ async fn errors_name_what_failed_and_exit_2() {
     ];
     let (code, out, err) = queuectl_async(&args, &[("QUEUE_OPERATOR_KEY", &operator)]).await;
     assert_eq!(code, 2);
-    assert!(err.contains("cannot reach rbac at POST http://127.0.0.1:1/internal/v1/import/roles"), "{err}");
+    // rbac is first asked to pair the users with Raptor's customers, before the roles.
+    assert!(err.contains("cannot reach rbac at POST http://127.0.0.1:1/internal/v1/import/principals"), "{err}");
     let report: Value = serde_json::from_str(&out).expect("a JSON report");
     assert_eq!(report["complete"], false);
     let done: Vec<(&str, &Value)> = report["kinds"]
@@ -719,7 +729,6 @@ async fn errors_name_what_failed_and_exit_2() {
             ("sessions", &json!(true)),
             ("backup-codes", &json!(true)),
             ("passkeys", &json!(true)),
-            ("roles", &json!(false))
         ]
     );
     queue.stop().await;
@@ -756,6 +765,9 @@ async fn the_real_raptors_own_data_imports_with_nothing_refused() {
     let mail = tempfile::tempdir().expect("tmp");
     let mail_dir = mail.path().display().to_string();
     let env = [("RAPTOR_DATABASE_URL", db.url.as_str()), ("RAPTOR_MAIL_DIR", mail_dir.as_str())];
+    // This tree's Python client (`queue_client.verify`, Raptor's write-back token check).
+    let client = repo.join("clients/python/src").display().to_string();
+    let env = [env[0], env[1], ("PYTHONPATH", client.as_str())];
     let out = queue_testkit::process::command(&python.display().to_string(), &env)
         .current_dir(repo.join("legacy/raptor"))
         .args(["-m", "raptor", "--init-only"])

@@ -1,7 +1,7 @@
 //! Which Queue users are which Raptor customers (`POST /internal/v1/import/principals`): rbac
 //! knows principals by Queue user id only, and writes a grant back to Raptor only for a user
 //! imported from Raptor, as that customer (domain `writeback`). `queuectl legacy import` sends
-//! every user auth imported, right after the users. A pair stored before is `unchanged`; a pair
+//! every user auth imported, before the roles. A pair stored before is `unchanged`; a pair
 //! contradicting a stored one (the user as another customer, the customer as another user) is
 //! refused, named. New pairs are written through the pre-writer as one audited change per batch
 //! (`rbac.legacy.principals.linked`, the pairs in its payload): no grant or role changes, so one
