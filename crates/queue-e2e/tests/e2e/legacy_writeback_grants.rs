@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 use crate::legacy_import::{ACME, Browser, import, lookup, outcomes};
-use crate::raptor::{ADMIN, with_raptor};
-use crate::support::{Stack, bin};
+use crate::raptor::ADMIN;
+use crate::support::{Options, RaptorOptions, Stack, bin};
 
 /// A grant row at Raptor, as the write-back left it.
 #[derive(diesel::QueryableByName, Debug)]
@@ -155,7 +155,8 @@ async fn queuectl_proxy(stack: &Stack, args: &[&str]) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grant_made_at_queue_reaches_raptor_and_a_rollback_waits_for_it() {
-    let mut stack = Stack::start(with_raptor()).await;
+    let raptor = RaptorOptions { write_back: true, ..RaptorOptions::default() };
+    let mut stack = Stack::start(Options { raptor: Some(raptor), ..Options::default() }).await;
     let triage = triage_at_raptor(&stack).await;
     let mut browser = Browser::default();
     let (s, v) = browser.post(&stack, "/api/signin/password", &json!({"email": ADMIN.0, "password": ADMIN.1})).await;

@@ -38,6 +38,20 @@ pub async fn grant_created_as(conn: &mut Conn, legacy_id: &str) -> QueryResult<O
         .map(Option::flatten)
 }
 
+/// The Raptor id a grant's delivered create was answered with (before the linker stored it).
+pub async fn delivered_create_id(conn: &mut Conn, grant: Uuid) -> QueryResult<Option<String>> {
+    w::table
+        .filter(w::subject.eq(grant))
+        .filter(w::kind.eq(GRANT_CREATE))
+        .filter(w::delivered_at.is_not_null())
+        .select(w::legacy_id)
+        .order(w::id.desc())
+        .first::<Option<String>>(conn)
+        .await
+        .optional()
+        .map(Option::flatten)
+}
+
 /// Grants whose create was delivered (Raptor answered an id) and that do not carry it yet:
 /// `(grant, Raptor id)`, oldest first.
 pub async fn delivered_unlinked(conn: &mut Conn, limit: i64) -> QueryResult<Vec<(Uuid, String)>> {

@@ -101,11 +101,15 @@ pub async fn grant_revoked(
     at: DateTime<Utc>,
     actor: &Actor,
 ) -> Result<Option<WriteBack>, Error> {
-    // Raptor's id now, or `{legacy_id}`, filled in by the relay when the create is answered.
+    // Raptor's id: linked, or answered to the create and not linked yet; else `{legacy_id}`,
+    // filled in by the relay when the create (still pending) is answered.
     let id = match grant_rows::legacy_id_of(conn, grant).await? {
         Some(id) => id,
-        None if rows::has_create(conn, grant).await? => LEGACY_ID.to_string(),
-        None => return Ok(None),
+        None => match rows::delivered_create_id(conn, grant).await? {
+            Some(id) => id,
+            None if rows::has_create(conn, grant).await? => LEGACY_ID.to_string(),
+            None => return Ok(None),
+        },
     };
     let revoker = match acting_user(actor) {
         Some(u) => customers(conn, &[u]).await?.get(u).copied(),

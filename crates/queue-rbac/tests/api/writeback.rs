@@ -12,7 +12,7 @@ use base64::Engine;
 use chrono::{Duration, SecondsFormat, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 const TENANT: &str = "6f1c2d4e-8a3b-4c5d-9e6f-7a8b9c0d1e2f";
@@ -30,8 +30,8 @@ struct Seen {
     body: Value,
 }
 
-/// Raptor's write-back API as a recording peer: answers creates `201 {"id": 901}` (or `status`
-/// when set to something else), everything else 200.
+/// Raptor's write-back API as a recording peer: answers creates `201 {"id": 901}`, then 902, …
+/// (or `status` when set to something else), everything else 200.
 struct Peer {
     url: url::Url,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -44,6 +44,7 @@ async fn record(
     body: web::Bytes,
     seen: web::Data<Mutex<Vec<Seen>>>,
     status: web::Data<AtomicU16>,
+    next_id: web::Data<AtomicU64>,
 ) -> HttpResponse {
     let bearer = req
         .headers()
@@ -66,7 +67,7 @@ async fn record(
             .json(json!({"error": {"code": "invalid_request", "message": "refused by the test peer"}}));
     }
     if req.path() == "/internal/queue/v1/grants" {
-        HttpResponse::Created().json(json!({"id": 901}))
+        HttpResponse::Created().json(json!({"id": next_id.fetch_add(1, Ordering::SeqCst)}))
     } else {
         HttpResponse::Ok().json(json!({"id": 901, "revoked_at": "2026-01-01T00:00:00Z"}))
     }
@@ -77,8 +78,9 @@ impl Peer {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));
         let (s, st) = (web::Data::from(seen.clone()), web::Data::from(status.clone()));
+        let ids = web::Data::new(AtomicU64::new(901));
         let server = HttpServer::new(move || {
-            App::new().app_data(s.clone()).app_data(st.clone()).default_service(web::to(record))
+            App::new().app_data(s.clone()).app_data(st.clone()).app_data(ids.clone()).default_service(web::to(record))
         })
         .workers(1)
         .bind("127.0.0.1:0")
@@ -238,13 +240,25 @@ async fn a_grant_for_a_raptor_user_goes_to_raptor_gets_its_id_and_its_revoke_fol
         assert_eq!(rows(&w, g["grant"]["id"].as_str().expect("id")).await, vec![], "{g}");
     }
 
+    // Once Raptor's built-in is linked by an import, a grant of it is written back too.
+    let at = (Utc::now() - Duration::days(300)).to_rfc3339_opts(SecondsFormat::Micros, true);
+    let viewer_at_raptor = json!([{"legacy_id": "1", "tenant_id": null, "name": "viewer", "description": "reads",
+                                   "permissions": ["ticket.read"], "created_at": at}]);
+    assert_eq!(outcomes(&import(&w, "roles", viewer_at_raptor.clone()).await), vec!["updated"]);
+    assert_eq!(outcomes(&import(&w, "roles", viewer_at_raptor).await), vec!["unchanged"]);
+    let builtin = w.grant(GRACE, "viewer", tenant(TENANT), None).await;
+    let seen = peer.received(2).await;
+    assert_eq!(seen[1].body["role_id"], 1, "Raptor's built-in viewer: {:?}", seen[1]);
+    assert_eq!(seen[1].body["customer_id"], 12);
+    assert_eq!(seen[1].body["queue_id"], builtin["grant"]["id"]);
+
     // The revoke goes to Raptor's row, after the create.
     revoke(&w, &id).await;
-    let seen = peer.received(2).await;
-    assert_eq!((seen[1].method.as_str(), seen[1].path.as_str()), ("POST", "/internal/queue/v1/grants/901/revoke"));
-    assert_eq!(seen[1].body["revoked_by"], Value::Null);
-    assert!(seen[1].body["revoked_at"].is_string(), "{:?}", seen[1]);
-    assert_ne!(claims(&seen[1].bearer)["jti"], claims(&seen[0].bearer)["jti"], "a fresh token per request");
+    let seen = peer.received(3).await;
+    assert_eq!((seen[2].method.as_str(), seen[2].path.as_str()), ("POST", "/internal/queue/v1/grants/901/revoke"));
+    assert_eq!(seen[2].body["revoked_by"], Value::Null);
+    assert!(seen[2].body["revoked_at"].is_string(), "{:?}", seen[2]);
+    assert_ne!(claims(&seen[2].bearer)["jti"], claims(&seen[0].bearer)["jti"], "a fresh token per request");
     revoke_again_is_no_new_row(&w, &id).await;
     let wb = write_back(&w).await;
     assert_eq!(
