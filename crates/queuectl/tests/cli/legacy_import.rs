@@ -441,7 +441,8 @@ async fn every_kind_reaches_its_endpoint_converted_and_a_second_run_changes_noth
     // One audit event per created record, by the operator: auth's in its outbox, rbac's in the
     // audit log (written before the row).
     let events = queue.audit_events().await;
-    assert_eq!(events, [3, 1, 2, 2, 2, 4], "users, sessions, backup codes, passkeys, roles, grants");
+    // Roles: the two created and the built-in linked to Raptor's row (for the write-back).
+    assert_eq!(events, [3, 1, 2, 2, 3, 4], "users, sessions, backup codes, passkeys, roles, grants");
 
     // Again, with nothing new at Raptor: everything unchanged, as JSON.
     queue.forget_received();
@@ -514,7 +515,8 @@ async fn a_dry_run_passes_dry_run_writes_nothing_and_says_what_it_cannot_judge()
             ("sessions".to_string(), [2, 0, 0, 0, 2, 0]),
             ("backup-codes".to_string(), [2, 0, 0, 0, 2, 0]),
             ("passkeys".to_string(), [2, 0, 0, 0, 2, 0]),
-            ("roles".to_string(), [3, 2, 0, 1, 0, 0]),
+            // The built-in would be linked to Raptor's row (`updated`).
+            ("roles".to_string(), [3, 2, 1, 0, 0, 0]),
             ("grants".to_string(), [4, 3, 0, 0, 1, 0]),
         ],
         "{dry}"
@@ -599,7 +601,11 @@ async fn refusals_are_reported_grouped_with_their_grants_and_exit_1() {
         (3, 1),
         "customer 9, Ada, Alan; Ada's key"
     );
-    assert_eq!((queue.stored("roles").await, queue.stored("grants").await), (1, 2), "role 3; grants 3 and 4");
+    assert_eq!(
+        (queue.stored("roles").await, queue.stored("grants").await),
+        (2, 2),
+        "role 3 and the built-in linked to Raptor's row; grants 3 and 4"
+    );
     let row = out.lines().find(|l| l.starts_with("grants ")).expect("grants row");
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cells[..7], ["grants", "5", "2", "0", "0", "0", "3"], "{out}");
@@ -782,7 +788,7 @@ async fn the_real_raptors_own_data_imports_with_nothing_refused() {
     let report: Value = serde_json::from_str(&out).expect("a JSON report");
     let by_kind: std::collections::BTreeMap<String, [u64; 6]> = counts(&report).into_iter().collect();
     assert_eq!(by_kind["users"], [3, 3, 0, 0, 0, 0], "{report}");
-    assert_eq!(by_kind["roles"], [5, 0, 0, 5, 0, 0], "the five built-ins, Queue's own: {report}");
+    assert_eq!(by_kind["roles"], [5, 0, 5, 0, 0, 0], "the five built-ins, Queue's own, linked to Raptor's: {report}");
     assert_eq!(by_kind["grants"], [3, 3, 0, 0, 0, 0], "{report}");
     let received = queue.received();
     let ada = records(&received, "users").into_iter().find(|u| u["email"] == "admin@acme.test").expect("Ada");
