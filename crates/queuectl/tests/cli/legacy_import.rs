@@ -536,7 +536,7 @@ async fn a_dry_run_passes_dry_run_writes_nothing_and_says_what_it_cannot_judge()
     let real: Value = serde_json::from_str(&out).expect("a JSON report");
     let mut created = all_kinds(|rows| [rows, rows, 0, 0, 0, 0]);
     created[1].1 = [2, 1, 0, 0, 1, 0]; // the revoked session is skipped
-    created[4].1 = [3, 2, 0, 1, 0, 0]; // the built-in `viewer` is Queue's
+    created[4].1 = [3, 2, 1, 0, 0, 0]; // the built-in `viewer` is Queue's, linked to Raptor's row
     assert_eq!(counts(&real), created, "{real}");
     assert!(queue.received().iter().all(|r| r.body["dry_run"] == false));
     assert_eq!(queue.stored("grants").await, 4);
