@@ -451,7 +451,8 @@ async fn rows_wait_while_raptor_is_unwell_then_go_once_in_order_with_the_latest_
             "transports",
             "user_handle",
             "name",
-            "created_at"
+            "created_at",
+            "queue_id",
         ])
     );
     // Each request a fresh token of auth for Raptor, scoped to write-back.
