@@ -50,6 +50,12 @@ struct FakeState {
     refuse: HashMap<String, u16>,
     next_id: i64,
     delay_ms: u64,
+    /// Every request's path as it arrived (also those whose answer the client gave up on).
+    arrived: Vec<String>,
+    /// The write-back API switched off (Raptor without trusted issuers): 404 everywhere.
+    api_off: bool,
+    /// Health checks answered.
+    health_checks: usize,
 }
 
 #[derive(Clone)]
@@ -69,14 +75,28 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<Mutex<F
         .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
-    let delay = state.lock().expect("lock").delay_ms;
+    let delay = {
+        let mut s = state.lock().expect("lock");
+        s.arrived.push(req.path().to_string());
+        s.delay_ms
+    };
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
     let mut s = state.lock().expect("lock");
     let path = req.path().to_string();
+    if path == queue_platform::writeback::HEALTH && !s.down {
+        s.health_checks += 1;
+        return if s.api_off {
+            HttpResponse::NotFound().json(json!({}))
+        } else {
+            HttpResponse::Ok().json(json!({"ok": true}))
+        };
+    }
     let (status, out) = if s.down {
         (503, json!({"error": {"code": "unavailable", "message": "down"}}))
+    } else if s.api_off {
+        (404, json!({"error": {"code": "not_found", "message": "no such route"}}))
     } else if let Some(code) = s.refuse.get(&path) {
         (*code, json!({"error": {"code": "conflict", "message": "refused by the test"}}))
     } else if req.method() == "POST" && path == PASSKEYS {
@@ -451,7 +471,8 @@ async fn rows_wait_while_raptor_is_unwell_then_go_once_in_order_with_the_latest_
             "transports",
             "user_handle",
             "name",
-            "created_at"
+            "created_at",
+            "queue_id",
         ])
     );
     // Each request a fresh token of auth for Raptor, scoped to write-back.
@@ -476,6 +497,14 @@ async fn rows_wait_while_raptor_is_unwell_then_go_once_in_order_with_the_latest_
     );
     assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.legacy_writeback WHERE superseded_by IS NOT NULL").await, 3);
     assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.legacy_writeback WHERE delivered_at IS NULL").await, 0);
+    let metrics = auth.app.get("/metrics").await.text().await.expect("metrics");
+    for line in [
+        r#"queue_legacy_writeback_total{kind="passkey.create",outcome="delivered""#,
+        r#"queue_legacy_writeback_total{kind="passkey.update",outcome="superseded""#,
+        r#"queue_legacy_writeback_total{kind="passkey.create",outcome="retry""#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 
     // Later changes go at once, by Raptor's id.
     auth.login("ada@acme.test", &mut key2).await;
@@ -623,5 +652,60 @@ async fn two_relays_on_one_table_never_send_a_row_twice_nor_out_of_order() {
         assert!(create < update, "record {i}: update before create");
         assert!(got[update].path.starts_with(&format!("{PASSKEYS}/9")), "{}", got[update].path);
     }
+    raptor.stop().await;
+}
+
+#[tokio::test]
+async fn an_answer_that_does_not_come_in_time_is_sent_again_and_counted_once() {
+    // Raptor applies the call but answers after the relay's timeout: a lost answer. The row is
+    // sent again (Raptor's endpoints are idempotent, so the second call changes nothing there)
+    // and marked delivered once.
+    let raptor = FakeRaptor::start().await;
+    raptor.set(|s| s.delay_ms = 1500);
+    let auth = Auth::start_with(|c| {
+        quick(c, Some(&raptor.url));
+        c.legacy.writeback_timeout_ms = 300;
+    })
+    .await;
+    import_ada(&auth).await;
+    let a = import_session(&auth, "51", 10).await;
+    let (s, _) = auth.delete("/api/v1/auth/session", &a).await;
+    assert_eq!(s, 204);
+    let wb = until(&auth, "a timeout", |wb| {
+        wb["kinds"][0]["last_error"].as_str().is_some_and(|e| e.contains("/sessions/51/revoke"))
+    })
+    .await;
+    assert_eq!((wb["pending"].as_i64(), wb["failed"].as_i64()), (Some(1), Some(0)), "a timeout is retried: {wb}");
+    raptor.set(|s| s.delay_ms = 0);
+    until(&auth, "delivery", empty).await;
+    let sent = raptor.state.lock().expect("lock").arrived.iter().filter(|p| p.contains("/sessions/51/")).count();
+    assert!(sent >= 2, "sent again after the lost answer: {sent}");
+    assert_eq!(
+        auth.scalar("SELECT count(*) AS n FROM auth.legacy_writeback WHERE delivered_at IS NOT NULL AND attempts >= 2")
+            .await,
+        1
+    );
+    raptor.stop().await;
+}
+
+#[tokio::test]
+async fn with_raptors_write_back_api_off_rows_wait_instead_of_failing() {
+    // Raptor without trusted issuers answers 404 everywhere under /internal/queue/v1/, health too:
+    // that is no verdict on the rows, which wait until the API is on.
+    let raptor = FakeRaptor::start().await;
+    raptor.set(|s| s.api_off = true);
+    let auth = Auth::start_with(|c| quick(c, Some(&raptor.url))).await;
+    import_ada(&auth).await;
+    let a = import_session(&auth, "61", 11).await;
+    let (s, _) = auth.delete("/api/v1/auth/session", &a).await;
+    assert_eq!(s, 204);
+    let wb = until(&auth, "the API found off", |wb| {
+        wb["kinds"][0]["last_error"].as_str().is_some_and(|e| e.contains("health") && e.contains("auth"))
+    })
+    .await;
+    assert_eq!((wb["pending"].as_i64(), wb["failed"].as_i64()), (Some(1), Some(0)), "{wb}");
+    raptor.set(|s| s.api_off = false);
+    until(&auth, "delivery", empty).await;
+    assert_eq!(raptor.accepted().len(), 1);
     raptor.stop().await;
 }
