@@ -178,6 +178,8 @@ def body(required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str,
         raise Refused(400, "expected Content-Type: application/json")
     parsed = request.get_json(silent=True)
     if parsed is None:
+        if not required and raw.strip() == b"null":
+            return {}
         raise Refused(400, "malformed JSON")
     if not isinstance(parsed, dict):
         raise Refused(422, "the body must be a JSON object", field="body")

@@ -387,11 +387,22 @@ def test_a_deleted_passkey_is_gone_and_deleting_again_is_fine(
     c = make_customer("wb-del")
     a = new_passkey(secrets.token_bytes(16))
     row_id = auth.call("POST", "/passkeys", passkey_body(c.id, a, a.user_handle or b"")).json()["id"]
-    r = auth.call("DELETE", f"/passkeys/{row_id}")
+    r = auth.call("DELETE", f"/passkeys/{row_id}", {"queue_id": "q-1"})
     assert r.status_code == 204 and r.content == b""
     assert auth.call("DELETE", f"/passkeys/{row_id}").status_code == 204
+    assert auth.call("DELETE", f"/passkeys/{row_id}", None).status_code == 204
+    r = requests.delete(
+        f"{wb_url}{PREFIX}/passkeys/{row_id}",
+        data="null",
+        headers={"Authorization": f"Bearer {auth.token()}", "Content-Type": "application/json"},
+        timeout=TIMEOUT,
+    )
+    assert r.status_code == 204
+    r = auth.call("DELETE", f"/passkeys/{row_id}", {"sign_count": 1})
+    assert r.status_code == 422 and error_of(r)["field"] == "sign_count"
     assert auth.call("DELETE", "/passkeys/999999999").status_code == 204
-    assert len(audit_events(engine, "passkey.deleted", row_id)) == 1
+    events = audit_events(engine, "passkey.deleted", row_id)
+    assert len(events) == 1 and events[0]["payload"]["queue_id"] == "q-1"
     _, r = passkey_signin(wb_url, a, None)
     assert r.status_code == 401
 
