@@ -5,27 +5,31 @@ HTTP), the real PostgreSQL of the other tests."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask, abort, jsonify
-from queue_client import Signer, jwks_document
+from queue_client import Signer, jwks_document, private_key_pem
 from raptor import Config, create_app
 from raptor.seed import DEMO_TENANT_ID
 from sqlalchemy import Engine, text
 from werkzeug.security import check_password_hash
 
 from .authenticator import SoftAuthenticator, b64u
-from .conftest import TIMEOUT, Client, MakeCustomer, serve
+from .conftest import RAPTOR_DIR, RAPTOR_PYTHONPATH, TIMEOUT, Client, MakeCustomer, Postgres, free_port, serve
 from .test_passkeys import passkey_signin
 
 PREFIX = "/internal/queue/v1"
@@ -640,3 +644,65 @@ def test_the_settings(config: Config) -> None:
         Config.from_env({**linked, "RAPTOR_WRITEBACK_ISSUERS": "auth,rbac"})
     with pytest.raises(ConfigError, match="must be one of auth, rbac, audit"):
         Config.from_env({**linked, "RAPTOR_WRITEBACK_ISSUERS": "raptor"})
+
+
+def test_python_m_raptor_serves_it_as_make_run_configures_it(
+    postgres: Postgres, engine: Engine, issuers: Issuers, tmp_path: Path, make_customer: MakeCustomer
+) -> None:
+    """The process with make run's settings (scripts/run-stack.sh): the setting is read, the
+    verifier fetches the issuers' JWKS over HTTP, a token is never logged."""
+    key = tmp_path / "raptor.pem"
+    key.write_bytes(private_key_pem(issuers.keys["raptor"]))
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("RAPTOR_", "FLAG_"))},
+        "PYTHONPATH": RAPTOR_PYTHONPATH,
+        "RAPTOR_DATABASE_URL": postgres.url("raptor"),
+        "RAPTOR_MAIL_DIR": str(tmp_path / "mail"),
+        "RAPTOR_SIGNING_KEY": str(key),
+        "RAPTOR_QUEUE_AUTH_URL": f"{issuers.base}/auth",
+        "RAPTOR_QUEUE_RBAC_URL": f"{issuers.base}/rbac",
+        "RAPTOR_WRITEBACK_ISSUERS": "auth,rbac",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raptor", "--listen", f"127.0.0.1:{port}", "--no-demo"],
+        cwd=RAPTOR_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    sent: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "raptor did not start in 30 s"
+            time.sleep(0.1)
+        assert requests.get(base + PREFIX + "/health", timeout=TIMEOUT).status_code == 401
+        rbac_caller = Queue(base, issuers.signer("rbac"))
+        sent.append(rbac_caller.token())
+        assert rbac_caller.call("GET", "/health", token=sent[-1]).json() == {"ok": True}
+        c = make_customer("wb-proc")
+        grant = {
+            "customer_id": c.id,
+            "role_id": _role_id(engine, "viewer"),
+            "scope_type": "tenant",
+            "tenant_id": str(DEMO_TENANT_ID),
+            "granted_at": "2026-05-01T00:00:00Z",
+        }
+        sent.append(rbac_caller.token())
+        assert rbac_caller.call("POST", "/grants", grant, token=sent[-1]).status_code == 201
+        assert rbac_caller.call("POST", "/grants", grant, token=sent[-1]).status_code == 401  # spent
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert "write-back call refused: token was already used" in out
+    for token in sent:
+        assert token not in out and token.split(".")[2] not in out
