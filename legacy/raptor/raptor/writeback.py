@@ -543,43 +543,65 @@ def delete_passkey(passkey_id: int) -> Response:
     return Response(status=204)
 
 
-def _first_time(
-    table: str, column: str, kind: str, event: str, row_id: int, extra: Callable[[Any], dict[str, Any]] | None = None
-) -> Response:
-    """Set ``column`` (a time) of row ``row_id`` of ``table`` once; the first time is kept."""
-    b = body((column,), () if extra is None else ("revoked_by",))
-    at = _need(b, column, _time)
-    by = _maybe(b, "revoked_by", _id) if extra is not None else None
+@dataclass(frozen=True)
+class _Once:
+    """A row whose time column is set once (a revocation, a use): the first time is kept."""
+
+    table: str
+    column: str
+    #: The audit event's target type, also the noun in messages.
+    target: str
+    event: str
+    #: rbac_grants also records who revoked.
+    revoked_by: bool = False
+
+
+SESSION_REVOKE = _Once("customer_sessions", "revoked_at", "session", "session.revoked")
+CODE_USE = _Once("customer_backup_codes", "used_at", "backup_code", "backup_code.used")
+GRANT_REVOKE = _Once("rbac_grants", "revoked_at", "grant", "rbac.grant.revoked", revoked_by=True)
+
+
+def _set_once(spec: _Once, row_id: int) -> Response:
+    """Set ``spec.column`` of row ``row_id`` unless it is set: 200 with what the row holds."""
+    b = body((spec.column,), ("revoked_by",) if spec.revoked_by else ())
+    at = _need(b, spec.column, _time)
+    by = _maybe(b, "revoked_by", _id)
     fields = _queue_fields(b)
+    by_column = "revoked_by" if spec.revoked_by else "NULL"
 
     def work(conn: Connection) -> dict[str, Any]:
         row = conn.execute(
-            text(f"SELECT id, customer_id, {column} AS at FROM {table} WHERE id = :id FOR UPDATE"), {"id": row_id}
+            text(
+                f"SELECT customer_id, {spec.column} AS at, {by_column} AS by FROM {spec.table}"
+                " WHERE id = :id FOR UPDATE"
+            ),
+            {"id": row_id},
         ).first()
         if row is None:
-            raise Refused(404, f"no {kind} {row_id}")
-        kept = row.at
-        if kept is None:
+            raise Refused(404, f"no {spec.target.replace('_', ' ')} {row_id}")
+        if row.at is not None:
+            kept_at, kept_by = row.at, row.by
+        else:
             if by is not None:
                 _customer(conn, "revoked_by", by)
-            assignments = f"{column} = :at" + (", revoked_by = :by" if extra is not None else "")
-            conn.execute(text(f"UPDATE {table} SET {assignments} WHERE id = :id"), {"at": at, "by": by, "id": row_id})
-            kept = at
+            sets = f"{spec.column} = :at" + (", revoked_by = :by" if spec.revoked_by else "")
+            conn.execute(text(f"UPDATE {spec.table} SET {sets} WHERE id = :id"), {"at": at, "by": by, "id": row_id})
+            kept_at, kept_by = at, by
             audit.record(
-                event,
+                spec.event,
                 actor=None,
                 system=SYSTEM_ACTOR,
                 conn=conn,
                 tenant=_tenant_of(conn, int(row.customer_id)),
-                target=(kind.replace(" ", "_"), row_id),
+                target=(spec.target, row_id),
                 customer_id=int(row.customer_id),
-                **{f"{kind.replace(' ', '_')}_id": row_id, column: rfc3339(at)},
-                **({"revoked_by": by} if extra is not None else {}),
+                **{f"{spec.target}_id": row_id, spec.column: rfc3339(at)},
+                **({"revoked_by": by} if spec.revoked_by else {}),
                 **fields,
             )
-        answer = {"id": row_id, column: rfc3339(kept)}
-        if extra is not None:
-            answer.update(extra(conn))
+        answer: dict[str, Any] = {"id": row_id, spec.column: rfc3339(kept_at)}
+        if spec.revoked_by:
+            answer["revoked_by"] = int(kept_by) if kept_by is not None else None
         return answer
 
     return jsonify(_transaction(work))
@@ -588,13 +610,13 @@ def _first_time(
 @bp.post("/sessions/<int:session_id>/revoke")
 def revoke_session(session_id: int) -> Response:
     """An imported session revoked at Queue (sign-out, revoke one, revoke all): it ends at Raptor."""
-    return _first_time("customer_sessions", "revoked_at", "session", "session.revoked", session_id)
+    return _set_once(SESSION_REVOKE, session_id)
 
 
 @bp.post("/backup-codes/<int:code_id>/use")
 def use_backup_code(code_id: int) -> Response:
     """An imported backup code redeemed at Queue: it cannot be redeemed at Raptor any more."""
-    return _first_time("customer_backup_codes", "used_at", "backup code", "backup_code.used", code_id)
+    return _set_once(CODE_USE, code_id)
 
 
 @bp.post("/grants")
@@ -699,9 +721,4 @@ def create_grant() -> tuple[Response, int]:
 @bp.post("/grants/<int:grant_id>/revoke")
 def revoke_grant(grant_id: int) -> Response:
     """A grant revoked at Queue: 200; revoked already: 200, the first revocation kept."""
-
-    def revoked_by(conn: Connection) -> dict[str, Any]:
-        by = conn.execute(text("SELECT revoked_by FROM rbac_grants WHERE id = :id"), {"id": grant_id}).scalar()
-        return {"revoked_by": int(by) if by is not None else None}
-
-    return _first_time("rbac_grants", "revoked_at", "grant", "rbac.grant.revoked", grant_id, revoked_by)
+    return _set_once(GRANT_REVOKE, grant_id)
