@@ -248,7 +248,8 @@ def _bool(key: str, value: Any) -> bool:
 def _time(key: str, value: Any) -> datetime:
     if isinstance(value, str) and "T" in value.upper():
         try:
-            parsed = datetime.fromisoformat(value)
+            # RFC 3339 allows a lowercase t and z; digits beyond microseconds are dropped.
+            parsed = datetime.fromisoformat(value.upper())
         except ValueError:
             parsed = None
         if parsed is not None and parsed.tzinfo is not None:
