@@ -24,6 +24,10 @@ pub struct RbacConfig {
     pub cache: CacheConfig,
     #[serde(default)]
     pub expiry: ExpiryConfig,
+    /// Issue 19, item 3: where grants made at Queue for Raptor's users are written back
+    /// (`writeback_url`: Raptor; absent or empty: off, the rows wait in `rbac.legacy_writeback`).
+    #[serde(default)]
+    pub legacy: queue_platform::writeback::LegacyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -136,6 +140,7 @@ impl RbacConfig {
             callers: CallersConfig::default(),
             cache: CacheConfig::default(),
             expiry: ExpiryConfig::default(),
+            legacy: queue_platform::writeback::LegacyConfig::default(),
         }
     }
 }
@@ -171,6 +176,7 @@ impl Validate for RbacConfig {
         if self.cache.lease_ms != 0 && !(200..=60_000).contains(&self.cache.lease_ms) {
             return Err(ConfigError::new("cache.lease_ms", "must be 0 (no lease) or between 200 and 60000"));
         }
+        self.legacy.validate()?;
         if self.expiry.interval_secs == 0 {
             return Err(ConfigError::new("expiry.interval_secs", "must be at least 1"));
         }

@@ -18,6 +18,7 @@ use queue_audit_client::{AuditClient, OutboxRelay, RelaySettings};
 use queue_platform::bootstrap::DbService;
 use queue_platform::db::SchemaMigrations;
 use queue_platform::sessions::{SessionSource, SessionValidator};
+use queue_platform::writeback::WritebackRelay;
 use queue_platform::{Running, Signals};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +58,7 @@ grant history, pre-write audit and reconcile."
         handlers::reconcile::reconcile,
         handlers::import::import_roles,
         handlers::import::import_grants,
+        handlers::import::import_principals,
         handlers::import::import_status,
     )
 )]
@@ -82,7 +84,7 @@ pub async fn run(config: RbacConfig, signals: Signals) -> anyhow::Result<Running
     let listener = domain::checker::spawn_listener(config.database.url.clone(), checker.clone());
     let lease = checker.spawn_lease();
     let minter = Arc::new(platform.tokens.minter.clone());
-    let audit = AuditClient::new(platform.http.clone(), config.audit.url.clone(), minter)
+    let audit = AuditClient::new(platform.http.clone(), config.audit.url.clone(), minter.clone())
         .with_timeout(Duration::from_millis(config.audit.timeout_ms));
     // Compensating events go through the outbox, delivered by the relay auth uses too.
     let relay = OutboxRelay::new(db.clone(), db::outbox::TABLE, audit.clone(), RelaySettings::default());
@@ -96,7 +98,20 @@ pub async fn run(config: RbacConfig, signals: Signals) -> anyhow::Result<Running
         metrics.clone(),
         Duration::from_secs(config.expiry.interval_secs),
     );
+    let write_back = config.legacy.writeback_url.as_ref().map(|url| {
+        WritebackRelay::new(
+            db.clone(),
+            db::writeback::TABLE,
+            url,
+            platform.http.clone(),
+            minter.clone(),
+            &domain::writeback::STATEMENTS,
+            config.legacy.settings(),
+            Some(platform.metrics.registry()),
+        )
+    });
     let writes = domain::prewrite::Prewriter {
+        write_back: write_back.as_ref().map_or_else(|| Arc::new(tokio::sync::Notify::new()), WritebackRelay::waker),
         db: db.clone(),
         audit,
         checker: checker.clone(),
@@ -105,7 +120,24 @@ pub async fn run(config: RbacConfig, signals: Signals) -> anyhow::Result<Running
         compensate_after_secs: config.audit.compensate_after_secs,
         failpoint,
     };
-    let state = Arc::new(state::RbacState { db, checker, writes, callers: config.callers.clone() });
+    let state = Arc::new(state::RbacState {
+        db,
+        checker,
+        writes,
+        callers: config.callers.clone(),
+        write_back_enabled: config.legacy.writeback_url.is_some(),
+    });
+    // Issue 19, item 3: grants made at Queue for Raptor's users go back to Raptor; the grants
+    // whose create was delivered are linked to Raptor's id (audited first).
+    let write_back = write_back.map(|relay| {
+        let linker = domain::writeback::spawn_linker(
+            state.clone(),
+            |s: &state::RbacState| &s.writes,
+            Duration::from_secs(1),
+            Arc::new(tokio::sync::Notify::new()),
+        );
+        (relay.spawn(), linker)
+    });
     let data = actix_web::web::Data::from(state);
     // User sessions are validated by the auth service; without `[auth]`, service tokens only.
     let sessions = config.auth.as_ref().map(|a| SessionValidator::new(a.url.clone(), a.session_cache_secs).into_data());
@@ -120,5 +152,9 @@ pub async fn run(config: RbacConfig, signals: Signals) -> anyhow::Result<Running
     running.tasks.extend(lease);
     running.tasks.push(expiry);
     running.tasks.push(relay.spawn());
+    if let Some((relay, linker)) = write_back {
+        running.tasks.push(relay);
+        running.tasks.push(linker);
+    }
     Ok(running)
 }

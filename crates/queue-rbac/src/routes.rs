@@ -32,5 +32,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(route("/api/v1/rbac/reconcile").get(reconcile::reconcile))
         .service(route("/internal/v1/import/roles").app_data(import_body()).post(import::import_roles))
         .service(route("/internal/v1/import/grants").app_data(import_body()).post(import::import_grants))
+        .service(route("/internal/v1/import/principals").app_data(import_body()).post(import::import_principals))
         .service(route("/internal/v1/import/status").get(import::import_status));
 }

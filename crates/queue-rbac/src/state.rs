@@ -13,4 +13,6 @@ pub struct RbacState {
     /// Grants, revokes and roles go through it: audited before they are applied.
     pub writes: Prewriter,
     pub callers: CallersConfig,
+    /// Whether `[legacy] writeback_url` is set: the relay sends the write-back rows to Raptor.
+    pub write_back_enabled: bool,
 }

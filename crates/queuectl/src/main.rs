@@ -61,7 +61,7 @@ pub(crate) struct ProxyAuth {
     /// The operator identity the token is issued as (one of the proxy's `admin.issuers`); its
     /// key is `<keys-dir>/<iss>.pem` unless --key is given.
     #[arg(long, env = "QUEUE_OPERATOR", default_value = "operator", global = true)]
-    iss: String,
+    pub(crate) iss: String,
     /// The operator's signing key (PKCS#8 PEM).
     #[arg(long, env = "QUEUE_OPERATOR_KEY", global = true)]
     key: Option<PathBuf>,
@@ -77,12 +77,17 @@ pub(crate) struct ProxyAuth {
 }
 
 impl ProxyAuth {
+    /// The operator's key: `--key`, else `<keys-dir>/<iss>.pem`.
+    pub(crate) fn key_path(&self) -> PathBuf {
+        self.key.clone().unwrap_or_else(|| self.keys_dir.join(format!("{}.pem", self.iss)))
+    }
+
     /// The bearer token for one admin call (60 s, scope `proxy:admin`).
     pub(crate) fn bearer(&self) -> anyhow::Result<String> {
         if let Some(t) = &self.token {
             return Ok(t.trim().to_string());
         }
-        let key = self.key.clone().unwrap_or_else(|| self.keys_dir.join(format!("{}.pem", self.iss)));
+        let key = self.key_path();
         let minter = minter(&self.iss, &key)?;
         Ok(minter.mint(&self.aud, &["proxy:admin"], DEFAULT_TTL_SECS)?)
     }
@@ -116,13 +121,24 @@ enum RbacCommand {
 enum ProxyCommand {
     /// The table in force: version, phase, routes and where each goes now, what a rollback returns to.
     Status,
-    /// Set the migration phase (validated first; written back to the table file).
+    /// Set the migration phase (validated first; written back to the table file). A phase lower
+    /// than the one in force moves routes back to Raptor: first, auth's and rbac's write-back to
+    /// Raptor must be empty (waits up to --wait; refuses, exit 1, naming what is pending or
+    /// failed, unless --force).
     Phase {
         #[arg(value_parser = clap::value_parser!(u8).range(1..=4))]
         phase: u8,
+        #[command(flatten)]
+        gate: legacy::backlog::GateArgs,
     },
-    /// Return to the previous table in one step.
-    Rollback,
+    /// Return to the previous table in one step. First, auth's and rbac's write-back to Raptor
+    /// (what users did at Queue) must be empty: waits up to --wait seconds printing what is left,
+    /// then refuses (exit 1) naming per service and kind what is pending or failed and the last
+    /// error, unless --force. An unreachable auth or rbac refuses too (unless --force).
+    Rollback {
+        #[command(flatten)]
+        gate: legacy::backlog::GateArgs,
+    },
     /// Re-read the table file (as on SIGHUP); a bad file is refused and the old table stays.
     Reload,
     /// The shadow comparison report: match rates and samples of differences per route.

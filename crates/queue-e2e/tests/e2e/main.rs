@@ -11,6 +11,8 @@ mod flood;
 mod headless;
 mod legacy_carry;
 mod legacy_import;
+mod legacy_writeback;
+mod legacy_writeback_grants;
 mod raptor;
 mod raptor_queue;
 mod replicas;

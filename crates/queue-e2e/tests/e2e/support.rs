@@ -135,12 +135,16 @@ pub struct RaptorOptions {
     pub key_publish_lead_secs: u64,
     /// `RAPTOR_KEY_CHECK_SECS`: how often Raptor looks at its key file.
     pub key_check_secs: u64,
+    /// Issue 19, item 3: auth and rbac write back to Raptor (`[legacy] writeback_url`), Raptor
+    /// serves its write-back API to them (`RAPTOR_WRITEBACK_ISSUERS`), and rbac accepts users'
+    /// sessions (validated at auth) so that people grant through the proxy as themselves.
+    pub write_back: bool,
 }
 
 impl Default for RaptorOptions {
     /// Raptor's own defaults, trusted by the static key (as `make run` does today).
     fn default() -> Self {
-        Self { trust: RaptorTrust::PublicKey, key_publish_lead_secs: 300, key_check_secs: 2 }
+        Self { trust: RaptorTrust::PublicKey, key_publish_lead_secs: 300, key_check_secs: 2, write_back: false }
     }
 }
 
@@ -292,8 +296,27 @@ impl Stack {
         );
         let audit = start(write("audit", audit_cfg), "queue-audit").await;
 
-        let rbac_cfg =
-            format!("{}\n[audit]\nurl = \"{}\"\ntimeout_ms = 5000\n", common("rbac", Some(&db.url)), audit.base_url);
+        // With `RaptorOptions::write_back`, what people do at Queue is written back to Raptor
+        // (issue 19, item 3), and rbac accepts users' sessions (validated at auth, on a port chosen
+        // first) so that people grant through the proxy as themselves.
+        let auth_port = free_port();
+        let write_back_on = opts.raptor.is_some_and(|r| r.write_back);
+        let write_back = match write_back_on {
+            true => format!(
+                "\n[legacy]\nwriteback_url = \"http://127.0.0.1:{raptor_port}\"\nwriteback_poll_interval_ms = 200\n\
+                 writeback_backoff_max_ms = 2000\n"
+            ),
+            false => String::new(),
+        };
+        let sessions_at_auth = match write_back_on {
+            true => format!("\n[auth]\nurl = \"http://127.0.0.1:{auth_port}\"\nsession_cache_secs = 0\n"),
+            false => String::new(),
+        };
+        let rbac_cfg = format!(
+            "{}\n[audit]\nurl = \"{}\"\ntimeout_ms = 5000\n{write_back}{sessions_at_auth}",
+            common("rbac", Some(&db.url)),
+            audit.base_url
+        );
         let rbac_cfg = write("rbac", rbac_cfg);
         let auth_cfg = format!(
             r#"{common}
@@ -327,6 +350,7 @@ poll_interval_ms = 200
 
 [flags]
 auth_backup_codes = true
+{write_back}
 "#,
             common = common("auth", Some(&db.url)),
             pepper = toml_str(&pepper),
@@ -334,12 +358,22 @@ auth_backup_codes = true
             audit = audit.base_url,
             trusted_proxies = LOCAL_TRUSTED_PROXIES,
             auth_limits = opts.auth_limits,
+            write_back = write_back,
         );
         let auth_cfg = write("auth", auth_cfg);
         let mut rbac = Vec::new();
         let mut auth = Vec::new();
-        for _ in 0..opts.replicas {
-            let (r, a) = tokio::join!(start(rbac_cfg.clone(), "queue-rbac"), start(auth_cfg.clone(), "queue-auth"));
+        for i in 0..opts.replicas {
+            let auth_start = async {
+                if i == 0 && write_back_on {
+                    let env = env(&auth_cfg);
+                    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    ServiceProcess::start_on(&bin("queue-auth"), &refs, auth_port).await
+                } else {
+                    start(auth_cfg.clone(), "queue-auth").await
+                }
+            };
+            let (r, a) = tokio::join!(start(rbac_cfg.clone(), "queue-rbac"), auth_start);
             rbac.push(r);
             auth.push(a);
         }
@@ -698,6 +732,10 @@ impl Raptor {
             ("RAPTOR_QUEUE_AUTH_URL", queue.auth.to_string()),
             ("RAPTOR_KEY_PUBLISH_LEAD_SECS", opts.key_publish_lead_secs.to_string()),
             ("RAPTOR_KEY_CHECK_SECS", opts.key_check_secs.to_string()),
+            // The write-back API (`/internal/queue/v1/`), for Queue's auth and rbac (empty: off).
+            ("RAPTOR_WRITEBACK_ISSUERS", if opts.write_back { "auth,rbac" } else { "" }.to_string()),
+            // Its token check (`queue_client.verify`) is this tree's Python client.
+            ("PYTHONPATH", repo_root().join("clients/python/src").display().to_string()),
             // Python writes its log lines as they come (the test reads them while Raptor runs).
             ("PYTHONUNBUFFERED", "1".to_string()),
         ]
@@ -711,8 +749,35 @@ impl Raptor {
             .stderr(std::fs::File::create(&stderr_path).expect("Raptor's log"))
             .spawn()
             .expect("spawn python -m raptor");
-        let mut raptor =
+        let raptor =
             Self { child, url: format!("http://{listen}"), db, signing_key, mail_dir, python, env, stderr_path };
+        raptor.healthy().await
+    }
+
+    /// Stops Raptor (as a crash or an outage would); [`Self::restart`] brings it back.
+    #[allow(dead_code)]
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts Raptor again on the same port, database and environment; its log goes on.
+    #[allow(dead_code)]
+    pub async fn restart(self) -> Self {
+        let listen = self.url.trim_start_matches("http://").to_string();
+        let log = std::fs::OpenOptions::new().append(true).open(&self.stderr_path).expect("Raptor's log");
+        let mut this = self;
+        this.child = Self::command_in(&this.python, &this.env, &["--listen", &listen])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn python -m raptor");
+        this.healthy().await
+    }
+
+    /// Waits until `/healthz` answers.
+    async fn healthy(mut self) -> Self {
+        let raptor = &mut self;
         let client = reqwest::Client::new();
         // The first start creates the schema and hashes three demo passwords.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -728,7 +793,7 @@ impl Raptor {
             assert!(Instant::now() < deadline, "Raptor not healthy within 60 s:\n{}", raptor.stderr());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        raptor
+        self
     }
 
     /// `python -m raptor <args>` in `legacy/raptor` with exactly `env` (and PATH).

@@ -203,3 +203,23 @@ pub async fn unrecorded_expiries(conn: &mut Conn, limit: i64) -> QueryResult<Vec
 pub async fn mark_expiry_recorded(conn: &mut Conn, id: Uuid) -> QueryResult<()> {
     diesel::update(g::table.filter(g::id.eq(id))).set(g::expiry_recorded_at.eq(now)).execute(conn).await.map(drop)
 }
+
+/// Gives a grant made at Queue the Raptor row id its write-back created; false if it has one.
+pub async fn link_legacy(conn: &mut Conn, id: Uuid, legacy_id: &str) -> QueryResult<bool> {
+    let n = diesel::update(g::table.filter(g::id.eq(id)).filter(g::legacy_id.is_null()))
+        .set(g::legacy_id.eq(legacy_id))
+        .execute(conn)
+        .await?;
+    Ok(n == 1)
+}
+
+/// A grant's Raptor row id, if it has one.
+pub async fn legacy_id_of(conn: &mut Conn, id: Uuid) -> QueryResult<Option<String>> {
+    g::table
+        .filter(g::id.eq(id))
+        .select(g::legacy_id)
+        .first::<Option<String>>(conn)
+        .await
+        .optional()
+        .map(Option::flatten)
+}

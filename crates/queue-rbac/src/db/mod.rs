@@ -10,6 +10,7 @@ pub(crate) mod revisions;
 pub(crate) mod roles;
 mod schema;
 pub(crate) mod shadow;
+pub(crate) mod writeback;
 
 pub type Conn = diesel_async::AsyncPgConnection;
 

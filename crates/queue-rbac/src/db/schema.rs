@@ -3,6 +3,36 @@
 
 pub mod rbac {
     diesel::table! {
+        rbac.legacy_principals (principal_id) {
+            principal_id -> Text,
+            legacy_id -> Text,
+            linked_at -> Timestamptz,
+        }
+    }
+
+    diesel::table! {
+        rbac.legacy_writeback (id) {
+            id -> Int8,
+            created_at -> Timestamptz,
+            kind -> Text,
+            method -> Text,
+            path -> Text,
+            body -> Nullable<Jsonb>,
+            order_key -> Text,
+            coalesce_key -> Nullable<Text>,
+            subject -> Nullable<Uuid>,
+            on_delivered -> Nullable<Text>,
+            attempts -> Int4,
+            next_attempt_at -> Timestamptz,
+            delivered_at -> Nullable<Timestamptz>,
+            superseded_by -> Nullable<Int8>,
+            failed_at -> Nullable<Timestamptz>,
+            last_error -> Nullable<Text>,
+            legacy_id -> Nullable<Text>,
+        }
+    }
+
+    diesel::table! {
         rbac.rbac_audit_links (audit_event_id) {
             txid -> Int8,
             audit_event_id -> Uuid,
@@ -143,6 +173,8 @@ pub mod rbac {
     diesel::joinable!(rbac_role_permissions -> rbac_roles (role_id));
 
     diesel::allow_tables_to_appear_in_same_query!(
+        legacy_principals,
+        legacy_writeback,
         rbac_audit_links,
         rbac_audit_outbox,
         rbac_changes,

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::checker::Checker;
 use super::model::{Grant, Role, Scope, check_id};
 use super::prewrite::{Applied, Apply, Change, PLATFORM_TENANT, Prewriter};
-use super::{Actor, ActorKind, Error, Origin, reach, roles, rules};
+use super::{Actor, ActorKind, Error, Origin, reach, roles, rules, writeback};
 use crate::db::grants::{self as rows, NewGrantRow};
 
 /// A grant asked for.
@@ -137,7 +137,9 @@ pub async fn create(w: &Prewriter, actor: &Actor, req: NewGrant, origin: &Origin
         revoke_event_id: None,
         expiry_recorded_at: None,
     };
-    match w.write(change, origin, Apply::InsertGrant(&row)).await? {
+    // A grant for a user imported from Raptor goes back to Raptor, in the grant's transaction.
+    let write_back = writeback::grant_created(&mut *w.db.conn().await?, &grant, actor).await?;
+    match w.write_with(change, origin, Apply::InsertGrant(&row), write_back.as_ref()).await? {
         Applied::Done(revision) => {
             w.metrics.change("granted");
             Ok((grant, revision))
@@ -189,7 +191,8 @@ pub async fn revoke(
         payload: json!({ "grant": grant_json(&revoked) }),
     };
     let apply = Apply::Revoke { id, by: &actor.label, reason, at: now, event: event_id };
-    match w.write(change, origin, apply).await? {
+    let write_back = writeback::grant_revoked(&mut *w.db.conn().await?, id, now, actor).await?;
+    match w.write_with(change, origin, apply, write_back.as_ref()).await? {
         Applied::Done(revision) => {
             w.metrics.change("revoked");
             Ok((revoked, event_id, revision))

@@ -14,6 +14,7 @@ pub(crate) mod reach;
 pub mod reconcile;
 pub(crate) mod roles;
 pub(crate) mod rules;
+pub(crate) mod writeback;
 
 use queue_audit_client::Party;
 use queue_platform::db::DbError;

@@ -25,6 +25,7 @@ use super::checker::Checker;
 use super::{Error, Origin};
 use crate::db::grants::{self, NewGrantRow};
 use crate::db::roles::{self, RoleRow};
+use crate::db::writeback;
 use crate::db::{Conn, links, outbox, revisions};
 use crate::metrics::RbacMetrics;
 
@@ -62,6 +63,8 @@ pub struct Prewriter {
     pub metrics: RbacMetrics,
     /// Wakes the outbox relay (a compensation became due).
     pub outbox: Arc<Notify>,
+    /// Wakes the write-back relay (a change to write back to Raptor committed).
+    pub write_back: Arc<Notify>,
     /// `audit.compensate_after_secs`.
     pub compensate_after_secs: u64,
     pub failpoint: Option<Failpoint>,
@@ -132,6 +135,14 @@ pub enum Apply<'a> {
         id: Uuid,
         legacy_id: &'a str,
     },
+    /// Give a grant made at Queue the Raptor row id its write-back created (nothing to do if it
+    /// has one already).
+    LinkGrant {
+        id: Uuid,
+        legacy_id: &'a str,
+    },
+    /// Record which Queue users are which Raptor customers (pairs not stored before).
+    LinkPrincipals(&'a [(String, String)]),
 }
 
 impl Apply<'_> {
@@ -144,6 +155,8 @@ impl Apply<'_> {
                 roles::insert(c, row, permissions, created_by, *created_at).await.map(|()| true)
             }
             Apply::LinkRole { id, legacy_id } => roles::link_legacy(c, *id, legacy_id).await,
+            Apply::LinkGrant { id, legacy_id } => grants::link_legacy(c, *id, legacy_id).await,
+            Apply::LinkPrincipals(pairs) => writeback::insert_principals(c, pairs).await.map(|()| true),
         }
     }
 }
@@ -164,11 +177,26 @@ impl Prewriter {
     /// compensation and links the event; waits for the replicas after a commit. When there is
     /// nothing to do after all, the change is compensated.
     pub async fn write(&self, change: Change<'_>, origin: &Origin, apply: Apply<'_>) -> Result<Applied, Error> {
+        self.write_with(change, origin, apply, None).await
+    }
+
+    /// [`Self::write`], and the row that writes the change back to Raptor (issue 19, item 3) in
+    /// the change's own transaction: both commit, or neither.
+    pub async fn write_with(
+        &self,
+        change: Change<'_>,
+        origin: &Origin,
+        apply: Apply<'_>,
+        write_back: Option<&queue_platform::writeback::Change>,
+    ) -> Result<Applied, Error> {
         let held = self.hold(&change, origin).await?;
         self.prewrite(&change.event(origin), &held).await?;
-        let applied = self.apply(&change, &held, &apply).await;
+        let applied = self.apply(&change, &held, &apply, write_back).await;
         match applied {
             Ok(Some(revision)) => {
+                if write_back.is_some() {
+                    self.write_back.notify_one();
+                }
                 self.checker.await_replicas(revision).await;
                 Ok(Applied::Done(revision))
             }
@@ -241,7 +269,13 @@ impl Prewriter {
     /// The change's transaction: take the compensation out (or roll back if it is gone: the
     /// audit log already says the change was aborted), `apply`, link the event, read the
     /// revision. Everything here comes after the audit write.
-    async fn apply(&self, change: &Change<'_>, held: &Held, apply: &Apply<'_>) -> Result<Option<i64>, Error> {
+    async fn apply(
+        &self,
+        change: &Change<'_>,
+        held: &Held,
+        apply: &Apply<'_>,
+        write_back: Option<&queue_platform::writeback::Change>,
+    ) -> Result<Option<i64>, Error> {
         let mut conn = self.db.conn().await?;
         let applied = conn
             .transaction::<_, Abort, _>(async |c| {
@@ -250,6 +284,9 @@ impl Prewriter {
                 }
                 if !apply.run(c).await? {
                     return Err(Abort::Nothing);
+                }
+                if let Some(row) = write_back {
+                    queue_platform::writeback::enqueue(c, writeback::TABLE, row).await?;
                 }
                 links::link(c, change.event_id, change.tenant, change.action).await?;
                 Ok(revisions::current(c).await?)

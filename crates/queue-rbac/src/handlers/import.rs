@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::access::origin;
 use crate::domain::import::grants::LegacyGrant;
+use crate::domain::import::principals::LegacyPrincipal;
 use crate::domain::import::roles::LegacyRole;
 use crate::domain::import::status::{self as import_status, KindStatus};
 use crate::domain::import::{self, ImportResult, Importer};
@@ -31,6 +32,17 @@ pub struct GrantsImport {
     /// 1 to 1000 of Raptor's grants.
     #[schema(min_items = 1, max_items = 1000)]
     pub records: Vec<LegacyGrant>,
+    /// Decide every outcome and write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalsImport {
+    /// 1 to 1000 imported users: Raptor's customer id and the Queue user id.
+    #[schema(min_items = 1, max_items = 1000)]
+    pub records: Vec<LegacyPrincipal>,
     /// Decide every outcome and write nothing.
     #[serde(default)]
     pub dry_run: bool,
@@ -108,13 +120,40 @@ pub async fn import_grants(
     Ok(HttpResponse::Ok().json(ImportResults { results }))
 }
 
-/// What rbac holds from Raptor, per kind.
+/// Which Queue users are which Raptor customers: rbac writes a grant back to Raptor only for a
+/// user imported from Raptor (issue 19, item 3). `queuectl legacy import` sends every user auth
+/// imported; new pairs are audited first, one event per batch.
+#[utoipa::path(post, path = "/internal/v1/import/principals", tag = "import", operation_id = "import_principals",
+    request_body = PrincipalsImport,
+    security(("service_token" = ["rbac:import"])),
+    responses((status = 200, description = "one result per record, in order: created, unchanged, or refused \
+                                            (the user or the customer is paired otherwise already)", body = ImportResults),
+              (status = 403, description = "the caller is no importer"),
+              (status = 422, description = "not 1 to 1000 records"),
+              (status = 503, description = "the audit service did not record the batch; nothing was written: send \
+                                            it again")))]
+#[tracing::instrument(skip_all)]
+pub async fn import_principals(
+    req: HttpRequest,
+    state: web::Data<RbacState>,
+    caller: Caller,
+    body: web::Json<PrincipalsImport>,
+) -> Result<HttpResponse, ApiError> {
+    let imp = importer(&state, &caller, &req, body.dry_run)?;
+    import::check_batch_size(body.records.len())?;
+    let results = import::principals::import(&imp, &body.records).await?;
+    Ok(HttpResponse::Ok().json(ImportResults { results }))
+}
+
+/// What rbac holds from Raptor, per kind, and what it still owes Raptor.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ImportStatus {
     /// When the counts were taken (what "live" is measured against).
     pub at: chrono::DateTime<chrono::Utc>,
     /// roles, grants.
     pub kinds: Vec<KindStatus>,
+    /// The write-back backlog (issue 19, item 3): what is still to be sent to Raptor, or failed.
+    pub write_back: queue_platform::writeback::Backlog,
 }
 
 /// What rbac holds from Raptor (issue 19's cutover report; `queuectl legacy status` compares it
@@ -134,5 +173,10 @@ pub async fn import_status(state: web::Data<RbacState>, caller: Caller) -> Resul
     }
     let at = chrono::Utc::now();
     let kinds = import_status::report(&state.db, at).await?;
-    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(ImportStatus { at, kinds }))
+    let write_back = crate::domain::writeback::backlog(
+        &mut *state.db.conn().await.map_err(crate::domain::Error::from)?,
+        state.write_back_enabled,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(ImportStatus { at, kinds, write_back }))
 }

@@ -66,13 +66,16 @@ async fn built_in_roles_are_matched_never_widened_and_a_tenants_roles_are_create
     ]);
     let revision = w.scalar("SELECT revision AS n FROM rbac.rbac_revision").await;
     let dry = import(&w, "roles", records.clone(), true).await;
-    assert_eq!(outcomes(&dry), vec!["unchanged", "refused", "created", "refused", "refused", "refused"], "{dry:?}");
+    // A built-in that matches is linked to Raptor's row once (`updated`: its grants made at Queue
+    // are written back to Raptor), then `unchanged`.
+    assert_eq!(outcomes(&dry), vec!["updated", "refused", "created", "refused", "refused", "refused"], "{dry:?}");
     assert_eq!(w.scalar("SELECT count(*) AS n FROM rbac.rbac_roles WHERE legacy_id IS NOT NULL").await, 0);
     assert_eq!(w.scalar("SELECT revision AS n FROM rbac.rbac_revision").await, revision, "a dry run writes nothing");
 
     let results = import(&w, "roles", records.clone(), false).await;
     assert_eq!(outcomes(&results), outcomes(&dry), "the dry run said what would happen: {results:?}");
     assert_eq!(results[0]["id"], "00000000-0000-4000-8000-000000000001", "Queue's built-in viewer");
+    assert!(results[0]["reason"].as_str().expect("reason").contains("linked to Queue's built-in `viewer`"));
     let agent = results[1]["reason"].as_str().expect("reason");
     assert!(agent.contains("built-in `agent`") && agent.contains("only at Raptor: audit.read"), "{agent}");
     assert!(results[3]["reason"].as_str().expect("reason").contains("ticket.levitate"), "{results:?}");

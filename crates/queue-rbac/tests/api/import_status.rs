@@ -62,10 +62,7 @@ async fn the_status_counts_raptors_roles_and_grants_and_the_ones_in_force() {
         ]),
     )
     .await;
-    assert_eq!(
-        roles.iter().map(|r| r["outcome"].as_str().unwrap_or("?")).collect::<Vec<_>>(),
-        ["unchanged", "created"]
-    );
+    assert_eq!(roles.iter().map(|r| r["outcome"].as_str().unwrap_or("?")).collect::<Vec<_>>(), ["updated", "created"]);
     let grant = |id: &str, who: &str, expires: Option<DateTime<Utc>>, revoked_at: Option<DateTime<Utc>>| {
         json!({"legacy_id": id, "principal_id": who, "role": "triage", "role_tenant_id": TENANT,
                "scope": {"type": "tenant", "tenant_id": TENANT, "ticket_id": null}, "granted_by": null,

@@ -11,3 +11,4 @@ mod replay;
 mod security;
 mod support;
 mod users;
+mod writeback;

@@ -50,9 +50,21 @@ impl Client {
         records: &[T],
         dry_run: bool,
     ) -> anyhow::Result<Vec<ImportResult>> {
-        let service = kind.service();
+        self.send_to(kind.service(), &kind.path(), legacy_ids, records, dry_run).await
+    }
+
+    /// Sends one batch to `path` of `service` (an import endpoint) and returns one result per
+    /// record, in order.
+    pub async fn send_to<T: Serialize>(
+        &self,
+        service: Service,
+        path: &str,
+        legacy_ids: &[String],
+        records: &[T],
+        dry_run: bool,
+    ) -> anyhow::Result<Vec<ImportResult>> {
         let endpoint = self.endpoint(service);
-        let url = format!("{}{}", endpoint.url.trim_end_matches('/'), kind.path());
+        let url = format!("{}{path}", endpoint.url.trim_end_matches('/'));
         let token = self.minter.mint(&endpoint.audience, &[service.scope()], DEFAULT_TTL_SECS)?;
         let resp = self
             .http

@@ -175,6 +175,21 @@ impl Customers {
         self.known.insert(row.id, Customer { tenant: row.tenant_id.clone(), became });
     }
 
+    /// `(customer id, Queue user id)` of every customer auth holds as a user (none in a dry run's
+    /// new users: they have no Queue id), in customer id order.
+    pub fn imported(&self) -> Vec<(i64, String)> {
+        let mut pairs: Vec<(i64, String)> = self
+            .known
+            .iter()
+            .filter_map(|(c, k)| match &k.became {
+                Became::User { id: Some(id), .. } => Some((*c, id.clone())),
+                _ => None,
+            })
+            .collect();
+        pairs.sort();
+        pairs
+    }
+
     fn provisional(&self, customer: i64) -> Option<&'static str> {
         match self.known.get(&customer) {
             Some(Customer { became: Became::User { new: true, .. }, .. }) => Some(USER_NOT_YET),

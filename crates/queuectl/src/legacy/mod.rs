@@ -1,11 +1,13 @@
 //! `queuectl legacy import`: Raptor's identity data into Queue (issue 19, docs/legacy-import.md).
 //! Reads Raptor's tables in one read-only snapshot (`source`), converts each row into the record
 //! of the owning service's import endpoint (`convert`, `records`), sends them in batches of at
-//! most 1000 (`client`) in the order users → sessions, backup codes, passkeys → roles → grants,
+//! most 1000 (`client`) in the order users → sessions, backup codes, passkeys → (rbac pairs the
+//! users with their customer ids, for the write-back) → roles → grants,
 //! and prints what each kind brought (`report`). The services own their schemas and decide each
 //! record's outcome; queuectl never writes into them, and never into Raptor.
 //! `queuectl legacy status` (`status`) compares Raptor with what the services hold.
 
+pub mod backlog;
 mod client;
 mod connection;
 mod convert;
@@ -144,9 +146,39 @@ impl Importer {
         self.kind(Kind::Sessions, |s: &SessionRow| convert::session(s, &users), |_, _| {}).await?;
         self.kind(Kind::BackupCodes, |c: &BackupCodeRow| convert::backup_code(c, &users), |_, _| {}).await?;
         self.kind(Kind::Passkeys, |p: &CredentialRow| convert::passkey(p, &users), |_, _| {}).await?;
+        self.principals(&users).await?;
         let mut roles = Roles::new(self.dry_run);
         self.kind(Kind::Roles, convert::role, |row, r| roles.learn(row, r)).await?;
         self.kind(Kind::Grants, |g: &GrantRow| convert::grant(g, &users, &roles), |_, _| {}).await
+    }
+
+    /// Tells rbac which Queue users are which Raptor customers (`POST /internal/v1/import/principals`),
+    /// so it writes grants made at Queue for them back to Raptor (issue 19, item 3). Not a kind of
+    /// the report: nothing of Raptor's is created; a pair rbac refuses (the user or the customer
+    /// paired otherwise already) is named on standard error. Skipped in a dry run.
+    async fn principals(&mut self, users: &Customers) -> anyhow::Result<()> {
+        if self.dry_run {
+            return Ok(());
+        }
+        for chunk in users.imported().chunks(self.batch) {
+            let legacy_ids: Vec<String> = chunk.iter().map(|(c, _)| c.to_string()).collect();
+            let records: Vec<records::Principal> = chunk
+                .iter()
+                .map(|(c, id)| records::Principal { legacy_id: c.to_string(), principal_id: id.clone() })
+                .collect();
+            let results = self
+                .client
+                .send_to(records::Service::Rbac, records::PRINCIPALS_PATH, &legacy_ids, &records, false)
+                .await?;
+            for r in results.iter().filter(|r| r.outcome == records::Outcome::Refused) {
+                eprintln!(
+                    "rbac refused customer {} as a Raptor user (grants made at Queue for them are not written back): {}",
+                    r.legacy_id,
+                    r.reason.as_deref().unwrap_or("no reason given")
+                );
+            }
+        }
+        Ok(())
     }
 
     /// One kind: counted, read a batch at a time, converted, sent; its tally joins the report

@@ -66,6 +66,16 @@ impl Service {
     }
 }
 
+/// rbac's endpoint of imported users (not a kind: it pairs users, it creates nothing).
+pub const PRINCIPALS_PATH: &str = "/internal/v1/import/principals";
+
+/// An imported user as rbac pairs it: Raptor's customer id and the Queue user id.
+#[derive(Serialize, Debug)]
+pub struct Principal {
+    pub legacy_id: String,
+    pub principal_id: String,
+}
+
 /// A batch as the endpoints take it.
 #[derive(Serialize)]
 pub struct Batch<'a, T> {

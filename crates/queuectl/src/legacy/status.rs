@@ -3,7 +3,8 @@
 //! them) and what auth and rbac hold from Raptor (their `GET /internal/v1/import/status`), the
 //! difference, the sessions carried over, and the sync lag: the age of the oldest change at
 //! Raptor newer than the newest of Raptor's times the service keeps, when the counts differ.
-//! It reads only; refusals and the write-back backlog are not known here and it says so.
+//! And the write-back backlog of both services (`write_back` of the same endpoints: what Queue
+//! still owes Raptor, issue 19 item 3). It reads only; refusals are not known here and it says so.
 
 use chrono::{DateTime, Utc};
 use clap::Args;
@@ -14,6 +15,7 @@ use serde_json::{Value, json};
 use std::fmt::Write;
 use std::process::ExitCode;
 
+use super::backlog::{self, Owed};
 use super::client::Client;
 use super::connection::Connection;
 use super::records::{Kind, Service};
@@ -22,8 +24,6 @@ use super::source::Snapshot;
 /// What the status says about refusals: queuectl keeps no report between runs (a file under
 /// `var/` would be one operator's, and stale), so the honest answer is how to see them.
 pub const REFUSED: &str = "not kept between runs: `queuectl legacy import --dry-run` shows what would be refused";
-/// The write-back of Queue's changes to Raptor does not exist yet: never a made-up 0.
-pub const WRITE_BACK: &str = "not built (issue 19 item 3)";
 
 const EXAMPLE: &str = "\
 Example, against `make run`:
@@ -37,7 +37,8 @@ of the oldest change at Raptor (a row created, a session or grant revoked, a cod
 updated) newer than the newest of Raptor's times Queue keeps for the kind; `unknown` when the
 counts differ and no such change exists (a refused record, say). Then the sessions carried over
 (imported, live at Queue: their raptor_session cookie signs in at Queue), where refusals are
-seen, and the write-back backlog (not built yet). It only reads: Raptor in one read-only
+seen, and the write-back backlog of auth and rbac (what users did at Queue that is not at Raptor
+yet: pending and failed rows per kind, the oldest's age, the last error). It only reads: Raptor in one read-only
 snapshot, each service's GET /internal/v1/import/status with an importer's token.
 
 Exit status: 0 when the report was made, 2 on a usage error or when Raptor's database or a
@@ -210,6 +211,8 @@ struct Report {
     source: String,
     snapshot_at: DateTime<Utc>,
     lines: Vec<Line>,
+    /// auth's, then rbac's.
+    write_back: Vec<(Service, Owed)>,
 }
 
 fn report(args: &StatusArgs) -> anyhow::Result<Report> {
@@ -217,21 +220,29 @@ fn report(args: &StatusArgs) -> anyhow::Result<Report> {
     let client = args.at.client()?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let mut at_queue = held(&client, Service::Auth).await?;
-        at_queue.extend(held(&client, Service::Rbac).await?);
+        let (mut at_queue, auth_owes) = held(&client, Service::Auth).await?;
+        let (at_rbac, rbac_owes) = held(&client, Service::Rbac).await?;
+        at_queue.extend(at_rbac);
         let mut source = Snapshot::open(source_url).await?;
         let lines = lines(&mut source, &at_queue).await;
         let snapshot_at = source.taken_at;
         source.close().await?;
-        Ok(Report { source: queue_platform::config::redact_url(source_url), snapshot_at, lines: lines? })
+        Ok(Report {
+            source: queue_platform::config::redact_url(source_url),
+            snapshot_at,
+            lines: lines?,
+            write_back: vec![(Service::Auth, auth_owes), (Service::Rbac, rbac_owes)],
+        })
     })
 }
 
-/// What `service` holds, per kind.
-async fn held(client: &Client, service: Service) -> anyhow::Result<Vec<Held>> {
-    let answer: Answer = serde_json::from_value(client.status(service).await?)
+/// What `service` holds, per kind, and what it owes Raptor.
+async fn held(client: &Client, service: Service) -> anyhow::Result<(Vec<Held>, Owed)> {
+    let value = client.status(service).await?;
+    let owed = backlog::of_answer(service, &value);
+    let answer: Answer = serde_json::from_value(value)
         .map_err(|e| anyhow::anyhow!("{}'s import status is not what queuectl reads: {e}", service.name()))?;
-    Ok(answer.kinds)
+    Ok((answer.kinds, owed))
 }
 
 async fn lines(source: &mut Snapshot, held: &[Held]) -> anyhow::Result<Vec<Line>> {
@@ -283,8 +294,21 @@ impl Report {
             "kinds": kinds,
             "sessions_carried_over": self.carried_over(),
             "refused": REFUSED,
-            "write_back_backlog": WRITE_BACK,
+            "write_back_backlog": self.write_back_json(),
         })
+    }
+
+    /// `{"auth": <write_back as auth answers it> | {"error": "..."}, "rbac": ...}`.
+    fn write_back_json(&self) -> Value {
+        let mut out = serde_json::Map::new();
+        for (service, owed) in &self.write_back {
+            let v = match owed {
+                Ok(b) => serde_json::to_value(b).unwrap_or(Value::Null),
+                Err(e) => json!({ "error": e }),
+            };
+            out.insert(service.name().to_string(), v);
+        }
+        Value::Object(out)
     }
 
     fn to_text(&self) -> String {
@@ -326,7 +350,10 @@ impl Report {
         }
         let _ = writeln!(s, "sessions carried over: {} (imported and live at Queue)", self.carried_over());
         let _ = writeln!(s, "refused records: {REFUSED}");
-        let _ = writeln!(s, "write-back backlog: {WRITE_BACK}");
+        let _ = writeln!(s, "write-back backlog (Queue's changes not at Raptor yet):");
+        for (service, owed) in &self.write_back {
+            let _ = writeln!(s, "  {}", backlog::describe(*service, owed));
+        }
         s
     }
 }

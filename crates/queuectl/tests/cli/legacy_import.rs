@@ -288,18 +288,27 @@ async fn every_kind_reaches_its_endpoint_converted_and_a_second_run_changes_noth
     assert!(out.contains("redacted") && !out.contains("s3cret-pw") && !err.contains("s3cret-pw"), "{out}\n{err}");
     let first = queue.received();
 
-    // Each service got its kinds, in order, with a token of the operator for it.
+    // Each service got its kinds, in order, with a token of the operator for it; rbac learns which
+    // users are Raptor's before the roles (for the write-back of grants).
     let order: Vec<&str> = first.iter().map(|r| r.kind.as_str()).collect();
-    assert_eq!(order, ["users", "sessions", "backup-codes", "passkeys", "roles", "grants"]);
+    assert_eq!(order, ["users", "sessions", "backup-codes", "passkeys", "principals", "roles", "grants"]);
     for r in &first {
-        let (aud, scope) =
-            if r.kind == "roles" || r.kind == "grants" { ("rbac", "rbac:import") } else { ("auth", "users:import") };
+        let (aud, scope) = if ["principals", "roles", "grants"].contains(&r.kind.as_str()) {
+            ("rbac", "rbac:import")
+        } else {
+            ("auth", "users:import")
+        };
         assert_eq!(
             (&r.claims["iss"], &r.claims["aud"], &r.claims["scope"]),
             (&json!("operator"), &json!(aud), &json!([scope]))
         );
         assert_eq!(r.body["dry_run"], false);
     }
+    assert_eq!(
+        record(&first, "principals", "1"),
+        json!({"legacy_id": "1", "principal_id": queue.auth.id_of("users", "1")}),
+        "rbac pairs Ada's Queue id with her customer id"
+    );
 
     assert_eq!(
         record(&first, "users", "1"),
@@ -401,8 +410,9 @@ async fn every_kind_reaches_its_endpoint_converted_and_a_second_run_changes_noth
     created("roles", &["2", "3"]);
     created("grants", &["1", "2", "3", "4"]);
     assert_eq!(outcomes(&first, "sessions")[1], ("2".to_string(), "skipped".to_string()));
-    assert_eq!(outcomes(&first, "roles")[0], ("1".to_string(), "unchanged".to_string()));
-    for (kind, n) in [("users", 3), ("sessions", 1), ("backup-codes", 2), ("passkeys", 2), ("roles", 2), ("grants", 4)]
+    // The built-in is linked to Raptor's row (for the write-back of its grants).
+    assert_eq!(outcomes(&first, "roles")[0], ("1".to_string(), "updated".to_string()));
+    for (kind, n) in [("users", 3), ("sessions", 1), ("backup-codes", 2), ("passkeys", 2), ("roles", 3), ("grants", 4)]
     {
         assert_eq!(queue.stored(kind).await, n, "{kind} kept by the service");
     }
@@ -431,7 +441,8 @@ async fn every_kind_reaches_its_endpoint_converted_and_a_second_run_changes_noth
     // One audit event per created record, by the operator: auth's in its outbox, rbac's in the
     // audit log (written before the row).
     let events = queue.audit_events().await;
-    assert_eq!(events, [3, 1, 2, 2, 2, 4], "users, sessions, backup codes, passkeys, roles, grants");
+    // Roles: the two created and the built-in linked to Raptor's row (for the write-back).
+    assert_eq!(events, [3, 1, 2, 2, 3, 4], "users, sessions, backup codes, passkeys, roles, grants");
 
     // Again, with nothing new at Raptor: everything unchanged, as JSON.
     queue.forget_received();
@@ -504,7 +515,8 @@ async fn a_dry_run_passes_dry_run_writes_nothing_and_says_what_it_cannot_judge()
             ("sessions".to_string(), [2, 0, 0, 0, 2, 0]),
             ("backup-codes".to_string(), [2, 0, 0, 0, 2, 0]),
             ("passkeys".to_string(), [2, 0, 0, 0, 2, 0]),
-            ("roles".to_string(), [3, 2, 0, 1, 0, 0]),
+            // The built-in would be linked to Raptor's row (`updated`).
+            ("roles".to_string(), [3, 2, 1, 0, 0, 0]),
             ("grants".to_string(), [4, 3, 0, 0, 1, 0]),
         ],
         "{dry}"
@@ -524,7 +536,7 @@ async fn a_dry_run_passes_dry_run_writes_nothing_and_says_what_it_cannot_judge()
     let real: Value = serde_json::from_str(&out).expect("a JSON report");
     let mut created = all_kinds(|rows| [rows, rows, 0, 0, 0, 0]);
     created[1].1 = [2, 1, 0, 0, 1, 0]; // the revoked session is skipped
-    created[4].1 = [3, 2, 0, 1, 0, 0]; // the built-in `viewer` is Queue's
+    created[4].1 = [3, 2, 1, 0, 0, 0]; // the built-in `viewer` is Queue's, linked to Raptor's row
     assert_eq!(counts(&real), created, "{real}");
     assert!(queue.received().iter().all(|r| r.body["dry_run"] == false));
     assert_eq!(queue.stored("grants").await, 4);
@@ -589,7 +601,11 @@ async fn refusals_are_reported_grouped_with_their_grants_and_exit_1() {
         (3, 1),
         "customer 9, Ada, Alan; Ada's key"
     );
-    assert_eq!((queue.stored("roles").await, queue.stored("grants").await), (1, 2), "role 3; grants 3 and 4");
+    assert_eq!(
+        (queue.stored("roles").await, queue.stored("grants").await),
+        (2, 2),
+        "role 3 and the built-in linked to Raptor's row; grants 3 and 4"
+    );
     let row = out.lines().find(|l| l.starts_with("grants ")).expect("grants row");
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cells[..7], ["grants", "5", "2", "0", "0", "0", "3"], "{out}");
@@ -703,7 +719,8 @@ async fn errors_name_what_failed_and_exit_2() {
     ];
     let (code, out, err) = queuectl_async(&args, &[("QUEUE_OPERATOR_KEY", &operator)]).await;
     assert_eq!(code, 2);
-    assert!(err.contains("cannot reach rbac at POST http://127.0.0.1:1/internal/v1/import/roles"), "{err}");
+    // rbac is first asked to pair the users with Raptor's customers, before the roles.
+    assert!(err.contains("cannot reach rbac at POST http://127.0.0.1:1/internal/v1/import/principals"), "{err}");
     let report: Value = serde_json::from_str(&out).expect("a JSON report");
     assert_eq!(report["complete"], false);
     let done: Vec<(&str, &Value)> = report["kinds"]
@@ -719,7 +736,6 @@ async fn errors_name_what_failed_and_exit_2() {
             ("sessions", &json!(true)),
             ("backup-codes", &json!(true)),
             ("passkeys", &json!(true)),
-            ("roles", &json!(false))
         ]
     );
     queue.stop().await;
@@ -756,6 +772,9 @@ async fn the_real_raptors_own_data_imports_with_nothing_refused() {
     let mail = tempfile::tempdir().expect("tmp");
     let mail_dir = mail.path().display().to_string();
     let env = [("RAPTOR_DATABASE_URL", db.url.as_str()), ("RAPTOR_MAIL_DIR", mail_dir.as_str())];
+    // This tree's Python client (`queue_client.verify`, Raptor's write-back token check).
+    let client = repo.join("clients/python/src").display().to_string();
+    let env = [env[0], env[1], ("PYTHONPATH", client.as_str())];
     let out = queue_testkit::process::command(&python.display().to_string(), &env)
         .current_dir(repo.join("legacy/raptor"))
         .args(["-m", "raptor", "--init-only"])
@@ -769,7 +788,7 @@ async fn the_real_raptors_own_data_imports_with_nothing_refused() {
     let report: Value = serde_json::from_str(&out).expect("a JSON report");
     let by_kind: std::collections::BTreeMap<String, [u64; 6]> = counts(&report).into_iter().collect();
     assert_eq!(by_kind["users"], [3, 3, 0, 0, 0, 0], "{report}");
-    assert_eq!(by_kind["roles"], [5, 0, 0, 5, 0, 0], "the five built-ins, Queue's own: {report}");
+    assert_eq!(by_kind["roles"], [5, 0, 5, 0, 0, 0], "the five built-ins, Queue's own, linked to Raptor's: {report}");
     assert_eq!(by_kind["grants"], [3, 3, 0, 0, 0, 0], "{report}");
     let received = queue.received();
     let ada = records(&received, "users").into_iter().find(|u| u["email"] == "admin@acme.test").expect("Ada");

@@ -95,7 +95,11 @@ async fn the_status_follows_raptor_through_imports_and_a_revocation() {
     let users_lag = before["kinds"][0]["lag"]["seconds"].as_i64().expect("seconds");
     assert!((300 * 86_400 - 60..=300 * 86_400 + 60).contains(&users_lag), "{before:#}");
     assert_eq!(before["sessions_carried_over"], 0);
-    assert_eq!(before["write_back_backlog"], "not built (issue 19 item 3)");
+    // Nothing done at Queue yet: rbac owes Raptor nothing (and writes back nowhere here).
+    let rbac_owes = &before["write_back_backlog"]["rbac"];
+    assert_eq!((rbac_owes["pending"].as_i64(), rbac_owes["failed"].as_i64()), (Some(0), Some(0)), "{before:#}");
+    assert_eq!(rbac_owes["enabled"], false, "{before:#}");
+    assert!(before["write_back_backlog"]["auth"].is_object(), "{before:#}");
     assert!(before["refused"].as_str().expect("refused").contains("legacy import --dry-run"), "{before:#}");
     assert_eq!(before["kinds"][1]["difference"], serde_json::json!({"rows": null, "live": 1}));
 
@@ -138,7 +142,8 @@ async fn the_status_follows_raptor_through_imports_and_a_revocation() {
     assert_eq!(code, 0, "{text}\n{err}");
     assert!(text.contains("behind Raptor: sessions since"), "{text}");
     assert!(text.contains("sessions carried over: 1"), "{text}");
-    assert!(text.contains("write-back backlog: not built (issue 19 item 3)"), "{text}");
+    assert!(text.contains("write-back backlog (Queue's changes not at Raptor yet):\n"), "{text}");
+    assert!(text.contains("\n  rbac: nothing pending\n"), "{text}");
 
     // The import brings the revocation: equal again, nothing carried over.
     import(&queue, &db.url).await;

@@ -11,6 +11,7 @@ mod legacy_status;
 mod legacy_tap;
 mod module_cycles;
 mod proxy;
+mod proxy_rollback;
 mod tls;
 
 use queue_platform::config::TrustedIssuerConfig;

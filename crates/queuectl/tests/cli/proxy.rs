@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::path::Path;
 
 /// A route table with Raptor at `legacy` and backup codes cut over in phase 2.
-fn table(phase: u8, legacy: &str) -> String {
+pub(crate) fn table(phase: u8, legacy: &str) -> String {
     format!(
         "phase = {phase}\ndefault_legacy = \"raptor\"\n[legacy.raptor]\nurl = \"http://{legacy}\"\n[services.auth]\nurl = \"http://127.0.0.1:1\"\n\
          [[routes]]\nname = \"backup-codes\"\nprefix = \"/api/v1/auth/backup-codes\"\nqueue = {{ service = \"auth\" }}\ncutover_phase = 2\n"
@@ -17,7 +17,7 @@ fn table(phase: u8, legacy: &str) -> String {
 
 /// A proxy on port 0 with `table` and the keys of `keys`, writing its admin changes to `audit`.
 /// Returns the admin URL and what stops the proxy.
-async fn start_proxy(table: &Path, keys: &TestKeys, audit: Option<url::Url>) -> (String, impl FnOnce()) {
+pub(crate) async fn start_proxy(table: &Path, keys: &TestKeys, audit: Option<url::Url>) -> (String, impl FnOnce()) {
     let base = queue_testkit::service_config("proxy", "postgres://unused@127.0.0.1/none", keys);
     let config = ProxyConfig {
         server: base.server,
@@ -54,7 +54,14 @@ async fn status_phase_and_rollback_through_the_admin_api() {
     let keys = TestKeys::new();
     let (admin, stop) = start_proxy(&table_path, &keys, None).await;
     let operator = keys.private("operator").display().to_string();
-    let env = [("QUEUE_PROXY_ADMIN_URL", admin.clone()), ("QUEUE_OPERATOR_KEY", operator)];
+    // No auth or rbac answers here: a rollback cannot read the write-back backlog.
+    let nowhere = "http://127.0.0.1:1".to_string();
+    let env = [
+        ("QUEUE_PROXY_ADMIN_URL", admin.clone()),
+        ("QUEUE_OPERATOR_KEY", operator),
+        ("QUEUE_AUTH_URL", nowhere.clone()),
+        ("QUEUE_RBAC_URL", nowhere),
+    ];
 
     let (code, out, err) = run(&["proxy", "status"], &env).await;
     assert_eq!(code, 0, "{err}");
@@ -67,10 +74,20 @@ async fn status_phase_and_rollback_through_the_admin_api() {
     let (_, out, _) = run(&["proxy", "status"], &env).await;
     assert!(out.contains("-> queue"), "{out}");
 
-    let (code, out, err) = run(&["proxy", "rollback"], &env).await;
+    // The write-back backlog cannot be read: refused, nothing moves; --force goes, saying so.
+    let (code, _, err) = run(&["proxy", "rollback", "--wait", "1"], &env).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("refusing to move routes back to Raptor: the write-back backlog cannot be read"), "{err}");
+    assert!(err.contains("auth: unknown") && err.contains("rbac: unknown"), "{err}");
+    let (code, _, err) = run(&["proxy", "phase", "1", "--wait", "0"], &env).await;
+    assert_eq!(code, 1, "phase 1 moves routes back too: {err}");
+    let (_, out, _) = run(&["proxy", "status"], &env).await;
+    assert!(out.contains("phase 2"), "{out}");
+    let (code, out, err) = run(&["proxy", "rollback", "--wait", "0", "--force"], &env).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("(phase 1, generation 3)"), "{out}");
-    let (code, _, err) = run(&["proxy", "rollback"], &env).await;
+    assert!(err.contains("--force: rolling back although") && err.contains("left behind"), "{err}");
+    let (code, _, err) = run(&["proxy", "rollback", "--wait", "0", "--force"], &env).await;
     assert_eq!(code, 1);
     assert!(err.contains("409") && err.contains("no previous table"), "{err}");
     let (code, _, err) = run(&["proxy", "phase", "9"], &env).await;
@@ -123,6 +140,8 @@ async fn phase_reload_and_rollback_are_events_in_the_real_audit_log() {
     let env = [
         ("QUEUE_PROXY_ADMIN_URL", admin),
         ("QUEUE_OPERATOR_KEY", audit.keys.private("operator").display().to_string()),
+        ("QUEUE_AUTH_URL", "http://127.0.0.1:1".to_string()),
+        ("QUEUE_RBAC_URL", "http://127.0.0.1:1".to_string()),
     ];
 
     let (code, _, err) = run(&["proxy", "phase", "2"], &env).await;
@@ -130,7 +149,7 @@ async fn phase_reload_and_rollback_are_events_in_the_real_audit_log() {
     std::fs::write(&table_path, table(3, &legacy.to_string())).expect("table");
     let (code, _, err) = run(&["proxy", "reload"], &env).await;
     assert_eq!(code, 0, "{err}");
-    let (code, out, err) = run(&["proxy", "rollback"], &env).await;
+    let (code, out, err) = run(&["proxy", "rollback", "--wait", "0", "--force"], &env).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("(phase 2,"), "{out}");
 

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::{ImportResult, Importer, Outcome, admit, legacy_party_label};
 use crate::db::grants::{self as rows, NewGrantRow};
 use crate::db::roles as role_rows;
+use crate::db::writeback as written_back;
 use crate::domain::model::{Grant, Scope, check_id};
 use crate::domain::prewrite::{Applied, Apply, Change, PLATFORM_TENANT};
 use crate::domain::{Error, rules};
@@ -138,8 +139,18 @@ async fn one(imp: &Importer<'_>, c: Checked<'_>) -> Result<ImportResult, Error> 
     let (role, existing) = {
         let mut conn = imp.writes.db.conn().await?;
         let role = role_rows::by_name_exact(&mut conn, &c.rec.role, c.rec.role_tenant_id.as_deref()).await?;
-        let existing = rows::by_legacy_id(&mut conn, lid).await?;
-        (role, existing.map(Grant::from_row).transpose()?)
+        let mut existing = rows::by_legacy_id(&mut conn, lid).await?;
+        // A grant made at Queue and written back is Raptor's row `lid` before rbac linked it.
+        if existing.is_none()
+            && let Some(id) = written_back::grant_created_as(&mut conn, lid).await?
+        {
+            existing = rows::by_id(&mut conn, id).await?;
+        }
+        let from_queue = match &existing {
+            Some(g) => written_back::has_create(&mut conn, g.id).await?,
+            None => false,
+        };
+        (role, existing.map(Grant::from_row).transpose()?.map(|g| (g, from_queue)))
     };
     let Some(role) = role else {
         let place = c.rec.role_tenant_id.as_deref().map_or("built in".to_string(), |t| format!("of tenant {t}"));
@@ -155,7 +166,7 @@ async fn one(imp: &Importer<'_>, c: Checked<'_>) -> Result<ImportResult, Error> 
     }
     match existing {
         None => create(imp, &c, role.id, &role.name).await,
-        Some(g) => again(imp, &c, g, role.id).await,
+        Some((g, from_queue)) => again(imp, &c, g, role.id, from_queue).await,
     }
 }
 
@@ -227,14 +238,17 @@ fn in_force(g: &Grant, now: DateTime<Utc>) -> bool {
     g.granted_at <= now && g.revoked_at.is_none_or(|r| r > now) && g.expires_at.is_none_or(|e| e > now)
 }
 
-/// The terms Raptor changed since the import (Queue never rewrites them).
-fn changed_terms(c: &Checked<'_>, g: &Grant, role_id: Uuid) -> Vec<&'static str> {
+/// The terms Raptor changed since the import (Queue never rewrites them). A grant made at Queue
+/// and written back by someone Raptor does not know (a service, a user not from Raptor) has no
+/// granter at Raptor (`null`): that is the write-back, not a change.
+fn changed_terms(c: &Checked<'_>, g: &Grant, role_id: Uuid, from_queue: bool) -> Vec<&'static str> {
     let mut changed = Vec::new();
+    let granter_unknown_at_raptor = from_queue && c.rec.granted_by.is_none();
     let pairs = [
         ("principal_id", g.principal_id == c.rec.principal_id),
         ("role", g.role_id == role_id),
         ("scope", g.scope == c.scope),
-        ("granted_by", g.granted_by == c.granted_by),
+        ("granted_by", granter_unknown_at_raptor || g.granted_by == c.granted_by),
         ("granted_at", g.granted_at == c.granted_at),
         ("expires_at", g.expires_at == c.expires_at),
         ("reason", g.reason == c.reason),
@@ -249,10 +263,16 @@ fn changed_terms(c: &Checked<'_>, g: &Grant, role_id: Uuid) -> Vec<&'static str>
 
 /// A grant imported before: the same (`unchanged`), revoked at Raptor since (`updated`), revoked
 /// at Queue since (`skipped`: not restored), or changed otherwise (`refused`).
-async fn again(imp: &Importer<'_>, c: &Checked<'_>, g: Grant, role_id: Uuid) -> Result<ImportResult, Error> {
+async fn again(
+    imp: &Importer<'_>,
+    c: &Checked<'_>,
+    g: Grant,
+    role_id: Uuid,
+    from_queue: bool,
+) -> Result<ImportResult, Error> {
     let lid = c.rec.legacy_id.as_str();
     let id = Some(g.id.to_string());
-    let changed = changed_terms(c, &g, role_id);
+    let changed = changed_terms(c, &g, role_id, from_queue);
     if !changed.is_empty() {
         let reason =
             format!("changed at Raptor since the import: {} (Queue keeps a grant's terms)", changed.join(", "));

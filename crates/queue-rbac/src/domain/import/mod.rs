@@ -7,6 +7,7 @@
 //! decides the same outcomes and writes nothing. `status` counts what rbac holds from Raptor.
 
 pub(crate) mod grants;
+pub(crate) mod principals;
 pub(crate) mod roles;
 pub(crate) mod status;
 

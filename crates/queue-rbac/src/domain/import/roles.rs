@@ -1,6 +1,7 @@
 //! Raptor's roles. A built-in (no tenant) must be Queue's built-in of that name with the same
-//! permissions: `unchanged`, or `refused` with the difference (an import never widens a
-//! built-in). A tenant's role is created in its tenant with Raptor's time; a role of that name
+//! permissions, or it is `refused` with the difference (an import never widens a built-in); the
+//! first time it is linked to Raptor's row (`updated`: grants of it made at Queue are written back
+//! to Raptor, issue 19 item 3), then `unchanged`. A tenant's role is created in its tenant with Raptor's time; a role of that name
 //! defined at Queue before, with the same permissions, is linked (`updated`). Queue never
 //! rewrites a role's permissions: a difference is refused, naming it.
 
@@ -15,7 +16,7 @@ use super::{ImportResult, Importer, Outcome, admit, permission_difference};
 use crate::db::Conn;
 use crate::db::roles::{self as rows, RoleRow};
 use crate::domain::model::{Role, check_id, check_permission};
-use crate::domain::prewrite::{Applied, Apply, Change};
+use crate::domain::prewrite::{Applied, Apply, Change, PLATFORM_TENANT};
 use crate::domain::{Error, rules};
 
 /// One row of Raptor's `rbac_roles` with its permissions.
@@ -113,7 +114,6 @@ async fn one(imp: &Importer<'_>, rec: &LegacyRole, permissions: Vec<String>) -> 
         return Ok(ImportResult::refused(lid, format!("permissions differ from {what} `{}`: {diff}", role.name)));
     }
     match role.legacy_id.as_deref() {
-        _ if role.builtin => Ok(ImportResult::new(lid, Outcome::Unchanged, Some(role.id.to_string()), None)),
         Some(l) if l == lid => Ok(ImportResult::new(lid, Outcome::Unchanged, Some(role.id.to_string()), None)),
         Some(other) => Ok(ImportResult::refused(lid, format!("`{}` is Raptor's role {other} already", role.name))),
         None => link(imp, rec, role, permissions).await,
@@ -180,11 +180,15 @@ async fn link(
     permissions: Vec<String>,
 ) -> Result<ImportResult, Error> {
     let lid = rec.legacy_id.as_str();
-    let reason = format!("linked to the role `{}` defined at Queue", role.name);
+    let reason = if role.builtin {
+        format!("linked to Queue's built-in `{}` (its grants made at Queue go back to this row)", role.name)
+    } else {
+        format!("linked to the role `{}` defined at Queue", role.name)
+    };
     if imp.dry_run {
         return Ok(ImportResult::new(lid, Outcome::Updated, Some(role.id.to_string()), Some(reason)));
     }
-    let tenant = role.tenant_id.clone().unwrap_or_default();
+    let tenant = role.tenant_id.clone().unwrap_or_else(|| PLATFORM_TENANT.to_string());
     let change = Change {
         event_id: Uuid::new_v4(),
         tenant: &tenant,

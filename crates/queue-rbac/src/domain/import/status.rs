@@ -1,6 +1,7 @@
 //! What rbac holds from Raptor (issue 19, item 4; `GET /internal/v1/import/status`): per kind,
 //! the rows with a legacy id, how many of them are live, and the newest of Raptor's own times
-//! among them (the sync watermark `queuectl legacy status` compares with Raptor's rows). Read-only.
+//! among them (the sync watermark `queuectl legacy status` compares with Raptor's rows), and the
+//! write-back backlog (what is still owed to Raptor, `write_back`). Read-only.
 
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz};
@@ -33,7 +34,7 @@ pub struct KindStatus {
 /// Hand-written: one `UNION ALL` of two aggregates, which the DSL cannot combine. `$1` is now.
 const STATUS: &str = "\
 SELECT 'roles'::text AS kind, count(*) AS imported, count(*) AS live, max(created_at) AS newest_source_at \
-  FROM rbac.rbac_roles WHERE legacy_id IS NOT NULL \
+  FROM rbac.rbac_roles WHERE legacy_id IS NOT NULL AND NOT builtin \
 UNION ALL \
 SELECT 'grants', count(*), count(*) FILTER (WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)), \
        greatest(max(granted_at), max(revoked_at)) \
