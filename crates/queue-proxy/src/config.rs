@@ -155,6 +155,16 @@ pub struct ForwardingConfig {
     /// 429. The client is the address `trusted_proxies` says it is.
     #[serde(default = "default_max_in_flight_per_client")]
     pub max_in_flight_per_client: u32,
+    /// Path prefixes never forwarded from the public listener (404): the services' and the
+    /// legacy side's internal APIs (`/internal/…`: Raptor's write-back API, auth's import and
+    /// validation endpoints) are for peers on the internal network, not for clients. Matched on
+    /// the canonical path. Empty forwards everything.
+    #[serde(default = "default_blocked_prefixes")]
+    pub blocked_prefixes: Vec<String>,
+}
+
+fn default_blocked_prefixes() -> Vec<String> {
+    vec!["/internal/".into()]
 }
 
 fn default_max_body_bytes() -> usize {
@@ -200,6 +210,7 @@ impl Default for ForwardingConfig {
             client_body_timeout_ms: default_client_body_timeout(),
             client_write_timeout_ms: default_client_write_timeout(),
             max_in_flight_per_client: default_max_in_flight_per_client(),
+            blocked_prefixes: default_blocked_prefixes(),
         }
     }
 }
@@ -342,6 +353,12 @@ impl Validate for ProxyConfig {
         }
         if !(1024..=1024 * 1024 * 1024).contains(&self.forwarding.max_body_bytes) {
             return Err(ConfigError::new("forwarding.max_body_bytes", "must be between 1024 and 1073741824"));
+        }
+        if let Some(p) = self.forwarding.blocked_prefixes.iter().find(|p| !p.starts_with('/') || p.len() < 2) {
+            return Err(ConfigError::new(
+                "forwarding.blocked_prefixes",
+                format!("{p:?} must be a path prefix like \"/internal/\""),
+            ));
         }
         if !(1..=1_000_000).contains(&self.forwarding.max_in_flight_per_client) {
             return Err(ConfigError::new("forwarding.max_in_flight_per_client", "must be between 1 and 1000000"));

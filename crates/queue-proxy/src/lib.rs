@@ -63,6 +63,8 @@ pub(crate) struct ProxyState {
     platform: Arc<Platform>,
     trusted_proxies: TrustedNetworks,
     max_header_bytes: usize,
+    /// Paths never forwarded (`forwarding.blocked_prefixes`).
+    blocked_prefixes: Vec<String>,
     /// Per-client cap on requests in flight (clients.rs).
     clients: Arc<clients::ClientSlots>,
     max_body_bytes: usize,
@@ -153,6 +155,7 @@ pub async fn start(config: ProxyConfig, signals: Signals) -> anyhow::Result<Star
         platform: platform.clone(),
         trusted_proxies: config.forwarding.trusted_proxies.clone(),
         max_header_bytes: config.forwarding.max_header_bytes,
+        blocked_prefixes: config.forwarding.blocked_prefixes.clone(),
         clients,
         max_body_bytes: f.max_body_bytes,
         client_body_timeout: Duration::from_millis(f.client_body_timeout_ms),

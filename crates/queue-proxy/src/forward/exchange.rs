@@ -127,6 +127,10 @@ fn admit<'p>(
 ) -> Result<(Cow<'p, str>, ClientSlot), Answer<'static>> {
     let canonical = canonical::canonical_path(path)
         .map_err(|e| Answer::proxy(StatusCode::BAD_REQUEST, "bad_path", e.message()).counted(&state.metrics))?;
+    if state.blocked_prefixes.iter().any(|p| canonical.starts_with(p.as_str())) {
+        let message = "this path is not served through the front door";
+        return Err(Answer::proxy(StatusCode::NOT_FOUND, "not_found", message).counted(&state.metrics));
+    }
     let header_bytes: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
     if header_bytes > state.max_header_bytes {
         let message = format!("the request's headers are larger than {} bytes", state.max_header_bytes);

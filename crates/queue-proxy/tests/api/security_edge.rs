@@ -352,3 +352,28 @@ async fn random_session_cookies_neither_flush_the_identity_cache_nor_flip_a_user
 fn uuid_like(i: u64) -> String {
     format!("{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
+
+/// The internal APIs behind the proxy (Raptor's write-back API, the services' `/internal/v1/…`)
+/// are not reachable through the front door, however the path is spelled; the proxy's own
+/// platform endpoint `/internal/v1/caller` still answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_paths_are_not_forwarded_however_spelled() {
+    let legacy = standin("raptor", false);
+    let auth = standin("queue-auth", true);
+    let p = Proxy::start(&table(3, &legacy.url(), &auth.url(), "")).await;
+    for blocked in [
+        "/internal/queue/v1/passkeys",
+        "/internal/v1/import/users",
+        "/%69nternal/queue/v1/health",
+        "/internal/queue/v1/grants/1/revoke?x=1",
+    ] {
+        let (status, e) = raw_get(p.addr, blocked, "").await;
+        assert_eq!((status, e["error"]["code"].as_str()), (404, Some("not_found")), "{blocked}: {e}");
+        assert_eq!(e["error"]["message"], "this path is not served through the front door", "{blocked}: {e}");
+    }
+    // A look-alike prefix is forwarded (the stand-in answers it).
+    let (_, e) = raw_get(p.addr, "/internalx/page", "").await;
+    assert_eq!(e["error"]["message"], "the legacy stand-in does not serve this path", "{e}");
+    let (status, _) = raw_get(p.addr, "/internal/v1/caller", "").await;
+    assert_ne!(status, 404, "the platform's own endpoint is served by the proxy itself");
+}
