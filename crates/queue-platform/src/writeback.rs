@@ -33,6 +33,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::OptionalExtension;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -392,7 +393,10 @@ impl WritebackRelay {
         conn.transaction::<_, diesel::result::Error, _>(async move |conn| {
             let rows = this.due(conn).await?;
             let mut round = Round::default();
-            for row in rows {
+            for mut row in rows {
+                if row.path.contains(LEGACY_ID) {
+                    this.learn_legacy_id(conn, &mut row).await?;
+                }
                 if let Some(newer) = row.newer {
                     this.supersede(conn, &row, newer).await?;
                     round.superseded += 1;
@@ -435,6 +439,36 @@ impl WritebackRelay {
         .bind::<BigInt, _>(self.settings.batch)
         .load(conn)
         .await
+    }
+
+    /// A row enqueued with `{legacy_id}` after its create's delivery filled in the rows then
+    /// waiting (the create was being sent while this change committed) takes the id the create
+    /// was answered with.
+    async fn learn_legacy_id(&self, conn: &mut AsyncPgConnection, row: &mut Row) -> Result<(), diesel::result::Error> {
+        #[derive(diesel::QueryableByName)]
+        struct Known {
+            #[diesel(sql_type = Text)]
+            legacy_id: String,
+        }
+        let table = self.table;
+        let known: Option<Known> = diesel::sql_query(format!(
+            "SELECT legacy_id FROM {table} WHERE order_key = $1 AND id < $2 AND delivered_at IS NOT NULL \
+               AND legacy_id IS NOT NULL ORDER BY id DESC LIMIT 1"
+        ))
+        .bind::<Text, _>(&row.order_key)
+        .bind::<BigInt, _>(row.id)
+        .get_result(conn)
+        .await
+        .optional()?;
+        if let Some(k) = known {
+            row.path = row.path.replace(LEGACY_ID, &k.legacy_id);
+            diesel::sql_query(format!("UPDATE {table} SET path = $2 WHERE id = $1"))
+                .bind::<BigInt, _>(row.id)
+                .bind::<Text, _>(&row.path)
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn send(&self, row: &Row) -> Outcome {

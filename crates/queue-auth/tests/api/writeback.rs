@@ -709,3 +709,38 @@ async fn with_raptors_write_back_api_off_rows_wait_instead_of_failing() {
     assert_eq!(raptor.accepted().len(), 1);
     raptor.stop().await;
 }
+
+/// A change enqueued with `{legacy_id}` after its create was delivered and the waiting rows were
+/// filled in (the create was being sent while the change committed) takes the create's id
+/// instead of being refused.
+#[tokio::test]
+async fn a_change_enqueued_after_its_create_was_answered_learns_the_id() {
+    let raptor = FakeRaptor::start().await;
+    let auth = Auth::start_with(|c| quick(c, None)).await;
+    let db = queue_platform::db::Db::new(&auth.config.database).expect("db");
+    let minter = Arc::new(queue_testkit::TestKeys::new().minter("auth"));
+    let relay = WritebackRelay::new(
+        db.clone(),
+        "auth.legacy_writeback",
+        &raptor.url,
+        queue_platform::http_client::HttpClient::new(),
+        minter,
+        &[],
+        RelaySettings::default(),
+        None,
+    );
+    let mut conn = auth.sql().await;
+    let create = Change::new("passkey.create", "POST", PASSKEYS.into(), "passkey:late".into()).body(json!({"n": 1}));
+    queue_platform::writeback::enqueue(&mut conn, "auth.legacy_writeback", &create).await.expect("enqueue");
+    assert_eq!(relay.round().await.expect("round").delivered, 1);
+    // Enqueued only now, still with the placeholder.
+    let update = Change::new("passkey.update", "PATCH", format!("{PASSKEYS}/{{legacy_id}}"), "passkey:late".into())
+        .body(json!({"n": 2}));
+    queue_platform::writeback::enqueue(&mut conn, "auth.legacy_writeback", &update).await.expect("enqueue");
+    let round = relay.round().await.expect("round");
+    assert_eq!((round.delivered, round.failed), (1, 0), "{round:?}");
+    let got = raptor.accepted();
+    assert_eq!(got.len(), 2);
+    assert!(got[1].path.starts_with(&format!("{PASSKEYS}/9")) && !got[1].path.contains('{'), "{}", got[1].path);
+    raptor.stop().await;
+}
