@@ -94,7 +94,8 @@ RAPTOR_QUEUE_AUTH_URL="http://127.0.0.1:${PORT[auth]}" \
 RAPTOR_QUEUE_RBAC_URL="http://127.0.0.1:${PORT[rbac]}" \
 RAPTOR_QUEUE_AUDIT_URL="http://127.0.0.1:${PORT[audit]}" \
 FLAG_AUTH_BACKUP_CODES=1 FLAG_EMAIL_VERIFICATION=1 RAPTOR_PROXY_HOPS=1 \
-PYTHONPATH="$PWD/legacy/raptor" \
+RAPTOR_WRITEBACK_ISSUERS=auth,rbac \
+PYTHONPATH="$PWD/legacy/raptor:$PWD/clients/python/src" \
   setsid "$RAPTOR_PY" -m raptor --listen "127.0.0.1:${PORT[raptor]}" >>var/log/raptor.log 2>&1 &
 pids+=($!)
 PID[raptor]=$!

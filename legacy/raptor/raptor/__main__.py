@@ -49,6 +49,9 @@ in the outbox):
   RAPTOR_KEY_PUBLISH_LEAD_SECS  how long a new key is published before it signs (default 300;
                            at least the verifiers' tokens.jwks_refetch_min_secs)
   RAPTOR_KEY_CHECK_SECS    how often the key file is looked at for a rotation (default 2)
+  RAPTOR_WRITEBACK_ISSUERS Queue services whose tokens may call the write-back API
+                           (/internal/queue/v1/), e.g. auth,rbac; each needs its RAPTOR_QUEUE_<NAME>_URL
+                           (keys at <url>/.well-known/jwks.json). Unset: the API answers 404
 """
 
 

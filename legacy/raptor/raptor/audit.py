@@ -66,17 +66,21 @@ def record(
     conn: Connection,
     tenant: uuid.UUID | str | None = None,
     target: Target | None = None,
+    system: str | None = None,
     **fields: Any,
 ) -> None:
     """Record the security event ``action`` (e.g. ``session.created``) done by customer ``actor``
-    (None: the system or an anonymous caller), in ``conn``'s transaction. ``target`` is what the
-    event is about, ``(type, id)``; default: the actor. ``fields`` go to the event's payload."""
+    (None: the system or an anonymous caller), in ``conn``'s transaction. ``system`` names the
+    system that acted when no customer did (default ``raptor``; ``queue`` for the write-back
+    API): the actor is then ``system:<name>``. ``target`` is what the event is about, ``(type,
+    id)``; default: the actor. ``fields`` go to the event's payload."""
     payload = _without_nul(json.loads(json.dumps(fields, default=str)))
-    log.info("audit %s", json.dumps({"action": action, "actor": actor, **payload}, sort_keys=True))
+    who: int | str | None = actor if actor is not None or system is None else f"system:{system}"
+    log.info("audit %s", json.dumps({"action": action, "actor": who, **payload}, sort_keys=True))
     tenant_id = tenant if tenant is not None else _tenant_of(conn, actor)
     if tenant_id is None:
         return
-    actor_party = Party("customer", str(actor)) if actor is not None else Party("system", "raptor")
+    actor_party = Party("customer", str(actor)) if actor is not None else Party("system", system or "raptor")
     target_party = Party(target[0], str(target[1])) if target is not None else actor_party
     event = AuditEvent(
         action=ACTION_PREFIX + action,

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 DEFAULT_SCHEMA_FILE = Path(__file__).resolve().parent.parent / "raptor-schema.sql"
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
+#: Queue's services Raptor knows a URL for (RAPTOR_QUEUE_<NAME>_URL).
+QUEUE_SERVICES = ("auth", "rbac", "audit")
 
 
 class ConfigError(ValueError):
@@ -49,6 +51,24 @@ class Config:
     # How many proxies in front of Raptor set X-Forwarded-For (werkzeug's ProxyFix); 0: none, the
     # socket's address is the client's. Behind Queue's proxy (make run): 1.
     proxy_hops: int = 0
+    # Issue 19: the Queue services whose tokens may call the write-back API (/internal/queue/v1/,
+    # raptor/writeback.py), e.g. ("auth", "rbac"); each one's keys are at its URL above plus
+    # /.well-known/jwks.json. Empty: the API answers 404.
+    writeback_issuers: tuple[str, ...] = ()
+
+    def queue_url(self, service: str) -> str | None:
+        """The base URL of Queue's ``service`` (audit, rbac, auth), if set."""
+        urls = {"audit": self.queue_audit_url, "rbac": self.queue_rbac_url, "auth": self.queue_auth_url}
+        return urls.get(service)
+
+    def writeback_jwks(self) -> dict[str, str]:
+        """The JWKS URL of each Queue service Raptor has a URL for: whose tokens it can verify."""
+        out: dict[str, str] = {}
+        for service in QUEUE_SERVICES:
+            url = self.queue_url(service)
+            if url:
+                out[service] = f"{url}/.well-known/jwks.json"
+        return out
 
     @property
     def secure_cookies(self) -> bool:
@@ -69,7 +89,7 @@ class Config:
             raise ConfigError(f"RAPTOR_ORIGIN must be an http(s) origin like http://localhost:8080, not {origin!r}")
         schema = env.get("RAPTOR_SCHEMA_FILE", "").strip()
         key = env.get("RAPTOR_SIGNING_KEY", "").strip()
-        urls = {name: _url(env, f"RAPTOR_QUEUE_{name.upper()}_URL") for name in ("audit", "rbac", "auth")}
+        urls = {name: _url(env, f"RAPTOR_QUEUE_{name.upper()}_URL") for name in QUEUE_SERVICES}
         if not key and any(urls.values()):
             raise ConfigError(
                 "RAPTOR_SIGNING_KEY is not set: calling Queue needs Raptor's Ed25519 key (var/keys/raptor.pem)"
@@ -90,7 +110,25 @@ class Config:
             key_publish_lead_secs=_seconds(env, "RAPTOR_KEY_PUBLISH_LEAD_SECS", 300.0),
             key_check_secs=_seconds(env, "RAPTOR_KEY_CHECK_SECS", 2.0, minimum=0.1),
             proxy_hops=_hops(env.get("RAPTOR_PROXY_HOPS", "").strip()),
+            writeback_issuers=_writeback_issuers(env.get("RAPTOR_WRITEBACK_ISSUERS", ""), urls),
         )
+
+
+def _writeback_issuers(raw: str, urls: Mapping[str, str | None]) -> tuple[str, ...]:
+    """``RAPTOR_WRITEBACK_ISSUERS`` (a comma list): each a Queue service whose URL is set."""
+    names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+    for name in names:
+        if name not in QUEUE_SERVICES:
+            raise ConfigError(
+                f"RAPTOR_WRITEBACK_ISSUERS names {name!r}: each must be one of {', '.join(QUEUE_SERVICES)}"
+            )
+        if not urls.get(name):
+            var = f"RAPTOR_QUEUE_{name.upper()}_URL"
+            raise ConfigError(
+                f"RAPTOR_WRITEBACK_ISSUERS names {name!r} but {var} is not set (its keys are at"
+                f" {var} + /.well-known/jwks.json)"
+            )
+    return names
 
 
 def _url(env: Mapping[str, str], name: str) -> str | None:

@@ -14,11 +14,12 @@ from functools import wraps
 from typing import Any, TypeVar, cast
 
 from flask import Flask, Response, abort, current_app, g, jsonify, redirect, render_template, request, session
+from queue_client.verify import ServiceTokenVerifier
 from sqlalchemy import Engine
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import accounts, audit, backup_codes, email_verification, passkeys, rbac
+from . import accounts, audit, backup_codes, email_verification, passkeys, rbac, writeback
 from .accounts import COOKIE_NAME, SESSION_DAYS, Customer
 from .config import Config
 from .db import make_engine
@@ -43,10 +44,18 @@ def state() -> State:
     return cast(State, current_app.extensions["raptor"])
 
 
-def create_app(config: Config, engine: Engine | None = None, *, start_queue: bool = True) -> Flask:
+def create_app(
+    config: Config,
+    engine: Engine | None = None,
+    *,
+    start_queue: bool = True,
+    writeback_verifier: ServiceTokenVerifier | None = None,
+) -> Flask:
     """The Raptor app for ``config``. It expects the schema and the outbox to exist (``python -m
     raptor`` creates them). With ``RAPTOR_SIGNING_KEY`` it links to Queue and, unless
-    ``start_queue`` is false, starts the key-file watcher and the audit relay (threads)."""
+    ``start_queue`` is false, starts the key-file watcher and the audit relay (threads). With
+    ``RAPTOR_WRITEBACK_ISSUERS`` it serves the write-back API (``writeback_verifier``: the token
+    verifier to use, default one over the issuers' JWKS)."""
     app = Flask(__name__)
     secret = config.secret_key
     if not secret:
@@ -78,6 +87,7 @@ def create_app(config: Config, engine: Engine | None = None, *, start_queue: boo
     app.before_request(_load_session)
     app.register_error_handler(HTTPException, _error)
     _routes(app)
+    writeback.init_app(app, config, engine, verifier=writeback_verifier)
     return app
 
 
@@ -105,6 +115,8 @@ def _wants_json() -> bool:
 
 
 def _fail(status: int, message: str) -> Response:
+    if writeback.is_writeback_path(request.path):
+        return writeback.error(status, message)
     if _wants_json():
         resp = jsonify(error=message)
     else:

@@ -29,6 +29,10 @@ from werkzeug.serving import make_server
 RAPTOR_DIR = Path(__file__).resolve().parent.parent
 REPO = RAPTOR_DIR.parent.parent
 TIMEOUT = 10  # seconds, every HTTP call of the tests
+#: PYTHONPATH for a `python -m raptor` the tests start: this folder, and this checkout's Queue
+#: client ahead of the one the virtualenv's editable install points at (another checkout's, in a
+#: worktree sharing main's var/venv-raptor).
+RAPTOR_PYTHONPATH = os.pathsep.join([str(RAPTOR_DIR), str(REPO / "clients" / "python" / "src")])
 
 
 def free_port() -> int:

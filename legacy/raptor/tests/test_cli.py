@@ -14,7 +14,7 @@ from raptor.seed import DEMO_CUSTOMERS, DEMO_TENANT_ID
 from sqlalchemy import create_engine, text
 from werkzeug.security import check_password_hash
 
-from .conftest import RAPTOR_DIR, Client, Postgres, free_port
+from .conftest import RAPTOR_DIR, RAPTOR_PYTHONPATH, Client, Postgres, free_port
 
 
 def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -31,7 +31,7 @@ def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess
 
 def base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAPTOR_", "FLAG_"))}
-    env["PYTHONPATH"] = str(RAPTOR_DIR)
+    env["PYTHONPATH"] = RAPTOR_PYTHONPATH
     return env
 
 

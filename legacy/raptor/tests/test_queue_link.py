@@ -22,7 +22,7 @@ from raptor.config import ConfigError
 from raptor.queue_link import RETIRE_AFTER_SECS, KeyFile, rotate_key_file
 from sqlalchemy import Engine
 
-from .conftest import RAPTOR_DIR, TIMEOUT, Client, serve
+from .conftest import RAPTOR_PYTHONPATH, TIMEOUT, Client, serve
 
 
 def kids(base: str) -> list[str]:
@@ -50,7 +50,7 @@ def test_a_rotation_is_published_before_it_signs(config: Config, engine: Engine,
     linked = replace(config, signing_key=key, key_publish_lead_secs=1.5, key_check_secs=0.1)
     with serve(create_app(linked, engine)) as base:
         assert kids(base) == [old] and signing_kid(base) == old
-        env = {**os.environ, "PYTHONPATH": str(RAPTOR_DIR), "RAPTOR_SIGNING_KEY": str(key)}
+        env = {**os.environ, "PYTHONPATH": RAPTOR_PYTHONPATH, "RAPTOR_SIGNING_KEY": str(key)}
         env.pop("RAPTOR_DATABASE_URL", None)  # rotate-key needs the key file only
         done = subprocess.run(
             [sys.executable, "-m", "raptor", "rotate-key"], env=env, capture_output=True, text=True, timeout=30
@@ -113,7 +113,7 @@ def test_the_settings(config: Config) -> None:
 
 def test_rotate_key_needs_the_key_setting() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAPTOR_")}
-    env["PYTHONPATH"] = str(RAPTOR_DIR)
+    env["PYTHONPATH"] = RAPTOR_PYTHONPATH
     done = subprocess.run(
         [sys.executable, "-m", "raptor", "rotate-key"], env=env, capture_output=True, text=True, timeout=30
     )

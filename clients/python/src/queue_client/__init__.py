@@ -10,6 +10,8 @@
 - ``queue_client.outbox`` (extra ``sqlalchemy``): audit events committed with the app's change,
   delivered later, once. ``queue_client.flask`` (extra ``flask``): ``QueueAuth``,
   ``require_session``, ``require_permission``.
+- :class:`ServiceTokenVerifier` verifies the service tokens Queue's services send the app (its
+  write-back API): EdDSA pinned, keys from the issuers' JWKS, one use per ``jti`` on a change.
 """
 
 from queue_client._http import Repeat, RetryPolicy
@@ -49,6 +51,7 @@ from queue_client.tokens import (
     private_key_pem,
     public_key_pem,
 )
+from queue_client.verify import ServiceTokenVerifier, TokenRefused, VerifiedToken
 
 __all__ = [
     "Appended",
@@ -74,13 +77,16 @@ __all__ = [
     "RetryPolicy",
     "RotationState",
     "Scope",
+    "ServiceTokenVerifier",
     "SessionInfo",
     "Sessions",
     "Signer",
+    "TokenRefused",
     "Unauthorized",
     "Unavailable",
     "User",
     "Users",
+    "VerifiedToken",
     "generate_private_key",
     "jwks_document",
     "key_id",
