@@ -163,6 +163,10 @@ pub struct Options {
     /// auth's `default_tenant`: the tenant of the pages' calls, which name none. Default
     /// "default" (as deploy/local/auth.toml).
     pub auth_default_tenant: &'static str,
+    /// With Raptor: auth writes back to it (`[legacy] writeback_url` = Raptor, polled every
+    /// 200 ms), as the contract of issue 19 has it after a cutover (docs/legacy-import.md).
+    /// Raptor always serves its write-back API to auth and rbac (`RAPTOR_WRITEBACK_ISSUERS`).
+    pub writeback: bool,
 }
 
 impl Default for Options {
@@ -175,6 +179,7 @@ impl Default for Options {
             raptor: None,
             shipped_routes: false,
             auth_default_tenant: "default",
+            writeback: false,
         }
     }
 }
@@ -351,6 +356,13 @@ auth_backup_codes = true
             auth_limits = opts.auth_limits,
             default_tenant = opts.auth_default_tenant,
         );
+        let auth_cfg = if opts.writeback && opts.raptor.is_some() {
+            format!(
+                "{auth_cfg}\n[legacy]\nwriteback_url = \"http://127.0.0.1:{raptor_port}\"\nwriteback_poll_interval_ms = 200\n"
+            )
+        } else {
+            auth_cfg
+        };
         let auth_cfg = write("auth", auth_cfg);
         let mut rbac = Vec::new();
         let mut auth = Vec::new();
@@ -739,6 +751,11 @@ impl Raptor {
             ("RAPTOR_KEY_CHECK_SECS", opts.key_check_secs.to_string()),
             // Python writes its log lines as they come (the test reads them while Raptor runs).
             ("PYTHONUNBUFFERED", "1".to_string()),
+            // The write-back API (/internal/queue/v1/…) for auth's and rbac's service tokens,
+            // verified by their JWKS at RAPTOR_QUEUE_*_URL.
+            ("RAPTOR_WRITEBACK_ISSUERS", "auth,rbac".to_string()),
+            // This worktree's queue_client (Raptor's virtualenv installs main's, editable).
+            ("PYTHONPATH", repo_root().join("clients/python/src").display().to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
