@@ -1,5 +1,6 @@
 //! queue-auth's configuration: the shared tables plus `[auth]`, `[sessions]`, `[webauthn]`,
-//! `[email]`, `[mailer]`, `[limits]`, `[audit]` and `[flags]` (docs/configuration.md, auth).
+//! `[email]`, `[mailer]`, `[limits]`, `[audit]`, `[legacy]` and `[flags]` (docs/configuration.md,
+//! auth).
 
 use queue_platform::bootstrap::ServiceSettings;
 use queue_platform::config::{ConfigError, DatabaseConfig, ServerConfig, TelemetryConfig, TokensConfig, Validate};
@@ -29,6 +30,9 @@ pub struct AuthConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub audit: AuditRelayConfig,
+    /// Write-back to Raptor after a cutover (`queue_platform::writeback`).
+    #[serde(default)]
+    pub legacy: queue_platform::writeback::LegacyConfig,
     #[serde(default)]
     pub flags: FlagsConfig,
 }
@@ -265,6 +269,7 @@ impl AuthConfig {
             mailer: MailerConfig::default(),
             limits: LimitsConfig::default(),
             audit: AuditRelayConfig::default(),
+            legacy: queue_platform::writeback::LegacyConfig::default(),
             flags: FlagsConfig::default(),
         }
     }
@@ -378,6 +383,7 @@ impl Validate for AuthConfig {
             return Err(ConfigError::new("audit.url", "must be an http or https URL"));
         }
         at_least("audit.batch", a.batch, 1)?;
+        self.legacy.validate()?;
         Ok(())
     }
 }

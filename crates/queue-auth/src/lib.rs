@@ -93,6 +93,12 @@ fn webauthn(config: &config::WebauthnConfig) -> anyhow::Result<webauthn_rs::prel
     builder.build().map_err(|e| anyhow::anyhow!("webauthn configuration refused: {e}"))
 }
 
+/// A minter signing as this service (for the tokens its relays present).
+fn minter(tokens: &queue_platform::config::TokensConfig) -> anyhow::Result<queue_svc_token::Minter> {
+    let key = std::fs::read_to_string(&tokens.signing_key)?;
+    Ok(queue_svc_token::Minter::new(tokens.issuer.clone(), Arc::new(queue_svc_token::SigningKey::from_pem(&key)?)))
+}
+
 /// Like [`run`], with the clock every expiry is computed from.
 pub async fn run_with_clock(config: AuthConfig, signals: Signals, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
     let (db, platform) = DbService {
@@ -113,12 +119,11 @@ pub async fn run_with_clock(config: AuthConfig, signals: Signals, clock: Arc<dyn
 
     let audit_wake = match &config.audit.url {
         Some(url) => {
-            let key = std::fs::read_to_string(&config.tokens.signing_key)?;
-            let minter = queue_svc_token::Minter::new(
-                config.tokens.issuer.clone(),
-                Arc::new(queue_svc_token::SigningKey::from_pem(&key)?),
+            let client = queue_audit_client::AuditClient::new(
+                platform.http.clone(),
+                url.clone(),
+                Arc::new(minter(&config.tokens)?),
             );
-            let client = queue_audit_client::AuditClient::new(platform.http.clone(), url.clone(), Arc::new(minter));
             let a = &config.audit;
             let relay = queue_audit_client::OutboxRelay::new(
                 db.clone(),
@@ -139,6 +144,24 @@ pub async fn run_with_clock(config: AuthConfig, signals: Signals, clock: Arc<dyn
             tracing::warn!("audit.url is not set: security events wait in auth.audit_outbox");
             Arc::new(tokio::sync::Notify::new())
         }
+    };
+    let writeback_wake = match &config.legacy.writeback_url {
+        Some(url) => {
+            let relay = queue_platform::writeback::WritebackRelay::new(
+                db.clone(),
+                domain::writeback::TABLE,
+                url,
+                platform.http.clone(),
+                Arc::new(minter(&config.tokens)?),
+                domain::writeback::STATEMENTS,
+                config.legacy.settings(),
+                Some(platform.metrics.registry()),
+            );
+            let wake = relay.waker();
+            tasks.push(relay.spawn());
+            wake
+        }
+        None => Arc::new(tokio::sync::Notify::new()),
     };
     let mailer = domain::mailer::Mailer::from_config(&config.mailer, platform.http.clone())?;
     tasks.push(
@@ -162,6 +185,7 @@ pub async fn run_with_clock(config: AuthConfig, signals: Signals, clock: Arc<dyn
         webauthn,
         mail,
         audit_wake,
+        writeback_wake,
         config: config.clone(),
     });
     let table = routes::configure(config.auth.clone());

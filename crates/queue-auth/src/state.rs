@@ -19,6 +19,8 @@ pub struct AuthState {
     pub mail: Composer,
     /// Wakes the audit relay after a commit.
     pub audit_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the write-back relay after a commit.
+    pub writeback_wake: Arc<tokio::sync::Notify>,
     pub cookie_secure: bool,
     /// Coalesced session validation for `POST /internal/v1/sessions/validate`.
     pub validator: crate::validator::Validator,
@@ -33,9 +35,10 @@ impl AuthState {
         Ok(self.db.conn().await?)
     }
 
-    /// New events are in the outbox (and maybe mail in the intents): deliver soon.
+    /// New events are in the outbox (and maybe mail in the intents, write-back rows): deliver soon.
     pub fn committed(&self) {
         self.audit_wake.notify_one();
+        self.writeback_wake.notify_one();
     }
 
     /// The `Set-Cookie` value for a session token (or, with `None`, one that clears it).

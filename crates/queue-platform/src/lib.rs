@@ -1,7 +1,8 @@
 //! What every Queue service shares: typed config, the database pool and migrations, telemetry,
 //! health and metrics endpoints, the error policy, service-token authentication for routes, who
 //! is calling (`caller`: a service or a user session), the bootstrap that turns a config into a
-//! running server, and who the client is behind proxies (`net`).
+//! running server, who the client is behind proxies (`net`), and the write-back relay to Raptor
+//! after a cutover (`writeback`).
 
 pub mod bootstrap;
 pub mod caller;
@@ -18,6 +19,7 @@ pub mod sessions;
 mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod writeback;
 
 pub use caller::{Caller, SignedIn};
 pub use config::{ConfigError, ServiceConfig, TlsConfig, Validate};

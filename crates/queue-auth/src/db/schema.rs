@@ -46,6 +46,28 @@ pub mod auth {
     }
 
     diesel::table! {
+        auth.legacy_writeback (id) {
+            id -> Int8,
+            created_at -> Timestamptz,
+            kind -> Text,
+            method -> Text,
+            path -> Text,
+            body -> Nullable<Jsonb>,
+            order_key -> Text,
+            coalesce_key -> Nullable<Text>,
+            subject -> Nullable<Uuid>,
+            on_delivered -> Nullable<Text>,
+            attempts -> Int4,
+            next_attempt_at -> Timestamptz,
+            delivered_at -> Nullable<Timestamptz>,
+            superseded_by -> Nullable<Int8>,
+            failed_at -> Nullable<Timestamptz>,
+            last_error -> Nullable<Text>,
+            legacy_id -> Nullable<Text>,
+        }
+    }
+
+    diesel::table! {
         auth.mail_intents (id) {
             id -> Uuid,
             recipient -> Text,
@@ -184,6 +206,7 @@ pub mod auth {
         abuse_counters,
         audit_outbox,
         email_verifications,
+        legacy_writeback,
         mail_intents,
         passkeys,
         passkeys_shadow,

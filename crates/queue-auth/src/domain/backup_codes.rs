@@ -187,17 +187,22 @@ async fn redeem_legacy(
         .map_err(|e| ApiError::internal(anyhow::anyhow!("backup-code verification stopped: {e}")))?;
     drop(permit);
     conn.transaction::<_, super::Error, _>(async |conn| {
-        let used: Option<Uuid> = match matched {
+        let used: Option<(Uuid, Option<String>)> = match matched {
             Some(id) => prepared(
                 diesel::update(bc::table.find(id).filter(bc::used_at.is_null()).filter(bc::voided_at.is_null()))
                     .set(bc::used_at.eq(now))
-                    .returning(bc::id),
+                    .returning((bc::id, bc::legacy_id)),
             )
             .get_result(conn)
             .await
             .optional()?,
             None => None,
         };
+        // Used here, used at Raptor (write-back), so a rollback does not give it a second use.
+        if let Some((id, Some(legacy_id))) = &used {
+            super::writeback::backup_code_used(conn, *id, legacy_id, now).await?;
+        }
+        let used = used.map(|(id, _)| id);
         finish(conn, mail, now, info, used, user.as_ref(), true).await
     })
     .await

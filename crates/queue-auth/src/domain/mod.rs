@@ -16,6 +16,7 @@ pub mod notify;
 pub mod passkeys;
 pub mod sessions;
 pub mod users;
+pub mod writeback;
 
 use queue_platform::ApiError;
 

@@ -44,6 +44,7 @@ struct Row {
     name: String,
     created_at: DateTime<Utc>,
     last_used_at: Option<DateTime<Utc>>,
+    legacy_id: Option<String>,
 }
 
 /// No ceremony by that id for this step (404): finishing one that is unknown, used, expired or
@@ -235,6 +236,20 @@ pub async fn register_finish(
         if inserted == 0 {
             return Err(ApiError::Conflict("this passkey is already registered".into()).into());
         }
+        let user_handle = webauthn_handle(conn, session.user_id).await?.unwrap_or(session.user_id);
+        super::writeback::passkey_registered(
+            conn,
+            super::writeback::NewPasskey {
+                id,
+                user_id: session.user_id,
+                cred_id: &cred_id,
+                passkey: &passkey,
+                user_handle,
+                name: name.trim(),
+                created_at: now,
+            },
+        )
+        .await?;
         audit::record(
             conn,
             now,
@@ -461,6 +476,7 @@ pub async fn login_finish<T: Send>(
         )))
         .execute(conn)
         .await?;
+        super::writeback::passkey_used(conn, row.user_id, row.id, row.legacy_id.as_deref(), counter, now).await?;
         let Some(user) = users::get(conn, row.user_id).await?.filter(|u| u.status == "active") else {
             return Ok(fail(Some(row.user_id), "user disabled"));
         };
@@ -538,7 +554,9 @@ pub async fn remove(conn: &mut Conn, now: DateTime<Utc>, info: &RequestInfo, s: 
         if ids.len() <= 1 {
             return Err(ApiError::Conflict("this is your only passkey: add another before removing it".into()).into());
         }
-        diesel::delete(pk::table.find(id)).execute(conn).await?;
+        let legacy_id: Option<String> =
+            diesel::delete(pk::table.find(id)).returning(pk::legacy_id).get_result(conn).await?;
+        super::writeback::passkey_removed(conn, s.user_id, id, legacy_id.as_deref()).await?;
         audit::record(
             conn,
             now,

@@ -317,24 +317,42 @@ pub async fn revoke(
 ) -> Result<usize> {
     let mine = queue_sessions::user_id.eq(user_id).and(queue_sessions::revoked_at.is_null());
     let set = (queue_sessions::revoked_at.eq(now), queue_sessions::revoked_reason.eq(reason));
-    let (n, target) = match which {
+    let returning = (queue_sessions::id, queue_sessions::legacy_id);
+    let (revoked, target): (Vec<(Uuid, Option<String>)>, String) = match which {
         Which::One(id) => (
-            prepared(diesel::update(queue_sessions::table.filter(mine).filter(queue_sessions::id.eq(id))).set(set))
-                .execute(conn)
-                .await?,
+            prepared(
+                diesel::update(queue_sessions::table.filter(mine).filter(queue_sessions::id.eq(id)))
+                    .set(set)
+                    .returning(returning),
+            )
+            .load(conn)
+            .await?,
             id.to_string(),
         ),
         Which::AllBut(keep) => (
-            prepared(diesel::update(queue_sessions::table.filter(mine).filter(queue_sessions::id.ne(keep))).set(set))
-                .execute(conn)
-                .await?,
+            prepared(
+                diesel::update(queue_sessions::table.filter(mine).filter(queue_sessions::id.ne(keep)))
+                    .set(set)
+                    .returning(returning),
+            )
+            .load(conn)
+            .await?,
             format!("all-but:{keep}"),
         ),
         Which::All => (
-            prepared(diesel::update(queue_sessions::table.filter(mine)).set(set)).execute(conn).await?,
+            prepared(diesel::update(queue_sessions::table.filter(mine)).set(set).returning(returning))
+                .load(conn)
+                .await?,
             "all".to_string(),
         ),
     };
+    // Raptor's sessions end with their copies here (write-back): signing out at Queue signs out there.
+    for (id, legacy_id) in &revoked {
+        if let Some(legacy_id) = legacy_id {
+            super::writeback::session_revoked(conn, *id, legacy_id, now).await?;
+        }
+    }
+    let n = revoked.len();
     if n > 0 {
         audit::record(
             conn,

@@ -137,19 +137,27 @@ pub struct ImportStatus {
     pub at: chrono::DateTime<chrono::Utc>,
     /// users, sessions, backup-codes, passkeys, in the import's order.
     pub kinds: Vec<KindStatus>,
+    /// What is still to be written back to Raptor (`auth.legacy_writeback`): a rollback waits
+    /// for it (`queuectl proxy rollback`).
+    pub write_back: queue_platform::writeback::Backlog,
 }
 
 /// What auth holds from Raptor (issue 19's cutover report; `queuectl legacy status` compares it
 /// with Raptor): per kind the rows imported (legacy id set), the live ones among them (for
-/// sessions: the sessions carried over), and the newest of Raptor's own times kept. Read-only;
-/// for the importers (scope `users:import`).
+/// sessions: the sessions carried over), and the newest of Raptor's own times kept; and the
+/// write-back backlog (pending and failed rows, per kind, the oldest's age, the last error).
+/// Read-only; for the importers (scope `users:import`).
 #[utoipa::path(get, path = "/internal/v1/import/status", tag = "import", operation_id = "import_status",
     security(("service_token" = ["users:import"])),
-    responses((status = 200, body = ImportStatus, description = "Per kind: imported, live, newest Raptor time")))]
+    responses((status = 200, body = ImportStatus, description = "Per kind: imported, live, newest Raptor time; the write-back backlog")))]
 #[tracing::instrument(skip_all)]
 pub async fn status(state: web::Data<AuthState>, _caller: ServiceCaller) -> Result<HttpResponse, ApiError> {
     let at = state.now();
     let mut conn = state.conn().await?;
     let kinds = legacy_status::status(&mut conn, at).await.map_err(queue_platform::db::DbError::from_query)?;
-    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(ImportStatus { at, kinds }))
+    let mut write_back = queue_platform::writeback::backlog(&mut conn, crate::domain::writeback::TABLE)
+        .await
+        .map_err(queue_platform::db::DbError::from_query)?;
+    write_back.enabled = state.config.legacy.writeback_url.is_some();
+    Ok(HttpResponse::Ok().insert_header(("cache-control", "no-store")).json(ImportStatus { at, kinds, write_back }))
 }

@@ -17,3 +17,4 @@ mod sessions;
 mod support;
 mod users;
 mod validation;
+mod writeback;
