@@ -345,6 +345,8 @@ try {
     await me.cdp.send('WebAuthn.removeCredential', { authenticatorId: me.authenticatorId, credentialId: raptorKeyId });
     await raptorPasskeySignIn();
     check((await mainText()).includes(QUEUE_KEY), `Raptor lists the passkey added at Queue: ${await mainText()}`);
+    // The code she used at Queue is used at Raptor too.
+    check((await mainText()).includes(`${codes.length - 1} unused backup codes`), `one code used: ${await mainText()}`);
     const [used] = await credentials(me);
     check(used.credentialId === queueKey.credentialId && used.signCount > queueKey.signCount, 'the passkey added at Queue signed');
     console.log(`raptor signed in with: ${used.credentialId}`);

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel_async::RunQueryDsl;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::headless::LiveJourney;
 use crate::legacy_import::{ACME, import, outcomes};
@@ -199,6 +199,7 @@ async fn the_cutover_in_chromium_keeps_her_signed_in_and_rolls_back_without_lock
         raptor: Some(RaptorOptions::default()),
         shipped_routes: true,
         auth_default_tenant: ACME,
+        writeback: true,
         ..Options::default()
     };
     let stack = Stack::start(opts).await;
@@ -243,7 +244,8 @@ async fn the_cutover_in_chromium_keeps_her_signed_in_and_rolls_back_without_lock
 
     // The write-back: what she did at Queue reaches Raptor (the passkey added; the session she
     // signed out of, revoked), then the rollback.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let waited = Instant::now();
+    let deadline = waited + Duration::from_secs(20);
     loop {
         let keys = raptor_passkeys(&stack).await;
         let live = raptor_live_sessions(&stack).await;
@@ -259,6 +261,18 @@ async fn the_cutover_in_chromium_keeps_her_signed_in_and_rolls_back_without_lock
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // auth's outbox agrees: nothing pending, nothing failed (its import status, as `queuectl
+    // legacy status` and the rollback read it).
+    let token = stack.keys.token("operator", "auth", &["users:import"]);
+    let (s, status) = stack.get(&stack.auth[0].base_url, "/internal/v1/import/status", Some(&token)).await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{status}");
+    let backlog = &status["write_back"];
+    assert_eq!(
+        (&backlog["enabled"], &backlog["pending"], &backlog["failed"]),
+        (&json!(true), &json!(0), &json!(0)),
+        "{status:#}"
+    );
+    println!("the write-back reached Raptor {:.1?} after the journey's phase 3", waited.elapsed());
     let (code, out, err) = queuectl_proxy(&stack, &["rollback"]).await;
     assert_eq!(code, 0, "queuectl proxy rollback: {out}{err}");
     assert_eq!(phase(&stack).await, 1);
