@@ -190,6 +190,33 @@ fn assert_part(part: &str, made: u64, delta: Counts, side: &str, stack: &Stack) 
     println!("{part}: {made} requests, all to {side}");
 }
 
+/// In phase 3 the shipped table gives Queue exactly `GET /account` and `GET /signin` of Raptor's
+/// paths: Raptor's sign-in form (`POST /signin`) and its other pages stay Raptor's, and a path
+/// that differs from the routed one only in letter case is refused (a server that ignores case
+/// would serve it as the routed page).
+async fn bookmarks_only_are_queues(stack: &Stack) {
+    let proxy = &stack.proxy.base_url;
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let r = no_redirect.get(format!("{proxy}/account")).send().await.expect("GET /account");
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    assert!(r.text().await.expect("page").contains("<title>Your account · Queue</title>"), "Queue's page at /account");
+    let r = no_redirect
+        .post(format!("{proxy}/signin"))
+        .header(reqwest::header::ORIGIN, &stack.browser_origin)
+        .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body("email=viewer%40acme.test&password=raptor-viewer-demo")
+        .send()
+        .await
+        .expect("POST /signin");
+    assert_eq!(r.status(), reqwest::StatusCode::SEE_OTHER, "Raptor's sign-in form answers");
+    assert_eq!(r.headers()["location"], "/account", "Raptor's redirect");
+    assert!(crate::raptor::session_cookie(&r).is_some(), "a raptor_session from Raptor's form");
+    let r = no_redirect.get(format!("{proxy}/tickets")).send().await.expect("GET /tickets");
+    assert_eq!((r.status(), r.headers()["location"].to_str().ok()), (reqwest::StatusCode::FOUND, Some("/signin")));
+    let r = no_redirect.get(format!("{proxy}/ACCOUNT")).send().await.expect("GET /ACCOUNT");
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST, "a case variant of a routed path");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cutover_in_chromium_keeps_her_signed_in_and_rolls_back_without_locking_her_out() {
     let started = Instant::now();
@@ -241,6 +268,8 @@ async fn the_cutover_in_chromium_keeps_her_signed_in_and_rolls_back_without_lock
     // request: auth then refuses the revoked session itself (the journey saw "not signed in").
     let carried = sum(&proxy, "queue_proxy_legacy_sessions_carried_total", &[]);
     assert!(carried >= 1, "her Raptor session carried over: {carried}");
+
+    bookmarks_only_are_queues(&stack).await;
 
     // The write-back: what she did at Queue reaches Raptor (the passkey added; the session she
     // signed out of, revoked), then the rollback.
