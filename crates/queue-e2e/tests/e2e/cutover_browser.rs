@@ -226,7 +226,6 @@ async fn the_cutover_in_chromium_keeps_her_signed_in_and_rolls_back_without_lock
         raptor: Some(RaptorOptions::default()),
         shipped_routes: true,
         auth_default_tenant: ACME,
-        writeback: true,
         ..Options::default()
     };
     let stack = Stack::start(opts).await;

@@ -86,7 +86,7 @@ impl Browser {
 /// Raptor's own software authenticator (`legacy/raptor/tests/raptor_passkey.py`, which keeps a
 /// resident key and its user handle, as a browser's platform authenticator does), its state in
 /// `state`: `create ORIGIN` or `get` over `options`, the credential it answers.
-async fn passkey(state: &std::path::Path, args: &[&str], options: &Value) -> Value {
+pub(crate) async fn passkey(state: &std::path::Path, args: &[&str], options: &Value) -> Value {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new(repo_root().join("var/venv-raptor/bin/python"))
         .arg(repo_root().join("legacy/raptor/tests/raptor_passkey.py"))
@@ -109,7 +109,7 @@ async fn passkey(state: &std::path::Path, args: &[&str], options: &Value) -> Val
 
 /// Ada signs in at Raptor (password), registers a passkey (its authenticator's state in `key`) and
 /// generates backup codes: (her raptor_session value, the codes).
-async fn ada_at_raptor(stack: &Stack, key: &std::path::Path) -> (String, Vec<String>) {
+pub(crate) async fn ada_at_raptor(stack: &Stack, key: &std::path::Path) -> (String, Vec<String>) {
     let mut browser = Browser::default();
     let (s, v) = browser.post(stack, "/api/signin/password", &json!({"email": ADMIN.0, "password": ADMIN.1})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -128,7 +128,7 @@ async fn ada_at_raptor(stack: &Stack, key: &std::path::Path) -> (String, Vec<Str
 
 /// A passkey login at Queue's auth with the authenticator in `key`: by `email` or, with none,
 /// usernameless. The answer's body.
-async fn login_at_queue(stack: &Stack, key: &std::path::Path, email: Option<&str>) -> (StatusCode, Value) {
+pub(crate) async fn login_at_queue(stack: &Stack, key: &std::path::Path, email: Option<&str>) -> (StatusCode, Value) {
     let auth = &stack.auth[0].base_url;
     let start = match email {
         Some(e) => json!({"email": e, "tenant_id": ACME}),

@@ -12,6 +12,7 @@ mod flood;
 mod headless;
 mod legacy_carry;
 mod legacy_import;
+mod legacy_writeback;
 mod raptor;
 mod raptor_queue;
 mod replicas;

@@ -163,10 +163,6 @@ pub struct Options {
     /// auth's `default_tenant`: the tenant of the pages' calls, which name none. Default
     /// "default" (as deploy/local/auth.toml).
     pub auth_default_tenant: &'static str,
-    /// With Raptor: auth writes back to it (`[legacy] writeback_url` = Raptor, polled every
-    /// 200 ms), as the contract of issue 19 has it after a cutover (docs/legacy-import.md).
-    /// Raptor always serves its write-back API to auth and rbac (`RAPTOR_WRITEBACK_ISSUERS`).
-    pub writeback: bool,
 }
 
 impl Default for Options {
@@ -179,7 +175,6 @@ impl Default for Options {
             raptor: None,
             shipped_routes: false,
             auth_default_tenant: "default",
-            writeback: false,
         }
     }
 }
@@ -347,7 +342,7 @@ poll_interval_ms = 200
 
 [flags]
 auth_backup_codes = true
-"#,
+{legacy}"#,
             common = common("auth", Some(&db.url)),
             pepper = toml_str(&pepper),
             mail = toml_str(&mail_dir),
@@ -355,14 +350,16 @@ auth_backup_codes = true
             trusted_proxies = LOCAL_TRUSTED_PROXIES,
             auth_limits = opts.auth_limits,
             default_tenant = opts.auth_default_tenant,
+            // With the real Raptor, what its people change at Queue is written back to it (as
+            // deploy/local/auth.toml under `make run`).
+            legacy = match opts.raptor {
+                Some(_) => format!(
+                    "\n[legacy]\nwriteback_url = \"http://127.0.0.1:{raptor_port}\"\nwriteback_poll_interval_ms = 200\n\
+                     writeback_backoff_initial_ms = 200\nwriteback_backoff_max_ms = 1000\n"
+                ),
+                None => String::new(),
+            },
         );
-        let auth_cfg = if opts.writeback && opts.raptor.is_some() {
-            format!(
-                "{auth_cfg}\n[legacy]\nwriteback_url = \"http://127.0.0.1:{raptor_port}\"\nwriteback_poll_interval_ms = 200\n"
-            )
-        } else {
-            auth_cfg
-        };
         let auth_cfg = write("auth", auth_cfg);
         let mut rbac = Vec::new();
         let mut auth = Vec::new();
@@ -751,10 +748,9 @@ impl Raptor {
             ("RAPTOR_KEY_CHECK_SECS", opts.key_check_secs.to_string()),
             // Python writes its log lines as they come (the test reads them while Raptor runs).
             ("PYTHONUNBUFFERED", "1".to_string()),
-            // The write-back API (/internal/queue/v1/…) for auth's and rbac's service tokens,
-            // verified by their JWKS at RAPTOR_QUEUE_*_URL.
+            // The write-back API (issue 19), for Queue's auth and rbac, as `make run` turns it on.
             ("RAPTOR_WRITEBACK_ISSUERS", "auth,rbac".to_string()),
-            // This worktree's queue_client (Raptor's virtualenv installs main's, editable).
+            // This tree's queue_client (its `verify`), not the one the venv was installed from.
             ("PYTHONPATH", repo_root().join("clients/python/src").display().to_string()),
         ]
         .into_iter()
@@ -762,29 +758,54 @@ impl Raptor {
         .collect();
         let stderr_path = dir.join("stderr.log");
         let listen = format!("127.0.0.1:{port}");
-        let child = Self::command_in(&python, &env, &["--listen", &listen])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr_path).expect("Raptor's log"))
-            .spawn()
-            .expect("spawn python -m raptor");
+        let child = Self::spawn(&python, &env, &listen, &stderr_path);
         let mut raptor =
             Self { child, url: format!("http://{listen}"), db, signing_key, mail_dir, python, env, stderr_path };
+        raptor.until_healthy().await;
+        raptor
+    }
+
+    /// `python -m raptor --listen LISTEN`, its log appended to `stderr_path`.
+    fn spawn(python: &Path, env: &[(String, String)], listen: &str, stderr_path: &Path) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(stderr_path).expect("Raptor's log");
+        Self::command_in(python, env, &["--listen", listen])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn python -m raptor")
+    }
+
+    async fn until_healthy(&mut self) {
         let client = reqwest::Client::new();
         // The first start creates the schema and hashes three demo passwords.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = client.get(format!("{}/healthz", raptor.url)).send().await
+            if let Ok(r) = client.get(format!("{}/healthz", self.url)).send().await
                 && r.status().is_success()
             {
                 break;
             }
-            if let Some(status) = raptor.child.try_wait().expect("wait") {
-                panic!("Raptor exited with {status} before it was healthy:\n{}", raptor.stderr());
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                panic!("Raptor exited with {status} before it was healthy:\n{}", self.stderr());
             }
-            assert!(Instant::now() < deadline, "Raptor not healthy within 60 s:\n{}", raptor.stderr());
+            assert!(Instant::now() < deadline, "Raptor not healthy within 60 s:\n{}", self.stderr());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        raptor
+    }
+
+    /// Stops Raptor (killed: as a crash or an outage looks to Queue).
+    #[allow(dead_code)]
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts Raptor again on its address, with its database and keys, once it is healthy.
+    #[allow(dead_code)]
+    pub async fn start_again(&mut self) {
+        let listen = self.url.trim_start_matches("http://").to_string();
+        self.child = Self::spawn(&self.python, &self.env, &listen, &self.stderr_path);
+        self.until_healthy().await;
     }
 
     /// `python -m raptor <args>` in `legacy/raptor` with exactly `env` (and PATH).
