@@ -11,10 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import wraps
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import Flask, Response, abort, current_app, g, jsonify, redirect, render_template, request, session
-from queue_client.verify import ServiceTokenVerifier
 from sqlalchemy import Engine
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -25,6 +24,9 @@ from .config import Config
 from .db import make_engine
 from .queue_link import QueueLink, QueueUnavailable, QueueView
 from .tickets import TICKETS
+
+if TYPE_CHECKING:
+    from queue_client.verify import ServiceTokenVerifier
 
 log = logging.getLogger("raptor")
 F = TypeVar("F", bound=Callable[..., Any])

@@ -26,17 +26,20 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
-from queue_client.flask import error_response
-from queue_client.verify import ServiceTokenVerifier, TokenRefused, VerifiedToken, bearer
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError
 from webauthn.helpers import decode_credential_public_key
 
 from . import audit
 from .config import Config
+
+if TYPE_CHECKING:
+    # queue_client.verify is imported when the API is on (init_app, the token check): a Raptor
+    # that does not serve it runs with a queue-client that predates the verifier.
+    from queue_client.verify import ServiceTokenVerifier, VerifiedToken
 
 log = logging.getLogger("raptor.writeback")
 
@@ -101,6 +104,8 @@ class Refused(Exception):
 def init_app(app: Flask, config: Config, engine: Engine, *, verifier: ServiceTokenVerifier | None = None) -> None:
     """Register the blueprint; ``verifier`` defaults to one over the issuers' JWKS."""
     if verifier is None and config.writeback_issuers:
+        from queue_client.verify import ServiceTokenVerifier
+
         verifier = ServiceTokenVerifier(AUDIENCE, config.writeback_jwks())
     app.extensions[EXTENSION] = WriteBack(
         engine, verifier if config.writeback_issuers else None, config.writeback_issuers
@@ -109,8 +114,9 @@ def init_app(app: Flask, config: Config, engine: Engine, *, verifier: ServiceTok
 
 
 def _wb() -> WriteBack:
-    found = current_app.extensions[EXTENSION]
-    assert isinstance(found, WriteBack)
+    found = current_app.extensions.get(EXTENSION)
+    if not isinstance(found, WriteBack):
+        raise RuntimeError("the write-back API is not initialised on this app (writeback.init_app)")
     return found
 
 
@@ -119,10 +125,19 @@ def is_writeback_path(path: str) -> bool:
 
 
 def error(status: int, message: str, *, field: str | None = None, code: str | None = None) -> Response:
-    """An error of this API in Queue's shape; every path here is 404 while the API is off."""
+    """An error of this API in Queue's shape (``{"error": {"code", "message", "field?"}}``, as
+    ``queue_client.flask.error_response``); every path here is 404 while the API is off."""
     if _wb().verifier is None:
         status, message, field, code = 404, "the write-back API is off (RAPTOR_WRITEBACK_ISSUERS)", None, None
-    return error_response(status, code or _CODES.get(status, "error"), message, field=field)
+    detail = {"code": code or _CODES.get(status, "error"), "message": message}
+    if field is not None:
+        detail["field"] = field
+    response = jsonify(error=detail)
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.errorhandler(Refused)
@@ -132,9 +147,11 @@ def _refused(e: Refused) -> Response:
 
 @bp.before_request
 def _authenticate() -> Response | None:
+    from queue_client.verify import TokenRefused, bearer
+
     wb = _wb()
     if wb.verifier is None:
-        return error(404, "off")
+        return error(404, "the write-back API is off")
     token = bearer(request.headers.get("Authorization"))
     if token is None:
         return error(401, "missing service token (Authorization: Bearer)")
@@ -160,9 +177,11 @@ def _authenticate() -> Response | None:
 
 
 def caller() -> VerifiedToken:
-    found = g.queue_caller
-    assert isinstance(found, VerifiedToken)
-    return found
+    """The verified Queue service of this request (set by the token check)."""
+    found = g.get("queue_caller")
+    if found is None:
+        raise RuntimeError("no verified caller: the token check did not run")
+    return cast("VerifiedToken", found)
 
 
 # --- bodies ------------------------------------------------------------------------------------
@@ -178,6 +197,8 @@ def body(required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str,
         raise Refused(400, "expected Content-Type: application/json")
     parsed = request.get_json(silent=True)
     if parsed is None:
+        if not required and raw.strip() == b"null":
+            return {}
         raise Refused(400, "malformed JSON")
     if not isinstance(parsed, dict):
         raise Refused(422, "the body must be a JSON object", field="body")
@@ -191,13 +212,18 @@ def body(required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str,
     return parsed
 
 
-def _get(b: Mapping[str, Any], key: str, kind: Callable[[str, Any], T], *, nullable: bool = False) -> T | None:
+def _need(b: Mapping[str, Any], key: str, kind: Callable[[str, Any], T]) -> T:
+    """Member ``key``, required and not null, read by ``kind``."""
     value = b.get(key)
     if value is None:
-        if nullable:
-            return None
         raise Refused(422, f"`{key}` is required", field=key)
     return kind(key, value)
+
+
+def _maybe(b: Mapping[str, Any], key: str, kind: Callable[[str, Any], T]) -> T | None:
+    """Member ``key``, which may be null or missing, read by ``kind``."""
+    value = b.get(key)
+    return None if value is None else kind(key, value)
 
 
 def _int(key: str, value: Any) -> int:
@@ -222,7 +248,8 @@ def _bool(key: str, value: Any) -> bool:
 def _time(key: str, value: Any) -> datetime:
     if isinstance(value, str) and "T" in value.upper():
         try:
-            parsed = datetime.fromisoformat(value)
+            # RFC 3339 allows a lowercase t and z; digits beyond microseconds are dropped.
+            parsed = datetime.fromisoformat(value.upper())
         except ValueError:
             parsed = None
         if parsed is not None and parsed.tzinfo is not None:
@@ -295,7 +322,7 @@ def _queue_fields(b: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "via": "queue.writeback",
         "queue_issuer": caller().iss,
-        "queue_id": _get(b, "queue_id", _text(QUEUE_ID_MAX), nullable=True),
+        "queue_id": _maybe(b, "queue_id", _text(QUEUE_ID_MAX)),
     }
 
 
@@ -356,24 +383,23 @@ def create_passkey() -> tuple[Response, int]:
     """A passkey registered at Queue: 201 with Raptor's id; 200 with it when the credential is
     already the customer's; 409 when it is another customer's."""
     b = body(PASSKEY_FIELDS, ("aaguid", "transports", "name"))
-    customer_id = _get(b, "customer_id", _id)
-    credential_id = _get(b, "credential_id", _bytes(CREDENTIAL_ID_MAX))
-    public_key = _get(b, "public_key", _cose_key)
-    sign_count = _get(b, "sign_count", _int)
-    aaguid = _get(b, "aaguid", _uuid, nullable=True)
-    device_type = _get(b, "device_type", _one_of(DEVICE_TYPES))
-    backed_up = _get(b, "backed_up", _bool)
-    user_verified = _get(b, "user_verified", _bool)
-    transports = _get(b, "transports", _transports, nullable=True)
-    user_handle = _get(b, "user_handle", _bytes(USER_HANDLE_MAX))
+    customer_id = _need(b, "customer_id", _id)
+    credential_id = _need(b, "credential_id", _bytes(CREDENTIAL_ID_MAX))
+    public_key = _need(b, "public_key", _cose_key)
+    sign_count = _need(b, "sign_count", _int)
+    aaguid = _maybe(b, "aaguid", _uuid)
+    device_type = _need(b, "device_type", _one_of(DEVICE_TYPES))
+    backed_up = _need(b, "backed_up", _bool)
+    user_verified = _need(b, "user_verified", _bool)
+    transports = _maybe(b, "transports", _transports)
+    user_handle = _need(b, "user_handle", _bytes(USER_HANDLE_MAX))
     name = b.get("name")
     if name is not None and not isinstance(name, str):
         raise Refused(422, "`name` must be a string or null", field="name")
-    created_at = _get(b, "created_at", _time)
+    created_at = _need(b, "created_at", _time)
     fields = _queue_fields(b)
 
     def work(conn: Connection) -> tuple[int, int]:
-        assert customer_id is not None and credential_id is not None and user_handle is not None
         # Locked: one customer's passkeys keep one user handle (as raptor/passkeys.py's register).
         tenant = _customer(conn, "customer_id", customer_id, lock=True)
         existing = conn.execute(
@@ -435,9 +461,9 @@ def update_passkey(passkey_id: int) -> Response:
     """A passkey's counter, last use or backup state after sign-ins at Queue. The counter and the
     last use never go back (a lower value is ignored)."""
     b = body((), ("sign_count", "last_used_at", "backed_up"))
-    sign_count = _get(b, "sign_count", _int, nullable=True)
-    last_used_at = _get(b, "last_used_at", _time, nullable=True)
-    backed_up = _get(b, "backed_up", _bool, nullable=True)
+    sign_count = _maybe(b, "sign_count", _int)
+    last_used_at = _maybe(b, "last_used_at", _time)
+    backed_up = _maybe(b, "backed_up", _bool)
     fields = _queue_fields(b)
 
     def work(conn: Connection) -> dict[str, Any]:
@@ -518,43 +544,65 @@ def delete_passkey(passkey_id: int) -> Response:
     return Response(status=204)
 
 
-def _first_time(
-    table: str, column: str, kind: str, event: str, row_id: int, extra: Callable[[Any], dict[str, Any]] | None = None
-) -> Response:
-    """Set ``column`` (a time) of row ``row_id`` of ``table`` once; the first time is kept."""
-    b = body((column,), () if extra is None else ("revoked_by",))
-    at = _get(b, column, _time)
-    by = _get(b, "revoked_by", _id, nullable=True) if extra is not None else None
+@dataclass(frozen=True)
+class _Once:
+    """A row whose time column is set once (a revocation, a use): the first time is kept."""
+
+    table: str
+    column: str
+    #: The audit event's target type, also the noun in messages.
+    target: str
+    event: str
+    #: rbac_grants also records who revoked.
+    revoked_by: bool = False
+
+
+SESSION_REVOKE = _Once("customer_sessions", "revoked_at", "session", "session.revoked")
+CODE_USE = _Once("customer_backup_codes", "used_at", "backup_code", "backup_code.used")
+GRANT_REVOKE = _Once("rbac_grants", "revoked_at", "grant", "rbac.grant.revoked", revoked_by=True)
+
+
+def _set_once(spec: _Once, row_id: int) -> Response:
+    """Set ``spec.column`` of row ``row_id`` unless it is set: 200 with what the row holds."""
+    b = body((spec.column,), ("revoked_by",) if spec.revoked_by else ())
+    at = _need(b, spec.column, _time)
+    by = _maybe(b, "revoked_by", _id)
     fields = _queue_fields(b)
+    by_column = "revoked_by" if spec.revoked_by else "NULL"
 
     def work(conn: Connection) -> dict[str, Any]:
         row = conn.execute(
-            text(f"SELECT id, customer_id, {column} AS at FROM {table} WHERE id = :id FOR UPDATE"), {"id": row_id}
+            text(
+                f"SELECT customer_id, {spec.column} AS at, {by_column} AS by FROM {spec.table}"
+                " WHERE id = :id FOR UPDATE"
+            ),
+            {"id": row_id},
         ).first()
         if row is None:
-            raise Refused(404, f"no {kind} {row_id}")
-        kept = row.at
-        if kept is None:
+            raise Refused(404, f"no {spec.target.replace('_', ' ')} {row_id}")
+        if row.at is not None:
+            kept_at, kept_by = row.at, row.by
+        else:
             if by is not None:
                 _customer(conn, "revoked_by", by)
-            assignments = f"{column} = :at" + (", revoked_by = :by" if extra is not None else "")
-            conn.execute(text(f"UPDATE {table} SET {assignments} WHERE id = :id"), {"at": at, "by": by, "id": row_id})
-            kept = at
+            sets = f"{spec.column} = :at" + (", revoked_by = :by" if spec.revoked_by else "")
+            conn.execute(text(f"UPDATE {spec.table} SET {sets} WHERE id = :id"), {"at": at, "by": by, "id": row_id})
+            kept_at, kept_by = at, by
             audit.record(
-                event,
+                spec.event,
                 actor=None,
                 system=SYSTEM_ACTOR,
                 conn=conn,
                 tenant=_tenant_of(conn, int(row.customer_id)),
-                target=(kind.replace(" ", "_"), row_id),
+                target=(spec.target, row_id),
                 customer_id=int(row.customer_id),
-                **{f"{kind.replace(' ', '_')}_id": row_id, column: rfc3339(at)},
-                **({"revoked_by": by} if extra is not None else {}),
+                **{f"{spec.target}_id": row_id, spec.column: rfc3339(at)},
+                **({"revoked_by": by} if spec.revoked_by else {}),
                 **fields,
             )
-        answer = {"id": row_id, column: rfc3339(kept)}
-        if extra is not None:
-            answer.update(extra(conn))
+        answer: dict[str, Any] = {"id": row_id, spec.column: rfc3339(kept_at)}
+        if spec.revoked_by:
+            answer["revoked_by"] = int(kept_by) if kept_by is not None else None
         return answer
 
     return jsonify(_transaction(work))
@@ -563,13 +611,13 @@ def _first_time(
 @bp.post("/sessions/<int:session_id>/revoke")
 def revoke_session(session_id: int) -> Response:
     """An imported session revoked at Queue (sign-out, revoke one, revoke all): it ends at Raptor."""
-    return _first_time("customer_sessions", "revoked_at", "session", "session.revoked", session_id)
+    return _set_once(SESSION_REVOKE, session_id)
 
 
 @bp.post("/backup-codes/<int:code_id>/use")
 def use_backup_code(code_id: int) -> Response:
     """An imported backup code redeemed at Queue: it cannot be redeemed at Raptor any more."""
-    return _first_time("customer_backup_codes", "used_at", "backup code", "backup_code.used", code_id)
+    return _set_once(CODE_USE, code_id)
 
 
 @bp.post("/grants")
@@ -580,15 +628,15 @@ def create_grant() -> tuple[Response, int]:
         ("customer_id", "role_id", "scope_type", "granted_at"),
         ("tenant_id", "ticket_id", "granted_by", "expires_at", "reason"),
     )
-    customer_id = _get(b, "customer_id", _id)
-    role_id = _get(b, "role_id", _id)
-    scope_type = _get(b, "scope_type", _one_of(SCOPE_TYPES))
-    tenant_id = _get(b, "tenant_id", _uuid, nullable=True)
-    ticket_id = _get(b, "ticket_id", _text(TICKET_ID_MAX), nullable=True)
-    granted_by = _get(b, "granted_by", _id, nullable=True)
-    granted_at = _get(b, "granted_at", _time)
-    expires_at = _get(b, "expires_at", _time, nullable=True)
-    reason = _get(b, "reason", _text(REASON_MAX), nullable=True)
+    customer_id = _need(b, "customer_id", _id)
+    role_id = _need(b, "role_id", _id)
+    scope_type = _need(b, "scope_type", _one_of(SCOPE_TYPES))
+    tenant_id = _maybe(b, "tenant_id", _uuid)
+    ticket_id = _maybe(b, "ticket_id", _text(TICKET_ID_MAX))
+    granted_by = _maybe(b, "granted_by", _id)
+    granted_at = _need(b, "granted_at", _time)
+    expires_at = _maybe(b, "expires_at", _time)
+    reason = _maybe(b, "reason", _text(REASON_MAX))
     fields = _queue_fields(b)
     if scope_type == "global" and (tenant_id is not None or ticket_id is not None):
         raise Refused(
@@ -602,7 +650,6 @@ def create_grant() -> tuple[Response, int]:
         raise Refused(422, "a ticket grant needs ticket_id", field="ticket_id")
 
     def work(conn: Connection) -> tuple[int, int]:
-        assert customer_id is not None and role_id is not None
         # Locked: two copies of one call serialize, the second finds the first's row.
         tenant = _customer(conn, "customer_id", customer_id, lock=True)
         if tenant_id is not None and tenant != tenant_id:
@@ -675,9 +722,4 @@ def create_grant() -> tuple[Response, int]:
 @bp.post("/grants/<int:grant_id>/revoke")
 def revoke_grant(grant_id: int) -> Response:
     """A grant revoked at Queue: 200; revoked already: 200, the first revocation kept."""
-
-    def revoked_by(conn: Connection) -> dict[str, Any]:
-        by = conn.execute(text("SELECT revoked_by FROM rbac_grants WHERE id = :id"), {"id": grant_id}).scalar()
-        return {"revoked_by": int(by) if by is not None else None}
-
-    return _first_time("rbac_grants", "revoked_at", "grant", "rbac.grant.revoked", grant_id, revoked_by)
+    return _set_once(GRANT_REVOKE, grant_id)

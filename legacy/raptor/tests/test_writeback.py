@@ -5,27 +5,31 @@ HTTP), the real PostgreSQL of the other tests."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask, abort, jsonify
-from queue_client import Signer, jwks_document
+from queue_client import Signer, jwks_document, private_key_pem
 from raptor import Config, create_app
 from raptor.seed import DEMO_TENANT_ID
 from sqlalchemy import Engine, text
 from werkzeug.security import check_password_hash
 
 from .authenticator import SoftAuthenticator, b64u
-from .conftest import TIMEOUT, Client, MakeCustomer, serve
+from .conftest import RAPTOR_DIR, RAPTOR_PYTHONPATH, TIMEOUT, Client, MakeCustomer, Postgres, free_port, serve
 from .test_passkeys import passkey_signin
 
 PREFIX = "/internal/queue/v1"
@@ -387,11 +391,22 @@ def test_a_deleted_passkey_is_gone_and_deleting_again_is_fine(
     c = make_customer("wb-del")
     a = new_passkey(secrets.token_bytes(16))
     row_id = auth.call("POST", "/passkeys", passkey_body(c.id, a, a.user_handle or b"")).json()["id"]
-    r = auth.call("DELETE", f"/passkeys/{row_id}")
+    r = auth.call("DELETE", f"/passkeys/{row_id}", {"queue_id": "q-1"})
     assert r.status_code == 204 and r.content == b""
     assert auth.call("DELETE", f"/passkeys/{row_id}").status_code == 204
+    assert auth.call("DELETE", f"/passkeys/{row_id}", None).status_code == 204
+    r = requests.delete(
+        f"{wb_url}{PREFIX}/passkeys/{row_id}",
+        data="null",
+        headers={"Authorization": f"Bearer {auth.token()}", "Content-Type": "application/json"},
+        timeout=TIMEOUT,
+    )
+    assert r.status_code == 204
+    r = auth.call("DELETE", f"/passkeys/{row_id}", {"sign_count": 1})
+    assert r.status_code == 422 and error_of(r)["field"] == "sign_count"
     assert auth.call("DELETE", "/passkeys/999999999").status_code == 204
-    assert len(audit_events(engine, "passkey.deleted", row_id)) == 1
+    events = audit_events(engine, "passkey.deleted", row_id)
+    assert len(events) == 1 and events[0]["payload"]["queue_id"] == "q-1"
     _, r = passkey_signin(wb_url, a, None)
     assert r.status_code == 401
 
@@ -412,7 +427,8 @@ def test_a_session_revoked_at_queue_ends_at_raptor(
     browser.signin(c.email, c.password)
     assert browser.get("/api/me").status_code == 200
     sid = _session_id(engine, browser.cookies["raptor_session"])
-    r = auth.call("POST", f"/sessions/{sid}/revoke", {"revoked_at": "2026-03-01T12:00:00Z"})
+    # Nanoseconds as chrono may write them: kept to the microsecond, as PostgreSQL keeps time.
+    r = auth.call("POST", f"/sessions/{sid}/revoke", {"revoked_at": "2026-03-01t12:00:00.000000999z"})
     assert r.status_code == 200 and r.json() == {"id": sid, "revoked_at": "2026-03-01T12:00:00Z"}
     assert browser.get("/api/me").status_code == 401
     # Again, later: the first revocation is kept.
@@ -629,3 +645,65 @@ def test_the_settings(config: Config) -> None:
         Config.from_env({**linked, "RAPTOR_WRITEBACK_ISSUERS": "auth,rbac"})
     with pytest.raises(ConfigError, match="must be one of auth, rbac, audit"):
         Config.from_env({**linked, "RAPTOR_WRITEBACK_ISSUERS": "raptor"})
+
+
+def test_python_m_raptor_serves_it_as_make_run_configures_it(
+    postgres: Postgres, engine: Engine, issuers: Issuers, tmp_path: Path, make_customer: MakeCustomer
+) -> None:
+    """The process with make run's settings (scripts/run-stack.sh): the setting is read, the
+    verifier fetches the issuers' JWKS over HTTP, a token is never logged."""
+    key = tmp_path / "raptor.pem"
+    key.write_bytes(private_key_pem(issuers.keys["raptor"]))
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("RAPTOR_", "FLAG_"))},
+        "PYTHONPATH": RAPTOR_PYTHONPATH,
+        "RAPTOR_DATABASE_URL": postgres.url("raptor"),
+        "RAPTOR_MAIL_DIR": str(tmp_path / "mail"),
+        "RAPTOR_SIGNING_KEY": str(key),
+        "RAPTOR_QUEUE_AUTH_URL": f"{issuers.base}/auth",
+        "RAPTOR_QUEUE_RBAC_URL": f"{issuers.base}/rbac",
+        "RAPTOR_WRITEBACK_ISSUERS": "auth,rbac",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raptor", "--listen", f"127.0.0.1:{port}", "--no-demo"],
+        cwd=RAPTOR_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    sent: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "raptor did not start in 30 s"
+            time.sleep(0.1)
+        assert requests.get(base + PREFIX + "/health", timeout=TIMEOUT).status_code == 401
+        rbac_caller = Queue(base, issuers.signer("rbac"))
+        sent.append(rbac_caller.token())
+        assert rbac_caller.call("GET", "/health", token=sent[-1]).json() == {"ok": True}
+        c = make_customer("wb-proc")
+        grant = {
+            "customer_id": c.id,
+            "role_id": _role_id(engine, "viewer"),
+            "scope_type": "tenant",
+            "tenant_id": str(DEMO_TENANT_ID),
+            "granted_at": "2026-05-01T00:00:00Z",
+        }
+        sent.append(rbac_caller.token())
+        assert rbac_caller.call("POST", "/grants", grant, token=sent[-1]).status_code == 201
+        assert rbac_caller.call("POST", "/grants", grant, token=sent[-1]).status_code == 401  # spent
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert "write-back call refused: token was already used" in out
+    for token in sent:
+        assert token not in out and token.split(".")[2] not in out

@@ -53,15 +53,9 @@ EXTENSION = "queue_auth"
 IdSource = str | Callable[[Mapping[str, Any]], str | None] | None
 
 
-def error_response(
-    status: int, code: str, message: str, *, retry_after: int | None = None, field: str | None = None
-) -> Response:
-    """Queue's error shape: ``{"error": {"code", "message", "field?"}}`` (``field``: the offending
-    member of the request, for 422s)."""
-    error: dict[str, str] = {"code": code, "message": message}
-    if field is not None:
-        error["field"] = field
-    response = jsonify({"error": error})
+def error_response(status: int, code: str, message: str, *, retry_after: int | None = None) -> Response:
+    """Queue's error shape: ``{"error": {"code", "message"}}``."""
+    response = jsonify({"error": {"code": code, "message": message}})
     response.status_code = status
     if status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
