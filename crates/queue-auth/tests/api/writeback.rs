@@ -451,7 +451,8 @@ async fn rows_wait_while_raptor_is_unwell_then_go_once_in_order_with_the_latest_
             "transports",
             "user_handle",
             "name",
-            "created_at"
+            "created_at",
+            "queue_id",
         ])
     );
     // Each request a fresh token of auth for Raptor, scoped to write-back.
@@ -476,6 +477,14 @@ async fn rows_wait_while_raptor_is_unwell_then_go_once_in_order_with_the_latest_
     );
     assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.legacy_writeback WHERE superseded_by IS NOT NULL").await, 3);
     assert_eq!(auth.scalar("SELECT count(*) AS n FROM auth.legacy_writeback WHERE delivered_at IS NULL").await, 0);
+    let metrics = auth.app.get("/metrics").await.text().await.expect("metrics");
+    for line in [
+        r#"queue_legacy_writeback_total{kind="passkey.create",outcome="delivered""#,
+        r#"queue_legacy_writeback_total{kind="passkey.update",outcome="superseded""#,
+        r#"queue_legacy_writeback_total{kind="passkey.create",outcome="retry""#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 
     // Later changes go at once, by Raptor's id.
     auth.login("ada@acme.test", &mut key2).await;

@@ -154,7 +154,8 @@ async fn what_ada_does_at_queue_reaches_raptor() {
     })
     .await;
     let before = stack.raptor().stderr().matches("\"action\": \"passkey.updated\"").count();
-    stack.raptor.as_mut().expect("Raptor").start_again().await;
+    let raptor = stack.raptor.take().expect("Raptor");
+    stack.raptor = Some(raptor.restart().await);
     delivered(&stack).await;
     let counter = "SELECT max(w.sign_count)::bigint AS n FROM webauthn_credentials w \
                    JOIN customers c ON c.id = w.customer_id WHERE c.email = 'admin@acme.test' AND w.name = 'Ada''s Queue key'";

@@ -307,8 +307,26 @@ impl Stack {
         );
         let audit = start(write("audit", audit_cfg), "queue-audit").await;
 
-        let rbac_cfg =
-            format!("{}\n[audit]\nurl = \"{}\"\ntimeout_ms = 5000\n", common("rbac", Some(&db.url)), audit.base_url);
+        // With the real Raptor, what people do at Queue is written back to it (issue 19, item 3),
+        // and rbac accepts users' sessions (validated at auth, on a port chosen first) so that
+        // people grant through the proxy as themselves.
+        let auth_port = free_port();
+        let write_back = match opts.raptor {
+            Some(_) => format!(
+                "\n[legacy]\nwriteback_url = \"http://127.0.0.1:{raptor_port}\"\nwriteback_poll_interval_ms = 200\n\
+                 writeback_backoff_max_ms = 2000\n"
+            ),
+            None => String::new(),
+        };
+        let sessions_at_auth = match opts.raptor {
+            Some(_) => format!("\n[auth]\nurl = \"http://127.0.0.1:{auth_port}\"\nsession_cache_secs = 0\n"),
+            None => String::new(),
+        };
+        let rbac_cfg = format!(
+            "{}\n[audit]\nurl = \"{}\"\ntimeout_ms = 5000\n{sessions_at_auth}",
+            common("rbac", Some(&db.url)),
+            audit.base_url
+        );
         let rbac_cfg = write("rbac", rbac_cfg);
         let auth_cfg = format!(
             r#"{common}
@@ -342,7 +360,8 @@ poll_interval_ms = 200
 
 [flags]
 auth_backup_codes = true
-{legacy}"#,
+{write_back}
+"#,
             common = common("auth", Some(&db.url)),
             pepper = toml_str(&pepper),
             mail = toml_str(&mail_dir),
@@ -350,21 +369,22 @@ auth_backup_codes = true
             trusted_proxies = LOCAL_TRUSTED_PROXIES,
             auth_limits = opts.auth_limits,
             default_tenant = opts.auth_default_tenant,
-            // With the real Raptor, what its people change at Queue is written back to it (as
-            // deploy/local/auth.toml under `make run`).
-            legacy = match opts.raptor {
-                Some(_) => format!(
-                    "\n[legacy]\nwriteback_url = \"http://127.0.0.1:{raptor_port}\"\nwriteback_poll_interval_ms = 200\n\
-                     writeback_backoff_initial_ms = 200\nwriteback_backoff_max_ms = 1000\n"
-                ),
-                None => String::new(),
-            },
+            write_back = write_back,
         );
         let auth_cfg = write("auth", auth_cfg);
         let mut rbac = Vec::new();
         let mut auth = Vec::new();
-        for _ in 0..opts.replicas {
-            let (r, a) = tokio::join!(start(rbac_cfg.clone(), "queue-rbac"), start(auth_cfg.clone(), "queue-auth"));
+        for i in 0..opts.replicas {
+            let auth_start = async {
+                if i == 0 && opts.raptor.is_some() {
+                    let env = env(&auth_cfg);
+                    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    ServiceProcess::start_on(&bin("queue-auth"), &refs, auth_port).await
+                } else {
+                    start(auth_cfg.clone(), "queue-auth").await
+                }
+            };
+            let (r, a) = tokio::join!(start(rbac_cfg.clone(), "queue-rbac"), auth_start);
             rbac.push(r);
             auth.push(a);
         }
@@ -746,66 +766,68 @@ impl Raptor {
             ("RAPTOR_QUEUE_AUTH_URL", queue.auth.to_string()),
             ("RAPTOR_KEY_PUBLISH_LEAD_SECS", opts.key_publish_lead_secs.to_string()),
             ("RAPTOR_KEY_CHECK_SECS", opts.key_check_secs.to_string()),
+            // The write-back API (`/internal/queue/v1/`), for Queue's auth and rbac; its token check
+            // (`queue_client.verify`) is this worktree's client.
+            ("RAPTOR_WRITEBACK_ISSUERS", "auth,rbac".to_string()),
+            ("PYTHONPATH", repo_root().join("clients/python/src").display().to_string()),
             // Python writes its log lines as they come (the test reads them while Raptor runs).
             ("PYTHONUNBUFFERED", "1".to_string()),
-            // The write-back API (issue 19), for Queue's auth and rbac, as `make run` turns it on.
-            ("RAPTOR_WRITEBACK_ISSUERS", "auth,rbac".to_string()),
-            // This tree's queue_client (its `verify`), not the one the venv was installed from.
-            ("PYTHONPATH", repo_root().join("clients/python/src").display().to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let stderr_path = dir.join("stderr.log");
         let listen = format!("127.0.0.1:{port}");
-        let child = Self::spawn(&python, &env, &listen, &stderr_path);
-        let mut raptor =
-            Self { child, url: format!("http://{listen}"), db, signing_key, mail_dir, python, env, stderr_path };
-        raptor.until_healthy().await;
-        raptor
-    }
-
-    /// `python -m raptor --listen LISTEN`, its log appended to `stderr_path`.
-    fn spawn(python: &Path, env: &[(String, String)], listen: &str, stderr_path: &Path) -> Child {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(stderr_path).expect("Raptor's log");
-        Self::command_in(python, env, &["--listen", listen])
+        let child = Self::command_in(&python, &env, &["--listen", &listen])
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(std::fs::File::create(&stderr_path).expect("Raptor's log"))
             .spawn()
-            .expect("spawn python -m raptor")
+            .expect("spawn python -m raptor");
+        let raptor =
+            Self { child, url: format!("http://{listen}"), db, signing_key, mail_dir, python, env, stderr_path };
+        raptor.healthy().await
     }
 
-    async fn until_healthy(&mut self) {
-        let client = reqwest::Client::new();
-        // The first start creates the schema and hashes three demo passwords.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = client.get(format!("{}/healthz", self.url)).send().await
-                && r.status().is_success()
-            {
-                break;
-            }
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                panic!("Raptor exited with {status} before it was healthy:\n{}", self.stderr());
-            }
-            assert!(Instant::now() < deadline, "Raptor not healthy within 60 s:\n{}", self.stderr());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Stops Raptor (killed: as a crash or an outage looks to Queue).
+    /// Stops Raptor (as a crash or an outage would); [`Self::restart`] brings it back.
     #[allow(dead_code)]
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    /// Starts Raptor again on its address, with its database and keys, once it is healthy.
+    /// Starts Raptor again on the same port, database and environment; its log goes on.
     #[allow(dead_code)]
-    pub async fn start_again(&mut self) {
+    pub async fn restart(self) -> Self {
         let listen = self.url.trim_start_matches("http://").to_string();
-        self.child = Self::spawn(&self.python, &self.env, &listen, &self.stderr_path);
-        self.until_healthy().await;
+        let log = std::fs::OpenOptions::new().append(true).open(&self.stderr_path).expect("Raptor's log");
+        let mut this = self;
+        this.child = Self::command_in(&this.python, &this.env, &["--listen", &listen])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn python -m raptor");
+        this.healthy().await
+    }
+
+    /// Waits until `/healthz` answers.
+    async fn healthy(mut self) -> Self {
+        let raptor = &mut self;
+        let client = reqwest::Client::new();
+        // The first start creates the schema and hashes three demo passwords.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(format!("{}/healthz", raptor.url)).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            if let Some(status) = raptor.child.try_wait().expect("wait") {
+                panic!("Raptor exited with {status} before it was healthy:\n{}", raptor.stderr());
+            }
+            assert!(Instant::now() < deadline, "Raptor not healthy within 60 s:\n{}", raptor.stderr());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self
     }
 
     /// `python -m raptor <args>` in `legacy/raptor` with exactly `env` (and PATH).
