@@ -50,6 +50,8 @@ struct FakeState {
     refuse: HashMap<String, u16>,
     next_id: i64,
     delay_ms: u64,
+    /// Every request's path as it arrived (also those whose answer the client gave up on).
+    arrived: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -69,7 +71,11 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<Mutex<F
         .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
-    let delay = state.lock().expect("lock").delay_ms;
+    let delay = {
+        let mut s = state.lock().expect("lock");
+        s.arrived.push(req.path().to_string());
+        s.delay_ms
+    };
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
@@ -632,5 +638,38 @@ async fn two_relays_on_one_table_never_send_a_row_twice_nor_out_of_order() {
         assert!(create < update, "record {i}: update before create");
         assert!(got[update].path.starts_with(&format!("{PASSKEYS}/9")), "{}", got[update].path);
     }
+    raptor.stop().await;
+}
+
+#[tokio::test]
+async fn an_answer_that_does_not_come_in_time_is_sent_again_and_counted_once() {
+    // Raptor applies the call but answers after the relay's timeout: a lost answer. The row is
+    // sent again (Raptor's endpoints are idempotent, so the second call changes nothing there)
+    // and marked delivered once.
+    let raptor = FakeRaptor::start().await;
+    raptor.set(|s| s.delay_ms = 1500);
+    let auth = Auth::start_with(|c| {
+        quick(c, Some(&raptor.url));
+        c.legacy.writeback_timeout_ms = 300;
+    })
+    .await;
+    import_ada(&auth).await;
+    let a = import_session(&auth, "51", 10).await;
+    let (s, _) = auth.delete("/api/v1/auth/session", &a).await;
+    assert_eq!(s, 204);
+    let wb = until(&auth, "a timeout", |wb| {
+        wb["kinds"][0]["last_error"].as_str().is_some_and(|e| e.contains("/sessions/51/revoke"))
+    })
+    .await;
+    assert_eq!((wb["pending"].as_i64(), wb["failed"].as_i64()), (Some(1), Some(0)), "a timeout is retried: {wb}");
+    raptor.set(|s| s.delay_ms = 0);
+    until(&auth, "delivery", empty).await;
+    let sent = raptor.state.lock().expect("lock").arrived.iter().filter(|p| p.contains("/sessions/51/")).count();
+    assert!(sent >= 2, "sent again after the lost answer: {sent}");
+    assert_eq!(
+        auth.scalar("SELECT count(*) AS n FROM auth.legacy_writeback WHERE delivered_at IS NOT NULL AND attempts >= 2")
+            .await,
+        1
+    );
     raptor.stop().await;
 }
