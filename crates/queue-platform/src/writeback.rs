@@ -19,7 +19,10 @@
 //! * **Failures**: connect errors, timeouts, 408, 429 and 5xx back the row off exponentially
 //!   and stop the round (the peer is unwell; the rest waits). Any other 4xx is permanent: the row
 //!   is marked `failed_at` with the answer in `last_error` and stays visible in the backlog
-//!   ([`backlog`]); it never blocks the rows behind it.
+//!   ([`backlog`]); it never blocks the rows behind it. Before a 401, 403 or 404 fails a row,
+//!   Raptor's `GET /internal/queue/v1/health` is asked: when it does not answer 200 (the API is
+//!   off, or does not accept this service's tokens) the row is retried instead, so a
+//!   misconfiguration at Raptor does not fail the whole backlog for good.
 //! * **Replicas**: rows are taken under `FOR UPDATE SKIP LOCKED`, and the order check sees a row
 //!   another replica is sending as undelivered, so two relays never send the same row, nor a
 //!   key's rows out of order.
@@ -68,6 +71,8 @@ CREATE INDEX <table>_order ON <table> (order_key, id) WHERE delivered_at IS NULL
 /// The audience of write-back tokens, and the scope they carry.
 pub const AUDIENCE: &str = "raptor";
 pub const SCOPE: &str = "raptor:writeback";
+/// Raptor's readiness for write-back (same token as the changes).
+pub const HEALTH: &str = "/internal/queue/v1/health";
 /// Where `{legacy_id}` stands in a path until the create that knows it is answered.
 pub const LEGACY_ID: &str = "{legacy_id}";
 
@@ -464,10 +469,33 @@ impl WritebackRelay {
             return Outcome::Delivered(id);
         }
         let said = format!("{} {} answered {status}: {}", row.method, row.path, snippet(&text));
-        if status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error() {
-            Outcome::Retry(said)
-        } else {
-            Outcome::Refused(said)
+        match status.as_u16() {
+            408 | 429 | 500.. => Outcome::Retry(said),
+            // About this row, or about the API as a whole (off: 404; not trusting this service
+            // yet: 401, 403)? Only the first is the row's failure; the second must not fail
+            // every row of the backlog for good.
+            401 | 403 | 404 => match self.health().await {
+                Ok(()) => Outcome::Refused(said),
+                Err(why) => Outcome::Retry(format!("{said}; {why}")),
+            },
+            _ => Outcome::Refused(said),
+        }
+    }
+
+    /// `GET /internal/queue/v1/health` with this service's token: whether Raptor's write-back API
+    /// is on and accepts this service (its readiness, endpoint 8 of the contract).
+    async fn health(&self) -> Result<(), String> {
+        let token = self.minter.mint(AUDIENCE, &[SCOPE], 60).map_err(|e| format!("cannot mint a token: {e}"))?;
+        let url = format!("{}{HEALTH}", self.base);
+        let request = self.http.reqwest().get(&url).bearer_auth(token).timeout(self.settings.timeout);
+        match self.http.send(request).await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!(
+                "GET {HEALTH} answered {}: Raptor's write-back API is off or does not accept `{}` (the rows wait)",
+                r.status(),
+                self.minter.issuer()
+            )),
+            Err(e) => Err(format!("GET {HEALTH}: {e}")),
         }
     }
 

@@ -52,6 +52,10 @@ struct FakeState {
     delay_ms: u64,
     /// Every request's path as it arrived (also those whose answer the client gave up on).
     arrived: Vec<String>,
+    /// The write-back API switched off (Raptor without trusted issuers): 404 everywhere.
+    api_off: bool,
+    /// Health checks answered.
+    health_checks: usize,
 }
 
 #[derive(Clone)]
@@ -81,8 +85,18 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<Mutex<F
     }
     let mut s = state.lock().expect("lock");
     let path = req.path().to_string();
+    if path == queue_platform::writeback::HEALTH && !s.down {
+        s.health_checks += 1;
+        return if s.api_off {
+            HttpResponse::NotFound().json(json!({}))
+        } else {
+            HttpResponse::Ok().json(json!({"ok": true}))
+        };
+    }
     let (status, out) = if s.down {
         (503, json!({"error": {"code": "unavailable", "message": "down"}}))
+    } else if s.api_off {
+        (404, json!({"error": {"code": "not_found", "message": "no such route"}}))
     } else if let Some(code) = s.refuse.get(&path) {
         (*code, json!({"error": {"code": "conflict", "message": "refused by the test"}}))
     } else if req.method() == "POST" && path == PASSKEYS {
@@ -671,5 +685,27 @@ async fn an_answer_that_does_not_come_in_time_is_sent_again_and_counted_once() {
             .await,
         1
     );
+    raptor.stop().await;
+}
+
+#[tokio::test]
+async fn with_raptors_write_back_api_off_rows_wait_instead_of_failing() {
+    // Raptor without trusted issuers answers 404 everywhere under /internal/queue/v1/, health too:
+    // that is no verdict on the rows, which wait until the API is on.
+    let raptor = FakeRaptor::start().await;
+    raptor.set(|s| s.api_off = true);
+    let auth = Auth::start_with(|c| quick(c, Some(&raptor.url))).await;
+    import_ada(&auth).await;
+    let a = import_session(&auth, "61", 11).await;
+    let (s, _) = auth.delete("/api/v1/auth/session", &a).await;
+    assert_eq!(s, 204);
+    let wb = until(&auth, "the API found off", |wb| {
+        wb["kinds"][0]["last_error"].as_str().is_some_and(|e| e.contains("health") && e.contains("auth"))
+    })
+    .await;
+    assert_eq!((wb["pending"].as_i64(), wb["failed"].as_i64()), (Some(1), Some(0)), "{wb}");
+    raptor.set(|s| s.api_off = false);
+    until(&auth, "delivery", empty).await;
+    assert_eq!(raptor.accepted().len(), 1);
     raptor.stop().await;
 }

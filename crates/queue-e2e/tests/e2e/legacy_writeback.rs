@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 use crate::legacy_import::{ACME, Browser, ada_at_raptor, import, login_at_queue, outcomes, passkey};
-use crate::raptor::{ADMIN, with_raptor};
-use crate::support::Stack;
+use crate::raptor::ADMIN;
+use crate::support::{Options, RaptorOptions, Stack};
 
 /// auth's write-back backlog (`write_back` of its import status), as the operator sees it.
 async fn backlog(stack: &Stack) -> Value {
@@ -85,7 +85,8 @@ async fn register_at_queue(stack: &Stack, session: &str, key: &std::path::Path) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_ada_does_at_queue_reaches_raptor() {
-    let mut stack = Stack::start(with_raptor()).await;
+    let raptor = RaptorOptions { write_back: true, ..RaptorOptions::default() };
+    let mut stack = Stack::start(Options { raptor: Some(raptor), ..Options::default() }).await;
     let dir = tempfile::tempdir().expect("tmp");
     let raptor_key = dir.path().join("ada-raptor-passkey.json");
     let queue_key = dir.path().join("ada-queue-passkey.json");

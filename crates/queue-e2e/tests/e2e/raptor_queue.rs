@@ -185,8 +185,12 @@ async fn unauthorized(stack: &Stack, base: &str) -> u64 {
 async fn raptors_key_rotation_needs_no_restart_and_causes_no_401() {
     // Queue's services trust Raptor through its JWKS; a new key is published 3 s before it signs
     // (more than the services' 1 s minimum between refetches).
-    let raptor =
-        RaptorOptions { trust: RaptorTrust::Jwks { refetch_min_secs: 1 }, key_publish_lead_secs: 3, key_check_secs: 1 };
+    let raptor = RaptorOptions {
+        trust: RaptorTrust::Jwks { refetch_min_secs: 1 },
+        key_publish_lead_secs: 3,
+        key_check_secs: 1,
+        ..RaptorOptions::default()
+    };
     let stack = Stack::start(Options { raptor: Some(raptor), ..Options::default() }).await;
     let cookie = admin_cookie(&stack).await;
     let check = "/api/queue/check?permission=ticket.read&ticket_id=T-1001";

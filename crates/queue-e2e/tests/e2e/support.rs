@@ -135,12 +135,16 @@ pub struct RaptorOptions {
     pub key_publish_lead_secs: u64,
     /// `RAPTOR_KEY_CHECK_SECS`: how often Raptor looks at its key file.
     pub key_check_secs: u64,
+    /// Issue 19, item 3: auth and rbac write back to Raptor (`[legacy] writeback_url`), Raptor
+    /// serves its write-back API to them (`RAPTOR_WRITEBACK_ISSUERS`), and rbac accepts users'
+    /// sessions (validated at auth) so that people grant through the proxy as themselves.
+    pub write_back: bool,
 }
 
 impl Default for RaptorOptions {
     /// Raptor's own defaults, trusted by the static key (as `make run` does today).
     fn default() -> Self {
-        Self { trust: RaptorTrust::PublicKey, key_publish_lead_secs: 300, key_check_secs: 2 }
+        Self { trust: RaptorTrust::PublicKey, key_publish_lead_secs: 300, key_check_secs: 2, write_back: false }
     }
 }
 
@@ -307,20 +311,21 @@ impl Stack {
         );
         let audit = start(write("audit", audit_cfg), "queue-audit").await;
 
-        // With the real Raptor, what people do at Queue is written back to it (issue 19, item 3),
-        // and rbac accepts users' sessions (validated at auth, on a port chosen first) so that
-        // people grant through the proxy as themselves.
+        // With `RaptorOptions::write_back`, what people do at Queue is written back to Raptor
+        // (issue 19, item 3), and rbac accepts users' sessions (validated at auth, on a port chosen
+        // first) so that people grant through the proxy as themselves.
         let auth_port = free_port();
-        let write_back = match opts.raptor {
-            Some(_) => format!(
+        let write_back_on = opts.raptor.is_some_and(|r| r.write_back);
+        let write_back = match write_back_on {
+            true => format!(
                 "\n[legacy]\nwriteback_url = \"http://127.0.0.1:{raptor_port}\"\nwriteback_poll_interval_ms = 200\n\
                  writeback_backoff_max_ms = 2000\n"
             ),
-            None => String::new(),
+            false => String::new(),
         };
-        let sessions_at_auth = match opts.raptor {
-            Some(_) => format!("\n[auth]\nurl = \"http://127.0.0.1:{auth_port}\"\nsession_cache_secs = 0\n"),
-            None => String::new(),
+        let sessions_at_auth = match write_back_on {
+            true => format!("\n[auth]\nurl = \"http://127.0.0.1:{auth_port}\"\nsession_cache_secs = 0\n"),
+            false => String::new(),
         };
         let rbac_cfg = format!(
             "{}\n[audit]\nurl = \"{}\"\ntimeout_ms = 5000\n{sessions_at_auth}",
@@ -376,7 +381,7 @@ auth_backup_codes = true
         let mut auth = Vec::new();
         for i in 0..opts.replicas {
             let auth_start = async {
-                if i == 0 && opts.raptor.is_some() {
+                if i == 0 && write_back_on {
                     let env = env(&auth_cfg);
                     let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                     ServiceProcess::start_on(&bin("queue-auth"), &refs, auth_port).await
@@ -766,9 +771,9 @@ impl Raptor {
             ("RAPTOR_QUEUE_AUTH_URL", queue.auth.to_string()),
             ("RAPTOR_KEY_PUBLISH_LEAD_SECS", opts.key_publish_lead_secs.to_string()),
             ("RAPTOR_KEY_CHECK_SECS", opts.key_check_secs.to_string()),
-            // The write-back API (`/internal/queue/v1/`), for Queue's auth and rbac; its token check
-            // (`queue_client.verify`) is this worktree's client.
-            ("RAPTOR_WRITEBACK_ISSUERS", "auth,rbac".to_string()),
+            // The write-back API (`/internal/queue/v1/`), for Queue's auth and rbac (empty: off).
+            ("RAPTOR_WRITEBACK_ISSUERS", if opts.write_back { "auth,rbac" } else { "" }.to_string()),
+            // Its token check (`queue_client.verify`) is this tree's Python client.
             ("PYTHONPATH", repo_root().join("clients/python/src").display().to_string()),
             // Python writes its log lines as they come (the test reads them while Raptor runs).
             ("PYTHONUNBUFFERED", "1".to_string()),

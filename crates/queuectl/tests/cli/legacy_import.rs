@@ -756,6 +756,9 @@ async fn the_real_raptors_own_data_imports_with_nothing_refused() {
     let mail = tempfile::tempdir().expect("tmp");
     let mail_dir = mail.path().display().to_string();
     let env = [("RAPTOR_DATABASE_URL", db.url.as_str()), ("RAPTOR_MAIL_DIR", mail_dir.as_str())];
+    // This tree's Python client (`queue_client.verify`, Raptor's write-back token check).
+    let client = repo.join("clients/python/src").display().to_string();
+    let env = [env[0], env[1], ("PYTHONPATH", client.as_str())];
     let out = queue_testkit::process::command(&python.display().to_string(), &env)
         .current_dir(repo.join("legacy/raptor"))
         .args(["-m", "raptor", "--init-only"])
