@@ -220,10 +220,11 @@ async fn bookmarks_only_are_queues(stack: &Stack) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cutover_in_chromium_keeps_her_signed_in_and_rolls_back_without_locking_her_out() {
     let started = Instant::now();
-    // Queue's pages name no tenant (auth takes its `default_tenant`), and Raptor's people are in
-    // their Raptor tenant: here, as in a deployment taking over Raptor's one tenant, that is Acme.
+    // Auth and rbac write back to Raptor (`RaptorOptions::write_back`). Queue's pages name no
+    // tenant (auth takes its `default_tenant`), and Raptor's people are in their Raptor tenant:
+    // here, as in a deployment taking over Raptor's one tenant, that is Acme.
     let opts = Options {
-        raptor: Some(RaptorOptions::default()),
+        raptor: Some(RaptorOptions { write_back: true, ..RaptorOptions::default() }),
         shipped_routes: true,
         auth_default_tenant: ACME,
         ..Options::default()
