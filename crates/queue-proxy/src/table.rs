@@ -861,8 +861,10 @@ cutover_phase = 3
 
     /// The table `make run` starts with (deploy/local/routes.toml, docs/proxy.md "The table under
     /// make run"): valid, in phase 1, and no route takes Raptor's own pages or API
-    /// (legacy/raptor/README.md): in every phase they fall to `default_legacy`, Raptor. Queue's
-    /// account pages reach auth from phase 3, with the last of the API routes they call.
+    /// (legacy/raptor/README.md): in every phase they fall to `default_legacy`, Raptor, except
+    /// the bookmarked pages `GET /account` and `GET /signin`, which become Queue's account and
+    /// login pages from phase 3 (the exact paths only). Queue's account pages reach auth from
+    /// phase 3, with the last of the API routes they call.
     #[test]
     fn the_make_run_table_leaves_raptors_own_paths_to_raptor_in_every_phase() {
         let shipped =
@@ -871,11 +873,12 @@ cutover_phase = 3
         assert_eq!(shipped.default_legacy.as_deref(), Some("raptor"));
         let raptor = [
             ("GET", "/"),
-            ("GET", "/signin"),
             ("POST", "/signin"),
             ("POST", "/signin/backup-code"),
             ("POST", "/signout"),
-            ("GET", "/account"),
+            ("POST", "/account"),
+            ("GET", "/account/other"),
+            ("GET", "/signin/other"),
             ("POST", "/account/backup-codes"),
             ("POST", "/account/email/verify"),
             ("GET", "/tickets"),
@@ -901,9 +904,15 @@ cutover_phase = 3
                 let taken = t.find(method, path).map(|m| m.route.name.clone());
                 assert_eq!(taken, None, "phase {phase}: {method} {path} is taken from Raptor");
             }
-            let pages = t.find("GET", "/auth/login").expect("the auth-pages route");
             let want = if phase >= 3 { Side::Queue } else { Side::Legacy };
-            assert_eq!(t.static_side(pages.route).map(|(side, _)| side), Some(want), "phase {phase}");
+            for path in ["/auth/login", "/account", "/signin"] {
+                let route = t.find("GET", path).unwrap_or_else(|| panic!("a route for GET {path}")).route;
+                assert_eq!(t.static_side(route).map(|(side, _)| side), Some(want), "phase {phase}: GET {path}");
+            }
+            for (path, page) in [("/account", "/auth/account"), ("/signin", "/auth/login")] {
+                let m = t.find("GET", path).expect("the page route");
+                assert_eq!(t.queue_path(&m, path), page, "GET {path} is Queue's {page}");
+            }
         }
     }
 }

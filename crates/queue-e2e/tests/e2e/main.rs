@@ -7,6 +7,7 @@
 mod browser;
 mod contract;
 mod cutover;
+mod cutover_browser;
 mod flood;
 mod headless;
 mod legacy_carry;

@@ -160,11 +160,26 @@ pub struct Options {
     pub proxy_trusted_proxies: &'static str,
     /// The real Raptor instead of the echo stand-in as the legacy upstream. Default: the echo.
     pub raptor: Option<RaptorOptions>,
+    /// The proxy runs on the shipped route table (deploy/local/routes.toml, phase 1, with this
+    /// stack's addresses: see [`shipped_table`]) instead of the tests' own (auth and rbac pinned
+    /// to Queue).
+    pub shipped_routes: bool,
+    /// auth's `default_tenant`: the tenant of the pages' calls, which name none. Default
+    /// "default" (as deploy/local/auth.toml).
+    pub auth_default_tenant: &'static str,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { replicas: 1, otlp: false, auth_limits: "", proxy_trusted_proxies: "[]", raptor: None }
+        Self {
+            replicas: 1,
+            otlp: false,
+            auth_limits: "",
+            proxy_trusted_proxies: "[]",
+            raptor: None,
+            shipped_routes: false,
+            auth_default_tenant: "default",
+        }
     }
 }
 
@@ -321,7 +336,7 @@ impl Stack {
         let auth_cfg = format!(
             r#"{common}
 [auth]
-default_tenant = "default"
+default_tenant = "{default_tenant}"
 pepper_file = {pepper}
 provisioners = ["raptor"]
 validators = ["proxy", "rbac", "audit", "raptor"]
@@ -358,6 +373,7 @@ auth_backup_codes = true
             audit = audit.base_url,
             trusted_proxies = LOCAL_TRUSTED_PROXIES,
             auth_limits = opts.auth_limits,
+            default_tenant = opts.auth_default_tenant,
             write_back = write_back,
         );
         let auth_cfg = write("auth", auth_cfg);
@@ -395,10 +411,12 @@ auth_backup_codes = true
         // the proxy. One upstream per service: the table has no load balancing, so the replica
         // tests reach the second replica directly.
         let table = dir.path().join("routes.toml");
+        let shipped = opts.shipped_routes.then(|| shipped_table(&legacy_url, &auth[0].base_url, &rbac[0].base_url));
         std::fs::write(
             &table,
-            format!(
-                r#"label = "e2e"
+            shipped.unwrap_or_else(|| {
+                format!(
+                    r#"label = "e2e"
 phase = 1
 default_legacy = "raptor"
 
@@ -439,10 +457,11 @@ queue = {{ service = "rbac" }}
 cutover_phase = 2
 pinned = "queue"
 "#,
-                legacy = legacy_url,
-                auth = auth[0].base_url,
-                rbac = rbac[0].base_url,
-            ),
+                    legacy = legacy_url,
+                    auth = auth[0].base_url,
+                    rbac = rbac[0].base_url,
+                )
+            }),
         )
         .expect("route table");
         let admin_addr = format!("127.0.0.1:{}", free_port());
@@ -662,6 +681,26 @@ pinned = "queue"
         assert_eq!(s, StatusCode::OK, "{path}: {v}");
         v
     }
+}
+
+/// deploy/local/routes.toml, the table `make run` ships, with this stack's upstreams in place of
+/// `make run`'s addresses (Raptor on 8090, auth on 8081, rbac on 8082): every route, phase and
+/// path rewrite as shipped.
+pub fn shipped_table(legacy: &str, auth: &str, rbac: &str) -> String {
+    let path = repo_root().join("deploy/local/routes.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (shipped, here) in
+        [("http://127.0.0.1:8090", legacy), ("http://127.0.0.1:8081", auth), ("http://127.0.0.1:8082", rbac)]
+    {
+        assert_eq!(
+            text.matches(&format!("url = \"{shipped}\"")).count(),
+            1,
+            "one upstream at {shipped} in {}",
+            path.display()
+        );
+        text = text.replace(&format!("url = \"{shipped}\""), &format!("url = \"{here}\""));
+    }
+    text
 }
 
 /// Where Raptor calls Queue's services (`RAPTOR_QUEUE_*_URL`).
