@@ -331,9 +331,10 @@ try {
 
   // ---- rolled back to phase 1: Raptor again ------------------------------------------------
   await step('rolled-back-raptor-answers-and-her-signed-out-session-is-over', async () => {
-    // The browser still holds the raptor_session of phase 1 (Queue never saw it to clear it):
-    // Raptor refusing it is the write-back of her sign-out at Queue.
-    check(!!(await cookie('raptor_session')), 'the browser still holds its raptor_session');
+    // Her first sign-out at Queue ended the carried-over session under both names: auth cleared
+    // queue_session and the proxy raptor_session (the same session), and the write-back revoked it
+    // at Raptor (the test checked Raptor's row before the rollback).
+    check(!(await cookie('raptor_session')), 'the sign-out at Queue cleared raptor_session too');
     const res = await page.goto(`${base}/account`);
     // Raptor's /account sends a visitor without a live Raptor session to its /signin.
     check(page.url() === `${base}/signin`, `Raptor sends her to sign in (the session she ended at Queue is over): ${page.url()}`);
