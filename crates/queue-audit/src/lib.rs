@@ -46,6 +46,8 @@ pub const MIGRATIONS: SchemaMigrations = SchemaMigrations { schema: SCHEMA, migr
         handlers::chain::verify,
         handlers::chain::checkpoints,
         handlers::chain::export,
+        handlers::proofs::inclusion,
+        handlers::proofs::consistency,
     )
 )]
 struct ApiDoc;

@@ -16,6 +16,7 @@ use crate::domain::append::set_tenant;
 use crate::domain::chain::{VERSION, hex};
 use crate::domain::error::AppendError;
 use crate::domain::keys::{CHECKPOINT_ALGORITHM, KeyProvider};
+use crate::domain::merkle;
 use queue_platform::db::Db;
 
 /// The signed message: length-prefixed fields as in canonical(), namely
@@ -159,6 +160,10 @@ pub fn spawn_checkpointer(
                     .collect(),
             };
             for tenant in due {
+                // The Merkle tree follows the chain before its head is signed (issue 20).
+                if let Err(e) = merkle::integrate(&db, &tenant, u64::MAX).await {
+                    tracing::warn!(tenant, error = %e, "Merkle tree integration failed; will retry");
+                }
                 match sign_head(&db, &provider, &tenant).await {
                     Ok(signed) => {
                         if let Some(e) = state.get_mut(&tenant) {

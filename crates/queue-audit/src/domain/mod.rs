@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod keyring;
 pub mod keys;
+pub mod merkle;
 pub mod read;
 pub mod verify;
 pub mod writers;

@@ -1,0 +1,3 @@
+DROP TABLE audit.merkle_trees;
+DROP TABLE audit.merkle_hashes;
+DROP FUNCTION audit.merkle_tree_grows();
