@@ -44,3 +44,6 @@ CREATE POLICY tenant_scope ON audit.merkle_trees
   WITH CHECK (tenant_id = current_setting('queue.tenant_id', true));
 CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON audit.merkle_hashes
   FOR EACH ROW EXECUTE FUNCTION audit.refuse_change();
+
+-- Item 3: each checkpoint is also a C2SP signed note over (origin, tree size = seq, Merkle root).
+ALTER TABLE audit.checkpoints ADD COLUMN note text;

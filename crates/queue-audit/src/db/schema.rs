@@ -20,6 +20,7 @@ pub mod audit {
             key_ref -> Text,
             signature -> Bytea,
             created_at -> Timestamptz,
+            note -> Nullable<Text>,
         }
     }
 

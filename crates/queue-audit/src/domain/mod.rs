@@ -7,6 +7,7 @@ pub mod error;
 pub mod keyring;
 pub mod keys;
 pub mod merkle;
+pub mod note;
 pub mod read;
 pub mod verify;
 pub mod writers;

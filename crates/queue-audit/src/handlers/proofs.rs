@@ -9,7 +9,10 @@ use queue_platform::{ApiError, Caller};
 use serde::{Deserialize, Serialize};
 use tlog_tiles::tlog::Hash;
 
+use crate::domain::checkpoint;
 use crate::domain::merkle::{self, ProofError};
+use crate::domain::note;
+use crate::handlers::chain::TenantQuery;
 use crate::handlers::events::{self, map_append};
 use crate::state::AuditState;
 use crate::wire;
@@ -114,4 +117,53 @@ pub async fn consistency(
     let field = if q.from > q.to || q.from == 0 { "from" } else { "to" };
     let hashes = merkle::consistency(&state.db, &q.tenant_id, q.from, q.to).await.map_err(|e| map_proof(e, field))?;
     Ok(HttpResponse::Ok().json(ConsistencyProof { hashes: b64(&hashes) }))
+}
+
+/// The newest checkpoint of a tenant's log as a C2SP signed note (c2sp.org/tlog-checkpoint):
+/// origin `<chain.checkpoint_origin>/<tenant_id>`, tree size, root hash, then the ECDSA P-256
+/// signature line. Check it with a key of `GET /api/v1/audit/checkpoint-keys`.
+#[utoipa::path(get, path = "/api/v1/audit/checkpoints/latest", tag = "audit", operation_id = "latest_checkpoint",
+    security(("service_token" = ["audit:read"]), ("session" = [])),
+    params(TenantQuery),
+    responses(
+        (status = 200, description = "The signed note (text/plain).", content_type = "text/plain", body = String,
+            example = "audit.queue.local/acme\n1042\n3q2+7w…=\n\n— audit.queue.local Ab3x…\n"),
+        (status = 403, description = "The token's issuer is not a configured reader or lacks `audit:read`; or the user does not hold `audit.read` for the tenant."),
+        (status = 404, description = "No checkpoint of the tenant's log has been signed yet."),
+        (status = 422, description = "A query parameter outside its schema (`field` names it)."),
+        (status = 429, description = "The caller's rate limit is spent."),
+    ))]
+pub async fn latest_checkpoint(
+    state: web::Data<AuditState>,
+    caller: Caller,
+    q: web::Query<TenantQuery>,
+) -> Result<HttpResponse, ApiError> {
+    events::checked("tenant_id", Some(&q.tenant_id), wire::check_tenant_id)?;
+    state.admit_reader(&caller, &q.tenant_id).await?;
+    let note = checkpoint::latest_note(&state.db, &q.tenant_id).await.map_err(map_append)?;
+    let note = note.ok_or_else(|| ApiError::NotFound(format!("no checkpoint of tenant {} yet", q.tenant_id)))?;
+    Ok(HttpResponse::Ok().content_type("text/plain; charset=utf-8").body(note))
+}
+
+/// The checkpoint keys, in the signed-note verifier key format.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CheckpointKeys {
+    /// `<name>+<key ID, 8 hex digits>+<base64(0x02 || SubjectPublicKeyInfo DER)>`, the key that
+    /// signs new checkpoints first.
+    keys: Vec<String>,
+}
+
+/// The public keys checkpoints are signed with (signed-note type 0x02, ECDSA P-256).
+#[utoipa::path(get, path = "/api/v1/audit/checkpoint-keys", tag = "audit", operation_id = "checkpoint_keys",
+    security(("service_token" = ["audit:read"]), ("session" = [])),
+    responses(
+        (status = 200, description = "The verifier keys.", body = CheckpointKeys),
+        (status = 403, description = "The token's issuer is not a configured reader or lacks `audit:read`."),
+        (status = 429, description = "The caller's rate limit is spent."),
+    ))]
+pub async fn checkpoint_keys(state: web::Data<AuditState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    state.admit_bucket(&caller.bucket(), 1)?;
+    let point = state.keys.provider().checkpoint_public_key().await.map_err(ApiError::internal)?;
+    let keys = vec![note::verifier_key(&state.chain.checkpoint_origin, &point)];
+    Ok(HttpResponse::Ok().json(CheckpointKeys { keys }))
 }

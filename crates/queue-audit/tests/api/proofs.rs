@@ -134,3 +134,55 @@ fn the_independent_checker_passes_its_own_rfc_vectors() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "selftest ok");
 }
+
+/// tools/check_checkpoint_note.py (with the API tools' Python, which has `cryptography`).
+fn check_note(note: &str, key: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("note.txt");
+    std::fs::write(&f, note).expect("note");
+    let out = std::process::Command::new(root.join("var/venv-api/bin/python"))
+        .arg(root.join("tools/check_checkpoint_note.py"))
+        .args(["--key", key])
+        .arg(&f)
+        .output()
+        .expect("var/venv-api/bin/python (scripts/install-test-deps.sh builds it)");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout).trim(), String::from_utf8_lossy(&out.stderr).trim())
+}
+
+#[tokio::test]
+async fn checkpoints_are_c2sp_signed_notes_anyone_checks_with_the_public_key() {
+    let chain = queue_audit::config::ChainConfig { checkpoint_every: 5, ..Default::default() };
+    let a = Audit::start_with(chain, |c| c.chain.checkpoint_origin = "audit.acme.test".into()).await;
+    let (s, v) = a.app.get_json_as("/api/v1/audit/checkpoints/latest?tenant_id=n1", &a.reader()).await;
+    assert_eq!(s.as_u16(), 404, "none yet: {v}");
+    a.write_n("n1", 5).await;
+    a.wait_for_checkpoint("n1", 5).await;
+
+    let r = a
+        .app
+        .client
+        .get(a.app.url("/api/v1/audit/checkpoints/latest?tenant_id=n1"))
+        .bearer_auth(a.reader())
+        .send()
+        .await
+        .expect("note");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers()["content-type"].to_str().expect("text").starts_with("text/plain"));
+    let note = r.text().await.expect("body");
+    let (s, keys) = a.app.get_json_as("/api/v1/audit/checkpoint-keys", &a.reader()).await;
+    assert_eq!(s.as_u16(), 200, "{keys}");
+    let key = keys["keys"][0].as_str().expect("a verifier key").to_string();
+    assert!(key.starts_with("audit.acme.test+"), "{key}");
+
+    // Checked from the specs alone; the root is the one an independent RFC 6962 tree of the
+    // export gives.
+    let root = tool(&["--root", "5"], &a.export("n1").await, None);
+    assert_eq!(check_note(&note, &key), format!("ok audit.acme.test/n1 5 {root}"), "{note}");
+    // A note with another size, or signed by another key, does not check.
+    assert_eq!(check_note(&note.replacen("\n5\n", "\n6\n", 1), &key), "the signature does not verify");
+    let other = Audit::start().await;
+    let (_, other_keys) = other.app.get_json_as("/api/v1/audit/checkpoint-keys", &other.reader()).await;
+    let other_key = other_keys["keys"][0].as_str().expect("key").replace("audit.queue.local", "audit.acme.test");
+    assert_ne!(check_note(&note, &other_key).get(..3), Some("ok "), "another key");
+}
