@@ -1,6 +1,7 @@
 //! The rules of the audit log, without HTTP.
 
 pub mod append;
+pub mod bundle;
 pub mod chain;
 pub mod checkpoint;
 pub mod error;
