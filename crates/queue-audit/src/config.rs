@@ -109,6 +109,10 @@ pub struct ChainConfig {
     pub writers: usize,
     /// The largest payload, in bytes of canonical JSON.
     pub max_payload_bytes: usize,
+    /// The name of this audit log in its C2SP checkpoints (issue 20): each tenant's log has the
+    /// origin `<name>/<tenant_id>`, and the checkpoint key signs as `<name>`. A host-like name,
+    /// unique to this deployment; no spaces or `+`.
+    pub checkpoint_origin: String,
 }
 
 impl Default for ChainConfig {
@@ -119,6 +123,7 @@ impl Default for ChainConfig {
             max_batch: 500,
             writers: 2,
             max_payload_bytes: 16 * 1024,
+            checkpoint_origin: "audit.queue.local".into(),
         }
     }
 }
@@ -235,6 +240,12 @@ impl Validate for AuditConfig {
         }
         if !(1..=64).contains(&c.writers) {
             return Err(ConfigError::new("chain.writers", "must be between 1 and 64"));
+        }
+        if !signed_note::is_key_name_valid(&c.checkpoint_origin) || c.checkpoint_origin.contains('/') {
+            return Err(ConfigError::new(
+                "chain.checkpoint_origin",
+                "must be a non-empty name without spaces, `+` or `/` (a host-like name, e.g. audit.example.com)",
+            ));
         }
         if !(64..=1024 * 1024).contains(&c.max_payload_bytes) {
             return Err(ConfigError::new("chain.max_payload_bytes", "must be between 64 and 1048576"));

@@ -46,6 +46,10 @@ pub const MIGRATIONS: SchemaMigrations = SchemaMigrations { schema: SCHEMA, migr
         handlers::chain::verify,
         handlers::chain::checkpoints,
         handlers::chain::export,
+        handlers::proofs::inclusion,
+        handlers::proofs::consistency,
+        handlers::proofs::latest_checkpoint,
+        handlers::proofs::checkpoint_keys,
     )
 )]
 struct ApiDoc;
@@ -116,6 +120,7 @@ pub async fn run(config: AuditConfig, signals: Signals) -> anyhow::Result<Runnin
     let checkpointer = domain::checkpoint::spawn_checkpointer(
         db.clone(),
         keys.shared_provider(),
+        config.chain.checkpoint_origin.clone(),
         committed_rx,
         config.chain.checkpoint_every,
         Duration::from_secs(config.chain.checkpoint_interval_secs),

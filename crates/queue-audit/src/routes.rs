@@ -5,7 +5,7 @@ use actix_web::{guard, web};
 use queue_platform::ServicePolicy;
 
 use crate::config::LimitsConfig;
-use crate::handlers::{chain, events};
+use crate::handlers::{chain, events, proofs};
 
 pub fn configure(limits: LimitsConfig) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static {
     move |cfg| {
@@ -19,6 +19,10 @@ pub fn configure(limits: LimitsConfig) -> impl Fn(&mut web::ServiceConfig) + Clo
             .service(web::resource("/api/v1/audit/events").guard(guard::Get()).app_data(read()).get(events::list))
             .service(web::resource("/api/v1/audit/verify").app_data(read()).get(chain::verify))
             .service(web::resource("/api/v1/audit/checkpoints").app_data(read()).get(chain::checkpoints))
+            .service(web::resource("/api/v1/audit/checkpoints/latest").app_data(read()).get(proofs::latest_checkpoint))
+            .service(web::resource("/api/v1/audit/checkpoint-keys").app_data(read()).get(proofs::checkpoint_keys))
+            .service(web::resource("/api/v1/audit/proofs/inclusion").app_data(read()).get(proofs::inclusion))
+            .service(web::resource("/api/v1/audit/proofs/consistency").app_data(read()).get(proofs::consistency))
             .service(web::resource("/api/v1/audit/export").app_data(read()).get(chain::export));
     }
 }

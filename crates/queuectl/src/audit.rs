@@ -4,6 +4,7 @@
 use anyhow::Context;
 use diesel_async::AsyncConnection;
 use queue_audit::AuditConfig;
+use queue_audit::domain::bundle;
 use queue_audit::domain::verify::{self, ExportLine};
 use queue_platform::config::{self, ProcessEnv};
 use queue_platform::db::Db;
@@ -72,6 +73,41 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                 sink.flush()?;
                 eprintln!("exported {n} event(s) of tenant {tenant}");
                 Ok(())
+            }
+            AuditCommand::Bundle { tenant, seq, out, config } => {
+                let config = load(&config)?;
+                let db = Db::with_role(&config.database, Some(queue_audit::APP_ROLE))?;
+                let b = bundle::build(&db, &tenant, seq).await.map_err(|e| anyhow::anyhow!(e))?;
+                let text = serde_json::to_string_pretty(&b)?;
+                match &out {
+                    Some(p) => std::fs::write(p, format!("{text}\n"))
+                        .with_context(|| format!("cannot write {}", p.display()))?,
+                    None => println!("{text}"),
+                }
+                eprintln!("bundle of event {seq} of tenant {tenant} against its checkpoint of {} events", b.tree_size);
+                Ok(())
+            }
+            AuditCommand::VerifyBundle { file, key } => {
+                let key = match key.strip_prefix('@') {
+                    Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?,
+                    None => key,
+                };
+                let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                let b: bundle::Bundle =
+                    serde_json::from_str(&text).with_context(|| format!("{} is not a bundle", file.display()))?;
+                match bundle::verify(&b, &key) {
+                    Ok(p) => {
+                        println!(
+                            "ok: event {} of tenant {} is in log {} of {} events, signed by {}",
+                            p.seq, p.tenant_id, p.origin, p.tree_size, p.key
+                        );
+                        Ok(())
+                    }
+                    Err(why) => {
+                        println!("does not verify: {why}");
+                        std::process::exit(1);
+                    }
+                }
             }
             AuditCommand::RotateKey { config } => {
                 let config = load(&config)?;

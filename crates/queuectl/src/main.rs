@@ -29,7 +29,7 @@ enum Command {
     /// Service tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// The audit log: verify, export, rotate the data key.
+    /// The audit log: verify, export, bundle and verify-bundle, rotate the data key.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// RBAC: reconcile the shadow tables with the audit log.
@@ -178,6 +178,30 @@ enum AuditCommand {
         out: Option<PathBuf>,
         #[command(flatten)]
         config: AuditConfigArg,
+    },
+    /// Write one event with its inclusion proof and the tenant's newest signed checkpoint: a
+    /// bundle anyone checks offline with the checkpoint's public key (`verify-bundle`).
+    Bundle {
+        #[arg(long)]
+        tenant: String,
+        /// The event's seq; the newest checkpoint must cover it.
+        #[arg(long)]
+        seq: i64,
+        /// Output file; standard output when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        config: AuditConfigArg,
+    },
+    /// Check a bundle offline, with no secret: the checkpoint's signature under KEY, and the
+    /// event's inclusion in the tree it signs. Exit 0 when it verifies, 1 when not.
+    VerifyBundle {
+        /// The bundle (`queuectl audit bundle`).
+        file: PathBuf,
+        /// The checkpoint key in the signed-note verifier key format (as
+        /// `GET /api/v1/audit/checkpoint-keys` lists it), or `@FILE` holding it.
+        #[arg(long)]
+        key: String,
     },
     /// Start a new data-key epoch: new events use it, old events keep verifying.
     RotateKey {

@@ -20,6 +20,7 @@ pub mod audit {
             key_ref -> Text,
             signature -> Bytea,
             created_at -> Timestamptz,
+            note -> Nullable<Text>,
         }
     }
 
@@ -58,5 +59,29 @@ pub mod audit {
         }
     }
 
-    diesel::allow_tables_to_appear_in_same_query!(chain_heads, checkpoints, customer_audit_events, keys,);
+    diesel::table! {
+        audit.merkle_hashes (tenant_id, idx) {
+            tenant_id -> Text,
+            idx -> Int8,
+            hash -> Bytea,
+        }
+    }
+
+    diesel::table! {
+        audit.merkle_trees (tenant_id) {
+            tenant_id -> Text,
+            size -> Int8,
+            root -> Bytea,
+            updated_at -> Timestamptz,
+        }
+    }
+
+    diesel::allow_tables_to_appear_in_same_query!(
+        chain_heads,
+        checkpoints,
+        customer_audit_events,
+        keys,
+        merkle_hashes,
+        merkle_trees,
+    );
 }

@@ -16,6 +16,7 @@ use crate::domain::append::set_tenant;
 use crate::domain::chain::{VERSION, hex};
 use crate::domain::error::AppendError;
 use crate::domain::keys::{CHECKPOINT_ALGORITHM, KeyProvider};
+use crate::domain::{merkle, note};
 use queue_platform::db::Db;
 
 /// The signed message: length-prefixed fields as in canonical(), namely
@@ -46,7 +47,12 @@ pub struct Checkpoint {
 /// Signs and stores the tenant's current head unless it is already checkpointed. Returns the
 /// seq signed.
 #[tracing::instrument(name = "audit.checkpoint", skip(db, provider))]
-pub async fn sign_head(db: &Db, provider: &KeyProvider, tenant: &str) -> Result<Option<i64>, AppendError> {
+pub async fn sign_head(
+    db: &Db,
+    provider: &KeyProvider,
+    origin: &str,
+    tenant: &str,
+) -> Result<Option<i64>, AppendError> {
     let mut conn = db.conn().await.map_err(|e| AppendError::Unavailable(e.to_string()))?;
     let t = tenant.to_string();
     let head = conn
@@ -70,6 +76,7 @@ pub async fn sign_head(db: &Db, provider: &KeyProvider, tenant: &str) -> Result<
     // Sign outside the transaction: a KMS round trip must not hold a connection in a transaction.
     let (signature, key_ref) =
         provider.sign(&message(tenant, seq, &mac)).await.map_err(|e| AppendError::Internal(e.into()))?;
+    let note = signed_note(db, provider, origin, tenant, seq).await?;
     conn.transaction::<_, AppendError, _>(async |c| {
         set_tenant(c, &t).await?;
         diesel::insert_into(checkpoints::table)
@@ -80,6 +87,7 @@ pub async fn sign_head(db: &Db, provider: &KeyProvider, tenant: &str) -> Result<
                 checkpoints::algorithm.eq(CHECKPOINT_ALGORITHM),
                 checkpoints::key_ref.eq(&key_ref),
                 checkpoints::signature.eq(&signature),
+                checkpoints::note.eq(&note),
             ))
             .on_conflict_do_nothing()
             .execute(c)
@@ -89,6 +97,44 @@ pub async fn sign_head(db: &Db, provider: &KeyProvider, tenant: &str) -> Result<
     .await?;
     tracing::info!(tenant, seq, "checkpoint signed");
     Ok(Some(seq))
+}
+
+/// The C2SP signed note of the tenant's tree at `seq` events (issue 20, item 3; `note.rs`).
+async fn signed_note(
+    db: &Db,
+    provider: &KeyProvider,
+    name: &str,
+    tenant: &str,
+    seq: i64,
+) -> Result<String, AppendError> {
+    let size = u64::try_from(seq).map_err(|_| AppendError::Internal(anyhow::anyhow!("seq {seq}")))?;
+    let root = merkle::root_at(db, tenant, size).await.map_err(|e| match e {
+        merkle::ProofError::Store(e) => e,
+        merkle::ProofError::Invalid(m) => AppendError::Internal(anyhow::anyhow!(m)),
+    })?;
+    let body = note::body(&note::origin(name, tenant), size, &root).map_err(|e| AppendError::Internal(e.into()))?;
+    let (der, _) = provider.sign(&body).await.map_err(|e| AppendError::Internal(e.into()))?;
+    let point = provider.checkpoint_public_key().await.map_err(|e| AppendError::Internal(e.into()))?;
+    note::signed(&body, name, &point, der).map_err(|e| AppendError::Internal(e.into()))
+}
+
+/// The newest signed note of a tenant's log, if any.
+pub async fn latest_note(db: &Db, tenant: &str) -> Result<Option<String>, AppendError> {
+    let mut conn = db.conn().await.map_err(|e| AppendError::Unavailable(e.to_string()))?;
+    let t = tenant.to_string();
+    conn.transaction::<_, AppendError, _>(async |c| {
+        set_tenant(c, &t).await?;
+        let note: Option<Option<String>> = checkpoints::table
+            .filter(checkpoints::tenant_id.eq(&t))
+            .filter(checkpoints::note.is_not_null())
+            .order(checkpoints::seq.desc())
+            .select(checkpoints::note)
+            .first(c)
+            .await
+            .optional()?;
+        Ok(note.flatten())
+    })
+    .await
 }
 
 type CheckpointRow = (String, i64, Vec<u8>, String, String, Vec<u8>, chrono::DateTime<chrono::Utc>);
@@ -133,6 +179,7 @@ pub async fn list(db: &Db, tenant: &str, limit: i64) -> Result<Vec<Checkpoint>, 
 pub fn spawn_checkpointer(
     db: Db,
     provider: Arc<KeyProvider>,
+    origin: String,
     mut committed: mpsc::UnboundedReceiver<(String, i64)>,
     every: i64,
     interval: Duration,
@@ -159,7 +206,11 @@ pub fn spawn_checkpointer(
                     .collect(),
             };
             for tenant in due {
-                match sign_head(&db, &provider, &tenant).await {
+                // The Merkle tree follows the chain before its head is signed (issue 20).
+                if let Err(e) = merkle::integrate(&db, &tenant, u64::MAX).await {
+                    tracing::warn!(tenant, error = %e, "Merkle tree integration failed; will retry");
+                }
+                match sign_head(&db, &provider, &origin, &tenant).await {
                     Ok(signed) => {
                         if let Some(e) = state.get_mut(&tenant) {
                             e.0 = signed.unwrap_or(e.1).max(e.0);

@@ -60,7 +60,7 @@ mod hex_bytes {
 }
 
 impl EventRecord {
-    fn fields(&self) -> ChainedFields<'_> {
+    pub(crate) fn fields(&self) -> ChainedFields<'_> {
         ChainedFields {
             tenant_id: &self.tenant_id,
             seq: self.seq,

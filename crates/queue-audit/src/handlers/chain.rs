@@ -16,7 +16,7 @@ use crate::wire;
 #[serde(deny_unknown_fields)]
 pub struct TenantQuery {
     #[param(schema_with = wire::tenant_id_schema, required = true)]
-    tenant_id: String,
+    pub(crate) tenant_id: String,
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -3,6 +3,7 @@
 mod audit;
 mod kms;
 mod platform;
+mod proofs;
 mod replay;
 mod shadow;
 mod support;

@@ -196,3 +196,66 @@ async fn a_restored_backup_verifies_alone_and_archived_checkpoints_show_the_lost
     assert_eq!(code, 0, "{out}");
     assert_eq!(serde_json::from_str::<Value>(&out).expect("json")["events"], 10);
 }
+
+/// Issue 20, item 4: a bundle of one event, checked offline with the checkpoint's public key
+/// alone; a bundle with the event changed, the proof cut, or checked with another key fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_verifies_offline_with_the_public_key_alone() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let keys_cfg = queue_audit::config::KeysConfig::local_in(dir.path(), true).expect("keys").0;
+    let kc = keys_cfg.clone();
+    let app = TestApp::spawn("audit", queue_audit::MIGRATIONS, move |c| {
+        let mut config = queue_audit::AuditConfig::new(c, kc);
+        config.chain.checkpoint_every = 6;
+        queue_audit::run(config, Signals::Ignore)
+    })
+    .await;
+    write_events(&app, "b1", 6).await;
+    wait_for_checkpoint(&app, "b1", 6).await;
+    let config = dir.path().join("audit.toml");
+    audit_config_file(&config, &app.db.url, &app, &keys_cfg);
+    let cfg = config.to_str().expect("utf8");
+    let out_file = dir.path().join("bundle.json");
+    let bundle = out_file.to_str().expect("utf8");
+
+    let (code, _, err) =
+        queuectl(&["audit", "bundle", "--tenant", "b1", "--seq", "4", "--out", bundle, "--config", cfg], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("against its checkpoint of 6 events"), "{err}");
+    let (_, keys) = app.get_json_as("/api/v1/audit/checkpoint-keys", &app.token("rbac", &["audit:read"])).await;
+    let key = keys["keys"][0].as_str().expect("a key").to_string();
+
+    // No config, no database, no data key: the file and the public key.
+    let (code, out, err) = queuectl(&["audit", "verify-bundle", bundle, "--key", &key], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("ok: event 4 of tenant b1 is in log audit.queue.local/b1 of 6 events"), "{out}");
+    let key_file = dir.path().join("key.txt");
+    std::fs::write(&key_file, &key).expect("key file");
+    let (code, _, _) = queuectl(&["audit", "verify-bundle", bundle, "--key", &format!("@{}", key_file.display())], &[]);
+    assert_eq!(code, 0);
+
+    let original: Value = serde_json::from_str(&std::fs::read_to_string(&out_file).expect("read")).expect("json");
+    let check = |b: &Value| {
+        std::fs::write(&out_file, b.to_string()).expect("write");
+        queuectl(&["audit", "verify-bundle", bundle, "--key", &key], &[])
+    };
+    let mut changed = original.clone();
+    changed["event"]["actor_id"] = json!("mallory");
+    let (code, out, _) = check(&changed);
+    assert_eq!(
+        (code, out.trim()),
+        (1, "does not verify: event seq 4 is not in the log the checkpoint signs (the proof does not verify)")
+    );
+    let mut cut = original.clone();
+    cut["inclusion"].as_array_mut().expect("proof").pop();
+    assert_eq!(check(&cut).0, 1);
+    let mut resized = original.clone();
+    resized["checkpoint"] = json!(original["checkpoint"].as_str().expect("note").replacen("\n6\n", "\n7\n", 1));
+    let (code, out, _) = check(&resized);
+    assert_eq!(code, 1);
+    assert!(out.contains("is not signed by"), "{out}");
+    let (code, out, _) = check(&original);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = queuectl(&["audit", "verify-bundle", bundle, "--key", "audit.queue.local+00000000+AgAA"], &[]);
+    assert_eq!(code, 1, "{out}");
+}
