@@ -147,6 +147,18 @@ pub fn request_digest(e: &ChainedFields<'_>) -> [u8; 32] {
     Sha256::digest(canonical(&without_server_fields)).into()
 }
 
+/// The message a checkpoint signs (checkpoint.rs): length-prefixed fields as in canonical(), namely
+/// `queue-audit/v1/checkpoint`, tenant_id, seq (decimal), mac (lowercase hex).
+pub fn checkpoint_message(tenant: &str, seq: i64, mac: &[u8]) -> Vec<u8> {
+    let mac_hex = hex(mac);
+    let mut out = Vec::new();
+    for f in [format!("{VERSION}/checkpoint"), tenant.to_string(), seq.to_string(), mac_hex] {
+        out.extend_from_slice(&(f.len() as u32).to_be_bytes());
+        out.extend_from_slice(f.as_bytes());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,23 +13,11 @@ use tokio::sync::mpsc;
 
 use crate::db::schema::audit::{chain_heads, checkpoints};
 use crate::domain::append::set_tenant;
-use crate::domain::chain::{VERSION, hex};
+use crate::domain::chain::{checkpoint_message, hex};
 use crate::domain::error::AppendError;
 use crate::domain::keys::{CHECKPOINT_ALGORITHM, KeyProvider};
 use crate::domain::{merkle, note};
 use queue_platform::db::Db;
-
-/// The signed message: length-prefixed fields as in canonical(), namely
-/// `queue-audit/v1/checkpoint`, tenant_id, seq (decimal), mac (lowercase hex).
-pub fn message(tenant: &str, seq: i64, mac: &[u8]) -> Vec<u8> {
-    let mac_hex = hex(mac);
-    let mut out = Vec::new();
-    for f in [format!("{VERSION}/checkpoint"), tenant.to_string(), seq.to_string(), mac_hex] {
-        out.extend_from_slice(&(f.len() as u32).to_be_bytes());
-        out.extend_from_slice(f.as_bytes());
-    }
-    out
-}
 
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Checkpoint {
@@ -75,7 +63,7 @@ pub async fn sign_head(
     let Some((seq, mac)) = head else { return Ok(None) };
     // Sign outside the transaction: a KMS round trip must not hold a connection in a transaction.
     let (signature, key_ref) =
-        provider.sign(&message(tenant, seq, &mac)).await.map_err(|e| AppendError::Internal(e.into()))?;
+        provider.sign(&checkpoint_message(tenant, seq, &mac)).await.map_err(|e| AppendError::Internal(e.into()))?;
     let note = signed_note(db, provider, origin, tenant, seq).await?;
     conn.transaction::<_, AppendError, _>(async |c| {
         set_tenant(c, &t).await?;

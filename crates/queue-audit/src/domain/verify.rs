@@ -11,8 +11,7 @@ use std::sync::Arc;
 
 use crate::db::schema::audit::{checkpoints, customer_audit_events as events};
 use crate::domain::append::set_tenant;
-use crate::domain::chain::{self, ChainedFields, hex, unhex};
-use crate::domain::checkpoint;
+use crate::domain::chain::{self, ChainedFields, checkpoint_message, hex, unhex};
 use crate::domain::error::AppendError;
 use crate::domain::keyring::KeyRing;
 use crate::domain::keys::{DataKey, verify_signature};
@@ -190,7 +189,7 @@ impl ChainWalker {
                 let mac = unhex(&cp.mac).unwrap_or_default();
                 let sig = unhex(&cp.signature).unwrap_or_default();
                 if cp.tenant_id != self.tenant
-                    || !verify_signature(public_key, &checkpoint::message(&cp.tenant_id, cp.seq, &mac), &sig)
+                    || !verify_signature(public_key, &checkpoint_message(&cp.tenant_id, cp.seq, &mac), &sig)
                 {
                     bad = Some((cp.seq, format!("checkpoint at seq {} has an invalid signature", cp.seq)));
                     break;

@@ -65,9 +65,12 @@ fn b64(hashes: &[Hash]) -> Vec<String> {
     hashes.iter().map(|h| base64::engine::general_purpose::STANDARD.encode(h.0)).collect()
 }
 
+/// A proof that does not exist (an event or a tree size the log does not hold, sizes in the
+/// wrong order) is 404 naming the parameter: the request is well-formed, the log just has no
+/// such proof.
 fn map_proof(e: ProofError, field: &str) -> ApiError {
     match e {
-        ProofError::Invalid(message) => ApiError::invalid(field, message),
+        ProofError::Invalid(message) => ApiError::NotFound(format!("{field}: {message}")),
         ProofError::Store(e) => map_append(e),
     }
 }
@@ -80,7 +83,8 @@ fn map_proof(e: ProofError, field: &str) -> ApiError {
         (status = 200, description = "The audit path.", body = InclusionProof,
             example = json!({"leaf_index": 4, "tree_size": 8, "hashes": ["3q2+7w…=", "…", "…"]})),
         (status = 403, description = "The token's issuer is not a configured reader or lacks `audit:read`; or the user does not hold `audit.read` for the tenant."),
-        (status = 422, description = "A query parameter outside its schema, `seq` above `tree_size`, or `tree_size` above the log's length (`field` names it)."),
+        (status = 404, description = "No such proof: `seq` above `tree_size`, or `tree_size` above the log's length (the message names the parameter)."),
+        (status = 422, description = "A query parameter outside its schema (`field` names it)."),
         (status = 429, description = "The caller's rate limit is spent."),
     ))]
 pub async fn inclusion(
@@ -104,7 +108,8 @@ pub async fn inclusion(
         (status = 200, description = "The proof that the tree of `to` events extends the tree of `from`.", body = ConsistencyProof,
             example = json!({"hashes": ["3q2+7w…=", "…"]})),
         (status = 403, description = "The token's issuer is not a configured reader or lacks `audit:read`; or the user does not hold `audit.read` for the tenant."),
-        (status = 422, description = "A query parameter outside its schema, `from` above `to`, or `to` above the log's length (`field` names it)."),
+        (status = 404, description = "No such proof: `from` above `to`, or `to` above the log's length (the message names the parameter)."),
+        (status = 422, description = "A query parameter outside its schema (`field` names it)."),
         (status = 429, description = "The caller's rate limit is spent."),
     ))]
 pub async fn consistency(

@@ -115,14 +115,16 @@ async fn proofs_outside_the_log_are_refused_with_the_field_named() {
     a.write_n("m2", 4).await;
     for (seq, size, field) in [(0, 4, "seq"), (5, 4, "seq"), (2, 9, "tree_size")] {
         let (s, v) = inclusion(&a, "m2", seq, size).await;
-        assert_eq!((s, v["error"]["field"].as_str()), (422, Some(field)), "{seq}/{size}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(s == 404 && message.starts_with(&format!("{field}: ")), "{seq}/{size}: {v}");
     }
     for (from, to, field) in [(0, 4, "from"), (4, 3, "from"), (2, 5, "to")] {
         let (s, v) = consistency(&a, "m2", from, to).await;
-        assert_eq!((s, v["error"]["field"].as_str()), (422, Some(field)), "{from}/{to}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(s == 404 && message.starts_with(&format!("{field}: ")), "{from}/{to}: {v}");
     }
     let (s, v) = inclusion(&a, "nobody", 1, 1).await;
-    assert_eq!(s, 422, "a tenant with no events: {v}");
+    assert_eq!(s, 404, "a tenant with no events: {v}");
     let (s, v) = a.app.get_json_as("/api/v1/audit/proofs/inclusion?tenant_id=m2&seq=1&tree_size=1", &a.writer()).await;
     assert_eq!(s.as_u16(), 403, "a writer is not a reader: {v}");
 }

@@ -11,13 +11,19 @@ use std::time::Duration;
 
 use super::records::Outcome;
 use super::report::Report;
-use super::{ImportArgs, once};
 
 /// The longest pause after failed rounds.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// Runs rounds until a signal; 0 when stopped by one, 2 when it cannot start at all.
-pub fn run(args: &ImportArgs) -> ExitCode {
+/// How to follow: the pause between rounds and the output's form.
+pub struct Follow {
+    pub interval: Duration,
+    pub json: bool,
+}
+
+/// Runs `round` (one whole import: the report, or why it could not run) again and again until a
+/// signal; 0 when stopped by one, 2 when the runtime cannot start.
+pub fn run<F: AsyncFn() -> anyhow::Result<Report>>(how: &Follow, round: F) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -27,7 +33,7 @@ pub fn run(args: &ImportArgs) -> ExitCode {
     };
     runtime.block_on(async {
         tokio::select! {
-            code = rounds(args) => code,
+            code = rounds(how, round) => code,
             () = stopped() => {
                 eprintln!("queuectl: stopped; the next import picks up what this round did not send");
                 ExitCode::SUCCESS
@@ -52,29 +58,17 @@ async fn stopped() {
     }
 }
 
-async fn rounds(args: &ImportArgs) -> ExitCode {
-    // A usage error (no source URL, no key) will not mend itself: said once, exit 2.
-    let source_url = match args.at.source() {
-        Ok(u) => u,
-        Err(e) => {
-            eprintln!("queuectl: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let interval = Duration::from_secs(args.interval);
+async fn rounds<F: AsyncFn() -> anyhow::Result<Report>>(how: &Follow, round: F) -> ExitCode {
+    let interval = how.interval;
     let mut pause = interval;
-    for round in 1u64.. {
-        let outcome = match args.at.client() {
-            Ok(client) => once(args, source_url, client).await,
-            Err(e) => Err(e),
-        };
-        match outcome {
+    for n in 1u64.. {
+        match round().await {
             Ok(report) => {
-                show(round, &report, args.json);
+                show(n, &report, how.json);
                 pause = if report.error.is_some() { backoff(pause, interval) } else { interval };
             }
             Err(e) => {
-                eprintln!("queuectl: round {round} could not run: {e:#}");
+                eprintln!("queuectl: round {n} could not run: {e:#}");
                 pause = backoff(pause, interval);
             }
         }

@@ -73,7 +73,16 @@ pub struct ImportArgs {
 /// Runs the import; the exit status is 0, 1 (something refused) or 2 (it could not run or finish).
 pub fn run(args: ImportArgs) -> ExitCode {
     if args.follow {
-        return follow::run(&args);
+        // A usage error (no source URL, no key) will not mend itself: said once, exit 2.
+        let source_url = match args.at.source().and_then(|u| args.at.client().map(|_| u)) {
+            Ok(u) => u.to_string(),
+            Err(e) => {
+                eprintln!("queuectl: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+        let how = follow::Follow { interval: std::time::Duration::from_secs(args.interval), json: args.json };
+        return follow::run(&how, async || once(&args, &source_url, args.at.client()?).await);
     }
     match start(&args) {
         Ok(report) => finish(&report, args.json),
