@@ -221,7 +221,7 @@ impl World {
                 started.elapsed() < Duration::from_secs(3600),
                 "{label}: audit events {events} of {want}, auth's outbox {pending} pending after an hour"
             );
-            if started.elapsed().as_secs() % 30 == 0 {
+            if started.elapsed().as_secs().is_multiple_of(30) {
                 println!("    waiting: audit events {events} of {want}, auth's outbox {pending} pending");
             }
             tokio::time::sleep(Duration::from_millis(1000)).await;

@@ -8,6 +8,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use queue_audit_client::Party;
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
@@ -161,9 +162,9 @@ async fn look_up(
     let mut roles = Roles::new();
     for c in checked.iter().flatten() {
         let key = (c.rec.role.clone(), c.rec.role_tenant_id.clone());
-        if !roles.contains_key(&key) {
-            let role = role_rows::by_name_exact(&mut conn, &key.0, key.1.as_deref()).await?;
-            roles.insert(key, role.map(|r| (r.id, r.name, r.tenant_id)));
+        if let Entry::Vacant(slot) = roles.entry(key) {
+            let role = role_rows::by_name_exact(&mut conn, &c.rec.role, c.rec.role_tenant_id.as_deref()).await?;
+            slot.insert(role.map(|r| (r.id, r.name, r.tenant_id)));
         }
     }
     let ids: Vec<&str> = checked.iter().flatten().map(|c| c.rec.legacy_id.as_str()).collect();
