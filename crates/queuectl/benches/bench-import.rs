@@ -10,7 +10,8 @@
 //! relayed; rbac writes its events first). Prints the figures and writes them to
 //! docs/benchmarks.md (section `bench-import`). Not a test: nothing here asserts a speed.
 //!
-//! BENCH_SCALE (default 1.0) multiplies every row count: 0.1 is the 10 % dataset.
+//! BENCH_SCALE (default 1.0) multiplies every row count: 0.1 is the 10 % dataset. BENCH_NO_WRITE:
+//! leave docs/benchmarks.md alone. BENCH_LOG: the services' log filter (default `warn`).
 
 /// The allocator the service binaries use, so the services' figures are theirs.
 #[global_allocator]
@@ -301,6 +302,12 @@ fn load_average() -> String {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
+    // The services' warnings and errors (a batch's 500 says why only there); BENCH_LOG to change.
+    let filter = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
     let scale: f64 = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
     let sizes = Sizes::scaled(scale);
     let load_before = load_average();
