@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PG_PORT := 54329
 
-.PHONY: help run test test-deps fmt fmt-check clippy lint-python test-python test-rust test-e2e check-deploy schema schema-check build db db-stop db-psql clean-var bench-audit bench-proxy bench-auth bench-rbac bench bench-deps
+.PHONY: help run test test-deps fmt fmt-check clippy lint-python test-python test-rust test-e2e check-deploy schema schema-check build db db-stop db-psql clean-var bench-audit bench-proxy bench-auth bench-rbac bench-import bench bench-deps
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -82,7 +82,7 @@ clean-var: db-stop ## remove the local cluster, keys and logs
 bench-deps: ## wrk and nginx for the benchmarks (installed when missing, as root)
 	scripts/bench-deps.sh
 
-bench: bench-audit bench-rbac bench-auth bench-proxy ## every benchmark, one after another; each rewrites its section of docs/benchmarks.md
+bench: bench-audit bench-rbac bench-auth bench-proxy bench-import ## every benchmark, one after another; each rewrites its section of docs/benchmarks.md
 
 bench-audit: bench-deps ## audit writer/verifier figures beside pgbench INSERTs; writes docs/benchmarks.md
 	cargo bench -p queue-audit --bench bench-audit
@@ -92,6 +92,9 @@ bench-rbac: bench-deps ## rbac checks/batch checks/grants over 1,000,000 grants;
 
 bench-auth: bench-deps ## session validations/s and passkey logins/s beside pgbench select-only; writes docs/benchmarks.md
 	cargo bench -p queue-auth --bench bench-auth
+
+bench-import: ## queuectl legacy import of a generated Raptor (1.85 M rows) into auth, rbac, audit, then again; writes docs/benchmarks.md
+	cargo bench -p queuectl --bench bench-import
 
 bench-proxy: bench-deps ## queue-proxy beside nginx in front of one upstream (wrk, 1 KiB); writes docs/benchmarks.md
 	scripts/bench-proxy.sh

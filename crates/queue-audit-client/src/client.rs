@@ -115,27 +115,62 @@ impl AuditClient {
 
     /// Appends one event; the same event id again returns the first `{seq, mac}`.
     pub async fn append(&self, event: &AuditEvent) -> Result<Appended, AuditClientError> {
-        let token = self
-            .minter
-            .mint(&self.audience, &["audit:write"], 60)
-            .map_err(|e| AuditClientError::Unavailable(format!("cannot mint a service token: {e}")))?;
-        let url = self
-            .base
-            .join("/api/v1/audit/events")
-            .map_err(|e| AuditClientError::Rejected { status: 0, message: e.to_string() })?;
-        let request = self.http.post(url.as_str()).bearer_auth(token).json(event).timeout(self.timeout);
-        let response = self.http.send(request).await.map_err(|e| AuditClientError::Unavailable(e.to_string()))?;
+        let response = self.post("/api/v1/audit/events", event).await?;
         let status = response.status().as_u16();
         if status == 201 || status == 200 {
             return response.json::<Appended>().await.map_err(|e| AuditClientError::Unavailable(e.to_string()));
         }
+        Err(Self::failure(status, response).await)
+    }
+
+    /// Appends up to the service's `chain.max_batch` events (500 by default) in one round trip
+    /// (`POST /api/v1/audit/events/batch`), atomically: all or none. Each event is idempotent by
+    /// its id as in [`AuditClient::append`]; the answers come in the events' order.
+    pub async fn append_batch(&self, events: &[AuditEvent]) -> Result<Vec<Appended>, AuditClientError> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            events: &'a [AuditEvent],
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            results: Vec<Appended>,
+        }
+        let response = self.post("/api/v1/audit/events/batch", &Body { events }).await?;
+        let status = response.status().as_u16();
+        if status == 201 || status == 200 {
+            let answer = response.json::<Answer>().await.map_err(|e| AuditClientError::Unavailable(e.to_string()))?;
+            if answer.results.len() != events.len() {
+                return Err(AuditClientError::Unavailable(format!(
+                    "the audit service answered {} results for {} events",
+                    answer.results.len(),
+                    events.len()
+                )));
+            }
+            return Ok(answer.results);
+        }
+        Err(Self::failure(status, response).await)
+    }
+
+    /// POSTs `body` to `path` with a fresh service token.
+    async fn post(&self, path: &str, body: &impl Serialize) -> Result<reqwest::Response, AuditClientError> {
+        let token = self
+            .minter
+            .mint(&self.audience, &["audit:write"], 60)
+            .map_err(|e| AuditClientError::Unavailable(format!("cannot mint a service token: {e}")))?;
+        let url = self.base.join(path).map_err(|e| AuditClientError::Rejected { status: 0, message: e.to_string() })?;
+        let request = self.http.post(url.as_str()).bearer_auth(token).json(body).timeout(self.timeout);
+        self.http.send(request).await.map_err(|e| AuditClientError::Unavailable(e.to_string()))
+    }
+
+    /// A non-success answer as the error it is.
+    async fn failure(status: u16, response: reqwest::Response) -> AuditClientError {
         let body = response.text().await.unwrap_or_default();
         let message: String = body.chars().take(300).collect();
         if status == 429 || status >= 500 || status == 401 {
             // 401: the audit service may not have fetched our JWKS yet; retrying fixes that.
-            Err(AuditClientError::Unavailable(format!("{status}: {message}")))
+            AuditClientError::Unavailable(format!("{status}: {message}"))
         } else {
-            Err(AuditClientError::Rejected { status, message })
+            AuditClientError::Rejected { status, message }
         }
     }
 }

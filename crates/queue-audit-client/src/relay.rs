@@ -128,6 +128,9 @@ impl OutboxRelay {
             .bind::<BigInt, _>(batch)
             .load(conn)
             .await?;
+            if let Some(round) = deliver_together(conn, table, &client, &rows).await? {
+                return Ok(round);
+            }
             let mut round = Round::default();
             for row in rows {
                 let event: AuditEvent = match serde_json::from_value(row.event) {
@@ -179,6 +182,48 @@ impl OutboxRelay {
         })
         .await
     }
+}
+
+/// Delivers the round's rows with one call of the batch endpoint (atomic: all or none) and marks
+/// them delivered with one statement. `None` when that does not settle them (a single row, an
+/// unreadable event, any failure): the caller then delivers them one by one, which tells a
+/// refused event from the rest and backs off on an outage.
+async fn deliver_together(
+    conn: &mut diesel_async::AsyncPgConnection,
+    table: &str,
+    client: &AuditClient,
+    rows: &[Row],
+) -> Result<Option<Round>, diesel::result::Error> {
+    use diesel::sql_types::Array;
+    if rows.len() < 2 {
+        return Ok(None);
+    }
+    let Ok(events) =
+        rows.iter().map(|r| serde_json::from_value::<AuditEvent>(r.event.clone())).collect::<Result<Vec<_>, _>>()
+    else {
+        return Ok(None);
+    };
+    let appended = match client.append_batch(&events).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::debug!(table, error = %e, rows = rows.len(), "audit relay: batch not taken; one by one");
+            return Ok(None);
+        }
+    };
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let seqs: Vec<i64> = appended.iter().map(|a| a.seq).collect();
+    let macs: Vec<String> = appended.into_iter().map(|a| a.mac).collect();
+    diesel::sql_query(format!(
+        "UPDATE {table} AS o SET delivered_at = now(), audit_seq = u.seq, audit_mac = u.mac, \
+         attempts = o.attempts + 1, last_error = NULL \
+         FROM unnest($1::uuid[], $2::bigint[], $3::text[]) AS u(id, seq, mac) WHERE o.id = u.id"
+    ))
+    .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Array<BigInt>, _>(seqs)
+    .bind::<Array<Text>, _>(macs)
+    .execute(conn)
+    .await?;
+    Ok(Some(Round { delivered: rows.len(), ..Round::default() }))
 }
 
 async fn mark_failed(

@@ -145,3 +145,71 @@ async fn the_client_appends_one_event_idempotently() {
     let err = client.append(&event).await.expect_err("down");
     assert!(err.is_retryable(), "{err}");
 }
+
+/// A round goes to the audit service as one batch (atomic); when the batch is refused because of
+/// one event (here one auth may not write: an `rbac.*` action), the round is delivered one by
+/// one: that event is marked failed with the reason, the others arrive.
+#[tokio::test]
+async fn a_refused_event_in_a_round_fails_alone_and_the_rest_arrive() {
+    let port = queue_testkit::process::free_port();
+    let auth = Auth::start_with(|c| {
+        c.audit.url = Some(format!("http://127.0.0.1:{port}").parse().expect("url"));
+        c.audit.poll_interval_ms = 100;
+        c.audit.backoff_initial_ms = 20;
+        c.audit.backoff_max_ms = 300;
+    })
+    .await;
+    let raptor = || auth.app.token("raptor", &["users:write"]);
+    for i in 0..3 {
+        let body = json!({"email": format!("r{i}@example.com"), "tenant_id": TENANT});
+        let (s, v) = auth.post("/internal/v1/users", Some(&raptor()), &body).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    // An event auth does not own, between them in the outbox.
+    auth.exec(
+        "WITH n AS (SELECT gen_random_uuid() AS id) INSERT INTO auth.audit_outbox (id, event) \
+         SELECT n.id, (SELECT event FROM auth.audit_outbox ORDER BY seq LIMIT 1) \
+           || jsonb_build_object('id', n.id, 'action', 'rbac.grant.created') FROM n",
+    )
+    .await;
+    for i in 3..5 {
+        let body = json!({"email": format!("r{i}@example.com"), "tenant_id": TENANT});
+        let (s, v) = auth.post("/internal/v1/users", Some(&raptor()), &body).await;
+        assert_eq!(s, 201, "{v}");
+    }
+
+    let key_dir = tempfile::tempdir().expect("tmp");
+    let keys = KeysConfig::local_in(key_dir.path(), true).expect("keys").0;
+    let auth_public = auth.app.keys.public("auth");
+    let audit = TestApp::spawn_with(
+        "audit",
+        queue_audit::MIGRATIONS,
+        move |base| queue_audit::run(queue_audit::AuditConfig::new(base, keys), Signals::Ignore),
+        move |c| {
+            c.server.listen = format!("127.0.0.1:{port}").parse().expect("addr");
+            for t in &mut c.tokens.trusted {
+                if t.issuer == "auth" {
+                    t.public_key = Some(auth_public.clone());
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(wait_delivered(&auth, 5).await, 5);
+    for _ in 0..200 {
+        if auth.scalar("SELECT count(*) AS n FROM auth.audit_outbox WHERE failed_at IS NOT NULL").await == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let failed = "SELECT count(*) AS n FROM auth.audit_outbox WHERE failed_at IS NOT NULL \
+                  AND event->>'action' = 'rbac.grant.created' AND last_error LIKE '%403%'";
+    assert_eq!(auth.scalar(failed).await, 1, "the foreign event failed, with the audit service's answer");
+    let reader = audit.token("raptor", &["audit:read"]);
+    let (s, v) = audit.get_json_as(&format!("/api/v1/audit/events?tenant_id={TENANT}&limit=100"), &reader).await;
+    assert_eq!(s, 200, "{v}");
+    let events = v["events"].as_array().expect("events");
+    assert_eq!(events.len(), 5, "the five of auth's own, once each");
+    assert!(events.iter().all(|e| e["action"] == "auth.user.created"));
+    audit.stop().await;
+}

@@ -141,15 +141,20 @@ pub async fn active_of(conn: &mut Conn, principals: &[&str]) -> QueryResult<Vec<
         .await
 }
 
-/// The grant imported from Raptor's row `legacy_id`.
-pub async fn by_legacy_id(conn: &mut Conn, legacy_id: &str) -> QueryResult<Option<GrantRow>> {
+/// The grants imported from Raptor's rows `legacy_ids`, with their legacy ids (one query for an
+/// import batch).
+pub async fn by_legacy_ids(conn: &mut Conn, legacy_ids: &[&str]) -> QueryResult<Vec<(String, GrantRow)>> {
     g::table
         .inner_join(r::table)
-        .filter(g::legacy_id.eq(legacy_id))
-        .select(GrantRow::as_select())
-        .first(conn)
+        .filter(g::legacy_id.eq_any(legacy_ids))
+        .select((g::legacy_id.assume_not_null(), GrantRow::as_select()))
+        .load(conn)
         .await
-        .optional()
+}
+
+/// Inserts many grants with one statement (an import batch: at most 1000 rows).
+pub async fn insert_many(conn: &mut Conn, grants: &[NewGrantRow<'_>]) -> QueryResult<()> {
+    diesel::insert_into(g::table).values(grants).execute(conn).await.map(drop)
 }
 
 pub async fn insert(conn: &mut Conn, grant: &NewGrantRow<'_>) -> QueryResult<()> {

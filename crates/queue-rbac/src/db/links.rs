@@ -16,3 +16,12 @@ pub async fn link(conn: &mut Conn, audit_event_id: Uuid, tenant: &str, action: &
         .await
         .map(drop)
 }
+
+/// Links many audit events (`(event id, tenant, action)`) with one statement.
+pub async fn link_many(conn: &mut Conn, links: &[(Uuid, &str, &str)]) -> QueryResult<()> {
+    let rows: Vec<_> = links
+        .iter()
+        .map(|(id, tenant, action)| (l::audit_event_id.eq(*id), l::tenant_id.eq(*tenant), l::action.eq(*action)))
+        .collect();
+    diesel::insert_into(l::table).values(&rows).execute(conn).await.map(drop)
+}

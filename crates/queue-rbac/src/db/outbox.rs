@@ -32,6 +32,44 @@ pub async fn hold(conn: &mut Conn, id: Uuid, event: &serde_json::Value, hold_sec
     .map(drop)
 }
 
+/// [`hold`] for the changes of an import batch: every compensation held with one statement.
+pub async fn hold_many(conn: &mut Conn, events: &[(Uuid, serde_json::Value)], hold_secs: u64) -> QueryResult<()> {
+    use diesel::sql_types::{Array, BigInt, Jsonb, Uuid as SqlUuid};
+    let ids: Vec<Uuid> = events.iter().map(|(id, _)| *id).collect();
+    let bodies: Vec<&serde_json::Value> = events.iter().map(|(_, e)| e).collect();
+    diesel::sql_query(
+        "INSERT INTO rbac.rbac_audit_outbox (id, event, next_attempt_at) \
+         SELECT id, event, now() + $3 * interval '1 second' FROM unnest($1::uuid[], $2::jsonb[]) AS u(id, event)",
+    )
+    .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Array<Jsonb>, _>(bodies)
+    .bind::<BigInt, _>(i64::try_from(hold_secs).unwrap_or(i64::MAX))
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// [`claim`] for many: how many of `ids` were still held (all of them, or the batch must not apply).
+pub async fn claim_many(conn: &mut Conn, ids: &[Uuid]) -> QueryResult<usize> {
+    diesel::delete(o::table.filter(o::id.eq_any(ids)).filter(o::delivered_at.is_null()).filter(o::failed_at.is_null()))
+        .execute(conn)
+        .await
+}
+
+/// [`release`] for many.
+pub async fn release_many(conn: &mut Conn, ids: &[Uuid]) -> QueryResult<()> {
+    diesel::update(o::table.filter(o::id.eq_any(ids)).filter(o::delivered_at.is_null()))
+        .set(o::next_attempt_at.eq(now))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// [`drop_held`] for many.
+pub async fn drop_many(conn: &mut Conn, ids: &[Uuid]) -> QueryResult<()> {
+    diesel::delete(o::table.filter(o::id.eq_any(ids)).filter(o::delivered_at.is_null())).execute(conn).await.map(drop)
+}
+
 /// In the change's transaction: takes the held compensation out, so it commits (or not) with
 /// the change. False if it is gone or was delivered already: the audit log says the change was
 /// aborted, so it must not be applied. Waits while the relay is delivering it (row lock).

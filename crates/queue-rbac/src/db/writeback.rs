@@ -26,16 +26,27 @@ pub async fn has_create(conn: &mut Conn, grant: Uuid) -> QueryResult<bool> {
     .await
 }
 
-/// The grant made at Queue whose delivered create became Raptor's row `legacy_id`.
-pub async fn grant_created_as(conn: &mut Conn, legacy_id: &str) -> QueryResult<Option<Uuid>> {
+/// Of `grants`, those with a create row that did not fail ([`has_create`] for a batch).
+pub async fn with_create(conn: &mut Conn, grants: &[Uuid]) -> QueryResult<Vec<Uuid>> {
+    w::table
+        .filter(w::subject.eq_any(grants))
+        .filter(w::kind.eq(GRANT_CREATE))
+        .filter(w::failed_at.is_null())
+        .select(w::subject.assume_not_null())
+        .distinct()
+        .load(conn)
+        .await
+}
+
+/// Of Raptor's rows `legacy_ids`, those that are grants made at Queue and written back:
+/// (Raptor's id, the grant) ([`grant_created_as`] for a batch).
+pub async fn created_as(conn: &mut Conn, legacy_ids: &[&str]) -> QueryResult<Vec<(String, Uuid)>> {
     w::table
         .filter(w::kind.eq(GRANT_CREATE))
-        .filter(w::legacy_id.eq(legacy_id))
-        .select(w::subject)
-        .first::<Option<Uuid>>(conn)
+        .filter(w::legacy_id.eq_any(legacy_ids))
+        .select((w::legacy_id.assume_not_null(), w::subject.assume_not_null()))
+        .load(conn)
         .await
-        .optional()
-        .map(Option::flatten)
 }
 
 /// The Raptor id a grant's delivered create was answered with (before the linker stored it).

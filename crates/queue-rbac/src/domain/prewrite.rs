@@ -29,6 +29,10 @@ use crate::db::writeback;
 use crate::db::{Conn, links, outbox, revisions};
 use crate::metrics::RbacMetrics;
 
+/// Events per call of the audit service's batch endpoint when an import batch is pre-written
+/// (its `chain.max_batch` is 500 by default).
+pub const AUDIT_BATCH: usize = 100;
+
 /// The audit-log tenant of platform-wide (global) changes.
 pub const PLATFORM_TENANT: &str = "_platform";
 
@@ -209,6 +213,105 @@ impl Prewriter {
                 Err(e)
             }
         }
+    }
+
+    /// New grants of an import batch, pre-written together (`domain::import::grants`): every
+    /// compensation held with one statement, then every event written with the audit service's
+    /// batch endpoint ([`AUDIT_BATCH`] per call) before any change, then all the changes in one
+    /// transaction that claims all the compensations and links all the events. Each record's
+    /// event is still written before its change, and the log and the grants never disagree: if
+    /// any part fails, nothing of the batch is applied and what may have been written is
+    /// compensated. Returns the revision committed.
+    pub async fn write_grants(
+        &self,
+        changes: &[Change<'_>],
+        origin: &Origin,
+        rows: &[NewGrantRow<'_>],
+    ) -> Result<i64, Error> {
+        let compensations: Vec<AuditEvent> = changes.iter().map(|c| c.compensation().event(origin)).collect();
+        let held: Vec<Uuid> = compensations.iter().map(|e| e.id).collect();
+        let bodies = compensations
+            .iter()
+            .map(|e| serde_json::to_value(e).map(|v| (e.id, v)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Internal(e.into()))?;
+        {
+            let mut conn = self.db.conn().await?;
+            outbox::hold_many(&mut conn, &bodies, self.compensate_after_secs).await?;
+        }
+        let events: Vec<AuditEvent> = changes.iter().map(|c| c.event(origin)).collect();
+        let mut sent = 0;
+        for chunk in events.chunks(AUDIT_BATCH) {
+            if let Err(e) = self.audit.append_batch(chunk).await {
+                tracing::warn!(error = %e, events = events.len(), "pre-write audit of an import batch failed; nothing changed");
+                self.metrics.change("audit_unavailable");
+                // A refused call wrote nothing (the batch endpoint is atomic); after a timeout or
+                // an outage it may have.
+                let maybe_written =
+                    if matches!(e, AuditClientError::Rejected { .. }) { sent } else { sent + chunk.len() };
+                self.release_many(&held[..maybe_written]).await;
+                if let Ok(mut conn) = self.db.conn().await
+                    && let Err(e) = outbox::drop_many(&mut conn, &held[maybe_written..]).await
+                {
+                    tracing::warn!(error = %e, "cannot drop the compensations of unwritten events");
+                }
+                return Err(Error::NotApplied(
+                    "the audit service did not record the changes, so nothing was changed".into(),
+                ));
+            }
+            sent += chunk.len();
+        }
+        if self.failpoint == Some(Failpoint::AbortAfterPrewrite) {
+            tracing::error!(events = events.len(), "RBAC_TEST_FAILPOINT: aborting after the audit write");
+            std::process::abort();
+        }
+        let links: Vec<(Uuid, &str, &str)> = changes.iter().map(|c| (c.event_id, c.tenant, c.action)).collect();
+        let mut conn = self.db.conn().await?;
+        let applied = conn
+            .transaction::<_, Abort, _>(async |c| {
+                if outbox::claim_many(c, &held).await? != held.len() {
+                    return Err(Abort::Compensated);
+                }
+                grants::insert_many(c, rows).await?;
+                links::link_many(c, &links).await?;
+                Ok(revisions::current(c).await?)
+            })
+            .await;
+        match applied {
+            Ok(revision) => {
+                self.checker.await_replicas(revision).await;
+                Ok(revision)
+            }
+            Err(e) => {
+                self.release_many(&held).await;
+                Err(match e {
+                    Abort::Compensated => Error::NotApplied(
+                        "the changes were not applied: they took too long and the audit log records them as aborted"
+                            .into(),
+                    ),
+                    Abort::Nothing => {
+                        Error::Internal(anyhow::anyhow!("an import batch's inserts reported nothing to do"))
+                    }
+                    Abort::Db(e) => Error::Unavailable(e.to_string()),
+                })
+            }
+        }
+    }
+
+    /// [`Prewriter::release`] for the changes of a batch.
+    async fn release_many(&self, held: &[Uuid]) {
+        if held.is_empty() {
+            return;
+        }
+        self.metrics.change("compensated");
+        let released = match self.db.conn().await {
+            Ok(mut conn) => outbox::release_many(&mut conn, held).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = released {
+            tracing::warn!(error = %e, events = held.len(), "compensations stay held; the relay delivers them when the hold ends");
+        }
+        self.outbox.notify_one();
     }
 
     /// Commits the compensation of the change's event to the outbox, held back, before that

@@ -105,8 +105,8 @@ pub async fn import_roles(
     responses((status = 200, description = "one result per record, in order", body = ImportResults),
               (status = 403, description = "the caller is no importer"),
               (status = 422, description = "not 1 to 1000 records"),
-              (status = 503, description = "the audit service did not record a change; the records before it are \
-                                            done, the rest is not: send the batch again")))]
+              (status = 503, description = "the audit service did not record the changes: none of the batch's new \
+                                            grants is applied (revocations before the failure are): send the batch again")))]
 #[tracing::instrument(skip_all)]
 pub async fn import_grants(
     req: HttpRequest,

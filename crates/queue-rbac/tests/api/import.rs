@@ -377,3 +377,57 @@ async fn only_importers_import_and_bad_records_are_refused_one_by_one() {
     assert!(reasons[7].contains("revoked_by"), "{reasons:?}");
     assert_eq!(w.scalar("SELECT count(*) AS n FROM rbac.rbac_grants").await, 1);
 }
+
+/// A batch of new grants is pre-written together (one audit call per 100 events, then one
+/// transaction): with the audit service down nothing of the batch is applied, the answer is 503,
+/// and every event that may have been written has its compensation due in the outbox; a batch of
+/// 250 grants sent when it is up is created whole, each grant linked to its own event.
+#[tokio::test]
+async fn a_batch_of_new_grants_is_audited_first_as_a_whole_or_not_applied() {
+    let w = World::start().await;
+    let now = Utc::now();
+    let many: Vec<Value> = (1..=250)
+        .map(|i| {
+            json!({"legacy_id": format!("{}", 5000 + i), "principal_id": format!("u-{i}"), "role": "viewer",
+                   "role_tenant_id": null, "scope": {"type": "ticket", "tenant_id": TENANT, "ticket_id": format!("T-{i}")},
+                   "granted_by": null, "granted_at": ts(now - Duration::days(3)), "expires_at": null, "reason": null,
+                   "revoked_at": null, "revoked_by": null})
+        })
+        .collect();
+    let created = import(&w, "grants", json!(many), false).await;
+    assert_eq!(outcomes(&created), vec!["created"; 250]);
+    let events = legacy_events(&w.audit_events(TENANT).await, "rbac.legacy.grant.imported").len();
+    assert_eq!(events, 250, "one event per grant");
+    assert_eq!(
+        w.scalar(
+            "SELECT count(*) AS n FROM rbac.rbac_grants g JOIN rbac.rbac_audit_links l ON l.audit_event_id = g.audit_event_id \
+             WHERE g.legacy_id IS NOT NULL"
+        )
+        .await,
+        250,
+        "every grant linked to its event"
+    );
+    assert!(unaudited(&w).await.is_empty());
+    assert_eq!(w.scalar("SELECT count(*) AS n FROM rbac.rbac_audit_outbox").await, 0, "every compensation claimed");
+
+    w.audit.stop().await;
+    let more = json!([{"legacy_id": "7001", "principal_id": "u-x", "role": "viewer", "role_tenant_id": null,
+        "scope": {"type": "tenant", "tenant_id": TENANT, "ticket_id": null}, "granted_by": null,
+        "granted_at": ts(now), "expires_at": null, "reason": null, "revoked_at": null, "revoked_by": null},
+        {"legacy_id": "7002", "principal_id": "u-y", "role": "viewer", "role_tenant_id": null,
+        "scope": {"type": "tenant", "tenant_id": TENANT, "ticket_id": null}, "granted_by": null,
+        "granted_at": ts(now), "expires_at": null, "reason": null, "revoked_at": null, "revoked_by": null}]);
+    let body = json!({"records": more, "dry_run": false});
+    let (s, v) = w.rbac.post_json_as("/internal/v1/import/grants", &operator(&w), &body).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(w.scalar("SELECT count(*) AS n FROM rbac.rbac_grants WHERE legacy_id LIKE '700_'").await, 0);
+    assert_eq!(
+        w.scalar(
+            "SELECT count(*) AS n FROM rbac.rbac_audit_outbox WHERE delivered_at IS NULL AND failed_at IS NULL \
+             AND (next_attempt_at <= now() OR attempts > 0)"
+        )
+        .await,
+        2,
+        "both compensations due (or tried already, the relay backing off): the audit service may have written the events"
+    );
+}

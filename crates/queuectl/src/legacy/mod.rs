@@ -19,7 +19,9 @@ mod status;
 
 use clap::Args;
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use client::Client;
@@ -111,7 +113,13 @@ async fn once(args: &ImportArgs, source_url: &str, client: Client) -> anyhow::Re
         kinds: Vec::new(),
         error: None,
     };
-    let mut importer = Importer { source, client, dry_run: args.dry_run, batch: usize::from(args.batch_size), report };
+    let mut importer = Importer {
+        source,
+        client: Arc::new(client),
+        dry_run: args.dry_run,
+        batch: usize::from(args.batch_size),
+        report,
+    };
     let outcome = importer.all().await;
     importer.report.error = outcome.err().map(|e| format!("{e:#}"));
     let Importer { source, mut report, .. } = importer;
@@ -141,7 +149,7 @@ fn finish(report: &Report, json: bool) -> ExitCode {
 
 struct Importer {
     source: Snapshot,
-    client: Client,
+    client: Arc<Client>,
     dry_run: bool,
     batch: usize,
     report: Report,
@@ -192,7 +200,7 @@ impl Importer {
 
     /// One kind: counted, read a batch at a time, converted, sent; its tally joins the report
     /// even when the kind stops half-way.
-    async fn kind<R: SourceRow, T: Serialize>(
+    async fn kind<R: SourceRow, T: Serialize + Send + Sync + 'static>(
         &mut self,
         kind: Kind,
         convert: impl Fn(&R) -> Prepared<T>,
@@ -212,7 +220,9 @@ impl Importer {
         outcome
     }
 
-    async fn batches<R: SourceRow, T: Serialize>(
+    /// Reads and converts a page at a time and sends it; up to [`in_flight`] batches of the kind
+    /// wait for their answers at once, answered back in the pages' order.
+    async fn batches<R: SourceRow, T: Serialize + Send + Sync + 'static>(
         &mut self,
         kind: Kind,
         rows: u64,
@@ -220,35 +230,66 @@ impl Importer {
         seen: &mut impl FnMut(&R, &ImportResult),
     ) -> anyhow::Result<()> {
         let batches = rows.div_ceil(self.batch as u64);
-        let (mut after, mut n, mut read) = (i64::MIN, 0u64, 0usize);
+        let (mut after, mut n, mut read, mut done) = (i64::MIN, 0u64, 0usize, false);
+        let mut waiting: VecDeque<Sent<R>> = VecDeque::new();
         loop {
-            let page: Vec<R> = self.source.page(after, self.batch).await?;
-            let Some(last) = page.last() else { return Ok(()) };
-            after = last.id();
-            n += 1;
-            read += page.len();
-            if batches > 1 {
-                eprintln!("{}: batch {n} of {batches} ({read} of {rows} rows)", kind.name());
-            }
-            let mut sent = Vec::with_capacity(page.len());
-            let mut records = Vec::with_capacity(page.len());
-            for row in &page {
-                match convert(row) {
-                    Prepared::Send { record, provisional } => {
-                        sent.push((row, provisional));
-                        records.push(record);
-                    }
-                    Prepared::Decided(result) => seen(row, &result),
+            while !done && waiting.len() < in_flight(kind) {
+                let page: Vec<R> = self.source.page(after, self.batch).await?;
+                let Some(last) = page.last() else {
+                    done = true;
+                    break;
+                };
+                after = last.id();
+                n += 1;
+                read += page.len();
+                if batches > 1 {
+                    eprintln!("{}: batch {n} of {batches} ({read} of {rows} rows)", kind.name());
                 }
+                let mut sent = Vec::with_capacity(page.len());
+                let mut records = Vec::with_capacity(page.len());
+                for (i, row) in page.iter().enumerate() {
+                    match convert(row) {
+                        Prepared::Send { record, provisional } => {
+                            sent.push((i, provisional));
+                            records.push(record);
+                        }
+                        Prepared::Decided(result) => seen(row, &result),
+                    }
+                }
+                if records.is_empty() {
+                    continue;
+                }
+                let legacy_ids: Vec<String> = sent.iter().map(|(i, _)| page[*i].id().to_string()).collect();
+                let (client, dry_run) = (Arc::clone(&self.client), self.dry_run);
+                let answer = tokio::spawn(async move { client.send(kind, &legacy_ids, &records, dry_run).await });
+                waiting.push_back(Sent { page, sent, answer });
             }
-            if records.is_empty() {
-                continue;
-            }
-            let legacy_ids: Vec<String> = sent.iter().map(|(row, _)| row.id().to_string()).collect();
-            let results = self.client.send(kind, &legacy_ids, &records, self.dry_run).await?;
-            for ((row, provisional), result) in sent.into_iter().zip(results) {
-                seen(row, &convert::settle(result, provisional));
+            let Some(batch) = waiting.pop_front() else { return Ok(()) };
+            let results =
+                batch.answer.await.map_err(|e| anyhow::anyhow!("sending a batch of {}: {e}", kind.name()))??;
+            for ((i, provisional), result) in batch.sent.into_iter().zip(results) {
+                seen(&batch.page[i], &convert::settle(result, provisional));
             }
         }
+    }
+}
+
+/// A batch sent and not answered yet: its page, which of its rows went (with their
+/// provisional notes), and the answer to come.
+struct Sent<R> {
+    page: Vec<R>,
+    sent: Vec<(usize, Option<&'static str>)>,
+    answer: tokio::task::JoinHandle<anyhow::Result<Vec<ImportResult>>>,
+}
+
+/// How many batches of `kind` may wait for their answers at once. Users and grants are
+/// independent of each other within their kind (a record names only itself), so a few go at
+/// once and the services' commits overlap; sessions, backup codes and passkeys lock their user
+/// at auth (two batches could take the same users in opposite orders) and the backup codes of
+/// one user decide against each other (the newest set wins), so those go one at a time.
+fn in_flight(kind: Kind) -> usize {
+    match kind {
+        Kind::Users | Kind::Grants => 3,
+        _ => 1,
     }
 }

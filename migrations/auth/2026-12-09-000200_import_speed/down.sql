@@ -1,0 +1,1 @@
+DROP INDEX auth.queue_backup_codes_user_created;
