@@ -72,15 +72,7 @@ async function expectPath(path) {
 }
 
 /** Queue's page message, once it says `expected`. */
-async function expectMessage(expected) {
-  const m = page.locator('#message');
-  try {
-    await m.filter({ hasText: expected }).waitFor({ state: 'visible' });
-  } catch (e) {
-    const shown = (await m.isVisible()) ? await m.textContent() : '(no message)';
-    fail(`expected the message "${expected}", the page shows: ${shown}`);
-  }
-}
+const expectMessage = (expected) => run.expectMessage(page, expected);
 
 /** Who answered a page: Raptor's pages are titled "… · Raptor" and come from werkzeug; Queue's
  * are titled "… · Queue" and carry auth's strict Content-Security-Policy. */

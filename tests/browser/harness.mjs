@@ -37,6 +37,17 @@ export class Run {
     if (!cond) this.fail(message);
   }
 
+  /** Queue's page message (`#message`: errors and confirmations), once it says `expected`. */
+  async expectMessage(page, expected) {
+    const m = page.locator('#message');
+    try {
+      await m.filter({ hasText: expected }).waitFor({ state: 'visible' });
+    } catch (e) {
+      const shown = (await m.isVisible()) ? await m.textContent() : '(no message)';
+      this.fail(`expected the message "${expected}", the page shows: ${shown}`);
+    }
+  }
+
   async step(name, page, fn) {
     this.current = name;
     this.stepNo += 1;

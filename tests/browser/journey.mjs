@@ -27,15 +27,7 @@ const step = (name, dev, fn) => run.step(name, dev.page, fn);
 const device = (browser, name) => openDevice(browser, name, run);
 
 /** The message the page shows (errors and confirmations), once it says `expected`. */
-async function expectMessage(page, expected) {
-  const m = page.locator('#message');
-  try {
-    await m.filter({ hasText: expected }).waitFor({ state: 'visible' });
-  } catch (e) {
-    const shown = (await m.isVisible()) ? await m.textContent() : '(no message)';
-    fail(`expected the message "${expected}", the page shows: ${shown}`);
-  }
-}
+const expectMessage = (page, expected) => run.expectMessage(page, expected);
 
 /** Waits for `url` and fails with the page's message (if any) when it does not come. */
 async function expectUrl(page, path) {

@@ -337,6 +337,19 @@ def _tenant_of(conn: Connection, customer_id: int) -> uuid.UUID | None:
     return found if isinstance(found, uuid.UUID) else None
 
 
+def _record_for(conn: Connection, event: str, owner: int, target: tuple[str, int], **payload: Any) -> None:
+    """Raptor's audit event of a change Queue wrote back: actor `system:queue`, the tenant of customer `owner`."""
+    audit.record(
+        event,
+        actor=None,
+        system=SYSTEM_ACTOR,
+        conn=conn,
+        tenant=_tenant_of(conn, owner),
+        target=target,
+        **payload,
+    )
+
+
 def _customer(conn: Connection, key: str, customer_id: int, *, lock: bool = False) -> uuid.UUID:
     """The customer's tenant; 422 naming ``key`` when there is no such customer."""
     sql = "SELECT tenant_id FROM customers WHERE id = :c" + (" FOR UPDATE" if lock else "")
@@ -495,12 +508,10 @@ def update_passkey(passkey_id: int) -> Response:
                 ),
                 {"n": new_count, "u": new_used, "b": new_backed_up, "id": passkey_id},
             )
-            audit.record(
+            _record_for(
+                conn,
                 "passkey.updated",
-                actor=None,
-                system=SYSTEM_ACTOR,
-                conn=conn,
-                tenant=_tenant_of(conn, int(row.customer_id)),
+                int(row.customer_id),
                 target=("passkey", passkey_id),
                 passkey_id=passkey_id,
                 customer_id=int(row.customer_id),
@@ -528,12 +539,10 @@ def delete_passkey(passkey_id: int) -> Response:
             text("DELETE FROM webauthn_credentials WHERE id = :id RETURNING customer_id"), {"id": passkey_id}
         ).first()
         if row is not None:
-            audit.record(
+            _record_for(
+                conn,
                 "passkey.deleted",
-                actor=None,
-                system=SYSTEM_ACTOR,
-                conn=conn,
-                tenant=_tenant_of(conn, int(row.customer_id)),
+                int(row.customer_id),
                 target=("passkey", passkey_id),
                 passkey_id=passkey_id,
                 customer_id=int(row.customer_id),
@@ -588,12 +597,10 @@ def _set_once(spec: _Once, row_id: int) -> Response:
             sets = f"{spec.column} = :at" + (", revoked_by = :by" if spec.revoked_by else "")
             conn.execute(text(f"UPDATE {spec.table} SET {sets} WHERE id = :id"), {"at": at, "by": by, "id": row_id})
             kept_at, kept_by = at, by
-            audit.record(
+            _record_for(
+                conn,
                 spec.event,
-                actor=None,
-                system=SYSTEM_ACTOR,
-                conn=conn,
-                tenant=_tenant_of(conn, int(row.customer_id)),
+                int(row.customer_id),
                 target=(spec.target, row_id),
                 customer_id=int(row.customer_id),
                 **{f"{spec.target}_id": row_id, spec.column: rfc3339(at)},

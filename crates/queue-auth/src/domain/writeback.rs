@@ -242,6 +242,9 @@ mod tests {
     ];
 
     #[test]
+    // `x`/`y` are `Vec<u8>` or webauthn-rs's base64 bytes depending on the features the workspace
+    // unifies: `.into()` is needed in one build and a no-op in the other.
+    #[allow(clippy::useless_conversion)]
     fn a_cose_key_survives_encoding() {
         let key = COSEKey {
             type_: COSEAlgorithm::ES256,
