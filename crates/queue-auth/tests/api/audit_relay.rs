@@ -59,23 +59,7 @@ async fn with_audit_down_events_wait_then_arrive_once_and_the_chain_verifies() {
     assert_eq!(auth.scalar(pending).await, 100, "nothing is lost or dropped while audit is down");
 
     // The audit service comes up on that port, trusting auth's key.
-    let key_dir = tempfile::tempdir().expect("tmp");
-    let keys = KeysConfig::local_in(key_dir.path(), true).expect("keys").0;
-    let auth_public = auth.app.keys.public("auth");
-    let audit = TestApp::spawn_with(
-        "audit",
-        queue_audit::MIGRATIONS,
-        move |base| queue_audit::run(queue_audit::AuditConfig::new(base, keys), Signals::Ignore),
-        move |c| {
-            c.server.listen = format!("127.0.0.1:{port}").parse().expect("addr");
-            for t in &mut c.tokens.trusted {
-                if t.issuer == "auth" {
-                    t.public_key = Some(auth_public.clone());
-                }
-            }
-        },
-    )
-    .await;
+    let (audit, _key_dir) = audit_on(port, &auth).await;
     assert_eq!(wait_delivered(&auth, 100).await, 100);
 
     let reader = audit.token("raptor", &["audit:read"]);
@@ -178,23 +162,7 @@ async fn a_refused_event_in_a_round_fails_alone_and_the_rest_arrive() {
         assert_eq!(s, 201, "{v}");
     }
 
-    let key_dir = tempfile::tempdir().expect("tmp");
-    let keys = KeysConfig::local_in(key_dir.path(), true).expect("keys").0;
-    let auth_public = auth.app.keys.public("auth");
-    let audit = TestApp::spawn_with(
-        "audit",
-        queue_audit::MIGRATIONS,
-        move |base| queue_audit::run(queue_audit::AuditConfig::new(base, keys), Signals::Ignore),
-        move |c| {
-            c.server.listen = format!("127.0.0.1:{port}").parse().expect("addr");
-            for t in &mut c.tokens.trusted {
-                if t.issuer == "auth" {
-                    t.public_key = Some(auth_public.clone());
-                }
-            }
-        },
-    )
-    .await;
+    let (audit, _key_dir) = audit_on(port, &auth).await;
     assert_eq!(wait_delivered(&auth, 5).await, 5);
     for _ in 0..200 {
         if auth.scalar("SELECT count(*) AS n FROM auth.audit_outbox WHERE failed_at IS NOT NULL").await == 1 {
@@ -212,4 +180,27 @@ async fn a_refused_event_in_a_round_fails_alone_and_the_rest_arrive() {
     assert_eq!(events.len(), 5, "the five of auth's own, once each");
     assert!(events.iter().all(|e| e["action"] == "auth.user.created"));
     audit.stop().await;
+}
+
+/// The audit service on `port` (where auth's relay sends), trusting auth's key; its key files
+/// live as long as the directory returned.
+async fn audit_on(port: u16, auth: &Auth) -> (TestApp, tempfile::TempDir) {
+    let key_dir = tempfile::tempdir().expect("tmp");
+    let keys = KeysConfig::local_in(key_dir.path(), true).expect("keys").0;
+    let auth_public = auth.app.keys.public("auth");
+    let audit = TestApp::spawn_with(
+        "audit",
+        queue_audit::MIGRATIONS,
+        move |base| queue_audit::run(queue_audit::AuditConfig::new(base, keys), Signals::Ignore),
+        move |c| {
+            c.server.listen = format!("127.0.0.1:{port}").parse().expect("addr");
+            for t in &mut c.tokens.trusted {
+                if t.issuer == "auth" {
+                    t.public_key = Some(auth_public.clone());
+                }
+            }
+        },
+    )
+    .await;
+    (audit, key_dir)
 }
